@@ -1,0 +1,277 @@
+"""The `cd4ml` command line (Typer + Rich).
+
+Exit codes, for CI: 0 ok; 1 anything else; 2 usage or config error;
+3 model rejected by the acceptance gate; 4 data rejected by validation.
+Heavy libraries (MLflow, pandas, LightGBM) are imported inside commands, so
+`cd4ml --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cd4ml.errors import Cd4mlError, DataRejected, GateRejected
+
+if TYPE_CHECKING:
+    from cd4ml.config import Project
+    from cd4ml.data.validation import ValidationReport
+    from cd4ml.gate.checks import GateReport
+
+app = typer.Typer(help="Continuous Delivery for Machine Learning: data -> train -> gate -> release.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+data_app = typer.Typer(help="Versioned, validated training data.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+console = Console()
+err = Console(stderr=True)
+
+ProjectDir = typer.Option(Path("."), "--project", "-C", help="Project folder (holds cd4ml.yaml).")
+RUN_STAGES = ("load", "features", "fit", "evaluate", "register", "gate")
+
+
+def _load(project_dir: Path, sets: list[str] | None = None) -> "Project":
+    from cd4ml.config import load_project, parse_overrides
+
+    return load_project(project_dir, parse_overrides(sets or []))
+
+
+def _print_json(doc: Any) -> None:
+    sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
+
+
+@app.command()
+def init(
+    directory: Path = typer.Argument(..., help="Folder to create the project in."),
+    example: Optional[str] = typer.Option(None, help="Scaffold a working example: groceries."),
+) -> None:
+    """Create a project: a commented cd4ml.yaml template, or a working example."""
+    from cd4ml.scaffold import init_project
+
+    files = init_project(directory, example)
+    console.print(f"[green]Created[/] {directory} ({example or 'template'}):")
+    for f in files:
+        console.print(f"  {f}")
+    console.print(f"Next: cd {directory} && cd4ml data ingest && cd4ml run")
+
+
+@data_app.command("ingest")
+def data_ingest(
+    project_dir: Path = ProjectDir,
+    path: Optional[str] = typer.Option(None, "--path", help="Read this CSV/Parquet instead of the source."),
+    append: bool = typer.Option(False, "--append", help="Add rows to the table instead of replacing them."),
+) -> None:
+    """Validate the source data and store it as a new version of the training table."""
+    from cd4ml.data.ingest import ingest
+
+    project = _load(project_dir)
+    with console.status("Reading and validating data..."):
+        try:
+            result = ingest(project, path=path, mode="append" if append else "overwrite")
+        except DataRejected as exc:
+            if exc.report is not None:
+                _print_validation(exc.report, project)
+            raise
+    console.print(f"[green]Accepted[/] {result.rows:,} rows from {result.source} "
+                  f"-> table version [bold]{result.version}[/] ({project.table_path})")
+
+
+def _print_validation(report: "ValidationReport", project: "Project") -> None:
+    import datetime as dt
+
+    table = Table(title=f"Data rejected: {len(report.failures)} failed check(s) in {report.rows:,} rows")
+    for col in ("column", "check", "rows", "examples"):
+        table.add_column(col, overflow="fold")
+    for f in report.failures:
+        examples = "\n".join(json.dumps(e, default=str) for e in f.examples[:2])
+        table.add_row(f.column or "(table)", f.check, f"{f.rows:,}", examples)
+    err.print(table)
+    out = project.state_dir / "reports" / f"validation-{dt.datetime.now():%Y%m%dT%H%M%S}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report.to_dict(), indent=2, default=str), encoding="utf-8")
+    err.print(f"Full report: {out}. The table was not changed.")
+
+
+@data_app.command("versions")
+def data_versions(project_dir: Path = ProjectDir, as_json: bool = typer.Option(False, "--json")) -> None:
+    """List the training table's versions: rows, time range, when, from where."""
+    from cd4ml.data.table import TrainingTable
+
+    versions = TrainingTable.for_project(_load(project_dir)).versions()
+    if as_json:
+        _print_json([v.__dict__ for v in versions])
+        return
+    table = Table(title="Training table versions")
+    for col in ("version", "written (UTC)", "operation", "rows", "from", "to", "source"):
+        table.add_column(col)
+    for v in versions:
+        table.add_row(str(v.version), f"{v.timestamp:%Y-%m-%d %H:%M:%S}", v.operation,
+                      f"{v.rows:,}" if v.rows is not None else "?", v.time_min or "", v.time_max or "",
+                      v.source or "")
+    console.print(table)
+
+
+@app.command()
+def run(
+    project_dir: Path = ProjectDir,
+    set_: list[str] = typer.Option([], "--set", help="Override a config value: dotted.key=value (repeatable)."),
+    data_version: Optional[int] = typer.Option(None, "--data-version", help="Pin this table version."),
+    no_promote: bool = typer.Option(False, "--no-promote", help="Register and gate, but never move champion."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Run the pipeline: pinned data -> features -> train -> evaluate -> register -> gate -> promote."""
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from cd4ml.train.pipeline import run_pipeline
+
+    project = _load(project_dir, set_)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+                  console=err, transient=True, disable=as_json) as progress:
+        task = progress.add_task("pipeline", total=len(RUN_STAGES))
+
+        def on_stage(name: str) -> None:
+            progress.update(task, description=f"stage: {name}", completed=RUN_STAGES.index(name))
+
+        result = run_pipeline(project, data_version=data_version, on_stage=on_stage,
+                              promote=False if no_promote else None)
+    if as_json:
+        _print_json({"run_id": result.run_id, "version": result.version, "data_version": result.data_version,
+                     "metrics": result.metrics, "baseline": result.baseline, "oracle": result.oracle,
+                     "gate": result.gate.to_dict(), "promoted": result.promoted, "seconds": result.seconds})
+    else:
+        _print_run(project, result)
+    if not result.gate.passed:
+        raise GateRejected(f"version {result.version} rejected by the acceptance gate: "
+                           + "; ".join(c.reason for c in result.gate.failed), result.gate)
+
+
+def _print_run(project: "Project", result: Any) -> None:
+    primary = project.config.metrics.primary
+    table = Table(title=f"Run {result.run_id[:8]} on data version {result.data_version}: holdout metrics")
+    table.add_column("metric")
+    for col in ("model", "naive baseline", *(["oracle"] if result.oracle else [])):
+        table.add_column(col, justify="right")
+    for name, value in result.metrics.items():
+        row = [f"{value:.4f}", f"{result.baseline[name]:.4f}"]
+        if result.oracle:
+            row.append(f"{result.oracle[name]:.4f}")
+        table.add_row(f"[bold]{name}[/]" if name == primary else name, *row)
+    console.print(table)
+    _print_gate(result.gate, result.version)
+    if result.promoted:
+        before = f" (was v{result.champion_before})" if result.champion_before else ""
+        console.print(f"[green]Version {result.version} is now champion[/]{before}.")
+    elif result.gate.passed:
+        console.print(f"Version {result.version} passed the gate; champion not moved (auto-promote off).")
+    console.print(f"Stage seconds: {result.seconds}")
+
+
+def _print_gate(report: "GateReport", version: str) -> None:
+    verdict = "[green]PASSED[/]" if report.passed else "[red]REJECTED[/]"
+    table = Table(title=f"Acceptance gate for version {version}: {verdict}")
+    for col in ("check", "value", "threshold", "champion", "result", "why"):
+        table.add_column(col, overflow="fold")
+    for c in report.checks:
+        fmt = (lambda v: "" if v is None else f"{v:.4g}")
+        table.add_row(c.name, fmt(c.value), c.threshold, fmt(c.champion),
+                      "[green]pass[/]" if c.passed else "[red]FAIL[/]", c.reason)
+    console.print(table)
+
+
+def _registry(project_dir: Path) -> Any:
+    from cd4ml import tracking
+    from cd4ml.release.registry import Registry
+
+    project = _load(project_dir)
+    return Registry(tracking.connect(project), project.config.registry.model_name), project
+
+
+@app.command()
+def releases(
+    project_dir: Path = ProjectDir,
+    as_json: bool = typer.Option(False, "--json"),
+    history: bool = typer.Option(False, "--history", help="Show every move of the champion alias."),
+) -> None:
+    """List registered versions (champion marked), or the release history."""
+    from cd4ml.release.listing import list_releases
+
+    registry, project = _registry(project_dir)
+    if history:
+        events = registry.history()
+        if as_json:
+            _print_json([e.__dict__ for e in events])
+            return
+        table = Table(title=f"Release history of {registry.name}")
+        for col in ("when (UTC)", "event", "from", "to", "who", "why"):
+            table.add_column(col, overflow="fold")
+        for e in events:
+            table.add_row(f"{e.time:%Y-%m-%d %H:%M:%S}", e.kind, e.from_version or "-", e.to_version, e.who, e.why)
+        console.print(table)
+        return
+    rows = list_releases(registry, project.config.metrics.primary)
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table(title=f"Releases of {registry.name}")
+    for col in ("", "version", "created (UTC)", project.config.metrics.primary, "gate", "data", "commit", "run"):
+        table.add_column(col)
+    for r in rows:
+        metric = r["metrics"].get(project.config.metrics.primary)
+        gate = {"passed": "[green]passed[/]", "rejected": "[red]rejected[/]"}.get(r["gate"], r["gate"] or "?")
+        table.add_row("[bold green]*[/]" if r["champion"] else "", r["version"], r["created"][:19],
+                      f"{metric:.4f}" if metric is not None else "", gate, str(r["data_version"]),
+                      (r["git_commit"] or "")[:8], (r["run_id"] or "")[:8])
+    console.print(table)
+    console.print("* = champion")
+
+
+@app.command()
+def promote(
+    version: str = typer.Argument(..., help="Model version to make champion."),
+    project_dir: Path = ProjectDir,
+    force: bool = typer.Option(False, "--force", help="Promote even a gate-rejected version."),
+    reason: str = typer.Option("", "--reason", help="Why (required with --force; recorded)."),
+) -> None:
+    """Make VERSION the champion (refuses gate-rejected versions unless --force --reason)."""
+    registry, _ = _registry(project_dir)
+    event = registry.promote(version, kind="promote", why=reason or ("" if force else "manual promote"), force=force)
+    console.print(f"[green]champion[/]: v{event.from_version or '-'} -> v{event.to_version} ({event.kind})")
+
+
+@app.command()
+def rollback(
+    project_dir: Path = ProjectDir,
+    reason: str = typer.Option("manual rollback", "--reason", help="Why (recorded)."),
+) -> None:
+    """Move champion back to the previous champion, in one step."""
+    registry, _ = _registry(project_dir)
+    event = registry.rollback(reason)
+    console.print(f"[yellow]rolled back[/]: champion v{event.from_version} -> v{event.to_version}")
+
+
+def main() -> None:
+    """Console entry: maps cd4ml errors to exit codes with a clear message, no traceback.
+
+    Usage errors are Typer's own (it prints them and exits 2).
+    """
+    try:
+        app()
+    except Cd4mlError as exc:
+        err.print(f"[red]error[/] ({type(exc).__name__}): {exc}", highlight=False)
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # last resort: one clear line, traceback only on request
+        if os.environ.get("CD4ML_DEBUG"):
+            raise
+        err.print(f"[red]internal error[/]: {type(exc).__name__}: {exc} (set CD4ML_DEBUG=1 for a traceback)",
+                  highlight=False)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

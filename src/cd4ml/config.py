@@ -1,0 +1,331 @@
+"""The project file `cd4ml.yaml`: one ML problem, parsed into typed config.
+
+Every error names the file, the key (dotted path) and what is wrong. Values
+can be overridden per run with `--set dotted.key=value`; overrides are applied
+to the raw YAML before validation, so they are checked exactly like the file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from cd4ml.errors import ConfigError
+
+PROJECT_FILE = "cd4ml.yaml"
+
+ColumnType = Literal["int", "float", "str", "bool", "date", "datetime"]
+CalendarPart = Literal[
+    "year", "month", "day", "dayofweek", "dayofyear", "weekofyear", "hour", "is_weekend", "is_month_end"
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceConfig(_Strict):
+    """Where raw data comes from: a CSV/Parquet file, or a built-in generator."""
+
+    path: str | None = None
+    generator: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "SourceConfig":
+        if (self.path is None) == (self.generator is None):
+            raise ValueError("give exactly one of 'path' (CSV or Parquet file) or 'generator'")
+        if self.path is not None and not self.path.lower().endswith((".csv", ".parquet", ".pq")):
+            raise ValueError(f"path {self.path!r} must end in .csv or .parquet")
+        return self
+
+
+class ColumnSpec(_Strict):
+    type: ColumnType
+    nullable: bool = False
+    min: float | None = None
+    max: float | None = None
+    categories: list[Any] | None = None
+
+
+class SchemaConfig(_Strict):
+    columns: dict[str, ColumnSpec]
+    keys: list[str] = Field(default_factory=list)
+
+
+class DataConfig(_Strict):
+    table: str = ".cd4ml/data/training"
+    min_rows: int = 1
+    max_null_rate: float = Field(0.0, ge=0.0, le=1.0)
+
+
+class LookupSpec(_Strict):
+    """Attributes that depend only on a key (item -> family): learned from the
+    training data and packaged with the model, so requests need only the key."""
+
+    key: str
+    columns: list[str]
+
+
+class HolidaySpec(_Strict):
+    country: str
+    subdiv: str | None = None
+
+
+class FeaturesConfig(_Strict):
+    lookups: list[LookupSpec] = Field(default_factory=list)
+    calendar: list[CalendarPart] = Field(default_factory=list)
+    holidays: HolidaySpec | None = None
+    custom: list[str] = Field(default_factory=list, description="module:function in the project")
+    target_encodings: list[list[str]] = Field(default_factory=list)
+    encoding_smoothing: float = Field(20.0, ge=0.0)
+    categorical: list[str] = Field(default_factory=list)
+    numeric: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _has_features(self) -> "FeaturesConfig":
+        if not self.categorical and not self.numeric and not self.target_encodings:
+            raise ValueError("no model inputs: list columns under 'categorical', 'numeric' or 'target_encodings'")
+        for spec in self.custom:
+            if ":" not in spec:
+                raise ValueError(f"custom feature {spec!r} must be 'module:function'")
+        return self
+
+
+class SplitConfig(_Strict):
+    holdout_days: int | None = Field(None, gt=0)
+    holdout_rows: int | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_split(self) -> "SplitConfig":
+        if (self.holdout_days is None) == (self.holdout_rows is None):
+            raise ValueError("give exactly one of 'holdout_days' or 'holdout_rows'")
+        return self
+
+
+class ModelConfig(_Strict):
+    algorithm: str = "lightgbm"
+    params: dict[str, Any] = Field(default_factory=dict)
+    target_transform: Literal["none", "log1p"] = "none"
+    clip_min: float | None = None
+
+
+class WeightSpec(_Strict):
+    """Per-row weights for weighted metrics (Favorita: perishable -> 1.25)."""
+
+    column: str
+    values: dict[str, float]
+    default: float = 1.0
+
+    @field_validator("values", mode="before")
+    @classmethod
+    def _text_keys(cls, v: Any) -> Any:
+        # YAML reads `1: 1.25` with an int key; rows are matched by their text form.
+        return {str(k): val for k, val in v.items()} if isinstance(v, dict) else v
+
+
+class MetricsConfig(_Strict):
+    primary: str = "rmse"
+    report: list[str] = Field(default_factory=lambda: ["rmse", "mae", "r2"])
+    weight: WeightSpec | None = None
+
+    @model_validator(mode="after")
+    def _known(self) -> "MetricsConfig":
+        from cd4ml.evaluate.metrics import METRICS
+
+        for name in [self.primary, *self.report]:
+            if name not in METRICS:
+                raise ValueError(f"unknown metric {name!r}; known: {', '.join(sorted(METRICS))}")
+        return self
+
+
+class BaselineConfig(_Strict):
+    group_by: list[str] = Field(default_factory=list)
+
+
+class Bound(_Strict):
+    min: float | None = None
+    max: float | None = None
+
+
+class AcceptanceConfig(_Strict):
+    thresholds: dict[str, Bound] = Field(default_factory=dict)
+    beat_baseline: bool = True
+    champion_tolerance: float = Field(0.0, ge=0.0, description="relative; 0.01 = 1% worse allowed")
+    slice_tolerance: float = Field(0.05, ge=0.0)
+    min_slice_rows: int = Field(30, ge=1)
+    latency_p99_ms: float | None = Field(None, gt=0)
+    parity_tolerance: float = Field(0.0, ge=0.0)
+
+
+class RegistryConfig(_Strict):
+    model_name: str
+    auto_promote: bool = True
+
+
+class TrackingConfig(_Strict):
+    uri: str | None = None
+    experiment: str | None = None
+
+
+class ProjectConfig(_Strict):
+    project: str
+    seed: int = 42
+    source: SourceConfig
+    data: DataConfig = DataConfig()
+    schema_: SchemaConfig = Field(alias="schema")
+    target: str
+    time_column: str
+    oracle_column: str | None = None
+    features: FeaturesConfig
+    split: SplitConfig
+    model: ModelConfig = ModelConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    baseline: BaselineConfig = BaselineConfig()
+    slices: list[str] = Field(default_factory=list)
+    acceptance: AcceptanceConfig = AcceptanceConfig()
+    registry: RegistryConfig
+    tracking: TrackingConfig = TrackingConfig()
+
+    @model_validator(mode="after")
+    def _columns_exist(self) -> "ProjectConfig":
+        cols = self.schema_.columns
+        for key, name in [("target", self.target), ("time_column", self.time_column),
+                          ("oracle_column", self.oracle_column)]:
+            if name is not None and name not in cols:
+                raise ValueError(f"{key} {name!r} is not a column under schema.columns")
+        if cols[self.time_column].type not in ("date", "datetime"):
+            raise ValueError(f"time_column {self.time_column!r} must have type date or datetime")
+        if cols[self.target].type not in ("int", "float"):
+            raise ValueError(f"target {self.target!r} must have type int or float")
+        for key in self.schema_.keys:
+            if key not in cols:
+                raise ValueError(f"schema.keys names {key!r}, which is not under schema.columns")
+        for lookup in self.features.lookups:
+            for name in [lookup.key, *lookup.columns]:
+                if name not in cols:
+                    raise ValueError(f"features.lookups names {name!r}, which is not under schema.columns")
+        if self.metrics.weight and self.metrics.weight.column not in cols:
+            raise ValueError(f"metrics.weight.column {self.metrics.weight.column!r} is not a column")
+        computed = {self.metrics.primary, *self.metrics.report}
+        for name in self.acceptance.thresholds:
+            if name not in computed:
+                raise ValueError(f"acceptance.thresholds names metric {name!r}, which is not computed; "
+                                 f"add it to metrics.report (computed: {', '.join(sorted(computed))})")
+        return self
+
+    @property
+    def label_columns(self) -> list[str]:
+        """Columns known only after the fact: never model inputs."""
+        return [c for c in (self.target, self.oracle_column) if c is not None]
+
+    @property
+    def input_columns(self) -> list[str]:
+        """Columns a prediction request must carry (lookup attributes are filled from their key)."""
+        derived = {c for lookup in self.features.lookups for c in lookup.columns}
+        return [c for c in self.schema_.columns if c not in derived and c not in self.label_columns]
+
+
+class Project:
+    """A loaded project: its root folder and its validated config."""
+
+    def __init__(self, root: Path, config: ProjectConfig, overrides: dict[str, Any]) -> None:
+        self.root = root
+        self.config = config
+        self.overrides = overrides
+
+    @property
+    def state_dir(self) -> Path:
+        """Where cd4ml keeps the project's local state (tracking DB, artifacts, tables)."""
+        return self.root / ".cd4ml"
+
+    def resolve(self, path: str) -> Path:
+        p = Path(path)
+        return p if p.is_absolute() else self.root / p
+
+    @property
+    def table_path(self) -> Path:
+        return self.resolve(self.config.data.table)
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """Parse `dotted.key=value` strings; values are read as YAML (5 -> int, true -> bool)."""
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r} must look like dotted.key=value", key=item)
+        try:
+            overrides[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"value {raw!r} is not valid YAML: {exc}", key=key) from None
+    return overrides
+
+
+def _apply_override(raw: dict[str, Any], dotted: str, value: Any, file: str) -> None:
+    node: Any = raw
+    parts = dotted.split(".")
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part) if isinstance(node, dict) else None
+        if child is None:
+            child = {}
+            node[part] = child
+        elif not isinstance(child, dict):
+            raise ConfigError(f"cannot set {dotted!r}: {'.'.join(parts[:i + 1])!r} is not a mapping",
+                              file=file, key=dotted)
+        node = child
+    node[parts[-1]] = value
+
+
+def _format_validation_error(exc: ValidationError, file: str) -> ConfigError:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"] if p != "schema_") or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; see the README's project file reference)"
+        lines.append(f"{file}: {loc}: {msg}")
+    first = exc.errors()[0]
+    key = ".".join(str(p) for p in first["loc"])
+    return ConfigError("invalid project file\n  " + "\n  ".join(lines), key=key or None)
+
+
+def load_project(root: Path | str = ".", overrides: dict[str, Any] | None = None) -> Project:
+    """Read `cd4ml.yaml` under `root`, apply overrides, validate.
+
+    Raises ConfigError naming the file, the key and the problem.
+    """
+    root = Path(root).resolve()
+    path = root / PROJECT_FILE
+    file = str(path)
+    if not path.is_file():
+        raise ConfigError(f"no {PROJECT_FILE} here; run 'cd4ml init DIR' to create a project", file=file)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"not valid YAML: {exc}", file=file) from None
+    if not isinstance(raw, dict):
+        raise ConfigError("must be a mapping of keys to values", file=file)
+    overrides = dict(overrides or {})
+    for dotted, value in overrides.items():
+        _apply_override(raw, dotted, value, file)
+    try:
+        config = ProjectConfig.model_validate(_dates_to_str(raw))
+    except ValidationError as exc:
+        raise _format_validation_error(exc, file) from None
+    return Project(root, config, overrides)
+
+
+def _dates_to_str(node: Any) -> Any:
+    # YAML reads 2024-01-01 as a date; options and categories keep them as ISO text.
+    if isinstance(node, dict):
+        return {k: _dates_to_str(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_dates_to_str(v) for v in node]
+    if isinstance(node, (dt.date, dt.datetime)):
+        return node.isoformat()
+    return node

@@ -1,0 +1,1 @@
+"""Data: read a source, validate it, store it as a versioned Delta table."""

@@ -1,0 +1,38 @@
+"""`cd4ml data ingest`: read the source, validate it, store it as a new table version."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from cd4ml.config import Project
+from cd4ml.data.sources import read_source
+from cd4ml.data.table import TrainingTable
+from cd4ml.data.validation import ValidationReport, validate
+from cd4ml.errors import DataRejected
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    version: int
+    rows: int
+    source: str
+    report: ValidationReport
+
+
+def ingest(project: Project, *, path: str | None = None,
+           mode: Literal["overwrite", "append"] = "overwrite") -> IngestResult:
+    """Validate the source and write it as a new version of the training table.
+
+    Raises DataRejected (exit code 4) with the full report if any check fails;
+    the table is then left exactly as it was.
+    """
+    frame, source = read_source(project, path)
+    table = TrainingTable.for_project(project)
+    existing = table.row_count() if mode == "append" and table.exists() else 0
+    clean, report = validate(frame, project.config, existing_rows=existing)
+    if not report.ok:
+        raise DataRejected(f"{source}: {len(report.failures)} validation check(s) failed; "
+                           "nothing was written", report)
+    version = table.write(clean, mode=mode, source=source)
+    return IngestResult(version, len(clean), source, report)

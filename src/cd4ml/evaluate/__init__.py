@@ -1,0 +1,1 @@
+"""Evaluation: metrics, the naive baseline, slices and plots."""

@@ -1,0 +1,327 @@
+"""Feature computation on column batches; a copy travels inside every model.
+
+A batch is a mapping of column name -> 1-D numpy array, all of length n (one
+request row or a million training rows go through the same code). This module
+imports only numpy and the standard library on purpose: every release packages
+its own copy of this file and loads it under a private module name, so an old
+release keeps computing features exactly as it was trained, whatever cd4ml
+version or project code is installed later.
+
+Steps, in order: attribute lookups (key -> attributes), calendar parts,
+holiday flags, the project's custom functions, target encodings, then the
+numeric and categorical columns are assembled into a float64 matrix.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+Batch = dict[str, np.ndarray]
+CustomFn = Callable[[Mapping[str, np.ndarray]], Mapping[str, Any]]
+
+FORMAT_VERSION = 1
+
+
+def as_time(values: Any) -> np.ndarray:
+    """Dates or timestamps (datetime64, ISO strings, pandas) -> datetime64[s]."""
+    arr = np.asarray(values)
+    if arr.dtype.kind == "M":
+        return arr.astype("datetime64[s]")
+    return np.asarray(arr.astype(str), dtype="datetime64[s]")
+
+
+def calendar_part(t: np.ndarray, part: str) -> np.ndarray:
+    """One calendar part of datetime64[s] values, as int64 (dayofweek: Monday=0)."""
+    days = t.astype("datetime64[D]")
+    dow = (days.astype(np.int64) + 3) % 7  # 1970-01-01 was a Thursday
+    if part == "dayofweek":
+        return dow
+    if part == "year":
+        return days.astype("datetime64[Y]").astype(np.int64) + 1970
+    if part == "month":
+        return days.astype("datetime64[M]").astype(np.int64) % 12 + 1
+    if part == "day":
+        return (days - days.astype("datetime64[M]")).astype(np.int64) + 1
+    if part == "dayofyear":
+        return (days - days.astype("datetime64[Y]")).astype(np.int64) + 1
+    if part == "weekofyear":
+        # ISO week: the week belongs to the year of its Thursday.
+        thursday = days - dow + 3
+        return (thursday - thursday.astype("datetime64[Y]")).astype(np.int64) // 7 + 1
+    if part == "hour":
+        return (t - days).astype("timedelta64[h]").astype(np.int64)
+    if part == "is_weekend":
+        return (dow >= 5).astype(np.int64)
+    if part == "is_month_end":
+        return ((days + 1).astype("datetime64[M]") != days.astype("datetime64[M]")).astype(np.int64)
+    raise ValueError(f"unknown calendar part {part!r}")
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    """Categorical values: text as fixed-width unicode, numbers as int64/float64."""
+    x = np.asarray(x)
+    if x.dtype.kind in "OUSb" and x.dtype.kind != "b":
+        return x.astype(str)
+    if x.dtype.kind == "b":
+        return x.astype(np.int64)
+    if x.dtype.kind in "iu":
+        return x.astype(np.int64)
+    if x.dtype.kind == "M":
+        return x.astype("datetime64[s]").astype(np.int64)
+    return x.astype(np.float64)
+
+
+class FeatureSpecError(ValueError):
+    """A feature setting names a column that is neither in the data nor derived."""
+
+    def __init__(self, key: str, column: str) -> None:
+        self.key = key
+        super().__init__(f"column {column!r} is neither in the data nor derived by a feature step")
+
+
+class Vocabulary:
+    """The sorted distinct values of one column; maps values to codes 0..k-1, unknown -> -1."""
+
+    def __init__(self, values: np.ndarray) -> None:
+        self.values = values
+
+    @classmethod
+    def fit(cls, x: np.ndarray) -> "Vocabulary":
+        values = np.unique(_normalise(x))
+        if values.dtype.kind == "f":
+            values = values[~np.isnan(values)]
+        return cls(values)
+
+    def codes(self, x: np.ndarray) -> np.ndarray:
+        x = _normalise(x)
+        if self.values.dtype.kind == "U" and x.dtype.kind != "U":
+            x = x.astype(str)
+        elif self.values.dtype.kind in "if" and x.dtype.kind == "U":
+            return np.full(len(x), -1, dtype=np.int64)
+        if len(self.values) == 0:
+            return np.full(len(x), -1, dtype=np.int64)
+        idx = np.searchsorted(self.values, x)
+        idx_c = np.minimum(idx, len(self.values) - 1)
+        return np.where(self.values[idx_c] == x, idx_c, -1).astype(np.int64)
+
+
+class KeyTable:
+    """Rows keyed by one or more columns, found by vectorised binary search."""
+
+    def __init__(self, vocabs: list[Vocabulary], keys: np.ndarray, values: dict[str, np.ndarray]) -> None:
+        self.vocabs = vocabs
+        self.keys = keys
+        self.values = values
+
+    @staticmethod
+    def _composite(vocabs: list[Vocabulary], cols: list[np.ndarray]) -> np.ndarray:
+        codes = [v.codes(c) for v, c in zip(vocabs, cols)]
+        key = np.zeros(len(codes[0]), dtype=np.int64)
+        unknown = np.zeros(len(codes[0]), dtype=bool)
+        for vocab, c in zip(vocabs, codes):
+            key = key * (len(vocab.values) + 1) + c
+            unknown |= c < 0
+        return np.where(unknown, -1, key)
+
+    @classmethod
+    def group(cls, cols: list[np.ndarray]) -> tuple["KeyTable", np.ndarray]:
+        """Distinct key combinations of `cols`; also returns each row's group index."""
+        vocabs = [Vocabulary.fit(c) for c in cols]
+        size = np.prod([float(len(v.values) + 1) for v in vocabs])
+        if size > 2**62:
+            raise ValueError("too many distinct key combinations to index")
+        composite = cls._composite(vocabs, cols)
+        keys, inverse = np.unique(composite, return_inverse=True)
+        return cls(vocabs, keys, {}), inverse
+
+    def find(self, cols: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Row index into the table for each input row, and whether it was found."""
+        composite = self._composite(self.vocabs, cols)
+        if len(self.keys) == 0:
+            return np.zeros(len(composite), dtype=np.int64), np.zeros(len(composite), dtype=bool)
+        idx = np.minimum(np.searchsorted(self.keys, composite), len(self.keys) - 1)
+        return idx, (self.keys[idx] == composite) & (composite >= 0)
+
+    def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
+        out = {f"{prefix}.keys": self.keys}
+        out.update({f"{prefix}.vocab{i}": v.values for i, v in enumerate(self.vocabs)})
+        out.update({f"{prefix}.value.{name}": arr for name, arr in self.values.items()})
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], prefix: str, n_keys: int,
+                    value_names: list[str]) -> "KeyTable":
+        vocabs = [Vocabulary(arrays[f"{prefix}.vocab{i}"]) for i in range(n_keys)]
+        values = {name: arrays[f"{prefix}.value.{name}"] for name in value_names}
+        return cls(vocabs, arrays[f"{prefix}.keys"], values)
+
+
+def _missing_like(values: np.ndarray, n: int) -> np.ndarray:
+    if values.dtype.kind == "U":
+        return np.full(n, "", dtype=values.dtype)
+    return np.full(n, np.nan)
+
+
+def encoding_name(cols: list[str]) -> str:
+    return "te__" + "__".join(cols)
+
+
+class FeaturePlan:
+    """Fitted feature computation: `transform(batch) -> X` of shape (n, n_features), float64.
+
+    `spec` is JSON-serialisable; `arrays` holds the fitted tables (lookups,
+    encodings, vocabularies, holiday dates) as plain numpy arrays.
+    """
+
+    def __init__(self, spec: dict[str, Any], arrays: Mapping[str, np.ndarray],
+                 custom: Mapping[str, CustomFn]) -> None:
+        self.spec = spec
+        self.arrays = dict(arrays)
+        self.custom = custom
+        self._lookups = [
+            KeyTable.from_arrays(self.arrays, f"lookup{i}", 1, lk["columns"])
+            for i, lk in enumerate(spec["lookups"])
+        ]
+        self._encodings = [
+            KeyTable.from_arrays(self.arrays, f"enc{i}", len(cols), ["mean"])
+            for i, cols in enumerate(spec["target_encodings"])
+        ]
+        self._vocabs = {c: Vocabulary(self.arrays[f"vocab.{c}"]) for c in spec["categorical"]}
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self.spec["numeric"]) + list(self.spec["categorical"]) + [
+            encoding_name(cols) for cols in self.spec["target_encodings"]
+        ]
+
+    @property
+    def categorical_indices(self) -> list[int]:
+        start = len(self.spec["numeric"])
+        return list(range(start, start + len(self.spec["categorical"])))
+
+    # -- fitting ---------------------------------------------------------------------------
+    @classmethod
+    def fit(cls, spec: dict[str, Any], batch: Mapping[str, np.ndarray], y: np.ndarray,
+            custom: Mapping[str, CustomFn], holiday_dates: np.ndarray) -> "FeaturePlan":
+        """Learn lookups, encodings and vocabularies from training rows.
+
+        `y` is the model-space target (after the target transform), shape (n,).
+        """
+        arrays: dict[str, np.ndarray] = {"holidays": np.asarray(holiday_dates, dtype="datetime64[D]")}
+        work = dict(batch)
+        for i, lk in enumerate(spec["lookups"]):
+            # Reversed so that np.unique's first occurrence is the latest row: attributes may change.
+            rev = {c: np.asarray(work[c])[::-1] for c in [lk["key"], *lk["columns"]]}
+            table, inverse = KeyTable.group([rev[lk["key"]]])
+            first = np.full(len(table.keys), len(inverse), dtype=np.int64)
+            np.minimum.at(first, inverse, np.arange(len(inverse)))
+            table.values = {c: _normalise(rev[c])[first] for c in lk["columns"]}
+            arrays.update(table.to_arrays(f"lookup{i}"))
+        plan = cls(spec, {**arrays, **_empty_tables(spec)}, custom)
+        work = plan._derive(work)
+        for key in ("numeric", "categorical"):
+            for c in spec[key]:
+                if c not in work:
+                    raise FeatureSpecError(f"features.{key}", c)
+        for cols in spec["target_encodings"]:
+            for c in cols:
+                if c not in work:
+                    raise FeatureSpecError("features.target_encodings", c)
+        y = np.asarray(y, dtype=np.float64)
+        prior = float(y.mean())
+        arrays["global_mean"] = np.array([prior])
+        m = float(spec["encoding_smoothing"])
+        for i, cols in enumerate(spec["target_encodings"]):
+            table, inverse = KeyTable.group([work[c] for c in cols])
+            sums = np.bincount(inverse, weights=y, minlength=len(table.keys))
+            counts = np.bincount(inverse, minlength=len(table.keys))
+            table.values = {"mean": (sums + m * prior) / (counts + m)}
+            arrays.update(table.to_arrays(f"enc{i}"))
+        for c in spec["categorical"]:
+            arrays[f"vocab.{c}"] = Vocabulary.fit(work[c]).values
+        return cls(spec, arrays, custom)
+
+    # -- applying --------------------------------------------------------------------------
+    def _derive(self, batch: Mapping[str, np.ndarray]) -> Batch:
+        """Every step but the final encodings: lookups, calendar, holidays, custom columns."""
+        work: Batch = dict(batch)
+        n = len(next(iter(work.values()))) if work else 0
+        for lk, table in zip(self.spec["lookups"], self._lookups):
+            idx, found = table.find([work[lk["key"]]])
+            for c in lk["columns"]:
+                known = table.values[c]
+                given = work.get(c)
+                fill = _missing_like(known, n) if given is None else _normalise(given)
+                work[c] = np.where(found, known[idx] if len(known) else fill, fill)
+        t = as_time(work[self.spec["time_column"]])
+        for part in self.spec["calendar"]:
+            work[part] = calendar_part(t, part)
+        if self.spec["holidays"]:
+            days = t.astype("datetime64[D]")
+            hol = self.arrays["holidays"]
+            work["is_holiday"] = np.isin(days, hol).astype(np.int64)
+            work["is_holiday_eve"] = np.isin(days + 1, hol).astype(np.int64)
+        for name in self.spec["custom"]:
+            produced = self.custom[name](work)
+            for col, values in produced.items():
+                arr = np.asarray(values)
+                if arr.shape != (n,):
+                    raise ValueError(f"custom feature {name} returned column {col!r} of shape {arr.shape}, "
+                                     f"expected ({n},)")
+                work[col] = arr
+        return work
+
+    def derive(self, batch: Mapping[str, np.ndarray]) -> Batch:
+        """The batch with every derived column added (used for baselines and slices)."""
+        return self._derive(batch)
+
+    def transform(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Feature matrix (n, n_features), float64; unknown categories and keys become NaN."""
+        missing = [c for c in self.spec["inputs"] if c not in batch]
+        if missing:
+            raise ValueError(f"missing input column(s): {', '.join(missing)}")
+        work = self._derive(batch)
+        n = len(work[self.spec["inputs"][0]]) if self.spec["inputs"] else 0
+        X = np.empty((n, len(self.feature_names)), dtype=np.float64)
+        j = 0
+        for c in self.spec["numeric"]:
+            X[:, j] = np.asarray(work[c], dtype=np.float64)
+            j += 1
+        for c in self.spec["categorical"]:
+            codes = self._vocabs[c].codes(work[c]).astype(np.float64)
+            codes[codes < 0] = np.nan
+            X[:, j] = codes
+            j += 1
+        prior = float(self.arrays["global_mean"][0])
+        for cols, table in zip(self.spec["target_encodings"], self._encodings):
+            idx, found = table.find([work[c] for c in cols])
+            X[:, j] = np.where(found, table.values["mean"][idx], prior)
+            j += 1
+        return X
+
+    def inverse_target(self, pred: np.ndarray) -> np.ndarray:
+        """Model-space predictions -> target units."""
+        out = np.expm1(pred) if self.spec["target_transform"] == "log1p" else np.asarray(pred, dtype=np.float64)
+        if self.spec["clip_min"] is not None:
+            out = np.maximum(out, self.spec["clip_min"])
+        return out
+
+
+
+def forward_target(spec: Mapping[str, Any], y: np.ndarray) -> np.ndarray:
+    """Target units -> model space (the inverse of FeaturePlan.inverse_target)."""
+    y = np.asarray(y, dtype=np.float64)
+    return np.log1p(np.maximum(y, 0.0)) if spec["target_transform"] == "log1p" else y
+
+
+def _empty_tables(spec: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Placeholders so a half-fitted plan can derive columns before encodings exist."""
+    out: dict[str, np.ndarray] = {"global_mean": np.array([0.0])}
+    for i, cols in enumerate(spec["target_encodings"]):
+        out[f"enc{i}.keys"] = np.array([], dtype=np.int64)
+        out[f"enc{i}.value.mean"] = np.array([], dtype=np.float64)
+        out.update({f"enc{i}.vocab{k}": np.array([], dtype=np.int64) for k in range(len(cols))})
+    out.update({f"vocab.{c}": np.array([], dtype=np.int64) for c in spec["categorical"]})
+    return out

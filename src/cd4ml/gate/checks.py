@@ -1,0 +1,141 @@
+"""The acceptance gate: a model reaches production only if every check passes.
+
+Checks, all configured under `acceptance:` in cd4ml.yaml:
+- threshold:<metric>  absolute bounds on holdout metrics;
+- beats_baseline      the primary metric beats the naive baseline;
+- vs_champion         not worse than the current champion, re-scored on the
+                      same holdout, by more than `champion_tolerance`;
+- slice:<column>      no slice (e.g. each family) worse than the champion's
+                      by more than `slice_tolerance`;
+- latency_p99         single-row predict of the packaged, reloaded model;
+- parity              the reloaded model predicts what the trained one did.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from cd4ml.config import AcceptanceConfig
+from cd4ml.evaluate.metrics import METRICS
+
+SliceScores = dict[str, dict[str, dict[str, float]]]  # column -> value -> {metric: value, "rows": n}
+
+
+@dataclass
+class Check:
+    name: str
+    passed: bool
+    value: float | None
+    threshold: str
+    champion: float | None = None
+    reason: str = ""
+
+
+@dataclass
+class GateReport:
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    @property
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if not c.passed]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"passed": self.passed, "checks": [asdict(c) for c in self.checks]}
+
+
+@dataclass
+class Evidence:
+    """What the gate judges; all metrics are on the same holdout rows."""
+
+    primary: str
+    candidate: dict[str, float]
+    baseline: dict[str, float]
+    candidate_slices: SliceScores
+    champion_version: str | None = None
+    champion: dict[str, float] | None = None
+    champion_slices: SliceScores | None = None
+    champion_error: str | None = None
+    latency_p99_ms: float | None = None
+    parity_max_abs_diff: float | None = None
+
+
+def evaluate(rules: AcceptanceConfig, ev: Evidence) -> GateReport:
+    """Run every configured check against the evidence."""
+    report = GateReport()
+    for name, bound in rules.thresholds.items():
+        value = ev.candidate.get(name)
+        ok = value is not None and (bound.min is None or value >= bound.min) and (bound.max is None or value <= bound.max)
+        limits = " and ".join(s for s in (f">= {bound.min}" if bound.min is not None else "",
+                                          f"<= {bound.max}" if bound.max is not None else "") if s)
+        report.checks.append(Check(f"threshold:{name}", ok, value, limits,
+                                   reason="" if ok else f"{name} = {value:.4f} is outside {limits}"))
+    metric = METRICS[ev.primary]
+    cand, base = ev.candidate[ev.primary], ev.baseline[ev.primary]
+    if rules.beat_baseline:
+        ok = metric.worse_by(cand, base) < 0
+        report.checks.append(Check("beats_baseline", ok, cand, f"better than baseline {base:.4f}",
+                                   reason="" if ok else f"{ev.primary} {cand:.4f} does not beat the naive "
+                                                        f"baseline's {base:.4f}"))
+    report.checks.append(_vs_champion(rules, ev))
+    report.checks.extend(_slices(rules, ev))
+    if rules.latency_p99_ms is not None:
+        p99 = ev.latency_p99_ms
+        ok = p99 is not None and p99 <= rules.latency_p99_ms
+        report.checks.append(Check("latency_p99_ms", ok, p99, f"<= {rules.latency_p99_ms} ms",
+                                   reason="" if ok else f"p99 single-row latency {p99:.2f} ms over budget"))
+    diff = ev.parity_max_abs_diff
+    ok = diff is not None and diff <= rules.parity_tolerance
+    report.checks.append(Check("parity", ok, diff, f"max |diff| <= {rules.parity_tolerance}",
+                               reason="" if ok else "the packaged model does not predict what the trained "
+                                                    f"model did (max |diff| {diff})"))
+    return report
+
+
+def _vs_champion(rules: AcceptanceConfig, ev: Evidence) -> Check:
+    metric = METRICS[ev.primary]
+    cand = ev.candidate[ev.primary]
+    limit = f"at most {rules.champion_tolerance:.1%} worse than champion"
+    if ev.champion_error:
+        return Check("vs_champion", False, cand, limit,
+                     reason=f"champion v{ev.champion_version} could not be scored on this holdout: "
+                            f"{ev.champion_error}")
+    if ev.champion is None:
+        return Check("vs_champion", True, cand, limit, reason="no champion yet")
+    champ = ev.champion[ev.primary]
+    worse = metric.worse_by(cand, champ)
+    ok = worse <= rules.champion_tolerance
+    return Check("vs_champion", ok, cand, limit, champ,
+                 reason="" if ok else f"{ev.primary} {cand:.4f} is {worse:.1%} worse than champion "
+                                      f"v{ev.champion_version}'s {champ:.4f}")
+
+
+def _slices(rules: AcceptanceConfig, ev: Evidence) -> list[Check]:
+    metric = METRICS[ev.primary]
+    checks = []
+    for column, values in ev.candidate_slices.items():
+        limit = f"no {column} more than {rules.slice_tolerance:.1%} worse than champion"
+        if ev.champion_slices is None or column not in ev.champion_slices:
+            checks.append(Check(f"slice:{column}", ev.champion_error is None, None, limit,
+                                reason="no champion yet" if ev.champion_error is None else "champion not scored"))
+            continue
+        worst, worst_value, failing = None, -float("inf"), []
+        for value, scores in values.items():
+            champ = ev.champion_slices[column].get(value)
+            if champ is None or scores["rows"] < rules.min_slice_rows:
+                continue
+            worse = metric.worse_by(scores[ev.primary], champ[ev.primary])
+            if worse > worst_value:
+                worst, worst_value = value, worse
+            if worse > rules.slice_tolerance:
+                failing.append(f"{value} ({worse:+.1%})")
+        ok = not failing
+        checks.append(Check(f"slice:{column}", ok, worst_value if worst is not None else None, limit,
+                            reason=(f"worst {column}: {worst} ({worst_value:+.1%})" if ok and worst is not None
+                                    else "" if ok else f"{len(failing)} {column} slice(s) regressed: "
+                                    + ", ".join(failing[:5]))))
+    return checks

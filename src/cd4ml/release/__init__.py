@@ -1,0 +1,1 @@
+"""Release: the packaged model artifact and the registry (versions, champion alias, events)."""

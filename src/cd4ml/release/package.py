@@ -1,0 +1,107 @@
+"""The packaged model: estimator + fitted feature tables + the feature code itself.
+
+Layout of a release folder (stored as an MLflow model's artifact):
+
+    release.json    spec, input schema, estimator metadata, lineage
+    tables.npz      fitted lookup/encoding tables (plain arrays, no pickle)
+    estimator/      the estimator (LightGBM text model or skops file)
+    code/           snapshot: cd4ml's transforms + the project's feature modules
+
+`Release` loads a folder and predicts from column batches or DataFrames; the
+same object backs the MLflow pyfunc flavour, the gate's checks and serving.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from cd4ml.errors import ReleaseError
+from cd4ml.features.code import CodeSnapshot
+from cd4ml.train import estimators
+
+RELEASE_FILE = "release.json"
+
+
+def frame_to_batch(frame: pd.DataFrame, columns: list[str] | None = None) -> dict[str, np.ndarray]:
+    """DataFrame -> column batch (text as numpy unicode, times as datetime64)."""
+    out = {}
+    for c in columns or list(frame.columns):
+        values = frame[c].to_numpy()
+        out[c] = values.astype(str) if values.dtype.kind == "O" else values
+    return out
+
+
+def request_columns(spec: Mapping[str, Any], available: list[str]) -> list[str]:
+    """The columns of `available` a release reads: its inputs and any lookup attributes given."""
+    wanted = set(spec["inputs"]) | set(spec["lookup_columns"])
+    return [c for c in available if c in wanted]
+
+
+def save_release(folder: Path, *, plan: Any, estimator: Any, snapshot: CodeSnapshot,
+                 inputs: list[dict[str, str]], info: dict[str, Any]) -> None:
+    """Write everything a release needs to predict into `folder`."""
+    import shutil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savez(folder / "tables.npz", **plan.arrays)
+    estimator_meta = estimators.save(estimator, folder / "estimator")
+    if snapshot.path != folder / "code":
+        shutil.copytree(snapshot.path, folder / "code", dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    doc = {"format_version": 1, "spec": plan.spec, "inputs": inputs, "estimator": estimator_meta,
+           "feature_names": plan.feature_names, "info": info}
+    (folder / RELEASE_FILE).write_text(json.dumps(doc, indent=2, default=str), encoding="utf-8")
+
+
+class Release:
+    """A loaded release: `predict(batch)` -> predictions in target units, shape (n,)."""
+
+    def __init__(self, folder: Path) -> None:
+        folder = Path(folder)
+        try:
+            doc = json.loads((folder / RELEASE_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ReleaseError(f"{folder}: not a cd4ml release ({exc})") from None
+        self.folder = folder
+        self.info: dict[str, Any] = doc["info"]
+        self.inputs: list[dict[str, str]] = doc["inputs"]
+        self.snapshot = CodeSnapshot(folder / "code")
+        transforms = self.snapshot.transforms()
+        custom = self.snapshot.resolve(doc["spec"]["custom"])
+        with np.load(folder / "tables.npz", allow_pickle=False) as tables:
+            arrays = {k: tables[k] for k in tables.files}
+        self.plan = transforms.FeaturePlan(doc["spec"], arrays, custom)
+        self.estimator = estimators.load(folder / "estimator", doc["estimator"])
+
+    @property
+    def input_names(self) -> list[str]:
+        return [i["name"] for i in self.inputs]
+
+    def predict(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
+        X = self.plan.transform(batch)
+        return self.plan.inverse_target(self.estimator.predict(X))
+
+    def predict_frame(self, frame: pd.DataFrame) -> np.ndarray:
+        missing = [c for c in self.input_names if c not in frame.columns]
+        if missing:
+            raise ReleaseError(f"input is missing column(s): {', '.join(missing)}")
+        return self.predict(frame_to_batch(frame, request_columns(self.plan.spec, list(frame.columns))))
+
+    def latency_ms(self, frame: pd.DataFrame, n: int = 300) -> np.ndarray:
+        """Wall time of `n` single-row predictions (ms each), rows drawn from `frame` in order."""
+        batch = frame_to_batch(frame.iloc[: min(n, len(frame))], self.input_names)
+        rows = [{c: v[i : i + 1] for c, v in batch.items()} for i in range(len(next(iter(batch.values()))))]
+        self.predict(rows[0])  # warm-up: first call pays one-off allocation costs
+        out = []
+        for i in range(n):
+            row = rows[i % len(rows)]
+            t0 = time.perf_counter()
+            self.predict(row)
+            out.append((time.perf_counter() - t0) * 1000.0)
+        return np.asarray(out)

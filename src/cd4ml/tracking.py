@@ -1,0 +1,70 @@
+"""Where MLflow tracking and the model registry live for a project.
+
+Precedence: the MLFLOW_TRACKING_URI environment variable, then `tracking.uri`
+in cd4ml.yaml, then the embedded default: a SQLite database and an artifact
+folder under the project's `.cd4ml/`. Any MLflow server URI works unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from typing import TYPE_CHECKING
+
+from cd4ml.config import Project
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+
+def embedded_uri(project: Project) -> str:
+    return f"sqlite:///{project.state_dir / 'mlflow.db'}"
+
+
+# MLflow's set_tracking_uri writes MLFLOW_TRACKING_URI into os.environ (for child
+# processes); only the value the user had before cd4ml touched it is a user choice.
+_USER_URI = os.environ.get("MLFLOW_TRACKING_URI")
+
+
+def tracking_uri(project: Project) -> str:
+    uri = _USER_URI or project.config.tracking.uri or embedded_uri(project)
+    if uri == embedded_uri(project):
+        project.state_dir.mkdir(parents=True, exist_ok=True)
+    return uri
+
+
+def _quiet_mlflow() -> None:
+    # MLflow's own INFO lines and deprecation chatter would drown cd4ml's narration.
+    for name in ("mlflow", "alembic", "mlflow.store.db.utils"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", module=r"mlflow\..*")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def connect(project: Project) -> "MlflowClient":
+    """Point MLflow at the project's store and return a client for it."""
+    _quiet_mlflow()
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking_uri(project)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def experiment_id(project: Project, client: "MlflowClient", name: str | None = None) -> str:
+    """The id of an experiment (default: the project's), created on first use.
+
+    With the embedded store, artifacts go to `.cd4ml/mlartifacts`; with a
+    server, the server decides.
+    """
+    name = name or project.config.tracking.experiment or project.config.project
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = None
+    if tracking_uri(project) == embedded_uri(project):
+        location = (project.state_dir / "mlartifacts").as_uri()
+    return client.create_experiment(name, artifact_location=location)

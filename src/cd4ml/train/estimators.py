@@ -1,0 +1,102 @@
+"""Estimators by name, and their safe storage (no pickle).
+
+`algorithm: lightgbm` is LightGBM's regressor, stored as LightGBM's own text
+model. Any scikit-learn regressor is named by import path
+(`sklearn.ensemble.HistGradientBoostingRegressor`) and stored with skops,
+loading only types from an explicit allow-list of trusted modules.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from cd4ml.config import ModelConfig
+from cd4ml.errors import ConfigError, ReleaseError
+
+# skops refuses to load any type not named here: model files never run arbitrary code.
+TRUSTED_MODULE_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.", "collections.")
+
+
+class Predictor(Protocol):
+    def predict(self, X: np.ndarray) -> np.ndarray: ...
+
+
+def make_estimator(model: ModelConfig, seed: int) -> Any:
+    """An unfitted estimator for `model.algorithm` with `model.params` (seeded)."""
+    params = dict(model.params)
+    if model.algorithm == "lightgbm":
+        import lightgbm as lgb
+
+        # Deterministic histogram building makes the same data give the same trees.
+        defaults = {"random_state": seed, "deterministic": True, "force_col_wise": True, "verbose": -1}
+        try:
+            return lgb.LGBMRegressor(**{**defaults, **params})
+        except TypeError as exc:
+            raise ConfigError(str(exc), key="model.params") from None
+    module, _, name = model.algorithm.rpartition(".")
+    if not module.startswith("sklearn."):
+        raise ConfigError(f"unknown algorithm {model.algorithm!r}: use 'lightgbm' or a scikit-learn "
+                          "regressor's import path, e.g. sklearn.ensemble.HistGradientBoostingRegressor",
+                          key="model.algorithm")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        raise ConfigError(f"{model.algorithm!r} cannot be imported", key="model.algorithm") from None
+    if "random_state" in inspect.signature(cls).parameters:
+        params.setdefault("random_state", seed)
+    try:
+        return cls(**params)
+    except TypeError as exc:
+        raise ConfigError(f"{model.algorithm}: {exc}", key="model.params") from None
+
+
+def fit(estimator: Any, X: np.ndarray, y: np.ndarray, categorical: list[int]) -> Any:
+    """Fit on X (n, p) float64 and y (n,); LightGBM is told which columns are categorical codes."""
+    if type(estimator).__module__.startswith("lightgbm"):
+        return estimator.fit(X, y, categorical_feature=categorical or "auto")
+    return estimator.fit(X, y)
+
+
+def save(estimator: Any, folder: Path) -> dict[str, str]:
+    """Write the fitted estimator to `folder`; returns the metadata `load` needs."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if type(estimator).__module__.startswith("lightgbm"):
+        estimator.booster_.save_model(str(folder / "model.txt"))
+        return {"kind": "lightgbm", "file": "model.txt"}
+    import skops.io as sio
+
+    sio.dump(estimator, folder / "model.skops")
+    return {"kind": "skops", "file": "model.skops"}
+
+
+def load(folder: Path, meta: dict[str, str]) -> Predictor:
+    """Read an estimator written by `save`."""
+    path = folder / meta["file"]
+    if meta["kind"] == "lightgbm":
+        import lightgbm as lgb
+
+        return _Booster(lgb.Booster(model_file=str(path)))
+    if meta["kind"] == "skops":
+        import skops.io as sio
+
+        untrusted = sio.get_untrusted_types(file=path)
+        refused = [t for t in untrusted if not t.startswith(TRUSTED_MODULE_PREFIXES)]
+        if refused:
+            raise ReleaseError(f"{path}: refusing to load types outside the trusted modules: {refused}")
+        return sio.load(path, trusted=untrusted)
+    raise ReleaseError(f"{path}: unknown estimator kind {meta['kind']!r}")
+
+
+class _Booster:
+    """A LightGBM booster behind the estimator `predict` interface."""
+
+    def __init__(self, booster: Any) -> None:
+        self.booster = booster
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.booster.predict(X)

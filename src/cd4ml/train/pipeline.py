@@ -1,0 +1,307 @@
+"""`cd4ml run`: pinned data -> split -> features -> train -> evaluate -> package ->
+register -> gate -> (promote).
+
+Every run is tracked in MLflow (params after overrides, metrics, baseline and
+oracle metrics, data version, git commit, package versions, plots, the gate
+report) and registered as a model version tagged with its lineage and verdict.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import pandas as pd
+
+from cd4ml import __version__
+from cd4ml.config import PROJECT_FILE, Project, ProjectConfig
+from cd4ml.data.table import TrainingTable
+from cd4ml.errors import ConfigError
+from cd4ml.evaluate.baseline import naive_baseline, slice_scores
+from cd4ml.evaluate.metrics import score
+from cd4ml.features.code import take_snapshot
+from cd4ml.gate.checks import Evidence, GateReport, evaluate
+from cd4ml.release.package import Release, frame_to_batch, request_columns, save_release
+from cd4ml.release.registry import PASSED, PENDING, REJECTED, Registry
+from cd4ml.train import estimators
+from cd4ml.train.lineage import git_state, package_versions
+from cd4ml.train.split import time_split
+
+StageHook = Callable[[str], None]
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    version: str
+    data_version: int
+    metrics: dict[str, float]
+    baseline: dict[str, float]
+    oracle: dict[str, float] | None
+    gate: GateReport
+    promoted: bool
+    champion_before: str | None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def feature_spec(cfg: ProjectConfig) -> dict[str, Any]:
+    """The JSON spec a FeaturePlan is built from (stored in every release)."""
+    f = cfg.features
+    return {
+        "time_column": cfg.time_column,
+        "inputs": cfg.input_columns,
+        "lookups": [{"key": lk.key, "columns": list(lk.columns)} for lk in f.lookups],
+        "lookup_columns": [c for lk in f.lookups for c in lk.columns],
+        "calendar": list(f.calendar),
+        "holidays": f.holidays is not None,
+        "custom": list(f.custom),
+        "target_encodings": [list(cols) for cols in f.target_encodings],
+        "encoding_smoothing": f.encoding_smoothing,
+        "categorical": list(f.categorical),
+        "numeric": list(f.numeric),
+        "target_transform": cfg.model.target_transform,
+        "clip_min": cfg.model.clip_min,
+    }
+
+
+def holiday_dates(cfg: ProjectConfig, times: pd.Series) -> np.ndarray:
+    """Holiday dates from the data's first year to ten years past its last, packaged with the model."""
+    if cfg.features.holidays is None:
+        return np.array([], dtype="datetime64[D]")
+    import holidays
+
+    years = range(int(times.min().year), int(times.max().year) + 11)
+    try:
+        days = holidays.country_holidays(cfg.features.holidays.country, subdiv=cfg.features.holidays.subdiv,
+                                         years=years)
+    except NotImplementedError as exc:
+        raise ConfigError(str(exc), key="features.holidays") from None
+    return np.array(sorted(days), dtype="datetime64[D]")
+
+
+def row_weights(cfg: ProjectConfig, frame: pd.DataFrame) -> np.ndarray | None:
+    spec = cfg.metrics.weight
+    if spec is None:
+        return None
+    keys = frame[spec.column].astype(str).to_numpy()
+    w = np.full(len(frame), spec.default, dtype=np.float64)
+    for value, weight in spec.values.items():
+        w[keys == value] = weight
+    return w
+
+
+class _Stages:
+    def __init__(self, hook: StageHook | None) -> None:
+        self.hook = hook
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        if self.hook:
+            self.hook(name)
+        t0 = time.perf_counter()
+        yield
+        self.seconds[name] = round(time.perf_counter() - t0, 3)
+
+
+def _flat(prefix: str, value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_flat(f"{prefix}.{k}" if prefix else str(k), v))
+        return out
+    return {prefix: value}
+
+
+def run_pipeline(project: Project, *, data_version: int | None = None, on_stage: StageHook | None = None,
+                 promote: bool | None = None) -> RunResult:
+    """Train, evaluate, register and gate one model on one pinned data version.
+
+    `promote` overrides `registry.auto_promote`. The result says whether the
+    gate passed; the caller decides the exit code.
+    """
+    import mlflow
+
+    from cd4ml import tracking
+
+    cfg = project.config
+    stage = _Stages(on_stage)
+    client = tracking.connect(project)
+    registry = Registry(client, cfg.registry.model_name)
+    cache = project.state_dir / "cache" / "releases"
+
+    with stage("load"):
+        frame, pinned = TrainingTable.for_project(project).read(data_version)
+        train_df, hold_df = time_split(frame, cfg.time_column, cfg.split)
+        del frame
+
+    with tempfile.TemporaryDirectory(prefix="cd4ml-run-") as tmp_name:
+        release_dir = Path(tmp_name) / "release"
+        with stage("features"):
+            snapshot = take_snapshot(project.root, cfg.features.custom, release_dir / "code")
+            transforms = snapshot.transforms()
+            spec = feature_spec(cfg)
+            y_train = transforms.forward_target(spec, train_df[cfg.target].to_numpy())
+            train_batch = frame_to_batch(train_df)
+            try:
+                plan = transforms.FeaturePlan.fit(spec, train_batch, y_train,
+                                                  snapshot.resolve(cfg.features.custom),
+                                                  holiday_dates(cfg, train_df[cfg.time_column]))
+            except transforms.FeatureSpecError as exc:
+                raise ConfigError(str(exc), file=str(project.root / PROJECT_FILE), key=exc.key) from None
+            X_train = plan.transform(train_batch)
+            X_hold = plan.transform(frame_to_batch(hold_df, request_columns(spec, list(hold_df.columns))))
+
+        with stage("fit"):
+            model = estimators.make_estimator(cfg.model, cfg.seed)
+            estimators.fit(model, X_train, y_train, plan.categorical_indices)
+        del X_train
+
+        with stage("evaluate"):
+            derived_hold = plan.derive(frame_to_batch(hold_df))
+            _check_columns(project, derived_hold)
+            y_hold = hold_df[cfg.target].to_numpy(dtype=np.float64)
+            pred = plan.inverse_target(model.predict(X_hold))
+            w = row_weights(cfg, hold_df)
+            names = [cfg.metrics.primary, *cfg.metrics.report]
+            metrics = score(names, y_hold, pred, w)
+            base_pred = plan.inverse_target(naive_baseline(plan.derive(train_batch), y_train, derived_hold,
+                                                           cfg.baseline.group_by))
+            baseline = score(names, y_hold, base_pred, w)
+            oracle = (score(names, y_hold, hold_df[cfg.oracle_column].to_numpy(dtype=np.float64), w)
+                      if cfg.oracle_column else None)
+            slices = slice_scores(derived_hold, cfg.slices, [cfg.metrics.primary], y_hold, pred, w)
+            base_slices = slice_scores(derived_hold, cfg.slices, [cfg.metrics.primary], y_hold, base_pred, w)
+        del train_batch
+
+        commit, dirty = git_state(project.root)
+        mlflow.set_experiment(experiment_id=tracking.experiment_id(project, client))
+        with mlflow.start_run() as run:
+            run_id = run.info.run_id
+            with stage("register"):
+                info = {"project": cfg.project, "data_version": pinned, "git_commit": commit, "git_dirty": dirty,
+                        "target": cfg.target, "cd4ml_version": __version__, "code_digest": snapshot.digest,
+                        "metrics": metrics}
+                inputs = [{"name": c, "type": cfg.schema_.columns[c].type} for c in spec["inputs"]]
+                save_release(release_dir, plan=plan, estimator=model, snapshot=snapshot, inputs=inputs, info=info)
+                _log_run(project, pinned, commit, dirty, snapshot.digest, metrics, baseline, oracle,
+                         len(train_df), len(hold_df))
+                mlflow.log_dict({"slices": slices, "baseline_slices": base_slices}, "evaluation/slices.json")
+                _log_plots(cfg, y_hold, pred, slices, base_slices)
+                version = _log_model(cfg, release_dir, hold_df, pred, spec)
+                # Until the gate's verdict is written, the version cannot be promoted without --force.
+                registry.tag(version, {"run_id": run_id, "git_commit": commit, "git_dirty": dirty,
+                                       "data_version": pinned, "primary_metric": cfg.metrics.primary,
+                                       cfg.metrics.primary: f"{metrics[cfg.metrics.primary]:.6f}",
+                                       "gate": PENDING})
+
+            with stage("gate"):
+                evidence = Evidence(primary=cfg.metrics.primary, candidate=metrics, baseline=baseline,
+                                    candidate_slices=slices)
+                reloaded = registry.load(version, cache)
+                evidence.parity_max_abs_diff = float(np.max(np.abs(reloaded.predict_frame(hold_df) - pred)))
+                evidence.latency_p99_ms = float(np.percentile(reloaded.latency_ms(hold_df), 99))
+                champion = registry.champion()
+                if champion is not None:
+                    _score_champion(evidence, registry, str(champion.version), cache, hold_df, derived_hold, cfg, w)
+                report = evaluate(cfg.acceptance, evidence)
+                verdict = PASSED if report.passed else REJECTED
+                mlflow.log_dict(report.to_dict(), "gate/report.json")
+                mlflow.log_metrics({"gate.passed": float(report.passed), "latency.p99_ms": evidence.latency_p99_ms,
+                                    "parity.max_abs_diff": evidence.parity_max_abs_diff})
+                mlflow.set_tag("cd4ml.gate", verdict)
+                registry.tag(version, {"gate": verdict, "gate_failed": ",".join(c.name for c in report.failed)})
+    auto = cfg.registry.auto_promote if promote is None else promote
+    promoted = False
+    if report.passed and auto:
+        registry.promote(version, kind="auto-promote", why=f"passed the acceptance gate in run {run_id}")
+        promoted = True
+    return RunResult(run_id, version, pinned, metrics, baseline, oracle, report, promoted,
+                     str(champion.version) if champion else None, stage.seconds)
+
+
+def _check_columns(project: Project, derived: dict[str, np.ndarray]) -> None:
+    """Slice and baseline columns must exist once features are derived."""
+    cfg = project.config
+    for key, columns in (("slices", cfg.slices), ("baseline.group_by", cfg.baseline.group_by)):
+        for c in columns:
+            if c not in derived:
+                raise ConfigError(f"column {c!r} is neither in the data nor derived by a feature step",
+                                  file=str(project.root / PROJECT_FILE), key=key)
+
+
+def _log_run(project: Project, pinned: int, commit: str, dirty: bool, digest: str, metrics: dict[str, float],
+             baseline: dict[str, float], oracle: dict[str, float] | None, n_train: int, n_hold: int) -> None:
+    """Params after overrides, metrics with baseline and oracle, lineage tags, the resolved config."""
+    import mlflow
+
+    cfg = project.config
+    mlflow.log_params({**_flat("model.params", dict(cfg.model.params)),
+                       "model.algorithm": cfg.model.algorithm, "model.target_transform": cfg.model.target_transform,
+                       "seed": cfg.seed, "data.version": pinned,
+                       "split": json.dumps(cfg.split.model_dump(exclude_none=True)),
+                       "features": json.dumps(cfg.features.model_dump(mode="json"))[:6000]})
+    mlflow.log_metrics({**metrics, **{f"baseline.{k}": v for k, v in baseline.items()},
+                        **({f"oracle.{k}": v for k, v in oracle.items()} if oracle else {}),
+                        "rows.train": n_train, "rows.holdout": n_hold})
+    mlflow.set_tags({"cd4ml.version": __version__, "cd4ml.git_commit": commit, "cd4ml.git_dirty": str(dirty),
+                     "cd4ml.data_table": str(project.table_path), "cd4ml.data_version": str(pinned),
+                     "cd4ml.code_digest": digest, "cd4ml.overrides": json.dumps(project.overrides, default=str),
+                     **{f"cd4ml.pkg.{k}": v for k, v in package_versions().items()}})
+    mlflow.log_dict(cfg.model_dump(mode="json", by_alias=True), "config/cd4ml.resolved.json")
+
+
+def _score_champion(ev: Evidence, registry: Registry, version: str, cache: Path, hold_df: pd.DataFrame,
+                    derived_hold: dict[str, np.ndarray], cfg: ProjectConfig, w: np.ndarray | None) -> None:
+    """Re-score the current champion on this run's holdout, with its own packaged code."""
+    ev.champion_version = version
+    try:
+        champ: Release = registry.load(version, cache)
+        pred = champ.predict_frame(hold_df)
+    except Exception as exc:  # any failure of an old release is a verdict, not a crash
+        ev.champion_error = f"{type(exc).__name__}: {exc}"
+        return
+    y = hold_df[cfg.target].to_numpy(dtype=np.float64)
+    ev.champion = score([cfg.metrics.primary, *cfg.metrics.report], y, pred, w)
+    ev.champion_slices = slice_scores(derived_hold, cfg.slices, [cfg.metrics.primary], y, pred, w)
+
+
+def _log_plots(cfg: ProjectConfig, y: np.ndarray, pred: np.ndarray, slices: dict, base_slices: dict) -> None:
+    import mlflow
+
+    from cd4ml.evaluate import plots
+
+    mlflow.log_figure(plots.predicted_vs_actual(y, pred, cfg.seed, f"{cfg.project}: holdout"),
+                      "plots/predicted_vs_actual.png")
+    primary = cfg.metrics.primary
+    for column, values in slices.items():
+        model = {k: v[primary] for k, v in values.items()}
+        base = {k: v[primary] for k, v in base_slices[column].items()}
+        mlflow.log_figure(plots.error_by_slice(column, primary, model, base), f"plots/{primary}_by_{column}.png")
+
+
+def _log_model(cfg: ProjectConfig, release_dir: Path, hold_df: pd.DataFrame, pred: np.ndarray,
+               spec: dict[str, Any]) -> str:
+    """Log the release as an MLflow pyfunc model and register it; returns the version."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    import cd4ml.release
+
+    example = hold_df[spec["inputs"]].head(5)
+    reqs = [f"{k}=={v}" for k, v in package_versions().items() if v != "not installed" and k != "cd4ml"]
+    # MLflow prints "Registered model ..." lines to stderr; cd4ml reports the version itself.
+    with contextlib.redirect_stderr(io.StringIO()):
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=str(Path(cd4ml.release.__file__).with_name("mlflow_entry.py")),
+            artifacts={"release": str(release_dir)}, signature=infer_signature(example, pred[:5]),
+            input_example=example, pip_requirements=reqs, registered_model_name=cfg.registry.model_name,
+        )
+    return str(info.registered_model_version)

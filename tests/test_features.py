@@ -1,0 +1,79 @@
+"""Feature computation on column batches: calendar parts, keyed tables, unknown values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cd4ml.evaluate.metrics import METRICS
+from cd4ml.features import transforms as T
+
+
+def test_calendar_parts_match_pandas() -> None:
+    t = pd.date_range("2019-12-25", "2021-01-10 23:00", freq="7h")
+    arr = T.as_time(t.to_numpy())
+    iso = t.isocalendar()
+    expected = {"year": t.year, "month": t.month, "day": t.day, "dayofweek": t.dayofweek,
+                "dayofyear": t.dayofyear, "weekofyear": iso.week.to_numpy(), "hour": t.hour,
+                "is_weekend": (t.dayofweek >= 5).astype(int), "is_month_end": t.is_month_end.astype(int)}
+    for part, want in expected.items():
+        np.testing.assert_array_equal(T.calendar_part(arr, part), np.asarray(want, dtype=np.int64), err_msg=part)
+
+
+def test_iso_strings_parse_as_times() -> None:
+    assert T.calendar_part(T.as_time(np.array(["2024-05-01"])), "dayofweek").tolist() == [2]
+
+
+def test_key_table_finds_rows_and_flags_unknown() -> None:
+    a = np.array(["x", "y", "x", "z"])
+    b = np.array([1, 1, 2, 1])
+    table, inverse = T.KeyTable.group([a, b])
+    assert len(table.keys) == 4 and len(set(inverse.tolist())) == 4
+    idx, found = table.find([np.array(["y", "q", "x"]), np.array([1, 1, 3])])
+    assert found.tolist() == [True, False, False]
+    assert table.keys[idx[0]] == table.keys[inverse[1]]
+
+
+def test_vocabulary_maps_unknown_and_mismatched_types_to_minus_one() -> None:
+    vocab = T.Vocabulary.fit(np.array([3, 1, 2, 2]))
+    assert vocab.codes(np.array([1, 2, 3, 4])).tolist() == [0, 1, 2, -1]
+    assert vocab.codes(np.array(["1"])).tolist() == [-1]
+    text = T.Vocabulary.fit(np.array(["b", "a"], dtype=object))
+    assert text.codes(np.array(["a", "c"])).tolist() == [0, -1]
+
+
+def _plan() -> T.FeaturePlan:
+    spec = {"time_column": "date", "inputs": ["date", "shop", "item"], "lookups": [{"key": "item", "columns": ["kind"]}],
+            "lookup_columns": ["kind"], "calendar": ["dayofweek"], "holidays": True, "custom": [],
+            "target_encodings": [["shop"]], "encoding_smoothing": 0.0, "categorical": ["kind"],
+            "numeric": ["dayofweek", "is_holiday"], "target_transform": "log1p", "clip_min": 0.0}
+    batch = {"date": np.array(["2024-01-01", "2024-01-02", "2024-01-03"], dtype="datetime64[D]"),
+             "shop": np.array([1, 1, 2]), "item": np.array([10, 11, 10]),
+             "kind": np.array(["milk", "bread", "milk"])}
+    y = T.forward_target(spec, np.array([3.0, 5.0, 7.0]))
+    return T.FeaturePlan.fit(spec, batch, y, {}, np.array(["2024-01-01"], dtype="datetime64[D]"))
+
+
+def test_plan_serves_from_keys_only_and_handles_unknowns() -> None:
+    plan = _plan()
+    request = {"date": np.array(["2024-01-01", "2024-01-06"], dtype="datetime64[D]"),
+               "shop": np.array([2, 99]), "item": np.array([11, 12])}
+    X = plan.transform(request)
+    assert plan.feature_names == ["dayofweek", "is_holiday", "kind", "te__shop"]
+    assert X[0, :2].tolist() == [0.0, 1.0]  # Monday, a holiday
+    assert X[0, 2] == T.Vocabulary(plan.arrays["vocab.kind"]).codes(np.array(["bread"]))[0]  # looked up
+    assert np.isnan(X[1, 2])  # unknown item -> unknown category
+    assert X[0, 3] == pytest.approx(np.log1p(7.0))  # shop 2's mean in log space
+    assert X[1, 3] == pytest.approx(plan.arrays["global_mean"][0])  # unknown shop -> prior
+    with pytest.raises(ValueError, match="missing input column"):
+        plan.transform({"date": request["date"]})
+
+
+def test_nwrmsle_weights_perishables() -> None:
+    y = np.array([0.0, 10.0])
+    p = np.array([1.0, 10.0])
+    w = np.array([1.25, 1.0])
+    assert METRICS["nwrmsle"](y, p, w) == pytest.approx(np.sqrt(1.25 * np.log(2) ** 2 / 2.25))
+    assert METRICS["rmse"](y, p, w) == pytest.approx(np.sqrt(0.5))  # unweighted metric ignores weights
+    assert METRICS["r2"].worse_by(0.5, 0.6) > 0 and METRICS["rmse"].worse_by(9.0, 10.0) < 0

@@ -1,0 +1,72 @@
+"""The acceptance gate's checks, each able to fail for the reason it names."""
+
+from __future__ import annotations
+
+import pytest
+
+from cd4ml.config import AcceptanceConfig, Bound
+from cd4ml.gate.checks import Evidence, evaluate
+
+
+def _evidence(**kw) -> Evidence:
+    base = dict(primary="rmse", candidate={"rmse": 10.0, "r2": 0.6}, baseline={"rmse": 12.0, "r2": 0.4},
+                candidate_slices={"family": {"A": {"rmse": 9.0, "rows": 500.0}, "B": {"rmse": 11.0, "rows": 500.0}}},
+                latency_p99_ms=2.0, parity_max_abs_diff=0.0)
+    base.update(kw)
+    return Evidence(**base)
+
+
+def _check(report, name):
+    return next(c for c in report.checks if c.name == name)
+
+
+def test_all_pass_without_champion() -> None:
+    report = evaluate(AcceptanceConfig(thresholds={"r2": Bound(min=0.5)}, latency_p99_ms=5), _evidence())
+    assert report.passed
+    assert _check(report, "vs_champion").reason == "no champion yet"
+
+
+@pytest.mark.parametrize(
+    ("rules", "evidence", "failing"),
+    [
+        (dict(thresholds={"r2": Bound(min=0.7)}), {}, "threshold:r2"),
+        (dict(thresholds={"rmse": Bound(max=9.5)}), {}, "threshold:rmse"),
+        ({}, {"baseline": {"rmse": 9.0, "r2": 0.7}}, "beats_baseline"),
+        (dict(champion_tolerance=0.05), {"champion": {"rmse": 9.0}, "champion_version": "3",
+                                         "champion_slices": {"family": {"A": {"rmse": 9.0, "rows": 500.0},
+                                                                        "B": {"rmse": 11.0, "rows": 500.0}}}},
+         "vs_champion"),
+        (dict(champion_tolerance=1.0, slice_tolerance=0.05),
+         {"champion": {"rmse": 10.0}, "champion_version": "3",
+          "champion_slices": {"family": {"A": {"rmse": 8.0, "rows": 500.0}, "B": {"rmse": 11.0, "rows": 500.0}}}},
+         "slice:family"),
+        (dict(latency_p99_ms=1.0), {}, "latency_p99_ms"),
+        ({}, {"parity_max_abs_diff": 1e-6}, "parity"),
+        ({}, {"champion_error": "ReleaseError: boom", "champion_version": "2"}, "vs_champion"),
+    ],
+)
+def test_each_check_fails_for_its_reason(rules, evidence, failing) -> None:
+    report = evaluate(AcceptanceConfig(**rules), _evidence(**evidence))
+    assert not report.passed
+    assert [c.name for c in report.failed][0] == failing
+    assert _check(report, failing).reason
+
+
+def test_small_slices_are_not_judged() -> None:
+    ev = _evidence(champion={"rmse": 10.0}, champion_version="1",
+                   candidate_slices={"family": {"A": {"rmse": 50.0, "rows": 5.0}}},
+                   champion_slices={"family": {"A": {"rmse": 1.0, "rows": 5.0}}})
+    assert evaluate(AcceptanceConfig(min_slice_rows=30), ev).passed
+
+
+def test_tolerance_allows_a_small_regression() -> None:
+    ev = _evidence(champion={"rmse": 9.95}, champion_version="1")
+    assert evaluate(AcceptanceConfig(champion_tolerance=0.01), ev).passed
+    assert not evaluate(AcceptanceConfig(champion_tolerance=0.0), ev).passed
+
+
+def test_report_is_json_ready() -> None:
+    import json
+
+    doc = evaluate(AcceptanceConfig(), _evidence()).to_dict()
+    assert json.loads(json.dumps(doc))["passed"] is True

@@ -1,0 +1,205 @@
+"""The pipeline on real MLflow stores and Delta tables: gate, registry, rollback, parity, lineage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cd4ml import tracking
+from cd4ml.config import load_project, parse_overrides
+from cd4ml.data.table import TrainingTable
+from cd4ml.release.registry import Registry
+from cd4ml.train.pipeline import run_pipeline
+from cd4ml.train.split import time_split
+from conftest import cli, commit_all
+
+pytestmark = pytest.mark.slow
+
+
+def _run(root: Path, *sets: str, **kw):
+    return run_pipeline(load_project(root, parse_overrides(list(sets))), **kw)
+
+
+def _registry(root: Path) -> Registry:
+    project = load_project(root)
+    return Registry(tracking.connect(project), project.config.registry.model_name)
+
+
+def _holdout(root: Path):
+    project = load_project(root)
+    frame, _ = TrainingTable.for_project(project).read()
+    return time_split(frame, project.config.time_column, project.config.split)[1]
+
+
+def test_first_run_becomes_champion_with_lineage(shop: Path) -> None:
+    result = _run(shop)
+    assert result.gate.passed and result.promoted and result.version == "1"
+    # The model learns something real: better than the naive baseline, not better than the noise allows.
+    assert result.metrics["nwrmsle"] < result.baseline["nwrmsle"]
+    assert result.metrics["rmse"] > result.oracle["rmse"]
+    registry = _registry(shop)
+    assert str(registry.champion().version) == "1"
+    mv = registry.version("1")
+    commit = (shop / ".git" / "refs" / "heads")
+    assert mv.tags["cd4ml.gate"] == "passed"
+    assert mv.tags["cd4ml.data_version"] == "0"
+    assert mv.tags["cd4ml.run_id"] == result.run_id
+    assert len(mv.tags["cd4ml.git_commit"]) == 40 and commit.exists()
+    run = registry.client.get_run(result.run_id)
+    assert run.data.params["model.params.n_estimators"] == "60"
+    assert run.data.tags["cd4ml.git_dirty"] == "False"
+    assert run.data.metrics["parity.max_abs_diff"] == 0.0
+    assert {"baseline.nwrmsle", "oracle.nwrmsle", "latency.p99_ms"} <= set(run.data.metrics)
+    artifacts = {a.path for a in registry.client.list_artifacts(result.run_id, "plots")}
+    assert artifacts == {"plots/predicted_vs_actual.png", "plots/nwrmsle_by_family.png"}
+    report = json.loads(Path(registry.client.download_artifacts(result.run_id, "gate/report.json")).read_text())
+    assert {c["name"] for c in report["checks"]} >= {"beats_baseline", "vs_champion", "slice:family",
+                                                     "latency_p99_ms", "parity", "threshold:nwrmsle"}
+
+
+def test_registry_model_predicts_holdout_exactly_as_trained(shop: Path) -> None:
+    import mlflow
+
+    from cd4ml.release.package import Release
+
+    result = _run(shop)
+    hold = _holdout(shop)
+    # The pyfunc flavour, loaded through MLflow's own API by alias:
+    model = mlflow.pyfunc.load_model("models:/groceries-forecast@champion")
+    via_mlflow = np.asarray(model.predict(hold[["date", "store_nbr", "item_nbr", "onpromotion"]]))
+    reloaded: Release = _registry(shop).load(result.version, shop / ".cd4ml" / "cache")
+    direct = reloaded.predict_frame(hold)
+    np.testing.assert_array_equal(via_mlflow, direct)
+    assert result.gate.checks[-1].name == "parity" and result.gate.checks[-1].value == 0.0
+    assert result.metrics["nwrmsle"] == pytest.approx(
+        float(np.sqrt(np.average((np.log1p(direct) - np.log1p(hold["unit_sales"])) ** 2,
+                                 weights=np.where(hold["perishable"] == 1, 1.25, 1.0)))), rel=1e-12)
+
+
+def test_same_inputs_give_identical_metrics(shop: Path, ingested_template: Path, tmp_path: Path) -> None:
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(ingested_template, other, symlinks=True)
+    a, b = _run(shop), _run(other)
+    assert a.metrics == b.metrics and a.baseline == b.baseline
+
+
+def test_worse_model_is_registered_as_rejected_and_exits_3(shop: Path) -> None:
+    first = _run(shop)
+    proc = cli(shop, "run", "--set", "model.params.n_estimators=2", check=3)
+    assert "REJECTED" in proc.stdout and "beats_baseline" in proc.stdout
+    assert "rejected by the acceptance gate" in proc.stderr
+    registry = _registry(shop)
+    assert str(registry.champion().version) == first.version
+    rejected = registry.version("2")
+    assert rejected.tags["cd4ml.gate"] == "rejected"
+    assert "vs_champion" in rejected.tags["cd4ml.gate_failed"]
+    run = registry.client.get_run(rejected.run_id)
+    assert json.loads(run.data.tags["cd4ml.overrides"]) == {"model.params.n_estimators": 2}
+    # A rejected version is refused by promote, unless forced with a reason.
+    cli(shop, "promote", "2", check=1)
+    cli(shop, "promote", "2", "--force", check=1)
+    cli(shop, "promote", "2", "--force", "--reason", "incident drill", check=0)
+    assert str(registry.champion().version) == "2"
+    assert registry.history()[-1].kind == "force-promote"
+
+
+def test_better_model_promotes_and_rollback_restores(shop: Path) -> None:
+    weak = _run(shop, "features.target_encodings=[]")
+    strong = _run(shop)
+    assert strong.gate.passed and strong.promoted
+    assert strong.metrics["nwrmsle"] < weak.metrics["nwrmsle"]
+    registry = _registry(shop)
+    assert str(registry.champion().version) == strong.version
+
+    cli(shop, "rollback", "--reason", "bad live numbers", check=0)
+    assert str(registry.champion().version) == weak.version
+    cli(shop, "rollback", check=1)  # nothing earlier than the first champion
+
+    events = registry.history()
+    assert [(e.kind, e.from_version, e.to_version) for e in events] == [
+        ("auto-promote", None, "1"), ("auto-promote", "1", "2"), ("rollback", "2", "1")]
+    assert events[-1].why == "bad live numbers" and events[-1].who
+
+    listing = json.loads(cli(shop, "releases", "--json", check=0).stdout)
+    assert [(r["version"], r["champion"], r["gate"]) for r in listing] == [
+        ("2", False, "passed"), ("1", True, "passed")]
+    history = json.loads(cli(shop, "releases", "--history", "--json", check=0).stdout)
+    assert [h["kind"] for h in history] == ["auto-promote", "auto-promote", "rollback"]
+
+
+def test_gate_rescores_champion_on_the_same_holdout(shop: Path) -> None:
+    _run(shop)
+    second = _run(shop, "model.params.n_estimators=61")
+    vs = next(c for c in second.gate.checks if c.name == "vs_champion")
+    first_metrics = _registry(shop).client.get_run(_registry(shop).version("1").run_id).data.metrics
+    assert vs.champion == pytest.approx(first_metrics["nwrmsle"], rel=1e-12)
+    slices = next(c for c in second.gate.checks if c.name == "slice:family")
+    assert slices.passed and slices.reason.startswith("worst family")
+
+
+def test_old_release_keeps_its_own_feature_code(shop: Path) -> None:
+    first = _run(shop)
+    features = shop / "features.py"
+    # A new version of the project's feature code: paydays shifted by one day.
+    features.write_text(features.read_text().replace("(day == 15)", "(day == 16)"))
+    commit_all(shop, "shift payday")
+    second = _run(shop, "acceptance.champion_tolerance=1.0", "acceptance.slice_tolerance=10")
+    registry = _registry(shop)
+    cache = shop / ".cd4ml" / "cache"
+    old, new = registry.load(first.version, cache), registry.load(second.version, cache)
+    assert old.snapshot.namespace != new.snapshot.namespace
+    day15 = {"date": np.array(["2024-08-15"], dtype="datetime64[D]")}
+    old_fn = old.plan.custom["features:payday_features"]
+    new_fn = new.plan.custom["features:payday_features"]
+    assert old_fn(day15)["is_payday"].tolist() == [1]
+    assert new_fn(day15)["is_payday"].tolist() == [0]
+    assert registry.version(second.version).tags["cd4ml.git_commit"] != registry.version(first.version).tags[
+        "cd4ml.git_commit"]
+
+
+def test_dirty_tree_is_recorded(shop: Path) -> None:
+    (shop / "features.py").write_text((shop / "features.py").read_text() + "\n# edit\n")
+    result = _run(shop)
+    assert _registry(shop).client.get_run(result.run_id).data.tags["cd4ml.git_dirty"] == "True"
+
+
+def test_pinned_data_version_is_read_and_recorded(shop: Path) -> None:
+    from cd4ml.data.ingest import ingest
+
+    project = load_project(shop)
+    frame, _ = TrainingTable.for_project(project).read()
+    frame[frame["date"] >= "2024-03-01"].to_parquet(shop / "recent.parquet")
+    ingest(project, path="recent.parquet")
+    pinned = _run(shop, data_version=0)
+    latest = _run(shop, "acceptance.champion_tolerance=1.0", "acceptance.slice_tolerance=10")
+    assert (pinned.data_version, latest.data_version) == (0, 1)
+    run = _registry(shop).client.get_run(pinned.run_id)
+    assert run.data.params["data.version"] == "0"
+    assert run.data.metrics["rows.train"] + run.data.metrics["rows.holdout"] == len(frame)
+
+
+@pytest.mark.parametrize(("setting", "key"), [
+    ("features.numeric=[onpromotion, nosuch]", "features.numeric"),
+    ("features.target_encodings=[[item_nbr, nosuch]]", "features.target_encodings"),
+    ("slices=[nosuch]", "slices"),
+    ("baseline.group_by=[nosuch]", "baseline.group_by"),
+])
+def test_unknown_feature_columns_are_config_errors(shop: Path, setting: str, key: str) -> None:
+    proc = cli(shop, "run", "--set", setting, check=2)
+    assert key in proc.stderr and "'nosuch' is neither in the data nor derived" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_version_without_verdict_cannot_be_promoted(shop: Path) -> None:
+    _run(shop)
+    second = _run(shop, "model.params.n_estimators=61", promote=False)
+    registry = _registry(shop)
+    registry.tag(second.version, {"gate": "pending"})  # as left by a run that died inside the gate
+    proc = cli(shop, "promote", second.version, check=1)
+    assert "has no verdict from the acceptance gate" in proc.stderr
+    assert str(registry.champion().version) == "1"
