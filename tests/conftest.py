@@ -52,11 +52,12 @@ def make_grocery_project(root: Path) -> Path:
     return root
 
 
-def cli(root: Path, *args: str, check: int | None = None) -> subprocess.CompletedProcess:
+def cli(root: Path, *args: str, check: int | None = None,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run the real `cd4ml` CLI in a subprocess; optionally assert its exit code."""
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    base = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     proc = subprocess.run([sys.executable, "-m", "cd4ml.cli", *args], cwd=root, capture_output=True,
-                          text=True, env={**env, "COLUMNS": "200"})
+                          text=True, env={**base, "COLUMNS": "200", **(env or {})})
     if check is not None:
         assert proc.returncode == check, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     return proc

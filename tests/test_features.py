@@ -77,3 +77,19 @@ def test_nwrmsle_weights_perishables() -> None:
     assert METRICS["nwrmsle"](y, p, w) == pytest.approx(np.sqrt(1.25 * np.log(2) ** 2 / 2.25))
     assert METRICS["rmse"](y, p, w) == pytest.approx(np.sqrt(0.5))  # unweighted metric ignores weights
     assert METRICS["r2"].worse_by(0.5, 0.6) > 0 and METRICS["rmse"].worse_by(9.0, 10.0) < 0
+
+
+def _not_trusted(x):
+    return x
+
+
+def test_skops_refuses_types_outside_the_trusted_modules(tmp_path) -> None:
+    import skops.io as sio
+    from sklearn.preprocessing import FunctionTransformer
+
+    from cd4ml.errors import ReleaseError
+    from cd4ml.train import estimators
+
+    sio.dump(FunctionTransformer(func=_not_trusted), tmp_path / "model.skops")
+    with pytest.raises(ReleaseError, match="refusing to load types outside the trusted modules"):
+        estimators.load(tmp_path, {"kind": "skops", "file": "model.skops"})

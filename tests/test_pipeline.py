@@ -203,3 +203,15 @@ def test_version_without_verdict_cannot_be_promoted(shop: Path) -> None:
     proc = cli(shop, "promote", second.version, check=1)
     assert "has no verdict from the acceptance gate" in proc.stderr
     assert str(registry.champion().version) == "1"
+
+
+def test_sklearn_estimator_is_stored_with_skops_and_reloads_exactly(shop: Path) -> None:
+    result = _run(shop, "model.algorithm=sklearn.ensemble.HistGradientBoostingRegressor",
+                  "model.params={max_iter: 60}", "acceptance.champion_tolerance=1.0",
+                  "acceptance.latency_p99_ms=1000")
+    assert result.gate.passed, result.gate.failed
+    parity = next(c for c in result.gate.checks if c.name == "parity")
+    assert parity.value == 0.0
+    release = _registry(shop).load(result.version, shop / ".cd4ml" / "cache")
+    assert (release.folder / "estimator" / "model.skops").is_file()
+    assert type(release.estimator).__name__ == "HistGradientBoostingRegressor"

@@ -8,6 +8,7 @@ Heavy libraries (MLflow, pandas, LightGBM) are imported inside commands, so
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -138,8 +139,10 @@ def run(
         def on_stage(name: str) -> None:
             progress.update(task, description=f"stage: {name}", completed=RUN_STAGES.index(name))
 
-        result = run_pipeline(project, data_version=data_version, on_stage=on_stage,
-                              promote=False if no_promote else None)
+        # MLflow writes "View run at ..." lines to stdout; stdout is cd4ml's (and --json's) alone.
+        with contextlib.redirect_stdout(sys.stderr):
+            result = run_pipeline(project, data_version=data_version, on_stage=on_stage,
+                                  promote=False if no_promote else None)
     if as_json:
         _print_json({"run_id": result.run_id, "version": result.version, "data_version": result.data_version,
                      "metrics": result.metrics, "baseline": result.baseline, "oracle": result.oracle,

@@ -92,12 +92,20 @@ class Registry:
             self.client.set_model_version_tag(self.name, version, f"{TAG}{key}", str(value))
 
     def load(self, version: str | int, cache: Path) -> "Release":
-        """Download (once) and load a version's release folder."""
+        """Download (once) and load a version's release folder.
+
+        The cache key includes the store and the version's model source, so two
+        registries (say, a local store and a server) never share a cached "version 1".
+        """
+        import hashlib
+
         import mlflow
 
         from cd4ml.release.package import Release
 
-        dest = cache / self.name / str(version)
+        mv = self.version(version)
+        key = hashlib.sha256(f"{self.client.tracking_uri}|{mv.source}".encode()).hexdigest()[:16]
+        dest = cache / self.name / f"v{mv.version}-{key}"
         release_dir = dest / "artifacts" / "release"
         if not release_dir.is_dir():
             tmp = dest.with_name(f"{dest.name}.partial")
