@@ -7,7 +7,7 @@ import pytest
 from cd4ml.config import load_project, parse_overrides
 from cd4ml.errors import ConfigError
 from cd4ml.scaffold import init_project
-from conftest import edit_yaml
+from helpers import edit_yaml
 
 
 @pytest.fixture

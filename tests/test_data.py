@@ -11,7 +11,7 @@ import pytest
 from cd4ml.config import load_project
 from cd4ml.data.ingest import ingest
 from cd4ml.data.table import TrainingTable
-from conftest import cli
+from helpers import cli
 
 
 def _table_state(root: Path) -> tuple[int, int]:

@@ -14,7 +14,7 @@ from cd4ml.data.table import TrainingTable
 from cd4ml.release.registry import Registry
 from cd4ml.train.pipeline import run_pipeline
 from cd4ml.train.split import time_split
-from conftest import cli, commit_all
+from helpers import cli, commit_all
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cli
+from helpers import cli
 
 pytestmark = pytest.mark.slow
 

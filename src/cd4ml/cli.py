@@ -258,6 +258,37 @@ def rollback(
     console.print(f"[yellow]rolled back[/]: champion v{event.from_version} -> v{event.to_version}")
 
 
+@app.command()
+def serve(
+    project_dir: Path = ProjectDir,
+    host: str = typer.Option("127.0.0.1", help="Interface to bind (loopback by default)."),
+    port: int = typer.Option(8000, help="TCP port."),
+    workers: int = typer.Option(1, min=1, help="Worker processes (each watches the alias)."),
+    poll: Optional[float] = typer.Option(None, help="Seconds between alias polls (default: serving.poll_seconds)."),
+    no_log: bool = typer.Option(False, "--no-log", help="Do not write the prediction log."),
+) -> None:
+    """Serve the champion release over HTTP; swap releases live when the alias moves."""
+    import logging
+
+    import uvicorn
+
+    project = _load(project_dir)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    console.print(f"cd4ml serve: {project.config.project} on http://{host}:{port} "
+                  f"(model {project.config.registry.model_name}@champion, {workers} worker(s))")
+    options = {"host": host, "port": port, "log_level": "warning", "access_log": False}
+    if workers == 1:
+        from cd4ml.serve.app import create_app
+
+        uvicorn.run(create_app(project, log_predictions=not no_log, poll_seconds=poll), **options)
+        return
+    os.environ["CD4ML_PROJECT_DIR"] = str(project.root)
+    os.environ["CD4ML_LOG_PREDICTIONS"] = "0" if no_log else "1"
+    if poll is not None:
+        os.environ["CD4ML_POLL_SECONDS"] = str(poll)
+    uvicorn.run("cd4ml.serve.app:app_from_env", factory=True, workers=workers, **options)
+
+
 def main() -> None:
     """Console entry: maps cd4ml errors to exit codes with a clear message, no traceback.
 

@@ -167,6 +167,18 @@ class RegistryConfig(_Strict):
     auto_promote: bool = True
 
 
+class ServingConfig(_Strict):
+    """How `cd4ml serve` treats requests and releases."""
+
+    unknown_categories: Literal["fallback", "reject"] = Field(
+        "fallback", description="values never seen in training: predict and flag, or answer 422")
+    max_records: int = Field(1000, gt=0)
+    max_body_bytes: int = Field(2_000_000, gt=0)
+    poll_seconds: float = Field(2.0, gt=0)
+    log_dir: str = ".cd4ml/predictions"
+    log_max_bytes: int = Field(64 * 2**20, gt=0)
+
+
 class TrackingConfig(_Strict):
     uri: str | None = None
     experiment: str | None = None
@@ -190,6 +202,7 @@ class ProjectConfig(_Strict):
     acceptance: AcceptanceConfig = AcceptanceConfig()
     registry: RegistryConfig
     tracking: TrackingConfig = TrackingConfig()
+    serving: ServingConfig = ServingConfig()
 
     @model_validator(mode="after")
     def _columns_exist(self) -> "ProjectConfig":

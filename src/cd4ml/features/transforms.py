@@ -301,6 +301,28 @@ class FeaturePlan:
             j += 1
         return X
 
+    def known_values(self, column: str) -> np.ndarray | None:
+        """The values of `column` seen in training, if the model keys anything on it."""
+        for lk, table in zip(self.spec["lookups"], self._lookups):
+            if lk["key"] == column:
+                return table.vocabs[0].values
+        vocab = self._vocabs.get(column)
+        return None if vocab is None else vocab.values
+
+    def unknown_inputs(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Per input column whose values the model learned (lookup keys, categories),
+        a bool array (n,) marking values never seen in training."""
+        out: dict[str, np.ndarray] = {}
+        inputs = set(self.spec["inputs"])
+        for lk, table in zip(self.spec["lookups"], self._lookups):
+            if lk["key"] in inputs and lk["key"] in batch:
+                out[lk["key"]] = ~table.find([batch[lk["key"]]])[1]
+        for c, vocab in self._vocabs.items():
+            if c in inputs and c in batch:
+                unseen = vocab.codes(batch[c]) < 0
+                out[c] = out[c] | unseen if c in out else unseen
+        return out
+
     def inverse_target(self, pred: np.ndarray) -> np.ndarray:
         """Model-space predictions -> target units."""
         out = np.expm1(pred) if self.spec["target_transform"] == "log1p" else np.asarray(pred, dtype=np.float64)

@@ -26,6 +26,7 @@ from cd4ml.features.code import CodeSnapshot
 from cd4ml.train import estimators
 
 RELEASE_FILE = "release.json"
+EXAMPLE_FILE = "example.json"
 
 
 def frame_to_batch(frame: pd.DataFrame, columns: list[str] | None = None) -> dict[str, np.ndarray]:
@@ -44,8 +45,11 @@ def request_columns(spec: Mapping[str, Any], available: list[str]) -> list[str]:
 
 
 def save_release(folder: Path, *, plan: Any, estimator: Any, snapshot: CodeSnapshot,
-                 inputs: list[dict[str, str]], info: dict[str, Any]) -> None:
-    """Write everything a release needs to predict into `folder`."""
+                 inputs: list[dict[str, str]], info: dict[str, Any], example: pd.DataFrame) -> None:
+    """Write everything a release needs to predict into `folder`.
+
+    `example`: a few input rows, kept so a service can warm up and check the release.
+    """
     import shutil
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -54,6 +58,7 @@ def save_release(folder: Path, *, plan: Any, estimator: Any, snapshot: CodeSnaps
     if snapshot.path != folder / "code":
         shutil.copytree(snapshot.path, folder / "code", dirs_exist_ok=True,
                         ignore=shutil.ignore_patterns("__pycache__"))
+    example.to_json(folder / EXAMPLE_FILE, orient="records", date_format="iso", date_unit="s")
     doc = {"format_version": 1, "spec": plan.spec, "inputs": inputs, "estimator": estimator_meta,
            "feature_names": plan.feature_names, "info": info}
     (folder / RELEASE_FILE).write_text(json.dumps(doc, indent=2, default=str), encoding="utf-8")
@@ -92,6 +97,18 @@ class Release:
         if missing:
             raise ReleaseError(f"input is missing column(s): {', '.join(missing)}")
         return self.predict(frame_to_batch(frame, request_columns(self.plan.spec, list(frame.columns))))
+
+    def example(self) -> pd.DataFrame:
+        """The input rows packaged for warm-up (types as in the training table)."""
+        frame = pd.read_json(self.folder / EXAMPLE_FILE, orient="records", convert_dates=False)
+        for item in self.inputs:
+            if item["type"] in ("date", "datetime"):
+                frame[item["name"]] = pd.to_datetime(frame[item["name"]])
+        return frame
+
+    def unknown(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Input columns with values the model never saw in training: {column: bool mask (n,)}."""
+        return self.plan.unknown_inputs(batch)
 
     def latency_ms(self, frame: pd.DataFrame, n: int = 300) -> np.ndarray:
         """Wall time of `n` single-row predictions (ms each), rows drawn from `frame` in order."""

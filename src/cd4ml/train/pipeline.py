@@ -190,7 +190,8 @@ def run_pipeline(project: Project, *, data_version: int | None = None, on_stage:
                         "target": cfg.target, "cd4ml_version": __version__, "code_digest": snapshot.digest,
                         "metrics": metrics}
                 inputs = [{"name": c, "type": cfg.schema_.columns[c].type} for c in spec["inputs"]]
-                save_release(release_dir, plan=plan, estimator=model, snapshot=snapshot, inputs=inputs, info=info)
+                save_release(release_dir, plan=plan, estimator=model, snapshot=snapshot, inputs=inputs, info=info,
+                             example=hold_df[spec["inputs"]].head(20))
                 _log_run(project, pinned, commit, dirty, snapshot.digest, metrics, baseline, oracle,
                          len(train_df), len(hold_df))
                 mlflow.log_dict({"slices": slices, "baseline_slices": base_slices}, "evaluation/slices.json")

@@ -1,0 +1,1 @@
+"""Serving: the prediction service, live release swaps and the prediction log."""

@@ -1,0 +1,202 @@
+"""The prediction service: FastAPI over the live release.
+
+The request path is lean on purpose: the body is parsed with orjson, records
+are validated by one compiled pydantic adapter, features are computed on numpy
+arrays by the release's own packaged code, and the response is written with
+orjson. No DataFrame is built per request. Every prediction is logged through
+a background writer that never blocks the request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import numpy as np
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import ValidationError
+
+from cd4ml.config import Project, load_project
+from cd4ml.serve.predlog import PredictionLog
+from cd4ml.serve.schema import RequestSchema
+from cd4ml.serve.watcher import ReleaseWatcher
+
+STATIC = Path(__file__).parent / "static"
+log = logging.getLogger("cd4ml.serve")
+
+
+def _json(status: int, doc: Any) -> Response:
+    return Response(orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status,
+                    media_type="application/json")
+
+
+def _errors(exc: ValidationError, single: bool) -> list[dict[str, Any]]:
+    out = []
+    for err in exc.errors(include_url=False):
+        loc = list(err["loc"])
+        record = loc.pop(0) if loc and isinstance(loc[0], int) else None
+        field = ".".join(str(p) for p in loc) or None
+        reason = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            reason = "unknown field"
+        out.append({"record": None if single else record, "field": field, "reason": reason,
+                    "value": err.get("input") if err["type"] != "missing" else None})
+    return out
+
+
+def create_app(project: Project, *, log_predictions: bool = True, poll_seconds: float | None = None) -> FastAPI:
+    """The service for one project; it serves whatever release holds the `champion` alias."""
+    from cd4ml import tracking
+    from cd4ml.release.registry import Registry
+
+    cfg = project.config
+    serving = cfg.serving
+    schema = RequestSchema(cfg)
+
+    def registry() -> Registry:
+        return Registry(tracking.connect(project), cfg.registry.model_name)
+
+    watcher = ReleaseWatcher(registry, project.state_dir / "cache" / "releases",
+                             poll_seconds or serving.poll_seconds)
+    predlog = PredictionLog(project.resolve(serving.log_dir), max_bytes=serving.log_max_bytes) if log_predictions \
+        else None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if predlog is not None:
+            predlog.start()
+        watcher.start()
+        yield
+        watcher.stop()
+        if predlog is not None:
+            predlog.close()
+
+    app = FastAPI(title=f"cd4ml: {cfg.project}", lifespan=lifespan,
+                  description=f"Predictions of `{cfg.target}` from the champion release of "
+                              f"`{cfg.registry.model_name}`.")
+    app.state.watcher = watcher
+    app.state.predlog = predlog
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    no_champion = {"detail": "no champion release yet: run `cd4ml run` until a model passes the acceptance gate"}
+
+    @app.post("/predict", openapi_extra={"requestBody": {
+        "required": True, "content": {"application/json": {"schema": schema.json_schema()}}}},
+        responses={200: {"description": "prediction(s), model version, request id"},
+                   413: {"description": "too many records or too large a body"},
+                   422: {"description": "invalid records: each error names the record, field and reason"},
+                   503: {"description": "no champion release yet"}})
+    async def predict(request: Request) -> Response:
+        """Predict for one record (a JSON object) or a list of records."""
+        started = time.perf_counter()
+        live = watcher.current
+        if live is None:
+            return _json(503, no_champion)
+        declared = request.headers.get("content-length", "0")
+        if not declared.isdigit():
+            return _json(400, {"detail": "Content-Length is not a number"})
+        if int(declared) > serving.max_body_bytes:
+            return _json(413, {"detail": f"body of {declared} bytes exceeds {serving.max_body_bytes}"})
+        body = await request.body()
+        if len(body) > serving.max_body_bytes:
+            return _json(413, {"detail": f"body of {len(body)} bytes exceeds {serving.max_body_bytes}"})
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            return _json(422, {"detail": f"body is not valid JSON: {exc}"})
+        single = isinstance(data, dict)
+        records = [data] if single else data
+        if not isinstance(records, list) or not records:
+            return _json(422, {"detail": "body must be a record (JSON object) or a non-empty list of records"})
+        if len(records) > serving.max_records:
+            return _json(413, {"detail": f"{len(records)} records exceed the limit of {serving.max_records}"})
+        try:
+            parsed = schema.validate(records)
+        except ValidationError as exc:
+            return _json(422, {"detail": "invalid input", "errors": _errors(exc, single)})
+        batch = schema.to_batch(parsed)
+        release = live.release
+        unknown = release.unknown(batch)
+        fallback = np.zeros(len(records), dtype=bool)
+        for mask in unknown.values():
+            fallback |= mask
+        if fallback.any() and serving.unknown_categories == "reject":
+            errors = [{"record": None if single else int(i), "field": col, "reason": "never seen in training",
+                       "value": records[int(i)].get(col)}
+                      for col, mask in unknown.items() for i in np.flatnonzero(mask)]
+            return _json(422, {"detail": "unknown categories", "errors": errors})
+        pred = release.predict(batch)
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        if predlog is not None:
+            now = dt.datetime.now(dt.timezone.utc).isoformat()
+            predlog.emit_many([
+                {"request_id": request_id, "record": i, "time": now, "model_version": live.version,
+                 "inputs": rec, "output": float(p), "fallback": bool(f), "latency_ms": latency_ms}
+                for i, (rec, p, f) in enumerate(zip(records, pred.tolist(), fallback.tolist()))])
+        if single:
+            doc = {"request_id": request_id, "model_version": live.version, "prediction": float(pred[0]),
+                   "fallback": bool(fallback[0])}
+            if fallback[0]:
+                doc["unknown"] = [c for c, m in unknown.items() if m[0]]
+        else:
+            doc = {"request_id": request_id, "model_version": live.version, "predictions": pred,
+                   "fallback": fallback}
+        return _json(200, doc)
+
+    @app.get("/health")
+    async def health() -> Response:
+        """The process is alive."""
+        return _json(200, {"status": "alive"})
+
+    @app.get("/ready")
+    async def ready() -> Response:
+        """A release is loaded and serving (503 otherwise); a failed swap is reported here."""
+        live = watcher.current
+        doc = {"ready": live is not None, "model_version": live.version if live else None,
+               "last_error": watcher.last_error, "swaps": watcher.swaps}
+        if live is None:
+            doc["detail"] = no_champion["detail"]
+        return _json(200 if live else 503, doc)
+
+    @app.get("/version")
+    async def version() -> Response:
+        """The live release: model version, data version, git commit, release time."""
+        live = watcher.current
+        return _json(200, live.info) if live else _json(503, no_champion)
+
+    @app.get("/inputs")
+    async def inputs() -> Response:
+        """The request fields, their types and ranges, and the values the live model knows."""
+        live = watcher.current
+        fields = []
+        for name, kind in schema.types.items():
+            spec = cfg.schema_.columns[name]
+            known = live.release.plan.known_values(name) if live else None
+            fields.append({"name": name, "type": kind, "required": name in schema.required,
+                           "min": spec.min, "max": spec.max, "categories": spec.categories,
+                           "known_values": None if known is None else known[:1000].tolist()})
+        return _json(200, {"project": cfg.project, "target": cfg.target, "time_column": cfg.time_column,
+                           "model_version": live.version if live else None, "fields": fields})
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Factory for `uvicorn --factory` with several workers: the project comes from the environment."""
+    project = load_project(os.environ["CD4ML_PROJECT_DIR"])
+    poll = os.environ.get("CD4ML_POLL_SECONDS")
+    return create_app(project, log_predictions=os.environ.get("CD4ML_LOG_PREDICTIONS", "1") == "1",
+                      poll_seconds=float(poll) if poll else None)

@@ -1,0 +1,85 @@
+"""Request records, generated from the project's schema.
+
+One pydantic model per project: a field per input column (and optional lookup
+attributes), typed, with the schema's ranges and allowed categories. Records
+become column batches (name -> numpy array) for the release's own feature code.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Optional
+
+import numpy as np
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, create_model
+
+from cd4ml.config import ColumnSpec, ProjectConfig
+
+_PY_TYPES: dict[str, type] = {"int": int, "float": float, "str": str, "bool": bool, "date": dt.date,
+                              "datetime": dt.datetime}
+_NUMPY_TYPES: dict[str, Any] = {"int": np.int64, "float": np.float64, "str": str, "bool": np.int64,
+                                "date": "datetime64[D]", "datetime": "datetime64[us]"}
+
+
+def _allowed(values: list[Any]) -> AfterValidator:
+    allowed = frozenset(values)
+    shown = ", ".join(map(str, values[:20])) + (", ..." if len(values) > 20 else "")
+
+    def check(v: Any) -> Any:
+        if v is not None and v not in allowed:
+            raise ValueError(f"{v!r} is not an allowed value (allowed: {shown})")
+        return v
+
+    return AfterValidator(check)
+
+
+def _field(spec: ColumnSpec, required: bool) -> tuple[Any, Any]:
+    typ: Any = _PY_TYPES[spec.type]
+    if spec.categories is not None:
+        typ = Annotated[typ, _allowed(spec.categories)]
+    if spec.nullable or not required:
+        typ = Optional[typ]
+    default = ... if required and not spec.nullable else None
+    return typ, Field(default, ge=spec.min, le=spec.max)
+
+
+def record_model(cfg: ProjectConfig) -> type[BaseModel]:
+    """The pydantic model of one prediction request record."""
+    fields = {name: _field(cfg.schema_.columns[name], True) for name in cfg.input_columns}
+    for lookup in cfg.features.lookups:
+        for name in lookup.columns:
+            fields[name] = _field(cfg.schema_.columns[name], False)
+    return create_model("Record", __config__=ConfigDict(extra="forbid"), **fields)
+
+
+class RequestSchema:
+    """Validates parsed JSON (a record or a list of records) and builds column batches."""
+
+    def __init__(self, cfg: ProjectConfig) -> None:
+        self.model = record_model(cfg)
+        self.adapter = TypeAdapter(list[self.model])  # type: ignore[name-defined]
+        self.types = {name: cfg.schema_.columns[name].type for name in self.model.model_fields}
+        self.required = list(cfg.input_columns)
+
+    def validate(self, records: list[Any]) -> list[BaseModel]:
+        """Raises pydantic.ValidationError naming record index and field."""
+        return self.adapter.validate_python(records)
+
+    def to_batch(self, records: list[BaseModel]) -> dict[str, np.ndarray]:
+        """Column batch of the validated records; optional columns only when every record has them."""
+        batch = {}
+        for name, kind in self.types.items():
+            values = [getattr(r, name) for r in records]
+            has_null = any(v is None for v in values)
+            if has_null and name not in self.required:
+                continue
+            # Nulls in a nullable int column travel as NaN, which int arrays cannot hold.
+            dtype = np.float64 if has_null and kind in ("int", "bool") else _NUMPY_TYPES[kind]
+            batch[name] = np.array([np.nan if v is None else v for v in values] if has_null else values,
+                                   dtype=dtype)
+        return batch
+
+    def json_schema(self) -> dict[str, Any]:
+        """OpenAPI schema of the request body: one record or a list of records."""
+        record = self.model.model_json_schema()
+        return {"anyOf": [record, {"type": "array", "items": record}]}

@@ -1,0 +1,127 @@
+"""Test helpers: small real cd4ml projects, the real CLI, and a real `cd4ml serve` on loopback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from cd4ml.config import load_project, parse_overrides
+from cd4ml.scaffold import init_project
+from cd4ml.train.pipeline import RunResult, run_pipeline
+
+# A grocery world small enough for seconds-long runs, big enough to learn from.
+SMALL_WORLD = {"n_stores": 3, "n_items": 40, "seed": 7, "start": "2024-01-01", "end": "2024-08-31"}
+SMALL_MODEL = {"n_estimators": 60, "learning_rate": 0.1, "num_leaves": 31, "min_child_samples": 20, "n_jobs": 1}
+
+
+def _git(root: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=root, check=True, capture_output=True,
+                   env={**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+                        "GIT_COMMITTER_EMAIL": "t@t"})
+
+
+def commit_all(root: Path, message: str) -> None:
+    _git(root, "add", "-A")
+    _git(root, "commit", "-qm", message)
+
+
+def edit_yaml(root: Path, **changes: Any) -> None:
+    """Set dotted keys in the project's cd4ml.yaml (a test's way of editing the file)."""
+    path = root / "cd4ml.yaml"
+    raw = yaml.safe_load(path.read_text())
+    for dotted, value in changes.items():
+        node = raw
+        *parents, last = dotted.split("__")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
+def make_grocery_project(root: Path) -> Path:
+    init_project(root, "groceries")
+    # The latency budget is the gate's own business (unit-tested); a busy test machine must not flake it.
+    edit_yaml(root, source__options=SMALL_WORLD, model__params=SMALL_MODEL,
+              acceptance__thresholds={"nwrmsle": {"max": 1.0}}, acceptance__latency_p99_ms=1000)
+    _git(root, "init", "-q")
+    commit_all(root, "init")
+    return root
+
+
+def cli(root: Path, *args: str, check: int | None = None,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run the real `cd4ml` CLI in a subprocess; optionally assert its exit code."""
+    base = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.run([sys.executable, "-m", "cd4ml.cli", *args], cwd=root, capture_output=True,
+                          text=True, env={**base, "COLUMNS": "200", **(env or {})})
+    if check is not None:
+        assert proc.returncode == check, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    return proc
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Service:
+    """`cd4ml serve` in a subprocess; stopped with SIGTERM (graceful) on exit."""
+
+    def __init__(self, project: Path, *extra: str, poll: float = 0.3) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+        self.log = project / ".cd4ml" / f"serve-{self.port}.log"
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        self._out = self.log.open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cd4ml.cli", "serve", "-C", str(project), "--port", str(self.port),
+             "--poll", str(poll), *extra], stdout=self._out, stderr=subprocess.STDOUT, env=env)
+        self.client = httpx.Client(base_url=self.url, timeout=10)
+
+    def wait_until(self, path: str, status: int, timeout: float = 60) -> httpx.Response:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                resp = self.client.get(path)
+                if resp.status_code == status:
+                    return resp
+            except httpx.TransportError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"{path} never answered {status}; service log:\n{self.log.read_text()}")
+            time.sleep(0.1)
+
+    def stop(self) -> int:
+        """Graceful shutdown (SIGTERM); returns the exit code."""
+        self.client.close()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._out.close()
+        return self.proc.returncode
+
+    def __enter__(self) -> "Service":
+        self.wait_until("/health", 200)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def train(root: Path, *sets: str, promote: bool | None = None) -> RunResult:
+    return run_pipeline(load_project(root, parse_overrides(list(sets))), promote=promote)

@@ -1,0 +1,260 @@
+"""The prediction service over real HTTP: parity with the registry, live swaps, bad input, the log."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cd4ml import tracking
+from cd4ml.config import load_project
+from cd4ml.data.table import TrainingTable
+from cd4ml.release.registry import Registry
+from cd4ml.serve.predlog import read_events
+from cd4ml.train.split import time_split
+from helpers import Service, cli, commit_all, edit_yaml, train
+
+pytestmark = pytest.mark.slow
+INPUTS = ["date", "store_nbr", "item_nbr", "onpromotion"]
+
+
+def _holdout(root: Path, n: int = 200):
+    project = load_project(root)
+    frame, _ = TrainingTable.for_project(project).read()
+    hold = time_split(frame, project.config.time_column, project.config.split)[1]
+    return hold.sample(n=n, random_state=0).reset_index(drop=True)
+
+
+def _records(frame) -> list[dict]:
+    out = frame[INPUTS].copy()
+    out["date"] = out["date"].dt.strftime("%Y-%m-%d")
+    return out.to_dict("records")
+
+
+def _registry(root: Path) -> Registry:
+    project = load_project(root)
+    return Registry(tracking.connect(project), project.config.registry.model_name)
+
+
+def test_http_predictions_equal_the_registry_model(service: Service, served_shop: Path) -> None:
+    import mlflow
+
+    hold = _holdout(served_shop)
+    resp = service.client.post("/predict", json=_records(hold))
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["model_version"] == "1" and len(body["predictions"]) == len(hold)
+    mlflow.set_tracking_uri(f"sqlite:///{served_shop / '.cd4ml' / 'mlflow.db'}")
+    model = mlflow.pyfunc.load_model("models:/groceries-forecast@champion")
+    expected = np.asarray(model.predict(hold[INPUTS]))
+    np.testing.assert_array_equal(np.asarray(body["predictions"]), expected)
+    single = service.client.post("/predict", json=_records(hold)[0]).json()
+    assert single["prediction"] == expected[0] and single["fallback"] is False and single["request_id"]
+    version = service.client.get("/version").json()
+    assert version["model_version"] == "1" and version["data_version"] == 0 and len(version["git_commit"]) == 40
+    assert service.client.get("/openapi.json").json()["paths"]["/predict"]["post"]["requestBody"]["content"][
+        "application/json"]["schema"]["anyOf"][0]["properties"].keys() >= set(INPUTS)
+
+
+def _client_loop(service: Service, record: dict, stop: threading.Event, seen: list, errors: list) -> None:
+    import httpx
+
+    with httpx.Client(base_url=service.url, timeout=10) as client:
+        while not stop.is_set():
+            try:
+                resp = client.post("/predict", json=record)
+                if resp.status_code != 200:
+                    errors.append(resp.status_code)
+                else:
+                    seen.append((time.monotonic(), resp.json()["model_version"]))
+            except httpx.HTTPError as exc:  # a dropped connection is a failed request
+                errors.append(repr(exc))
+
+
+def _wait_for_version(seen: list, version: str, since: float, timeout: float) -> float:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        hits = [t for t, v in list(seen) if v == version and t >= since]
+        if hits:
+            return hits[0] - since
+        time.sleep(0.02)
+    raise AssertionError(f"responses never showed version {version}")
+
+
+def test_promote_and_rollback_under_load_lose_no_request(champion_shop: Path) -> None:
+    assert train(champion_shop, "model.params.n_estimators=61", promote=False).gate.passed
+    record = _records(_holdout(champion_shop, 1))[0]
+    with Service(champion_shop, poll=0.5) as service:
+        service.wait_until("/ready", 200)
+        stop, seen, errors = threading.Event(), [], []
+        clients = [threading.Thread(target=_client_loop, args=(service, record, stop, seen, errors))
+                   for _ in range(4)]
+        for c in clients:
+            c.start()
+        t0 = time.monotonic()
+        cli(champion_shop, "promote", "2", "--reason", "load test", check=0)
+        to_v2 = _wait_for_version(seen, "2", t0, timeout=20)
+        t1 = time.monotonic()
+        cli(champion_shop, "rollback", check=0)
+        to_v1 = _wait_for_version(seen, "1", t1, timeout=20)
+        time.sleep(0.5)
+        stop.set()
+        for c in clients:
+            c.join()
+    assert errors == []
+    assert len(seen) > 100
+    # The CLI itself takes seconds to start; the swap follows within a poll interval of the alias move.
+    assert to_v2 < 15 and to_v1 < 15
+    versions = [v for _, v in seen]
+    assert versions[0] == "1" and "2" in versions and versions[-1] == "1"
+
+
+def test_a_release_that_cannot_load_is_not_switched_to(champion_shop: Path) -> None:
+    broken = train(champion_shop, "model.params.n_estimators=61", promote=False)
+    registry = _registry(champion_shop)
+    # Break version 2 where the service will fetch it from: the model file in the artifact store.
+    from urllib.parse import urlparse
+
+    stored = Path(urlparse(registry.client.get_model_version_download_uri(registry.name, broken.version)).path)
+    model_file = stored / "artifacts" / "release" / "estimator" / "model.txt"
+    assert model_file.is_file()
+    model_file.write_text("this is not a LightGBM model\n")
+    shutil.rmtree(champion_shop / ".cd4ml" / "cache")  # the gate's verified copy must not hide the damage
+    record = _records(_holdout(champion_shop, 1))[0]
+    with Service(champion_shop) as service:
+        service.wait_until("/ready", 200)
+        cli(champion_shop, "promote", broken.version, check=0)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not service.client.get("/ready").json()["last_error"]:
+            time.sleep(0.1)
+        ready = service.client.get("/ready").json()
+        assert ready["model_version"] == "1" and "version 2 not switched to" in ready["last_error"]
+        resp = service.client.post("/predict", json=record)
+        assert resp.status_code == 200 and resp.json()["model_version"] == "1"
+        # Rolling the alias back clears the report: the live release is the champion again.
+        cli(champion_shop, "rollback", check=0)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and service.client.get("/ready").json()["last_error"]:
+            time.sleep(0.1)
+        assert service.client.get("/ready").json()["last_error"] is None
+
+
+def test_each_release_serves_with_its_own_feature_code(champion_shop: Path) -> None:
+    payday = {"date": "2024-08-15", "store_nbr": 1, "item_nbr": 100003, "onpromotion": 0}
+    days = [dict(payday, date=f"2024-08-{d:02d}") for d in range(10, 20)]
+    registry = _registry(champion_shop)
+    cache = champion_shop / ".cd4ml" / "cache" / "test"
+    import pandas as pd
+
+    frame = pd.DataFrame(days).assign(date=lambda f: pd.to_datetime(f["date"]))
+    v1_offline = registry.load("1", cache).predict_frame(frame)
+    features = champion_shop / "features.py"
+    # New feature code under the same module name: every day is a payday.
+    features.write_text(features.read_text().replace(
+        'return {"is_payday": payday.astype(np.int64)', 'return {"is_payday": np.ones_like(day)'))
+    commit_all(champion_shop, "every day is payday")
+    second = train(champion_shop, "acceptance.champion_tolerance=1.0", "acceptance.slice_tolerance=100",
+                   promote=False)
+    v2_offline = registry.load(second.version, cache).predict_frame(frame)
+    assert not np.array_equal(v1_offline, v2_offline)
+    with Service(champion_shop) as service:
+        service.wait_until("/ready", 200)
+
+        def served(version: str) -> np.ndarray:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                body = service.client.post("/predict", json=days).json()
+                if body["model_version"] == version:
+                    return np.asarray(body["predictions"])
+                time.sleep(0.1)
+            raise AssertionError(f"version {version} never served")
+
+        np.testing.assert_array_equal(served("1"), v1_offline)
+        cli(champion_shop, "promote", second.version, check=0)
+        np.testing.assert_array_equal(served(second.version), v2_offline)
+        cli(champion_shop, "rollback", check=0)
+        np.testing.assert_array_equal(served("1"), v1_offline)
+
+
+GOOD = {"date": "2024-08-20", "store_nbr": 2, "item_nbr": 100005, "onpromotion": 1}
+
+
+@pytest.mark.parametrize(("case", "body", "status", "field", "reason"), [
+    ("wrong type", {**GOOD, "store_nbr": "two"}, 422, "store_nbr", "valid integer"),
+    ("wrong date", {**GOOD, "date": "20th of August"}, 422, "date", "valid date"),
+    ("missing field", {k: v for k, v in GOOD.items() if k != "item_nbr"}, 422, "item_nbr", "Field required"),
+    ("out of range", {**GOOD, "item_nbr": 999}, 422, "item_nbr", "greater than or equal to 100001"),
+    ("not an allowed category", {**GOOD, "store_nbr": 11}, 422, "store_nbr", "not an allowed value"),
+    ("unknown field", {**GOOD, "colour": "red"}, 422, "colour", "unknown field"),
+    ("null in required field", {**GOOD, "onpromotion": None}, 422, "onpromotion", "valid integer"),
+    ("not JSON", b"{\"date\": ", 422, None, "not valid JSON"),
+    ("not a record", b"42", 422, None, "must be a record"),
+    ("empty list", [], 422, None, "must be a record"),
+    ("list with a bad record", [GOOD, {**GOOD, "onpromotion": 7}], 422, "onpromotion", "not an allowed value"),
+    ("too many records", [GOOD] * 1001, 413, None, "exceed the limit of 1000"),
+    ("body too large", b"[" + b" " * 2_000_001 + b"]", 413, None, "exceeds 2000000"),
+])
+def test_bad_input_gets_a_clear_4xx(service: Service, case, body, status, field, reason) -> None:
+    kwargs = {"content": body} if isinstance(body, bytes) else {"json": body}
+    resp = service.client.post("/predict", headers={"content-type": "application/json"}, **kwargs)
+    assert resp.status_code == status, resp.text
+    doc = resp.json()
+    text = doc["detail"] + " ".join(e["reason"] for e in doc.get("errors", []))
+    assert reason in text
+    if field:
+        assert field in {e["field"] for e in doc["errors"]}
+    if case == "list with a bad record":
+        assert doc["errors"][0]["record"] == 1
+
+
+def test_unknown_item_is_a_flagged_fallback(service: Service) -> None:
+    # Item 100099 is allowed by the schema (min/max) but not in this small world's 40 items.
+    resp = service.client.post("/predict", json={**GOOD, "item_nbr": 100099})
+    assert resp.status_code == 200
+    body = resp.json()
+    assert body["fallback"] is True and body["unknown"] == ["item_nbr"] and np.isfinite(body["prediction"])
+
+
+def test_unknown_item_is_rejected_when_policy_says_so(champion_shop: Path) -> None:
+    edit_yaml(champion_shop, serving={"unknown_categories": "reject"})
+    with Service(champion_shop) as service:
+        service.wait_until("/ready", 200)
+        resp = service.client.post("/predict", json=[GOOD, {**GOOD, "item_nbr": 100099}])
+        assert resp.status_code == 422
+        assert resp.json()["errors"] == [{"record": 1, "field": "item_nbr", "reason": "never seen in training",
+                                          "value": 100099}]
+
+
+def test_no_champion_is_a_clear_503(shop: Path) -> None:
+    with Service(shop) as service:
+        ready = service.client.get("/ready")
+        assert ready.status_code == 503 and "no champion" in ready.json()["detail"]
+        resp = service.client.post("/predict", json=GOOD)
+        assert resp.status_code == 503 and "cd4ml run" in resp.json()["detail"]
+        assert service.client.get("/health").status_code == 200
+
+
+def test_prediction_log_holds_every_successful_prediction(champion_shop: Path) -> None:
+    records = _records(_holdout(champion_shop, 50))
+    served: dict[str, int] = {}
+    with Service(champion_shop) as service:
+        service.wait_until("/ready", 200)
+        for i in range(30):
+            body = records[i] if i % 2 else records[i: i + 7]
+            resp = service.client.post("/predict", json=body)
+            assert resp.status_code == 200
+            served[resp.json()["request_id"]] = 1 if i % 2 else len(body)
+        assert service.client.post("/predict", json={"bad": 1}).status_code == 422
+        assert service.stop() in (0, -signal.SIGTERM)  # uvicorn re-raises SIGTERM after a graceful shutdown
+    events = list(read_events(champion_shop / ".cd4ml" / "predictions"))
+    assert len(events) == sum(served.values())
+    by_request: dict[str, int] = {}
+    for e in events:
+        by_request[e["request_id"]] = by_request.get(e["request_id"], 0) + 1
+        assert e["model_version"] == "1" and e["latency_ms"] > 0 and set(e["inputs"]) == set(INPUTS)
+    assert by_request == served
