@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
-	bash scripts/demo.sh
+	$(BIN)/cd4ml demo --report build/cd4ml-demo-report.html
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

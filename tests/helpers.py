@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +13,7 @@ import yaml
 
 from cd4ml.config import load_project, parse_overrides
 from cd4ml.scaffold import init_project
+from cd4ml.serve.process import ServiceProcess
 from cd4ml.train.pipeline import RunResult, run_pipeline
 
 # A grocery world small enough for seconds-long runs, big enough to learn from.
@@ -51,7 +49,8 @@ def make_grocery_project(root: Path) -> Path:
     init_project(root, "groceries")
     # The latency budget is the gate's own business (unit-tested); a busy test machine must not flake it.
     edit_yaml(root, source__options=SMALL_WORLD, model__params=SMALL_MODEL,
-              acceptance__thresholds={"nwrmsle": {"max": 1.0}}, acceptance__latency_p99_ms=1000)
+              acceptance__thresholds={"nwrmsle": {"max": 1.0}}, acceptance__latency_p99_ms=1000,
+              feature_tests=None)  # the feature-tests stage has its own test; elsewhere it only costs time
     _git(root, "init", "-q")
     commit_all(root, "init")
     return root
@@ -68,52 +67,16 @@ def cli(root: Path, *args: str, check: int | None = None,
     return proc
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Service:
-    """`cd4ml serve` in a subprocess; stopped with SIGTERM (graceful) on exit."""
+class Service(ServiceProcess):
+    """A real `cd4ml serve` on 127.0.0.1 with an httpx client; stopped on exit of the `with` block."""
 
     def __init__(self, project: Path, *extra: str, poll: float = 0.3) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-        self.log = project / ".cd4ml" / f"serve-{self.port}.log"
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        self._out = self.log.open("w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cd4ml.cli", "serve", "-C", str(project), "--port", str(self.port),
-             "--poll", str(poll), *extra], stdout=self._out, stderr=subprocess.STDOUT, env=env)
+        super().__init__(project, *extra, poll=poll)
         self.client = httpx.Client(base_url=self.url, timeout=10)
 
-    def wait_until(self, path: str, status: int, timeout: float = 60) -> httpx.Response:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                resp = self.client.get(path)
-                if resp.status_code == status:
-                    return resp
-            except httpx.TransportError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"{path} never answered {status}; service log:\n{self.log.read_text()}")
-            time.sleep(0.1)
-
     def stop(self) -> int:
-        """Graceful shutdown (SIGTERM); returns the exit code."""
         self.client.close()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._out.close()
-        return self.proc.returncode
+        return super().stop()
 
     def __enter__(self) -> "Service":
         self.wait_until("/health", 200)
@@ -125,3 +88,21 @@ class Service:
 
 def train(root: Path, *sets: str, promote: bool | None = None) -> RunResult:
     return run_pipeline(load_project(root, parse_overrides(list(sets))), promote=promote)
+
+
+def make_csv_project(root: Path, csv: str, columns: dict[str, dict[str, Any]], **changes: Any) -> Path:
+    """A tiny project over one CSV file (`csv` is its text): time column `t`, target `y`, `columns` as schema.
+
+    `changes` are edit_yaml's dotted keys (`features__numeric=[...]`).
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "data.csv").write_text(csv)
+    config = {"project": "tiny", "source": {"path": "data.csv"}, "data": {"max_null_rate": 1.0},
+              "schema": {"columns": columns}, "target": "y", "time_column": "t",
+              "features": {"calendar": ["dayofweek"], "numeric": ["dayofweek"]}, "split": {"holdout_days": 7},
+              "model": {"params": {"n_estimators": 10, "min_child_samples": 5, "n_jobs": 1}},
+              "acceptance": {"beat_baseline": False, "latency_p99_ms": 1000},
+              "registry": {"model_name": "tiny"}, "feature_tests": None}
+    (root / "cd4ml.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    edit_yaml(root, **changes)
+    return root

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from cd4ml.config import load_project
 from cd4ml.data.ingest import ingest
 from cd4ml.data.table import TrainingTable
-from helpers import cli
+from helpers import cli, edit_yaml, make_csv_project
 
 
 def _table_state(root: Path) -> tuple[int, int]:
@@ -115,3 +116,94 @@ def test_versions_command_lists_rows_and_range(shop: Path) -> None:
     out = json.loads(cli(shop, "data", "versions", "--json", check=0).stdout)
     assert out[0]["version"] == 0 and out[0]["rows"] == 3 * 40 * 244
     assert out[0]["source"] == "generator:groceries"
+
+
+_TYPED = {"t": {"type": "date"}, "k": {"type": "int"}, "n": {"type": "int"}, "b": {"type": "bool"},
+          "y": {"type": "float"}}
+
+
+def _typed_project(root: Path, rows: list[str], **columns: dict) -> Path:
+    return make_csv_project(root, "t,k,n,b,y\n" + "\n".join(rows) + "\n", {**_TYPED, **columns},
+                            schema__keys=["t", "k"])
+
+
+def test_int_and_bool_values_are_stored_exactly(tmp_path: Path) -> None:
+    root = _typed_project(tmp_path / "p", ["2024-01-01,1,2.0,False,1", "2024-01-02,1,3,0,1", "2024-01-03,1,4,TRUE,1",
+                                           "2024-01-04,1,5,1,1", "2024-01-05,1,6,false,1"])
+    ingest(load_project(root))
+    frame, _ = TrainingTable.for_project(load_project(root)).read()
+    assert frame["n"].tolist() == [2, 3, 4, 5, 6]
+    assert frame["b"].tolist() == [False, False, True, True, False]
+
+
+@pytest.mark.parametrize(("column", "value", "check"), [
+    ("n", "2.5", "is a whole number"),
+    ("b", "no", "is true, false, 1 or 0"),
+    ("b", "2", "is true, false, 1 or 0"),
+])
+def test_values_that_coercion_would_change_are_rejected(tmp_path: Path, column: str, value: str, check: str) -> None:
+    rows = ["2024-01-01,1,1,true,1", "2024-01-02,1,2,false,1", "2024-01-03,1,3,true,1"]
+    root = _typed_project(tmp_path / "p", rows)
+    ingest(load_project(root))
+    before = _table_state(root)
+    fields = rows[1].split(",")
+    fields["tknby".index(column)] = value
+    (root / "bad.csv").write_text("t,k,n,b,y\n" + "\n".join([rows[0], ",".join(fields), rows[2]]) + "\n")
+
+    proc = cli(root, "data", "ingest", "--path", "bad.csv", check=4)
+
+    assert check in proc.stderr and "nothing was written" in proc.stderr and "Traceback" not in proc.stderr
+    report = json.loads(sorted((root / ".cd4ml" / "reports").glob("validation-*.json"))[-1].read_text())
+    [failure] = report["failures"]
+    assert (failure["column"], failure["check"], failure["rows"]) == (column, check, 1)
+    assert failure["examples"][0]["row"] == 1 and str(failure["examples"][0][column]) == value
+    assert _table_state(root) == before
+
+
+def test_nullable_int_and_bool_columns_accept_nulls(tmp_path: Path) -> None:
+    root = _typed_project(tmp_path / "p", ["2024-01-01,1,,,1", "2024-01-02,1,2,false,1", "2024-01-03,1,3,1,1"],
+                          n={"type": "int", "nullable": True}, b={"type": "bool", "nullable": True})
+    ingest(load_project(root))
+    frame, _ = TrainingTable.for_project(load_project(root)).read()
+    # Read for training as floats: NaN is how numpy features carry a null.
+    assert frame["n"].dtype == frame["b"].dtype == "float64"
+    assert frame["n"].fillna(-1).tolist() == [-1, 2, 3] and frame["b"].fillna(-1).tolist() == [-1, 0, 1]
+
+
+def test_rows_are_read_in_time_and_key_order_so_lookups_take_the_latest(tmp_path: Path) -> None:
+    from cd4ml.features import transforms
+    from cd4ml.release.package import frame_to_batch
+    from cd4ml.train.pipeline import feature_spec
+
+    # Item 1 moved from family 'old' to 'new'; the file lists the newest day first.
+    rows = ["2024-01-03,2,1,true,5", "2024-01-03,1,1,true,5", "2024-01-02,1,1,true,5", "2024-01-01,1,1,true,5"]
+    families = ["x", "new", "old", "old"]
+    csv = "t,k,n,b,y,family\n" + "\n".join(f"{r},{f}" for r, f in zip(rows, families)) + "\n"
+    root = make_csv_project(tmp_path / "p", csv, {**_TYPED, "family": {"type": "str"}}, schema__keys=["t", "k"],
+                            features__lookups=[{"key": "k", "columns": ["family"]}],
+                            features__categorical=["family"])
+    project = load_project(root)
+    ingest(project)
+    frame, _ = TrainingTable.for_project(project).read()
+    assert list(zip(frame["t"].dt.day, frame["k"])) == [(1, 1), (2, 1), (3, 1), (3, 2)]
+    spec = feature_spec(project.config)
+    plan = transforms.FeaturePlan.fit(spec, frame_to_batch(frame), frame["y"].to_numpy(), {}, np.array([]))
+    request = {"t": np.array(["2024-02-01"], dtype="datetime64[D]"), "k": np.array([1]), "n": np.array([1]),
+               "b": np.array([True])}
+    assert plan.derive(request)["family"].tolist() == ["new"]
+
+
+@pytest.mark.parametrize(("schema_change", "column", "problem"), [
+    ({"schema__columns__extra": {"type": "int"}}, "extra", "is not in the table"),
+    ({"schema__columns__item_class": {"type": "float"}}, "item_class", "is int in the table, float in this load"),
+])
+def test_append_with_other_columns_is_rejected(shop: Path, schema_change: dict, column: str, problem: str) -> None:
+    before = _table_state(shop)
+    _good_rows(shop, 50).assign(extra=1).to_csv(shop / "more.csv", index=False)
+    edit_yaml(shop, **schema_change)
+
+    proc = cli(shop, "data", "ingest", "--path", "more.csv", "--append", check=4)
+
+    assert f"'{column}' {problem}" in proc.stderr.replace("\n", "")
+    assert "without --append" in proc.stderr and "Traceback" not in proc.stderr
+    assert _table_state(shop) == before

@@ -14,7 +14,7 @@ from cd4ml.data.table import TrainingTable
 from cd4ml.release.registry import Registry
 from cd4ml.train.pipeline import run_pipeline
 from cd4ml.train.split import time_split
-from helpers import cli, commit_all
+from helpers import cli, commit_all, edit_yaml
 
 pytestmark = pytest.mark.slow
 
@@ -215,3 +215,97 @@ def test_sklearn_estimator_is_stored_with_skops_and_reloads_exactly(shop: Path) 
     release = _registry(shop).load(result.version, shop / ".cd4ml" / "cache")
     assert (release.folder / "estimator" / "model.skops").is_file()
     assert type(release.estimator).__name__ == "HistGradientBoostingRegressor"
+
+
+def test_failing_feature_tests_stop_the_pipeline_before_training(shop: Path) -> None:
+    edit_yaml(shop, feature_tests="tests")
+    features = shop / "features.py"
+    features.write_text(features.read_text().replace("(day == 15)", "(day == 14)"))  # a bug the tests catch
+    proc = cli(shop, "run", check=1)
+    assert "tests/ failed" in proc.stderr and "stopped before training" in proc.stderr
+    assert "test_paydays_are_the_15th" in proc.stderr
+    assert _registry(shop).versions() == []  # nothing trained, nothing registered
+
+
+def _nullable_project(root: Path, *sets: str) -> Path:
+    """A tiny CSV project whose int and bool inputs have empty values, ingested."""
+    import pandas as pd
+
+    from cd4ml.data.ingest import ingest
+    from helpers import make_csv_project
+
+    days = pd.date_range("2024-01-01", periods=60, freq="D")
+    frame = pd.DataFrame([(d.date(), k) for d in days for k in (1, 2, 3)], columns=["t", "k"])
+    i = np.arange(len(frame))
+    frame["promo"] = pd.array(np.where(i % 5 == 0, None, i % 2), dtype="Int64")
+    frame["flag"] = np.where(i % 7 == 0, "", np.where(i % 3 == 0, "true", "false"))
+    frame["y"] = 10.0 + 3 * frame["promo"].fillna(0).astype(float) + frame["k"]
+    columns = {"t": {"type": "date"}, "k": {"type": "int"}, "promo": {"type": "int", "nullable": True},
+               "flag": {"type": "bool", "nullable": True}, "y": {"type": "float", "min": 0}}
+    make_csv_project(root, frame.to_csv(index=False), columns, schema__keys=["t", "k"],
+                     features__numeric=["promo", "flag", "dayofweek"], features__categorical=["k"])
+    ingest(load_project(root))
+    return root
+
+
+def test_nullable_int_and_bool_inputs_train_end_to_end(tmp_path: Path) -> None:
+    root = _nullable_project(tmp_path / "tiny")
+    result = _run(root)
+    assert result.version == "1" and result.data_version == 0
+    hold = _holdout(root)
+    assert hold["promo"].isna().any() and hold["flag"].isna().any()
+    release = _registry(root).load(result.version, root / ".cd4ml" / "cache")
+    pred = release.predict_frame(hold)
+    assert np.isfinite(pred).all()
+    assert result.metrics["rmse"] < result.baseline["rmse"]  # promo, nulls and all, is learned
+
+
+@pytest.mark.parametrize(("sets", "message"), [
+    (["model.params.n_estimators=abc"], "lightgbm could not be fitted"),
+    (["model.algorithm=sklearn.linear_model.Ridge", "model.params={}"],
+     "sklearn.linear_model.Ridge could not be fitted: Input X contains NaN."),
+])
+def test_estimator_that_cannot_fit_is_a_config_error(tmp_path: Path, sets: list[str], message: str) -> None:
+    root = _nullable_project(tmp_path / "tiny")
+    proc = cli(root, "run", *[a for s in sets for a in ("--set", s)], check=2)
+    stderr = " ".join(proc.stderr.split())
+    assert message in stderr and "model.params" in stderr
+    assert "Traceback" not in stderr and "internal error" not in stderr
+    if "Ridge" in message:
+        assert "lightgbm or sklearn.ensemble.HistGradientBoostingRegressor" in stderr
+    assert _registry(root).versions() == []
+
+
+def test_schema_column_missing_from_the_pinned_version_says_what_to_do(shop: Path) -> None:
+    edit_yaml(shop, schema__columns__shelf_space={"type": "float", "nullable": True})
+    proc = cli(shop, "run", check=1)
+    stderr = " ".join(proc.stderr.split())
+    assert "data version 0" in stderr and "has no column(s) shelf_space" in stderr
+    assert "cd4ml data ingest" in stderr
+    assert "Traceback" not in stderr and "internal error" not in stderr
+
+
+def test_registry_reads_not_found_as_none_and_other_failures_as_errors(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from mlflow.tracking import MlflowClient
+
+    from cd4ml.errors import ReleaseError
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    store = Registry(MlflowClient(tracking_uri=uri, registry_uri=uri), "m")
+    assert store.champion() is None and store.versions() == []  # no such model
+    store.client.create_registered_model("m")
+    assert store.champion() is None and store.versions() == []  # no champion alias
+    with pytest.raises(ReleaseError, match="has no version 1"):
+        store.version("1")
+
+    with socket.socket() as s:  # a port nothing listens on: the registry cannot answer
+        s.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{s.getsockname()[1]}"
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    offline = Registry(MlflowClient(tracking_uri=down, registry_uri=down), "m")
+    for call in (offline.champion, offline.versions, lambda: offline.version("1")):
+        with pytest.raises(ReleaseError, match="the model registry failed"):
+            call()

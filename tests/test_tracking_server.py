@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -12,20 +11,15 @@ from pathlib import Path
 
 import pytest
 
+from cd4ml.serve.process import free_port
 from helpers import cli
 
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def mlflow_server(tmp_path: Path):
-    port = _free_port()
+    port = free_port()
     store = tmp_path / "server"
     store.mkdir()
     proc = subprocess.Popen(

@@ -34,7 +34,7 @@ console = Console()
 err = Console(stderr=True)
 
 ProjectDir = typer.Option(Path("."), "--project", "-C", help="Project folder (holds cd4ml.yaml).")
-RUN_STAGES = ("load", "features", "fit", "evaluate", "register", "gate")
+RUN_STAGES = ("tests", "load", "features", "fit", "evaluate", "register", "gate")
 
 
 def _load(project_dir: Path, sets: list[str] | None = None) -> "Project":
@@ -287,6 +287,19 @@ def serve(
     if poll is not None:
         os.environ["CD4ML_POLL_SECONDS"] = str(poll)
     uvicorn.run("cd4ml.serve.app:app_from_env", factory=True, workers=workers, **options)
+
+
+@app.command()
+def demo(
+    directory: Optional[Path] = typer.Option(None, "--dir", help="Scratch folder (default: a new temp folder)."),
+    keep: bool = typer.Option(False, "--keep", help="Keep the scratch folder (a --dir is always kept)."),
+    report: Path = typer.Option(Path("cd4ml-demo-report.html"), "--report", help="Where to write the HTML report."),
+) -> None:
+    """Play the CD4ML story end to end on the grocery world, with the service running."""
+    from cd4ml.demo.story import run_demo
+
+    path = run_demo(directory, keep, report, console)
+    console.print(f"[green]Demo passed.[/] Report: {path}")
 
 
 def main() -> None:

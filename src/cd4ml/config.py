@@ -8,6 +8,7 @@ to the raw YAML before validation, so they are checked exactly like the file.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -166,6 +167,14 @@ class RegistryConfig(_Strict):
     model_name: str
     auto_promote: bool = True
 
+    @field_validator("model_name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        # Checked here so a bad name fails before training, not inside MLflow at registration.
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,200}", v):
+            raise ValueError(f"{v!r} must be 1 to 200 letters, digits, '-', '_' or '.'")
+        return v
+
 
 class ServingConfig(_Strict):
     """How `cd4ml serve` treats requests and releases."""
@@ -199,6 +208,7 @@ class ProjectConfig(_Strict):
     metrics: MetricsConfig = MetricsConfig()
     baseline: BaselineConfig = BaselineConfig()
     slices: list[str] = Field(default_factory=list)
+    feature_tests: str | None = Field("tests", description="the project's own tests, run before training")
     acceptance: AcceptanceConfig = AcceptanceConfig()
     registry: RegistryConfig
     tracking: TrackingConfig = TrackingConfig()
@@ -218,10 +228,29 @@ class ProjectConfig(_Strict):
         for key in self.schema_.keys:
             if key not in cols:
                 raise ValueError(f"schema.keys names {key!r}, which is not under schema.columns")
+        for key, names in [("target", [self.target]), ("time_column", [self.time_column]),
+                           ("schema.keys", self.schema_.keys)]:
+            for name in names:
+                if cols[name].nullable:
+                    raise ValueError(f"{key} {name!r} cannot be nullable: remove 'nullable: true' from "
+                                     f"schema.columns.{name}")
         for lookup in self.features.lookups:
             for name in [lookup.key, *lookup.columns]:
                 if name not in cols:
                     raise ValueError(f"features.lookups names {name!r}, which is not under schema.columns")
+        f = self.features
+        uses = [("features.numeric", f.numeric), ("features.categorical", f.categorical),
+                ("features.target_encodings", [c for cols in f.target_encodings for c in cols]),
+                ("features.lookups", [c for lk in f.lookups for c in (lk.key, *lk.columns)])]
+        for key, names in uses:
+            for name in names:
+                if name in self.label_columns:
+                    raise ValueError(f"{key} names {name!r}, a label column (target or oracle_column): "
+                                     "it is not known when predicting, so it cannot be a model input")
+        for name in f.numeric:
+            if name in cols and cols[name].type == "str":
+                raise ValueError(f"features.numeric names {name!r}, a str column: list it under "
+                                 "features.categorical or features.target_encodings instead")
         if self.metrics.weight and self.metrics.weight.column not in cols:
             raise ValueError(f"metrics.weight.column {self.metrics.weight.column!r} is not a column")
         computed = {self.metrics.primary, *self.metrics.report}

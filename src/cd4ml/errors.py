@@ -38,6 +38,12 @@ class DataRejected(Cd4mlError):
         super().__init__(message)
 
 
+class FeatureTestsFailed(Cd4mlError):
+    """The project's own tests failed: the pipeline stopped before training."""
+
+    exit_code = 1
+
+
 class GateRejected(Cd4mlError):
     """The acceptance gate rejected a model; it was registered but not promoted."""
 

@@ -250,6 +250,7 @@ def test_prediction_log_holds_every_successful_prediction(champion_shop: Path) -
             assert resp.status_code == 200
             served[resp.json()["request_id"]] = 1 if i % 2 else len(body)
         assert service.client.post("/predict", json={"bad": 1}).status_code == 422
+        assert service.client.get("/ready").json()["predictions_dropped"] == 0
         assert service.stop() in (0, -signal.SIGTERM)  # uvicorn re-raises SIGTERM after a graceful shutdown
     events = list(read_events(champion_shop / ".cd4ml" / "predictions"))
     assert len(events) == sum(served.values())

@@ -8,7 +8,7 @@ from typing import Literal
 from cd4ml.config import Project
 from cd4ml.data.sources import read_source
 from cd4ml.data.table import TrainingTable
-from cd4ml.data.validation import ValidationReport, validate
+from cd4ml.data.validation import Failure, ValidationReport, validate
 from cd4ml.errors import DataRejected
 
 
@@ -34,5 +34,13 @@ def ingest(project: Project, *, path: str | None = None,
     if not report.ok:
         raise DataRejected(f"{source}: {len(report.failures)} validation check(s) failed; "
                            "nothing was written", report)
+    if mode == "append" and table.exists():
+        mismatch = table.append_mismatch(clean)
+        if mismatch:
+            report.failures += [Failure(f"column {why}", column, len(clean)) for column, why in mismatch.items()]
+            listed = "; ".join(f"{column!r} {why}" for column, why in mismatch.items())
+            raise DataRejected(f"{source}: the columns differ from the table's ({listed}); --append adds rows to "
+                               "the table as it is: ingest without --append to store a version with the current "
+                               "schema; nothing was written", report)
     version = table.write(clean, mode=mode, source=source)
     return IngestResult(version, len(clean), source, report)

@@ -1,6 +1,6 @@
 """The project's training table: a Delta Lake table, one version per accepted load.
 
-Each commit carries cd4ml metadata (rows, time range, source, origin) so that
+Each commit carries cd4ml metadata (rows, time range, source) so that
 `cd4ml data versions` lists versions without reading their data, and training
 can pin and re-read any version exactly.
 """
@@ -34,21 +34,32 @@ class TableVersion:
     time_min: str | None
     time_max: str | None
     source: str | None
-    origin: str | None
+
+
+def _kind(t: pa.DataType) -> str:
+    """cd4ml's name for an Arrow type; types of one kind differ only in width or unit, which appending casts."""
+    kinds = {"int": pa.types.is_integer, "float": pa.types.is_floating, "bool": pa.types.is_boolean,
+             "str": lambda t: pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t),
+             "datetime": lambda t: pa.types.is_timestamp(t) or pa.types.is_date(t), "null": pa.types.is_null}
+    return next((kind for kind, test in kinds.items() if test(t)), str(t))
 
 
 class TrainingTable:
     """A Delta table at `path`, written and read through cd4ml's rules."""
 
-    def __init__(self, path: Path, time_column: str, keys: list[str]) -> None:
+    def __init__(self, path: Path, time_column: str, keys: list[str], float_columns: list[str] | None = None) -> None:
         self.path = path
         self.time_column = time_column
         self.keys = keys
+        self.float_columns = float_columns or []
 
     @classmethod
     def for_project(cls, project: "Project") -> "TrainingTable":
         cfg = project.config
-        return cls(project.table_path, cfg.time_column, cfg.schema_.keys)
+        # Features are float64 anyway; numpy int and bool arrays cannot hold a null, NaN can.
+        nullable = [name for name, spec in cfg.schema_.columns.items()
+                    if spec.nullable and spec.type in ("int", "bool")]
+        return cls(project.table_path, cfg.time_column, cfg.schema_.keys, nullable)
 
     def _open(self, version: int | None = None) -> DeltaTable:
         try:
@@ -64,19 +75,39 @@ class TrainingTable:
     def exists(self) -> bool:
         return DeltaTable.is_deltatable(str(self.path))
 
-    def latest_version(self) -> int:
-        return self._open().version()
-
     def row_count(self) -> int:
         return self._open().to_pyarrow_dataset().count_rows()
 
     def read(self, version: int | None = None) -> tuple[pd.DataFrame, int]:
-        """All rows of one version (latest if None) and the version number read."""
-        table = self._open(version)
-        return table.to_pyarrow_table().to_pandas(), table.version()
+        """All rows of one version (latest if None), sorted by time then keys, and the version number read.
 
-    def write(self, frame: pd.DataFrame, *, mode: Literal["overwrite", "append"], source: str,
-              origin: str = "ingest") -> int:
+        The sort pins the row order (so fitting is deterministic) and makes the
+        last row of a key its latest, which attribute lookups rely on.
+        """
+        table = self._open(version)
+        frame = table.to_pyarrow_table().to_pandas()
+        for name in self.float_columns:
+            if name in frame:
+                frame[name] = frame[name].astype("float64")
+        order = [c for c in dict.fromkeys([self.time_column, *self.keys]) if c in frame]
+        return frame.sort_values(order, kind="stable", ignore_index=True), table.version()
+
+    def append_mismatch(self, frame: pd.DataFrame) -> dict[str, str]:
+        """Per column, how `frame` differs from the table's columns and types (empty if it can be appended).
+
+        Delta refuses other columns, and silently casts other types (2.5 -> 2).
+        """
+        have = {f.name: _kind(f.type) for f in pa.schema(self._open().schema().to_arrow())}
+        incoming = {f.name: _kind(f.type) for f in pa.Table.from_pandas(frame, preserve_index=False).schema}
+        out = {c: "is in the table but not in this load" for c in have if c not in incoming}
+        for c, kind in incoming.items():
+            if c not in have:
+                out[c] = "is not in the table"
+            elif kind != have[c] and kind != "null":  # an all-null column fits any type
+                out[c] = f"is {have[c]} in the table, {kind} in this load"
+        return out
+
+    def write(self, frame: pd.DataFrame, *, mode: Literal["overwrite", "append"], source: str) -> int:
         """Store validated rows as a new version; returns the version number.
 
         Appending rows whose keys already exist is refused (nothing is written).
@@ -95,7 +126,6 @@ class TrainingTable:
             f"{_META}time_min": min(times) if times else "",
             f"{_META}time_max": max(times) if times else "",
             f"{_META}source": source,
-            f"{_META}origin": origin,
         }
         data = pa.Table.from_pandas(frame, preserve_index=False)
         write_deltalake(str(self.path), data, mode=mode,
@@ -128,6 +158,5 @@ class TrainingTable:
                 time_min=entry.get(f"{_META}time_min") or None,
                 time_max=entry.get(f"{_META}time_max") or None,
                 source=entry.get(f"{_META}source"),
-                origin=entry.get(f"{_META}origin"),
             ))
         return out

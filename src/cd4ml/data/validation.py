@@ -18,6 +18,9 @@ from cd4ml.config import ColumnSpec, ProjectConfig
 
 _DTYPES = {"int": "int64", "float": "float64", "str": str, "bool": "bool",
            "date": "datetime64[us]", "datetime": "datetime64[us]"}
+# Null cannot be held by int64 or bool: nullable columns use pandas' nullable types.
+_NULLABLE_DTYPES = {"int": "Int64", "bool": "boolean"}
+_BOOL_TEXT = {"true": True, "false": False, "1": True, "0": False}
 _EXAMPLES = 3
 
 
@@ -55,7 +58,8 @@ def _column(spec: ColumnSpec) -> pa.Column:
         checks.append(pa.Check.le(spec.max))
     if spec.categories is not None:
         checks.append(pa.Check.isin(spec.categories))
-    return pa.Column(_DTYPES[spec.type], checks=checks, nullable=spec.nullable, coerce=True)
+    dtype = _NULLABLE_DTYPES.get(spec.type, _DTYPES[spec.type]) if spec.nullable else _DTYPES[spec.type]
+    return pa.Column(dtype, checks=checks, nullable=spec.nullable, coerce=True)
 
 
 def build_schema(config: ProjectConfig) -> pa.DataFrameSchema:
@@ -79,6 +83,49 @@ def _plain(value: Any) -> Any:
     return value if isinstance(value, (int, float, str, bool)) else str(value)
 
 
+def _as_bool(value: Any) -> Any:
+    """True/False for true/false/1/0 (any case), None for null, the value itself otherwise."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, str):
+        return _BOOL_TEXT.get(value.strip().lower(), value)
+    if pd.isna(value):
+        return None
+    if isinstance(value, (int, float, np.integer, np.floating)) and value in (0, 1):
+        return bool(value)
+    return value
+
+
+def _exact_values(raw: pd.DataFrame, config: ProjectConfig) -> tuple[pd.DataFrame, list[Failure]]:
+    """Reject values that coercion would silently change: 2.5 in an int column, "no" in a bool column.
+
+    Returns the rows for pandera (bool columns as exact booleans, failed rows
+    left out: they are reported once, here) and the failures.
+    """
+    checked = raw.copy()
+    failures: list[Failure] = []
+    bad_rows = pd.Index([])
+    for name, spec in config.schema_.columns.items():
+        exact = {"int": "iub", "bool": "b"}.get(spec.type)  # dtype kinds that coerce without loss
+        if exact is None or name not in raw or raw[name].dtype.kind in exact:
+            continue
+        column = raw[name]
+        if spec.type == "int":
+            numbers = pd.to_numeric(column, errors="coerce")  # text is pandera's coerce_dtype failure
+            bad = numbers.notna() & (numbers != np.floor(numbers))
+            check = "is a whole number"
+        else:
+            values = column.map(_as_bool).astype(object)
+            bad = ~values.map(lambda v: v is None or isinstance(v, bool)).astype(bool)
+            checked[name] = pd.array(values.where(~bad, None).tolist(), dtype="boolean")
+            check = "is true, false, 1 or 0"
+        if bad.any():
+            index = raw.index[bad]
+            failures.append(Failure(check, name, len(index), _examples(raw, index.tolist())))
+            bad_rows = bad_rows.union(index)
+    return checked.drop(index=bad_rows), failures
+
+
 def validate(frame: pd.DataFrame, config: ProjectConfig,
              existing_rows: int = 0) -> tuple[pd.DataFrame, ValidationReport]:
     """Check `frame`; returns the coerced frame (schema columns only) and the report.
@@ -86,11 +133,11 @@ def validate(frame: pd.DataFrame, config: ProjectConfig,
     `existing_rows`: rows already in the table this frame is appended to
     (the row-count minimum applies to the table after the load).
     """
-    failures: list[Failure] = []
     schema = build_schema(config)
     raw = frame.reset_index(drop=True)
+    checked, failures = _exact_values(raw, config)
     try:
-        clean = schema.validate(raw, lazy=True)
+        clean = schema.validate(checked, lazy=True)
     except pa.errors.SchemaErrors as exc:
         clean = raw
         cases = exc.failure_cases

@@ -212,7 +212,8 @@ class FeaturePlan:
         arrays: dict[str, np.ndarray] = {"holidays": np.asarray(holiday_dates, dtype="datetime64[D]")}
         work = dict(batch)
         for i, lk in enumerate(spec["lookups"]):
-            # Reversed so that np.unique's first occurrence is the latest row: attributes may change.
+            # Attributes may change over time: keep each key's last row, which is its latest because
+            # training rows come sorted by time (TrainingTable.read). Reversed: np.unique keeps first occurrences.
             rev = {c: np.asarray(work[c])[::-1] for c in [lk["key"], *lk["columns"]]}
             table, inverse = KeyTable.group([rev[lk["key"]]])
             first = np.full(len(table.keys), len(inverse), dtype=np.int64)

@@ -53,6 +53,14 @@ def current_user() -> str:
         return "unknown"
 
 
+def _not_found(exc: Exception, *also: str) -> bool:
+    return getattr(exc, "error_code", None) in ("RESOURCE_DOES_NOT_EXIST", *also)
+
+
+def _unavailable(what: str, exc: Exception) -> ReleaseError:
+    return ReleaseError(f"{what}: the model registry failed: {exc}")
+
+
 class Registry:
     """One registered model and its release history."""
 
@@ -67,8 +75,10 @@ class Registry:
 
         try:
             found = self.client.search_model_versions(f"name='{self.name}'", max_results=10000)
-        except MlflowException:
-            return []
+        except MlflowException as exc:
+            if _not_found(exc):
+                return []
+            raise _unavailable(f"cannot list the versions of model {self.name!r}", exc) from exc
         return sorted(found, key=lambda v: int(v.version))
 
     def version(self, version: str | int) -> "ModelVersion":
@@ -76,16 +86,27 @@ class Registry:
 
         try:
             return self.client.get_model_version(self.name, str(version))
-        except MlflowException:
-            raise ReleaseError(f"model {self.name!r} has no version {version}") from None
+        except MlflowException as exc:
+            # A version that is not a number is just as absent.
+            if _not_found(exc, "INVALID_PARAMETER_VALUE"):
+                raise ReleaseError(f"model {self.name!r} has no version {version}") from None
+            raise _unavailable(f"cannot read version {version} of model {self.name!r}", exc) from exc
 
     def champion(self) -> "ModelVersion | None":
+        """The champion, or None when there is none (any other registry failure raises ReleaseError).
+
+        A registry that cannot answer must not read as "no champion": the gate would
+        then skip the comparison and auto-promote the candidate.
+        """
         from mlflow.exceptions import MlflowException
 
         try:
             return self.client.get_model_version_by_alias(self.name, CHAMPION)
-        except MlflowException:
-            return None
+        except MlflowException as exc:
+            # MLflow answers INVALID_PARAMETER_VALUE for an alias the model does not have.
+            if _not_found(exc, "INVALID_PARAMETER_VALUE"):
+                return None
+            raise _unavailable(f"cannot read the champion of model {self.name!r}", exc) from exc
 
     def tag(self, version: str, tags: dict[str, Any]) -> None:
         for key, value in tags.items():

@@ -162,7 +162,9 @@ def create_app(project: Project, *, log_predictions: bool = True, poll_seconds: 
         """A release is loaded and serving (503 otherwise); a failed swap is reported here."""
         live = watcher.current
         doc = {"ready": live is not None, "model_version": live.version if live else None,
-               "last_error": watcher.last_error, "swaps": watcher.swaps}
+               "last_error": watcher.last_error, "swaps": watcher.swaps,
+               "predictions_logged": predlog.written if predlog else None,
+               "predictions_dropped": predlog.dropped if predlog else None}
         if live is None:
             doc["detail"] = no_champion["detail"]
         return _json(200 if live else 503, doc)

@@ -55,11 +55,30 @@ def make_estimator(model: ModelConfig, seed: int) -> Any:
         raise ConfigError(f"{model.algorithm}: {exc}", key="model.params") from None
 
 
-def fit(estimator: Any, X: np.ndarray, y: np.ndarray, categorical: list[int]) -> Any:
-    """Fit on X (n, p) float64 and y (n,); LightGBM is told which columns are categorical codes."""
-    if type(estimator).__module__.startswith("lightgbm"):
-        return estimator.fit(X, y, categorical_feature=categorical or "auto")
-    return estimator.fit(X, y)
+def fit(estimator: Any, X: np.ndarray, y: np.ndarray, categorical: list[int], algorithm: str) -> Any:
+    """Fit on X (n, p) float64 and y (n,); LightGBM is told which columns are categorical codes.
+
+    Params are only checked by the estimator when it fits: a bad one is a config error.
+    """
+    is_lightgbm = type(estimator).__module__.startswith("lightgbm")
+    errors: tuple[type[Exception], ...] = (TypeError, ValueError)
+    if is_lightgbm:
+        import lightgbm as lgb
+
+        errors += (lgb.basic.LightGBMError,)
+    try:
+        if is_lightgbm:
+            return estimator.fit(X, y, categorical_feature=categorical or "auto")
+        return estimator.fit(X, y)
+    except errors as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, TypeError):
+            reason += " (is a value under model.params of the wrong type, say text for a number?)"
+        elif "NaN" in str(exc) and np.isnan(X).any():
+            reason += (" The features have missing values (from nullable columns or feature steps): "
+                       "use algorithm lightgbm or sklearn.ensemble.HistGradientBoostingRegressor, "
+                       "which accept them.")
+        raise ConfigError(f"{algorithm} could not be fitted: {reason}", key="model.params") from None
 
 
 def save(estimator: Any, folder: Path) -> dict[str, str]:

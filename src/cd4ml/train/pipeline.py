@@ -23,7 +23,7 @@ import pandas as pd
 from cd4ml import __version__
 from cd4ml.config import PROJECT_FILE, Project, ProjectConfig
 from cd4ml.data.table import TrainingTable
-from cd4ml.errors import ConfigError
+from cd4ml.errors import Cd4mlError, ConfigError, FeatureTestsFailed
 from cd4ml.evaluate.baseline import naive_baseline, slice_scores
 from cd4ml.evaluate.metrics import score
 from cd4ml.features.code import take_snapshot
@@ -137,8 +137,12 @@ def run_pipeline(project: Project, *, data_version: int | None = None, on_stage:
     registry = Registry(client, cfg.registry.model_name)
     cache = project.state_dir / "cache" / "releases"
 
+    with stage("tests"):
+        run_feature_tests(project)
+
     with stage("load"):
         frame, pinned = TrainingTable.for_project(project).read(data_version)
+        _check_table_columns(project, frame, pinned)
         train_df, hold_df = time_split(frame, cfg.time_column, cfg.split)
         del frame
 
@@ -161,7 +165,7 @@ def run_pipeline(project: Project, *, data_version: int | None = None, on_stage:
 
         with stage("fit"):
             model = estimators.make_estimator(cfg.model, cfg.seed)
-            estimators.fit(model, X_train, y_train, plan.categorical_indices)
+            estimators.fit(model, X_train, y_train, plan.categorical_indices, cfg.model.algorithm)
         del X_train
 
         with stage("evaluate"):
@@ -226,6 +230,37 @@ def run_pipeline(project: Project, *, data_version: int | None = None, on_stage:
         promoted = True
     return RunResult(run_id, version, pinned, metrics, baseline, oracle, report, promoted,
                      str(champion.version) if champion else None, stage.seconds)
+
+
+def run_feature_tests(project: Project) -> str | None:
+    """Run the project's own tests (pytest) first: a failing test stops the pipeline before training.
+
+    Returns pytest's summary line, or None when the project has no tests folder.
+    """
+    import subprocess
+    import sys
+
+    folder = project.config.feature_tests
+    if not folder or not project.resolve(folder).exists():
+        return None
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", folder],
+                          cwd=project.root, capture_output=True, text=True, timeout=900)
+    lines = proc.stdout.strip().splitlines()
+    summary = lines[-1] if lines else proc.stderr.strip()[-500:]
+    if proc.returncode not in (0, 5):  # 5: no tests collected
+        tail = "\n".join(lines[-25:])
+        raise FeatureTestsFailed(f"the project's tests in {folder}/ failed ({summary}); the pipeline stopped "
+                                 f"before training\n{tail}")
+    return summary
+
+
+def _check_table_columns(project: Project, frame: pd.DataFrame, version: int) -> None:
+    """Every schema column must be in the pinned table version (the schema may be newer than the data)."""
+    missing = [c for c in project.config.schema_.columns if c not in frame.columns]
+    if missing:
+        raise Cd4mlError(f"data version {version} of {project.table_path} has no column(s) {', '.join(missing)}, "
+                         f"which schema.columns in {PROJECT_FILE} lists: run 'cd4ml data ingest' to store a version "
+                         "with them, or pin a data version that has them")
 
 
 def _check_columns(project: Project, derived: dict[str, np.ndarray]) -> None:

@@ -1,0 +1,101 @@
+"""The demo's self-contained HTML report: tables and plots (inline PNG), no external assets."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _png(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return f'<img alt="" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+
+
+def _figure(width: float, height: float) -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=100)
+
+
+def _metrics_plot(releases: list[dict[str, Any]]) -> str:
+    fig = _figure(7, 3.2)
+    ax = fig.add_subplot()
+    labels = [f"v{r['version']}" for r in releases]
+    values = [r["metrics"]["nwrmsle"] for r in releases]
+    colors = ["#2a7ab9" if r["gate"]["passed"] else "#c0392b" for r in releases]
+    ax.bar(labels, values, color=colors)
+    ax.axhline(releases[0]["baseline"]["nwrmsle"], color="#888", ls="--", lw=1, label="naive baseline")
+    ax.set_ylim(min(values) * 0.95, max(max(values), releases[0]["baseline"]["nwrmsle"]) * 1.02)
+    ax.set_ylabel("holdout nwrmsle (lower is better)")
+    ax.set_title("Metrics per release (red: rejected by the gate)")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _production_plots(days: list[dict[str, Any]]) -> str:
+    fig = _figure(10, 3.6)
+    ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    actual = np.concatenate([d["sample"]["actual"] for d in days])
+    forecast = np.concatenate([d["sample"]["forecast"] for d in days])
+    ax1.scatter(np.log1p(actual), np.log1p(forecast), s=4, alpha=0.35, color="#2a7ab9")
+    top = float(max(np.log1p(actual).max(), np.log1p(forecast).max()))
+    ax1.plot([0, top], [0, top], color="crimson", lw=1)
+    ax1.set_xlabel("actual units, log1p")
+    ax1.set_ylabel("forecast, log1p")
+    ax1.set_title("Production: forecast vs actual")
+    ax2.plot([d["date"][5:] for d in days], [d["nwrmsle"] for d in days], marker="o", color="#2a7ab9")
+    ax2.set_ylabel("live nwrmsle")
+    ax2.set_title("Live accuracy per day (actuals a day later)")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def write_report(path: Path, releases: list[dict[str, Any]], days: list[dict[str, Any]], tally: Any,
+                 logged: int, seconds: float) -> Path:
+    """Write the report to `path` (folders created); returns the absolute path."""
+    release_rows = [[r["step"].split(":")[0], r["version"], f"{r['metrics']['nwrmsle']:.4f}",
+                     f"{r['metrics']['rmse']:.3f}", f"{r['baseline']['nwrmsle']:.4f}",
+                     "passed" if r["gate"]["passed"] else "rejected: " + ", ".join(
+                         c["name"] for c in r["gate"]["checks"] if not c["passed"]),
+                     "yes" if r["promoted"] else ""] for r in releases]
+    day_rows = [[d["date"], d["forecasts"], ", ".join(d["versions"]), f"{d['nwrmsle']:.4f}",
+                 f"{d['forecast_total']:.0f}", f"{d['actual_total']:.0f}"] for d in days]
+    doc = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<title>cd4ml demo report</title><style>
+body{{font:15px/1.5 system-ui,sans-serif;max-width:1040px;margin:2em auto;padding:0 1em;color:#1d2733}}
+h1{{color:#0f3b57}} table{{border-collapse:collapse;margin:1em 0}} td,th{{border:1px solid #d5dde5;
+padding:.3em .7em;text-align:left}} th{{background:#eef3f7}} img{{max-width:100%}}
+.kpi{{display:flex;gap:2em}} .kpi div{{background:#eef3f7;padding:.6em 1em;border-radius:6px}}
+</style></head><body>
+<h1>cd4ml demo: continuous delivery on the grocery world</h1>
+<p>Generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC} in {seconds:.0f} s.</p>
+<div class="kpi"><div><b>{tally.ok}</b> requests served</div><div><b>{tally.failed}</b> failed</div>
+<div><b>{tally.records}</b> predictions</div><div><b>{logged}</b> events in the prediction log</div></div>
+<h2>Releases and gate verdicts</h2>
+{_table(["scenario", "version", "nwrmsle", "rmse", "baseline nwrmsle", "gate", "became champion"], release_rows)}
+{_metrics_plot(releases)}
+<h2>In the wild</h2>
+{_table(["day", "forecasts", "served by", "live nwrmsle", "forecast units", "actual units"], day_rows)}
+{_production_plots(days) if days else ""}
+</body></html>"""
+    path = Path(path).resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(doc, encoding="utf-8")
+    return path

@@ -1,0 +1,294 @@
+"""`cd4ml demo`: the CD4ML workshop's six scenarios, played on the grocery world.
+
+Everything is real: a git repository, the `cd4ml` CLI in child processes,
+a Delta table, an MLflow store, `cd4ml serve` on loopback with clients
+sending requests the whole time. Each scenario checks its own claim and
+stops the demo (non-zero exit, naming the step) when it does not hold.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from cd4ml.errors import Cd4mlError
+from cd4ml.serve.process import ServiceProcess
+
+# The first model the team ships: store x item level and weekday only. Later commits add the
+# project's full feature set (promotions, calendar, holidays, paydays) and more trees.
+FIRST_MODEL = {
+    "features.numeric": ["dayofweek"], "features.categorical": ["store_nbr"],
+    "features.target_encodings": [["store_nbr", "item_nbr"]], "features.custom": [], "features.holidays": None,
+    "features.calendar": ["dayofweek"], "model.params.n_estimators": 100,
+}
+PRODUCTION_DAYS = 7
+GIT = ["git", "-c", "user.name=cd4ml demo", "-c", "user.email=demo@cd4ml.invalid"]
+
+
+class DemoFailed(Cd4mlError):
+    """A scenario's claim did not hold; the message names the step and the reason."""
+
+
+@dataclass
+class Story:
+    root: Path
+    console: Console
+    releases: list[dict[str, Any]] = field(default_factory=list)
+    production: list[dict[str, Any]] = field(default_factory=list)
+    step: str = "setup"
+
+    @property
+    def project(self) -> Path:
+        return self.root / "shop"
+
+    # -- narration and child processes -----------------------------------------------------
+    def chapter(self, title: str) -> None:
+        self.step = title
+        self.console.rule(f"[bold cyan]{title}")
+
+    def say(self, text: str) -> None:
+        self.console.print(f"  {text}")
+
+    def check(self, claim: bool, reason: str) -> None:
+        if not claim:
+            raise DemoFailed(f"step '{self.step}': {reason}")
+
+    def cd4ml(self, *args: str, expect: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess:
+        env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+        # Training shares two cores with the service and its clients: LightGBM's OpenMP threads
+        # must sleep rather than spin while they wait.
+        env.update({"OMP_WAIT_POLICY": "PASSIVE", "COLUMNS": "110", "CD4ML_USER": "cd4ml-demo"})
+        self.say(f"[dim]$ cd4ml {' '.join(args)}[/]")
+        proc = subprocess.run([sys.executable, "-m", "cd4ml.cli", *args], cwd=self.project, env=env,
+                              capture_output=True, text=True)
+        if proc.returncode not in expect:
+            raise DemoFailed(f"step '{self.step}': cd4ml {' '.join(args)} exited {proc.returncode} "
+                             f"(expected {expect}):\n{proc.stderr[-2000:]}")
+        return proc
+
+    def git(self, *args: str) -> None:
+        subprocess.run([*GIT, *args], cwd=self.project, check=True, capture_output=True)
+
+    def commit(self, message: str, **settings: Any) -> None:
+        """Edit cd4ml.yaml (dotted keys) and commit, as a developer would."""
+        path = self.project / "cd4ml.yaml"
+        raw = yaml.safe_load(path.read_text())
+        for dotted, value in settings.items():
+            node = raw
+            *parents, last = dotted.split(".")
+            for p in parents:
+                node = node.setdefault(p, {})
+            node[last] = value
+        path.write_text(yaml.safe_dump(raw, sort_keys=False))
+        self.git("commit", "-qam", message)
+        self.say(f"[dim]git commit: {message}[/]")
+
+    def run(self, *extra: str, expect: tuple[int, ...] = (0,)) -> dict[str, Any]:
+        proc = self.cd4ml("run", "--json", *extra, expect=expect)
+        result = json.loads(proc.stdout)
+        failed = [c["name"] for c in result["gate"]["checks"] if not c["passed"]]
+        verdict = "[green]passed[/]" if result["gate"]["passed"] else f"[red]rejected[/] ({', '.join(failed)})"
+        self.say(f"version {result['version']}: nwrmsle {result['metrics']['nwrmsle']:.4f} "
+                 f"(baseline {result['baseline']['nwrmsle']:.4f}); gate {verdict}; "
+                 f"{'now champion' if result['promoted'] else 'champion unchanged'}; "
+                 f"fit {result['seconds'].get('fit', 0):.1f}s")
+        self.releases.append({**result, "step": self.step})
+        return result
+
+
+def _wait_for_version(service: ServiceProcess, version: str, timeout: float = 30) -> float:
+    """Seconds until /version reports `version`."""
+    t0 = time.monotonic()
+    with httpx.Client(base_url=service.url, timeout=5) as client:
+        while time.monotonic() - t0 < timeout:
+            resp = client.get("/version")
+            if resp.status_code == 200 and resp.json()["model_version"] == version:
+                return time.monotonic() - t0
+            time.sleep(0.05)
+    raise DemoFailed(f"the service did not swap to version {version} within {timeout:.0f} s")
+
+
+def run_demo(directory: Path | None, keep: bool, report_path: Path, console: Console) -> Path:
+    """Play all scenarios; returns the HTML report's path. Raises DemoFailed naming the step."""
+    from cd4ml.demo.report import write_report
+    from cd4ml.demo.traffic import Tally, Traffic, post
+    from cd4ml.scaffold import init_project
+
+    root = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="cd4ml-demo-"))
+    if directory and (root / "shop").exists():
+        raise DemoFailed(f"{root / 'shop'} already exists; choose an empty --dir")
+    story = Story(root, console)
+    tally = Tally()
+    service: ServiceProcess | None = None
+    started = time.monotonic()
+    try:
+        story.chapter("1. Plumbing: project, versioned data, first champion, the service")
+        init_project(story.project, "groceries")
+        story.git("init", "-q")
+        story.git("add", "-A")
+        story.git("commit", "-qm", "groceries project from cd4ml init")
+        story.commit("first model: store x item level and weekday", **FIRST_MODEL)
+        story.cd4ml("data", "ingest")
+        story.say("table version 0: 10 stores x 100 items x 2 years, validated, in Delta Lake")
+        first = story.run()
+        story.check(first["promoted"], "the first model did not become champion")
+        service = ServiceProcess(story.project, poll=0.5, log_path=root / "serve.log")
+        service.wait_until("/ready", 200)
+        record = {"date": "2025-01-02", "store_nbr": 3, "item_nbr": 100007, "onpromotion": 1}
+        with httpx.Client(base_url=service.url, timeout=10) as client:
+            answer = post(client, record, tally)
+        story.check(answer is not None and answer["model_version"] == first["version"], "no prediction over HTTP")
+        story.say(f"service on {service.url}: POST /predict {json.dumps(record)} -> "
+                  f"{answer['prediction']:.2f} units (version {answer['model_version']})")
+
+        with Traffic(service.url, record, tally, threads=1, pause=0.05):
+            story.chapter("2. Data science: the project's feature tests guard the pipeline")
+            features = story.project / "features.py"
+            features.write_text(features.read_text().replace("(day == 15)", "(day == 14)"))
+            story.git("commit", "-qam", "paydays on the 14th (a bug)")
+            proc = story.cd4ml("run", expect=(1,))
+            story.check("stopped before training" in proc.stderr, "the failing test did not stop the pipeline")
+            story.say("[red]feature tests failed[/]: the pipeline stopped before training; nothing registered")
+            story.git("revert", "--no-edit", "HEAD")
+            story.say("[dim]git revert: paydays back on the 15th[/]")
+
+            story.chapter("3. ML engineering: better features, then more trees; each release goes live")
+            story.commit("features: promotions, calendar, holidays, paydays, more encodings",
+                         **_template_features())
+            better = story.run()
+            story.check(better["promoted"], "the richer features did not become champion")
+            story.say(f"service swapped to version {better['version']} in "
+                      f"{_wait_for_version(service, better['version']):.1f} s")
+            story.commit("params: 300 trees", **{"model.params.n_estimators": 300})
+            best = story.run()
+            story.check(best["promoted"], "the 300-tree model did not become champion")
+            story.say(f"service swapped to version {best['version']} in "
+                      f"{_wait_for_version(service, best['version']):.1f} s")
+
+            story.chapter("4. Continuous deployment: the gate stops a harmful change")
+            story.commit("params: 5 trees to save time (harmful)", **{"model.params.n_estimators": 5})
+            harmful = story.run(expect=(3,))
+            story.check(not harmful["gate"]["passed"], "the harmful model passed the gate")
+            live = httpx.get(f"{service.url}/version", timeout=5).json()["model_version"]
+            story.check(live == best["version"], f"the service moved to {live}")
+            story.say(f"the service still serves version {live}")
+
+            story.chapter("5. Undo: git revert reproduces the release; rollback under load")
+            story.git("revert", "--no-edit", "HEAD")
+            story.say("[dim]git revert: back to 300 trees[/]")
+            again = story.run("--no-promote")
+            story.check(again["metrics"] == best["metrics"],
+                        f"the reverted code did not reproduce version {best['version']}'s metrics")
+            story.say(f"version {again['version']} reproduces version {best['version']}'s metrics exactly")
+        rollback_tally = Tally()
+        with Traffic(service.url, record, rollback_tally, threads=4, pause=0.0):
+            time.sleep(1.0)
+            t0 = time.monotonic()
+            story.cd4ml("rollback", "--reason", "demo: undo the last release")
+            swap = _wait_for_version(service, better["version"])
+            time.sleep(1.0)
+        seen = rollback_tally.version_since(0)
+        story.check(rollback_tally.failed == 0, f"{rollback_tally.failed} failed requests during the rollback: "
+                                                f"{rollback_tally.failures[:3]}")
+        story.check(seen[0] == best["version"] and seen[-1] == better["version"],
+                    f"responses did not move from {best['version']} to {better['version']}: {seen}")
+        story.say(f"rollback to version {better['version']}: live {time.monotonic() - t0 - 1.0:.1f} s after the "
+                  f"command started ({swap:.1f} s to swap once the alias moved), {rollback_tally.ok} requests "
+                  f"from 4 clients, 0 failed")
+        tally.add(rollback_tally)
+
+        story.chapter(f"6. In the wild: {PRODUCTION_DAYS} production days, actuals a day later")
+        story.production = _production_days(story, service, tally)
+    finally:
+        if service is not None:
+            service.stop()
+    elapsed = time.monotonic() - started
+    logged = _count_logged(story.project)
+    story.check(logged == tally.records, f"the prediction log holds {logged} events for "
+                                         f"{tally.records} predictions served")
+    _summary(story, tally, logged, elapsed)
+    report = write_report(report_path, story.releases, story.production, tally, logged, elapsed)
+    if not keep and directory is None:
+        shutil.rmtree(root, ignore_errors=True)
+    return report
+
+
+def _template_features() -> dict[str, Any]:
+    """The scaffold's full feature set, as dotted settings."""
+    from cd4ml.scaffold import TEMPLATES
+
+    template = yaml.safe_load((TEMPLATES / "groceries" / "cd4ml.yaml").read_text())["features"]
+    return {f"features.{k}": v for k, v in template.items()}
+
+
+def _production_days(story: Story, service: ServiceProcess, tally: Any) -> list[dict[str, Any]]:
+    """Each day: forecasts for every store x item over HTTP; the next day, actuals arrive."""
+    from cd4ml.config import load_project
+    from cd4ml.evaluate.metrics import METRICS
+    from cd4ml.examples.groceries import GroceryWorld
+    from cd4ml.demo.traffic import post
+
+    cfg = load_project(story.project).config
+    options = dict(cfg.source.options)
+    end = np.datetime64(str(options.pop("end")), "D")
+    options.pop("start")
+    world = GroceryWorld(**options)
+    days = []
+    with httpx.Client(base_url=service.url, timeout=30) as client:
+        for day in world.days(str(end + 1), str(end + PRODUCTION_DAYS)):
+            records = day[["store_nbr", "item_nbr", "onpromotion"]].assign(
+                date=day["date"].dt.strftime("%Y-%m-%d")).to_dict("records")
+            preds, versions = [], set()
+            for i in range(0, len(records), 100):
+                doc = post(client, records[i: i + 100], tally)
+                if doc is None:
+                    raise DemoFailed(f"step '{story.step}': a forecast request failed: {tally.failures[-1:]}")
+                preds.extend(doc["predictions"])
+                versions.add(doc["model_version"])
+            actual = day["unit_sales"].to_numpy()
+            weights = np.where(day["perishable"].to_numpy() == 1, 1.25, 1.0)
+            pred = np.asarray(preds)
+            live = METRICS["nwrmsle"](actual, pred, weights)
+            days.append({"date": str(day["date"].iloc[0].date()), "requests": len(range(0, len(records), 100)),
+                         "forecasts": len(records), "versions": sorted(versions), "nwrmsle": live,
+                         "actual_total": float(actual.sum()), "forecast_total": float(pred.sum()),
+                         "sample": {"actual": actual[:400].tolist(), "forecast": pred[:400].tolist()}})
+            story.say(f"{days[-1]['date']}: {len(records)} forecasts by version(s) {', '.join(sorted(versions))}; "
+                      f"actuals next day: live nwrmsle {live:.4f}")
+    return days
+
+
+def _count_logged(project: Path) -> int:
+    from cd4ml.serve.predlog import read_events
+
+    return sum(1 for _ in read_events(project / ".cd4ml" / "predictions"))
+
+
+def _summary(story: Story, tally: Any, logged: int, elapsed: float) -> None:
+    table = Table(title="cd4ml demo: releases")
+    for col in ("scenario", "version", "nwrmsle", "baseline", "gate", "champion"):
+        table.add_column(col)
+    for r in story.releases:
+        table.add_row(r["step"].split(":")[0], r["version"], f"{r['metrics']['nwrmsle']:.4f}",
+                      f"{r['baseline']['nwrmsle']:.4f}", "passed" if r["gate"]["passed"] else "rejected",
+                      "yes" if r["promoted"] else "")
+    story.console.print(table)
+    live = [d["nwrmsle"] for d in story.production]
+    story.console.print(
+        f"requests served: {tally.ok} ({tally.records} predictions), failed: {tally.failed}; "
+        f"predictions logged: {logged}; "
+        f"live nwrmsle over {len(live)} days: {np.mean(live):.4f}; demo time {elapsed:.0f} s")
