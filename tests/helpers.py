@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import yaml
 
-from cd4ml.config import load_project, parse_overrides
+from cd4ml.config import edit_project_file, load_project, parse_overrides
 from cd4ml.scaffold import init_project
 from cd4ml.serve.process import ServiceProcess
 from cd4ml.train.pipeline import RunResult, run_pipeline
@@ -33,16 +33,8 @@ def commit_all(root: Path, message: str) -> None:
 
 
 def edit_yaml(root: Path, **changes: Any) -> None:
-    """Set dotted keys in the project's cd4ml.yaml (a test's way of editing the file)."""
-    path = root / "cd4ml.yaml"
-    raw = yaml.safe_load(path.read_text())
-    for dotted, value in changes.items():
-        node = raw
-        *parents, last = dotted.split("__")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[last] = value
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    """Set keys in the project's cd4ml.yaml; `a__b=1` sets a.b (keyword arguments cannot hold dots)."""
+    edit_project_file(root, {k.replace("__", "."): v for k, v in changes.items()})
 
 
 def make_grocery_project(root: Path) -> Path:

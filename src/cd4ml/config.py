@@ -323,6 +323,18 @@ def _apply_override(raw: dict[str, Any], dotted: str, value: Any, file: str) -> 
     node[parts[-1]] = value
 
 
+def edit_project_file(root: Path | str, settings: dict[str, Any]) -> None:
+    """Set dotted keys in `root`/cd4ml.yaml and write it back (comments are not kept).
+
+    For tools that change a project as a developer would (the demo's commits).
+    """
+    path = Path(root) / PROJECT_FILE
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    for dotted, value in settings.items():
+        _apply_override(raw, dotted, value, str(path))
+    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+
+
 def _format_validation_error(exc: ValidationError, file: str) -> ConfigError:
     lines = []
     for err in exc.errors():

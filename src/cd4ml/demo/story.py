@@ -85,15 +85,9 @@ class Story:
 
     def commit(self, message: str, **settings: Any) -> None:
         """Edit cd4ml.yaml (dotted keys) and commit, as a developer would."""
-        path = self.project / "cd4ml.yaml"
-        raw = yaml.safe_load(path.read_text())
-        for dotted, value in settings.items():
-            node = raw
-            *parents, last = dotted.split(".")
-            for p in parents:
-                node = node.setdefault(p, {})
-            node[last] = value
-        path.write_text(yaml.safe_dump(raw, sort_keys=False))
+        from cd4ml.config import edit_project_file
+
+        edit_project_file(self.project, settings)
         self.git("commit", "-qam", message)
         self.say(f"[dim]git commit: {message}[/]")
 
