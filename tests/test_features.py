@@ -93,3 +93,18 @@ def test_skops_refuses_types_outside_the_trusted_modules(tmp_path) -> None:
     sio.dump(FunctionTransformer(func=_not_trusted), tmp_path / "model.skops")
     with pytest.raises(ReleaseError, match="refusing to load types outside the trusted modules"):
         estimators.load(tmp_path, {"kind": "skops", "file": "model.skops"})
+
+
+@pytest.mark.parametrize("values", [
+    np.array([5, 1, 3, 3, 9]), np.array([0.5, 2.0, 7.25]), np.array(["b", "a", "GROCERY I", "b"]),
+])
+def test_small_batches_get_the_same_codes_as_large_ones(values) -> None:
+    vocab = T.Vocabulary.fit(values)
+    rng = np.random.default_rng(0)
+    probe = np.concatenate([values, values[:1]])
+    unknown = np.array(["zz"]) if values.dtype.kind == "U" else np.array([-1], dtype=values.dtype)
+    big = rng.permutation(np.concatenate([np.repeat(probe, 20), unknown]))  # vectorised path
+    expected = vocab.codes(big)
+    small = np.concatenate([vocab.codes(big[i:i + 7]) for i in range(0, len(big), 7)])  # dict path
+    np.testing.assert_array_equal(small, expected)
+    assert (expected == -1).sum() == 1

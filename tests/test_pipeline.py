@@ -309,3 +309,19 @@ def test_registry_reads_not_found_as_none_and_other_failures_as_errors(tmp_path:
     for call in (offline.champion, offline.versions, lambda: offline.version("1")):
         with pytest.raises(ReleaseError, match="the model registry failed"):
             call()
+
+
+def test_a_rerun_with_nothing_changed_is_skipped_unless_forced(shop: Path) -> None:
+    first = _run(shop)
+    again = _run(shop)
+    assert again.skipped_as == first.run_id and again.version == first.version
+    assert again.metrics == first.metrics and again.gate.passed and not again.promoted
+    assert [str(v.version) for v in _registry(shop).versions()] == ["1"]
+    out = json.loads(cli(shop, "run", "--json", check=0).stdout)
+    assert out["skipped_as"] == first.run_id
+    forced = _run(shop, force=True)
+    assert forced.skipped_as is None and forced.version == "2" and forced.metrics == first.metrics
+    # A rejected run, repeated, is skipped with its verdict: exit code 3 again.
+    cli(shop, "run", "--set", "model.params.n_estimators=2", check=3)
+    proc = cli(shop, "run", "--set", "model.params.n_estimators=2", check=3)
+    assert "Nothing changed since run" in proc.stdout

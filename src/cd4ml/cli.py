@@ -125,6 +125,8 @@ def run(
     data_version: Optional[int] = typer.Option(None, "--data-version", help="Pin this table version."),
     no_promote: bool = typer.Option(False, "--no-promote", help="Register and gate, but never move champion."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    force: bool = typer.Option(False, "--force", help="Run even if an earlier run had the same data, code "
+                                                      "and config."),
 ) -> None:
     """Run the pipeline: pinned data -> features -> train -> evaluate -> register -> gate -> promote."""
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -142,11 +144,12 @@ def run(
         # MLflow writes "View run at ..." lines to stdout; stdout is cd4ml's (and --json's) alone.
         with contextlib.redirect_stdout(sys.stderr):
             result = run_pipeline(project, data_version=data_version, on_stage=on_stage,
-                                  promote=False if no_promote else None)
+                                  promote=False if no_promote else None, force=force)
     if as_json:
         _print_json({"run_id": result.run_id, "version": result.version, "data_version": result.data_version,
                      "metrics": result.metrics, "baseline": result.baseline, "oracle": result.oracle,
-                     "gate": result.gate.to_dict(), "promoted": result.promoted, "seconds": result.seconds})
+                     "gate": result.gate.to_dict(), "promoted": result.promoted, "seconds": result.seconds,
+                     "skipped_as": result.skipped_as})
     else:
         _print_run(project, result)
     if not result.gate.passed:
@@ -155,6 +158,12 @@ def run(
 
 
 def _print_run(project: "Project", result: Any) -> None:
+    if result.skipped_as:
+        verdict = "passed" if result.gate.passed else "rejected by"
+        console.print(f"Nothing changed since run {result.skipped_as[:8]} (same data version "
+                      f"{result.data_version}, feature code and config): it registered version {result.version}, "
+                      f"which {verdict} the gate. Not run again; use --force to retrain.")
+        return
     primary = project.config.metrics.primary
     table = Table(title=f"Run {result.run_id[:8]} on data version {result.data_version}: holdout metrics")
     table.add_column("metric")

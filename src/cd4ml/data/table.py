@@ -75,6 +75,10 @@ class TrainingTable:
     def exists(self) -> bool:
         return DeltaTable.is_deltatable(str(self.path))
 
+    def version_number(self, version: int | None = None) -> int:
+        """The version `read(version)` would read (the latest if None), without reading data."""
+        return self._open(version).version()
+
     def row_count(self) -> int:
         return self._open().to_pyarrow_dataset().count_rows()
 

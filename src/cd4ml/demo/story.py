@@ -94,6 +94,10 @@ class Story:
     def run(self, *extra: str, expect: tuple[int, ...] = (0,)) -> dict[str, Any]:
         proc = self.cd4ml("run", "--json", *extra, expect=expect)
         result = json.loads(proc.stdout)
+        if result["skipped_as"]:
+            self.say(f"skipped: same data, code and config as run {result['skipped_as'][:8]} "
+                     f"(version {result['version']})")
+            return result
         failed = [c["name"] for c in result["gate"]["checks"] if not c["passed"]]
         verdict = "[green]passed[/]" if result["gate"]["passed"] else f"[red]rejected[/] ({', '.join(failed)})"
         self.say(f"version {result['version']}: nwrmsle {result['metrics']['nwrmsle']:.4f} "
@@ -184,10 +188,15 @@ def run_demo(directory: Path | None, keep: bool, report_path: Path, console: Con
             story.chapter("5. Undo: git revert reproduces the release; rollback under load")
             story.git("revert", "--no-edit", "HEAD")
             story.say("[dim]git revert: back to 300 trees[/]")
-            again = story.run("--no-promote")
+            skipped = story.run("--no-promote")
+            story.check(skipped["skipped_as"] == best["run_id"],
+                        f"the reverted project was not recognised as version {best['version']}'s run")
+            story.say(f"nothing changed since version {best['version']}'s run: recognised and skipped")
+            again = story.run("--no-promote", "--force")
             story.check(again["metrics"] == best["metrics"],
                         f"the reverted code did not reproduce version {best['version']}'s metrics")
-            story.say(f"version {again['version']} reproduces version {best['version']}'s metrics exactly")
+            story.say(f"retrained with --force: version {again['version']} reproduces version "
+                      f"{best['version']}'s metrics exactly")
         rollback_tally = Tally()
         with Traffic(service.url, record, rollback_tally, threads=4, pause=0.0):
             time.sleep(1.0)

@@ -21,7 +21,7 @@ import numpy as np
 Batch = dict[str, np.ndarray]
 CustomFn = Callable[[Mapping[str, np.ndarray]], Mapping[str, Any]]
 
-FORMAT_VERSION = 1
+_SMALL_BATCH = 32
 
 
 def as_time(values: Any) -> np.ndarray:
@@ -86,6 +86,7 @@ class Vocabulary:
 
     def __init__(self, values: np.ndarray) -> None:
         self.values = values
+        self._index: dict[Any, int] | None = None
 
     @classmethod
     def fit(cls, x: np.ndarray) -> "Vocabulary":
@@ -102,6 +103,13 @@ class Vocabulary:
             return np.full(len(x), -1, dtype=np.int64)
         if len(self.values) == 0:
             return np.full(len(x), -1, dtype=np.int64)
+        if len(x) <= _SMALL_BATCH:
+            # A request of a few rows: a dict lookup costs less than the vectorised search's
+            # fixed overhead, and gives the same codes (values compare equal the same way).
+            if self._index is None:
+                self._index = {v: i for i, v in enumerate(self.values.tolist())}
+            index = self._index
+            return np.array([index.get(v, -1) for v in x.tolist()], dtype=np.int64)
         idx = np.searchsorted(self.values, x)
         idx_c = np.minimum(idx, len(self.values) - 1)
         return np.where(self.values[idx_c] == x, idx_c, -1).astype(np.int64)
@@ -158,6 +166,14 @@ class KeyTable:
         return cls(vocabs, arrays[f"{prefix}.keys"], values)
 
 
+def _in_sorted(sorted_values: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Membership of each x in a sorted array (np.isin sorts both sides on every call)."""
+    if len(sorted_values) == 0:
+        return np.zeros(len(x), dtype=bool)
+    idx = np.minimum(np.searchsorted(sorted_values, x), len(sorted_values) - 1)
+    return sorted_values[idx] == x
+
+
 def _missing_like(values: np.ndarray, n: int) -> np.ndarray:
     if values.dtype.kind == "U":
         return np.full(n, "", dtype=values.dtype)
@@ -209,7 +225,7 @@ class FeaturePlan:
 
         `y` is the model-space target (after the target transform), shape (n,).
         """
-        arrays: dict[str, np.ndarray] = {"holidays": np.asarray(holiday_dates, dtype="datetime64[D]")}
+        arrays: dict[str, np.ndarray] = {"holidays": np.unique(np.asarray(holiday_dates, dtype="datetime64[D]"))}
         work = dict(batch)
         for i, lk in enumerate(spec["lookups"]):
             # Attributes may change over time: keep each key's last row, which is its latest because
@@ -262,8 +278,8 @@ class FeaturePlan:
         if self.spec["holidays"]:
             days = t.astype("datetime64[D]")
             hol = self.arrays["holidays"]
-            work["is_holiday"] = np.isin(days, hol).astype(np.int64)
-            work["is_holiday_eve"] = np.isin(days + 1, hol).astype(np.int64)
+            work["is_holiday"] = _in_sorted(hol, days).astype(np.int64)
+            work["is_holiday_eve"] = _in_sorted(hol, days + 1).astype(np.int64)
         for name in self.spec["custom"]:
             produced = self.custom[name](work)
             for col, values in produced.items():

@@ -9,6 +9,7 @@ report) and registered as a model version tagged with its lineage and verdict.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import tempfile
@@ -27,7 +28,7 @@ from cd4ml.errors import Cd4mlError, ConfigError, FeatureTestsFailed
 from cd4ml.evaluate.baseline import naive_baseline, slice_scores
 from cd4ml.evaluate.metrics import score
 from cd4ml.features.code import take_snapshot
-from cd4ml.gate.checks import Evidence, GateReport, evaluate
+from cd4ml.gate.checks import Check, Evidence, GateReport, evaluate
 from cd4ml.release.package import Release, frame_to_batch, request_columns, save_release
 from cd4ml.release.registry import PASSED, PENDING, REJECTED, Registry
 from cd4ml.train import estimators
@@ -49,6 +50,33 @@ class RunResult:
     promoted: bool
     champion_before: str | None
     seconds: dict[str, float] = field(default_factory=dict)
+    skipped_as: str | None = None  # the earlier run this one would have repeated
+
+
+def run_fingerprint(cfg: ProjectConfig, table: str, data_version: int, code_digest: str) -> str:
+    """What determines a run's model and verdict: data version, feature code, resolved config, cd4ml."""
+    doc = {"table": table, "data_version": data_version, "code": code_digest, "cd4ml": __version__,
+           "config": cfg.model_dump(mode="json", by_alias=True)}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _earlier_run(client: Any, experiment_id: str, fingerprint: str) -> RunResult | None:
+    """The result of a finished run with this fingerprint and a gate verdict, if there is one."""
+    runs = client.search_runs([experiment_id], f"tags.`cd4ml.fingerprint` = '{fingerprint}'",
+                              max_results=20, order_by=["attributes.start_time DESC"])
+    for run in runs:
+        tags, metrics = run.data.tags, run.data.metrics
+        if tags.get("cd4ml.gate") not in (PASSED, REJECTED) or "cd4ml.model_version" not in tags:
+            continue
+        path = client.download_artifacts(run.info.run_id, "gate/report.json")
+        report = json.loads(Path(path).read_text())
+        gate = GateReport([Check(**c) for c in report["checks"]])
+        split = lambda prefix: {k.removeprefix(prefix): v for k, v in metrics.items() if k.startswith(prefix)}  # noqa: E731
+        own = {k: v for k, v in metrics.items() if "." not in k}
+        return RunResult(run.info.run_id, tags["cd4ml.model_version"], int(tags["cd4ml.data_version"]), own,
+                         split("baseline."), split("oracle.") or None, gate, False, None,
+                         skipped_as=run.info.run_id)
+    return None
 
 
 def feature_spec(cfg: ProjectConfig) -> dict[str, Any]:
@@ -121,11 +149,13 @@ def _flat(prefix: str, value: Any) -> dict[str, Any]:
 
 
 def run_pipeline(project: Project, *, data_version: int | None = None, on_stage: StageHook | None = None,
-                 promote: bool | None = None) -> RunResult:
+                 promote: bool | None = None, force: bool = False) -> RunResult:
     """Train, evaluate, register and gate one model on one pinned data version.
 
-    `promote` overrides `registry.auto_promote`. The result says whether the
-    gate passed; the caller decides the exit code.
+    `promote` overrides `registry.auto_promote`. A run whose data version, feature
+    code and resolved config equal an earlier run's is not repeated: the earlier
+    result comes back with `skipped_as` set (unless `force`). The result says
+    whether the gate passed; the caller decides the exit code.
     """
     import mlflow
 
@@ -137,19 +167,27 @@ def run_pipeline(project: Project, *, data_version: int | None = None, on_stage:
     registry = Registry(client, cfg.registry.model_name)
     cache = project.state_dir / "cache" / "releases"
 
-    with stage("tests"):
-        run_feature_tests(project)
-
-    with stage("load"):
-        frame, pinned = TrainingTable.for_project(project).read(data_version)
-        _check_table_columns(project, frame, pinned)
-        train_df, hold_df = time_split(frame, cfg.time_column, cfg.split)
-        del frame
-
     with tempfile.TemporaryDirectory(prefix="cd4ml-run-") as tmp_name:
         release_dir = Path(tmp_name) / "release"
+        table = TrainingTable.for_project(project)
+        pinned = table.version_number(data_version)
+        snapshot = take_snapshot(project.root, cfg.features.custom, release_dir / "code")
+        fingerprint = run_fingerprint(cfg, str(project.table_path), pinned, snapshot.digest)
+        if not force:
+            earlier = _earlier_run(client, tracking.experiment_id(project, client), fingerprint)
+            if earlier is not None:
+                return earlier
+
+        with stage("tests"):
+            run_feature_tests(project)
+
+        with stage("load"):
+            frame, pinned = table.read(pinned)
+            _check_table_columns(project, frame, pinned)
+            train_df, hold_df = time_split(frame, cfg.time_column, cfg.split)
+            del frame
+
         with stage("features"):
-            snapshot = take_snapshot(project.root, cfg.features.custom, release_dir / "code")
             transforms = snapshot.transforms()
             spec = feature_spec(cfg)
             y_train = transforms.forward_target(spec, train_df[cfg.target].to_numpy())
@@ -201,6 +239,7 @@ def run_pipeline(project: Project, *, data_version: int | None = None, on_stage:
                 mlflow.log_dict({"slices": slices, "baseline_slices": base_slices}, "evaluation/slices.json")
                 _log_plots(cfg, y_hold, pred, slices, base_slices)
                 version = _log_model(cfg, release_dir, hold_df, pred, spec)
+                mlflow.set_tags({"cd4ml.fingerprint": fingerprint, "cd4ml.model_version": version})
                 # Until the gate's verdict is written, the version cannot be promoted without --force.
                 registry.tag(version, {"run_id": run_id, "git_commit": commit, "git_dirty": dirty,
                                        "data_version": pinned, "primary_metric": cfg.metrics.primary,
