@@ -108,3 +108,18 @@ def test_small_batches_get_the_same_codes_as_large_ones(values) -> None:
     small = np.concatenate([vocab.codes(big[i:i + 7]) for i in range(0, len(big), 7)])  # dict path
     np.testing.assert_array_equal(small, expected)
     assert (expected == -1).sum() == 1
+
+
+def test_small_batches_find_the_same_table_rows_as_large_ones() -> None:
+    rng = np.random.default_rng(1)
+    a = rng.choice(np.array(["x", "y", "GROCERY I"]), 500)
+    b = rng.integers(0, 7, 500)
+    table, _ = T.KeyTable.group([a, b])
+    probe_a = np.concatenate([a[:60], np.array(["unseen"])])
+    probe_b = np.concatenate([b[:60], np.array([3])])
+    idx_big, found_big = table.find([np.repeat(probe_a, 1), np.repeat(probe_b, 1)])  # 61 rows: vectorised
+    small = [table.find([probe_a[i:i + 5], probe_b[i:i + 5]]) for i in range(0, 61, 5)]  # dict path
+    np.testing.assert_array_equal(np.concatenate([f for _, f in small]), found_big)
+    np.testing.assert_array_equal(np.concatenate([i for i, _ in small])[found_big], idx_big[found_big])
+    assert found_big[:60].all() and not found_big[60]
+    assert not table.find([np.array([1]), np.array([3])])[1][0]  # numbers never match a text key

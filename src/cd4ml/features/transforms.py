@@ -95,14 +95,20 @@ class Vocabulary:
             values = values[~np.isnan(values)]
         return cls(values)
 
-    def codes(self, x: np.ndarray) -> np.ndarray:
+    def align(self, x: np.ndarray) -> np.ndarray | None:
+        """`x` normalised to compare with the vocabulary's values; None if it never can (text vs numbers)."""
         x = _normalise(x)
         if self.values.dtype.kind == "U" and x.dtype.kind != "U":
-            x = x.astype(str)
-        elif self.values.dtype.kind in "if" and x.dtype.kind == "U":
-            return np.full(len(x), -1, dtype=np.int64)
-        if len(self.values) == 0:
-            return np.full(len(x), -1, dtype=np.int64)
+            return x.astype(str)
+        if self.values.dtype.kind in "if" and x.dtype.kind == "U":
+            return None
+        return x
+
+    def codes(self, x: np.ndarray) -> np.ndarray:
+        n = len(x)
+        x = self.align(x)
+        if x is None or len(self.values) == 0:
+            return np.full(n, -1, dtype=np.int64)
         if len(x) <= _SMALL_BATCH:
             # A request of a few rows: a dict lookup costs less than the vectorised search's
             # fixed overhead, and gives the same codes (values compare equal the same way).
@@ -122,6 +128,24 @@ class KeyTable:
         self.vocabs = vocabs
         self.keys = keys
         self.values = values
+        self._rows: dict[tuple[Any, ...], int] | None = None
+
+    def _row_index(self) -> dict[tuple[Any, ...], int]:
+        """{tuple of key values: row}, decoded from the composite keys once, for small batches."""
+        if self._rows is None:
+            sizes = [len(v.values) + 1 for v in self.vocabs]
+            values = [v.values.tolist() for v in self.vocabs]
+            rows = {}
+            for i, key in enumerate(self.keys.tolist()):
+                if key < 0:
+                    continue
+                parts = []
+                for vals, size in zip(reversed(values), reversed(sizes)):
+                    key, code = divmod(key, size)
+                    parts.append(vals[code])
+                rows[tuple(reversed(parts))] = i
+            self._rows = rows
+        return self._rows
 
     @staticmethod
     def _composite(vocabs: list[Vocabulary], cols: list[np.ndarray]) -> np.ndarray:
@@ -146,6 +170,15 @@ class KeyTable:
 
     def find(self, cols: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Row index into the table for each input row, and whether it was found."""
+        n = len(cols[0])
+        if n <= _SMALL_BATCH:
+            aligned = [v.align(c) for v, c in zip(self.vocabs, cols)]
+            if any(a is None for a in aligned):
+                return np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool)
+            rows = self._row_index()
+            idx = np.array([rows.get(key, -1) for key in zip(*(a.tolist() for a in aligned))], dtype=np.int64)
+            found = idx >= 0
+            return np.where(found, idx, 0), found
         composite = self._composite(self.vocabs, cols)
         if len(self.keys) == 0:
             return np.zeros(len(composite), dtype=np.int64), np.zeros(len(composite), dtype=bool)
