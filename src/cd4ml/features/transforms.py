@@ -61,16 +61,18 @@ def calendar_part(t: np.ndarray, part: str) -> np.ndarray:
 
 def _normalise(x: np.ndarray) -> np.ndarray:
     """Categorical values: text as fixed-width unicode, numbers as int64/float64."""
+    # copy=False: this runs on every key column of every batch; a million-row copy per call adds up.
     x = np.asarray(x)
-    if x.dtype.kind in "OUSb" and x.dtype.kind != "b":
+    kind = x.dtype.kind
+    if kind == "U":
+        return x
+    if kind in "OS":
         return x.astype(str)
-    if x.dtype.kind == "b":
-        return x.astype(np.int64)
-    if x.dtype.kind in "iu":
-        return x.astype(np.int64)
-    if x.dtype.kind == "M":
-        return x.astype("datetime64[s]").astype(np.int64)
-    return x.astype(np.float64)
+    if kind in "biu":
+        return x.astype(np.int64, copy=False)
+    if kind == "M":
+        return x.astype("datetime64[s]", copy=False).astype(np.int64)
+    return x.astype(np.float64, copy=False)
 
 
 class FeatureSpecError(ValueError):
