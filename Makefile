@@ -22,3 +22,12 @@ test: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# Benchmarks, one after another (needs wrk: apt-get install -y wrk); a few minutes on 2 cores.
+# Results in benchmarks/results/. Extra options: make bench BENCH_ARGS="--project DIR --profile 5"
+BENCH_ARGS ?=
+.PHONY: bench
+bench: $(STAMP)
+	$(BIN)/python benchmarks/startup.py
+	$(BIN)/python benchmarks/serving.py --seconds 10 $(BENCH_ARGS)
+	$(BIN)/python benchmarks/pipeline.py --sizes 0.1,1

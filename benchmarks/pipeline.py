@@ -1,0 +1,562 @@
+"""Pipeline benchmark: `cd4ml data ingest` and `cd4ml run` on the grocery world at growing sizes.
+
+    .venv/bin/python benchmarks/pipeline.py [--sizes 0.1,1,5] [--out benchmarks/results] [--stages]
+
+For each size (millions of rows) it creates a grocery project in a temp folder (`cd4ml init
+--example groceries`, the world resized, no feature tests, git init + commit) and measures, each
+in its own child process so each has its own peak memory (ru_maxrss from wait4):
+
+- `cd4ml data ingest`: wall time, peak RSS;
+- `cd4ml run --json`: wall time, peak RSS, the pipeline's own stage seconds;
+- a bare fit: the same feature matrix built with cd4ml's own code (table version, time_split,
+  take_snapshot, FeaturePlan.fit/transform), then only `LGBMRegressor(**the same params).fit(...)`
+  timed: the floor the pipeline's cost is compared with. It also reports the loaded table's
+  in-memory size (`memory_usage(deep=True)`), the yardstick for peak memory;
+- with --stages, an in-process profile of a copy of the project: ingest's read / validate / write
+  and each run stage, with peak RSS per step (sampled every 10 ms).
+
+Writes pipeline.json and pipeline.md to --out with the targets: run at 1M rows <= 1.5x the bare
+fit; time growth from 1M to 5M rows no faster than linear; peak memory <= 4x the table size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve()
+REPO = HERE.parent.parent
+MARK = "@@BENCH@@"
+
+# (n_stores, n_items, days) per size in millions of rows: rows = stores x items x days exactly.
+KNOWN_SIZES: dict[float, tuple[int, int, int]] = {0.1: (10, 100, 100), 1.0: (20, 100, 500), 5.0: (50, 200, 500)}
+START = dt.date(2023, 1, 1)
+
+# What each command imports before it touches data: the fixed part of its peak RSS.
+BASELINE_IMPORTS = {
+    "ingest": "import cd4ml.cli, cd4ml.data.ingest, cd4ml.data.validation, cd4ml.examples.groceries, pandera, deltalake",
+    "run": "import cd4ml.cli, cd4ml.train.pipeline, cd4ml.tracking, cd4ml.evaluate.plots, mlflow, mlflow.pyfunc, "
+           "lightgbm, matplotlib.pyplot, deltalake",
+}
+
+RUN_VS_BARE_MAX = 1.5
+PEAK_VS_TABLE_MAX = 4.0
+
+
+def world_for(size: float) -> tuple[int, int, int]:
+    if size in KNOWN_SIZES:
+        return KNOWN_SIZES[size]
+    stores, items = (10, 100) if size < 0.5 else (20, 100) if size < 2 else (50, 200)
+    days = round(size * 1e6 / (stores * items))
+    if days < 40:  # the groceries holdout is 28 days
+        raise SystemExit(f"size {size}M is too small: at least 40 days of {stores} x {items} are needed")
+    return stores, items, days
+
+
+def cd4ml_cmd() -> list[str]:
+    exe = Path(sys.executable).with_name("cd4ml")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "cd4ml.cli"]
+
+
+def child_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    return {**env, "COLUMNS": "200", "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@localhost",
+            "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@localhost"}
+
+
+def measure(cmd: list[str], cwd: Path | None = None) -> dict[str, Any]:
+    """Run `cmd` to completion: wall and CPU seconds (user + system, its whole tree), peak RSS (MB, its
+    largest process), exit code, output."""
+    load_before = os.getloadavg()[0]
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=err, env=child_env(), text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return {"wall_s": round(wall, 3), "cpu_s": round(usage.ru_utime + usage.ru_stime, 3),
+                "peak_mb": round(usage.ru_maxrss / 1024, 1), "exit": proc.returncode,
+                "load1": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+                "stdout": out.read(), "stderr": err.read()}
+
+
+def _check(result: dict[str, Any], what: str, ok: tuple[int, ...] = (0,)) -> None:
+    if result["exit"] not in ok:
+        raise SystemExit(f"{what} failed (exit {result['exit']}):\n{result['stdout'][-3000:]}\n"
+                         f"{result['stderr'][-3000:]}")
+
+
+def _marked(stdout: str) -> dict[str, Any]:
+    return json.loads(stdout.rpartition(MARK)[2])
+
+
+def make_project(root: Path, stores: int, items: int, days: int) -> None:
+    from cd4ml.config import edit_project_file
+
+    _check(measure([*cd4ml_cmd(), "init", str(root), "--example", "groceries"]), "cd4ml init")
+    end = START + dt.timedelta(days=days - 1)
+    edit_project_file(root, {
+        "source.options.n_stores": stores, "source.options.n_items": items,
+        "source.options.start": START.isoformat(), "source.options.end": end.isoformat(),
+        # The template's schema lists the 10 stores and 100 items of its default world.
+        "schema.columns.store_nbr.categories": list(range(1, stores + 1)),
+        "schema.columns.item_nbr.max": 100000 + items,
+        "feature_tests": None,
+    })
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "benchmark project"]):
+        _check(measure(["git", *args], cwd=root), f"git {args[0]}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Child: the bare fit
+
+
+def bare_fit(root: Path) -> dict[str, Any]:
+    """The pipeline's feature matrix, built with cd4ml's code; only LightGBM's fit is timed."""
+    import resource
+
+    import lightgbm as lgb
+    import psutil
+
+    from cd4ml.config import load_project
+    from cd4ml.data.table import TrainingTable
+    from cd4ml.features.code import take_snapshot
+    from cd4ml.release.package import frame_to_batch
+    from cd4ml.train import estimators
+    from cd4ml.train.pipeline import feature_spec, holiday_dates
+    from cd4ml.train.split import time_split
+
+    me = psutil.Process()
+    rss = lambda: round(me.memory_info().rss / 2**20, 1)  # noqa: E731
+    out: dict[str, Any] = {"rss_mb": {"imported": rss()}}
+    project = load_project(root)
+    cfg = project.config
+    t0 = time.perf_counter()
+    frame, version = TrainingTable.for_project(project).read()
+    out["load_s"] = round(time.perf_counter() - t0, 3)
+    out["rows"] = len(frame)
+    usage = frame.memory_usage(deep=True, index=False)
+    out["table_mb"] = round(usage.sum() / 2**20, 1)
+    out["table_mb_by_column"] = {c: round(v / 2**20, 1) for c, v in usage.items()}
+    out["table_dtypes"] = {c: str(t) for c, t in frame.dtypes.items()}
+    out["rss_mb"]["table_loaded"] = rss()
+    train_df, hold_df = time_split(frame, cfg.time_column, cfg.split)
+    del frame
+    out["rows_train"], out["rows_holdout"] = len(train_df), len(hold_df)
+    with tempfile.TemporaryDirectory(prefix="cd4ml-bench-") as tmp:
+        t0 = time.perf_counter()
+        snapshot = take_snapshot(project.root, cfg.features.custom, Path(tmp) / "code")
+        transforms = snapshot.transforms()
+        spec = feature_spec(cfg)
+        y = transforms.forward_target(spec, train_df[cfg.target].to_numpy())
+        batch = frame_to_batch(train_df)
+        out["train_batch_mb"] = round(sum(v.nbytes for v in batch.values()) / 2**20, 1)
+        plan = transforms.FeaturePlan.fit(spec, batch, y, snapshot.resolve(cfg.features.custom),
+                                          holiday_dates(cfg, train_df[cfg.time_column]))
+        X = plan.transform(batch)
+        out["features_s"] = round(time.perf_counter() - t0, 3)
+        out["rss_mb"]["features_built"] = rss()
+        out["X_shape"], out["X_mb"] = list(X.shape), round(X.nbytes / 2**20, 1)
+        categorical = plan.categorical_indices
+        del batch, train_df, hold_df
+
+    params = {"random_state": cfg.seed, "deterministic": True, "force_col_wise": True, "verbose": -1,
+              **dict(cfg.model.params)}
+    model = lgb.LGBMRegressor(**params)
+    reference = estimators.make_estimator(cfg.model, cfg.seed).get_params()
+    if model.get_params() != reference:  # the bare fit must be the pipeline's estimator, nothing else
+        raise SystemExit(f"bare-fit params differ from estimators.make_estimator: {model.get_params()} "
+                         f"!= {reference}")
+    out["params"] = params
+    out["rss_mb"]["before_fit"] = rss()
+    r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    model.fit(X, y, categorical_feature=categorical or "auto")
+    out["fit_s"] = round(time.perf_counter() - t0, 3)
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    out["fit_cpu_s"] = round(r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime, 3)
+    out["rss_mb"]["after_fit"] = rss()
+    out["peak_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    out["data_version"] = version
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Child: the in-process stage profile (--stages)
+
+
+class _Sampler:
+    """Peak RSS per named step, sampled every 10 ms by a background thread."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self.proc = psutil.Process()
+        self.step = "start"
+        self.peak: dict[str, float] = {}
+        self.at_start: dict[str, float] = {}
+        self.seconds: dict[str, float] = {}
+        self._t = time.perf_counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        mb = self.proc.memory_info().rss / 2**20
+        self.peak[self.step] = max(self.peak.get(self.step, 0.0), mb)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.01):
+            self._sample()
+
+    def enter(self, step: str) -> None:
+        self._sample()
+        now = time.perf_counter()
+        self.seconds[self.step] = self.seconds.get(self.step, 0.0) + now - self._t
+        self._t = now
+        self.step = step
+        self.at_start[step] = self.proc.memory_info().rss / 2**20
+        self._sample()
+
+    def finish(self) -> dict[str, Any]:
+        self.enter("end")
+        self._stop.set()
+        self._thread.join()
+        return {"seconds": {k: round(v, 3) for k, v in self.seconds.items() if k != "start"},
+                "rss_start_mb": {k: round(v, 1) for k, v in self.at_start.items() if k != "end"},
+                "peak_mb": {k: round(v, 1) for k, v in self.peak.items() if k not in ("start", "end")}}
+
+
+def stage_profile(root: Path) -> dict[str, Any]:
+    """Ingest's steps and the run's stages in one process, with peak RSS per step."""
+    import contextlib
+
+    from cd4ml.config import load_project
+    from cd4ml.data.sources import read_source
+    from cd4ml.data.table import TrainingTable
+    from cd4ml.data.validation import validate
+    from cd4ml.train.pipeline import run_pipeline
+
+    sampler = _Sampler()
+    project = load_project(root)
+    sampler.enter("ingest.read_source")
+    frame, source = read_source(project)
+    sampler.enter("ingest.validate")
+    clean, report = validate(frame, project.config, existing_rows=0)
+    del frame
+    if not report.ok:
+        raise SystemExit(f"validation failed: {report.failures}")
+    sampler.enter("ingest.write")
+    TrainingTable.for_project(project).write(clean, mode="overwrite", source=source)
+    del clean
+    sampler.enter("run.setup")  # imports, MLflow connection; run_pipeline names the stages after this
+    with contextlib.redirect_stdout(sys.stderr):
+        result = run_pipeline(load_project(root), on_stage=lambda name: sampler.enter(f"run.{name}"))
+    out = sampler.finish()
+    out["pipeline_seconds"] = result.seconds
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Parent: one size, then the report
+
+
+def import_baselines() -> dict[str, float]:
+    """Peak RSS (MB) of a process that only imports what `cd4ml data ingest` / `cd4ml run` import."""
+    out = {}
+    for name, code in BASELINE_IMPORTS.items():
+        r = measure([sys.executable, "-c", code])
+        _check(r, f"import baseline {name}")
+        out[name] = r["peak_mb"]
+    return out
+
+
+def bench_size(size: float, workdir: Path, stages: bool, base: dict[str, float]) -> dict[str, Any]:
+    stores, items, days = world_for(size)
+    rows = stores * items * days
+    root = workdir / f"shop-{rows}"
+    print(f"[{size}M] project: {stores} stores x {items} items x {days} days = {rows:,} rows", flush=True)
+    make_project(root, stores, items, days)
+
+    ingest = measure([*cd4ml_cmd(), "data", "ingest", "-C", str(root)])
+    _check(ingest, "cd4ml data ingest")
+    print(f"[{size}M] ingest: {ingest['wall_s']:.1f} s, peak {ingest['peak_mb']:.0f} MB", flush=True)
+
+    copy = None
+    if stages:  # profile a copy before the measured run, so both runs start with an empty registry
+        copy = workdir / f"profile-{rows}"
+        shutil.copytree(root, copy, symlinks=True)
+
+    run = measure([*cd4ml_cmd(), "run", "--json", "-C", str(root)])
+    _check(run, "cd4ml run --json", ok=(0, 3))  # 3: the gate rejected the model; it still ran every stage
+    doc = json.loads(run["stdout"])
+    print(f"[{size}M] run: {run['wall_s']:.1f} s, peak {run['peak_mb']:.0f} MB, stages {doc['seconds']}",
+          flush=True)
+
+    bare = measure([sys.executable, str(HERE), "--child-bare-fit", str(root)])
+    _check(bare, "bare fit")
+    fit = _marked(bare["stdout"])
+    print(f"[{size}M] bare fit: {fit['fit_s']:.1f} s (child peak {bare['peak_mb']:.0f} MB); "
+          f"table {fit['table_mb']:.0f} MB in memory", flush=True)
+
+    result: dict[str, Any] = {
+        "size_m": size, "rows": rows, "world": {"n_stores": stores, "n_items": items, "days": days},
+        "ingest": {"wall_s": ingest["wall_s"], "cpu_s": ingest["cpu_s"], "peak_mb": ingest["peak_mb"],
+                   "load1": ingest["load1"]},
+        "run": {"wall_s": run["wall_s"], "cpu_s": run["cpu_s"], "peak_mb": run["peak_mb"], "exit": run["exit"],
+                "load1": run["load1"],
+                "stage_s": doc["seconds"], "stage_sum_s": round(sum(doc["seconds"].values()), 3),
+                "gate_passed": doc["gate"]["passed"], "metrics": doc["metrics"]},
+        "bare_fit": {**fit, "child_wall_s": bare["wall_s"], "child_peak_mb": bare["peak_mb"], "load1": bare["load1"]},
+        "table_mb": fit["table_mb"],
+    }
+    result["ratios"] = {
+        "run_wall_vs_bare_fit": round(run["wall_s"] / fit["fit_s"], 2),
+        "run_cpu_vs_bare_fit_cpu": round(run["cpu_s"] / max(fit["fit_cpu_s"], 1e-3), 2),
+        "fit_stage_vs_bare_fit": round(doc["seconds"]["fit"] / fit["fit_s"], 2),
+        "run_peak_vs_table": round(run["peak_mb"] / fit["table_mb"], 2),
+        "ingest_peak_vs_table": round(ingest["peak_mb"] / fit["table_mb"], 2),
+        "run_peak_above_imports_vs_table": round((run["peak_mb"] - base["run"]) / fit["table_mb"], 2),
+        "ingest_peak_above_imports_vs_table": round((ingest["peak_mb"] - base["ingest"]) / fit["table_mb"], 2),
+    }
+    if copy is not None:
+        prof = measure([sys.executable, str(HERE), "--child-stages", str(copy)])
+        _check(prof, "stage profile", ok=(0,))
+        result["stage_profile"] = _marked(prof["stdout"])
+        print(f"[{size}M] stage profile: peak MB {result['stage_profile']['peak_mb']}", flush=True)
+        shutil.rmtree(copy, ignore_errors=True)
+    shutil.rmtree(root, ignore_errors=True)
+    return result
+
+
+def growth(results: list[dict[str, Any]]) -> dict[str, Any] | None:
+    by = {r["size_m"]: r for r in results}
+    if 1.0 not in by or 5.0 not in by:
+        return None
+    a, b = by[1.0], by[5.0]
+    rows = b["rows"] / a["rows"]
+
+    def g(x: float, y: float) -> float:
+        return round(y / x, 2) if x > 0 else float("nan")
+
+    out = {"rows_x": round(rows, 2), "run_wall_x": g(a["run"]["wall_s"], b["run"]["wall_s"]),
+           "ingest_wall_x": g(a["ingest"]["wall_s"], b["ingest"]["wall_s"]),
+           "bare_fit_x": g(a["bare_fit"]["fit_s"], b["bare_fit"]["fit_s"]),
+           "run_peak_x": g(a["run"]["peak_mb"], b["run"]["peak_mb"]),
+           "ingest_peak_x": g(a["ingest"]["peak_mb"], b["ingest"]["peak_mb"]),
+           "stage_x": {k: g(a["run"]["stage_s"][k], b["run"]["stage_s"][k]) for k in a["run"]["stage_s"]
+                       if a["run"]["stage_s"][k] >= 0.05}}
+    if "stage_profile" in a and "stage_profile" in b:
+        total = [sum(v for k, v in r["stage_profile"]["seconds"].items() if k.startswith("run.")) for r in (a, b)]
+        out["profile_run_total_x"] = g(*total)
+        out["profile_stage_x"] = {k: g(v, b["stage_profile"]["seconds"][k])
+                                  for k, v in a["stage_profile"]["seconds"].items() if v >= 0.05}
+    return out
+
+
+def notes(results: list[dict[str, Any]]) -> list[str]:
+    """Warnings about the measurements themselves (CPU contention shows as two fits that disagree)."""
+    out = []
+    for r in results:
+        fit_stage, bare = r["run"]["stage_s"]["fit"], r["bare_fit"]["fit_s"]
+        prof = r.get("stage_profile", {}).get("seconds", {}).get("run.fit")
+        if not 0.75 <= fit_stage / bare <= 1.33:
+            out.append(f"{r['size_m']:g}M: the run's fit stage took {fit_stage:.1f} s, the bare fit {bare:.1f} s"
+                       + (f", the stage profile's fit {prof:.1f} s" if prof else "") +
+                       " on the same matrix with the same params: the machine was busy (other processes on "
+                       "the cores LightGBM's n_jobs threads use), so wall times at this size are not comparable."
+                       + (f" 1-min load before/after the run: {r['run']['load1']}." if "load1" in r["run"] else ""))
+    return out
+
+
+def targets(results: list[dict[str, Any]], grow: dict[str, Any] | None) -> list[dict[str, Any]]:
+    by = {r["size_m"]: r for r in results}
+    out = []
+    if 1.0 in by:
+        ratio = by[1.0]["ratios"]["run_wall_vs_bare_fit"]
+        out.append({"target": f"cd4ml run at 1M rows <= {RUN_VS_BARE_MAX}x the bare fit (wall)",
+                    "value": f"{ratio}x ({by[1.0]['run']['wall_s']} s vs {by[1.0]['bare_fit']['fit_s']} s)",
+                    "met": ratio <= RUN_VS_BARE_MAX})
+    else:
+        out.append({"target": f"cd4ml run at 1M rows <= {RUN_VS_BARE_MAX}x the bare fit", "value": "not measured",
+                    "met": None})
+    if grow:
+        for name, key in (("cd4ml run", "run_wall_x"), ("cd4ml data ingest", "ingest_wall_x")):
+            out.append({"target": f"{name} time growth 1M -> 5M no faster than linear ({grow['rows_x']}x rows)",
+                        "value": f"{grow[key]}x", "met": grow[key] <= grow["rows_x"]})
+    else:
+        out.append({"target": "time growth 1M -> 5M no faster than linear", "value": "not measured (needs 1 and 5)",
+                    "met": None})
+    big = [r for r in results if r["size_m"] >= 1.0] or results
+    for name, key in (("cd4ml run", "run_peak_vs_table"), ("cd4ml data ingest", "ingest_peak_vs_table")):
+        values = ", ".join(f"{r['size_m']:g}M: {r['ratios'][key]}x" for r in big)
+        out.append({"target": f"{name} peak RSS <= {PEAK_VS_TABLE_MAX}x the table's in-memory size "
+                              f"(sizes >= 1M)", "value": values,
+                    "met": all(r["ratios"][key] <= PEAK_VS_TABLE_MAX for r in big)})
+    return out
+
+
+def machine() -> dict[str, Any]:
+    import lightgbm
+    import pandas
+
+    load = os.getloadavg()
+    return {"when": dt.datetime.now().isoformat(timespec="seconds"), "python": platform.python_version(),
+            "platform": platform.platform(), "cpus": os.cpu_count(), "loadavg_1_5_15": [round(x, 2) for x in load],
+            "lightgbm": lightgbm.__version__, "pandas": pandas.__version__,
+            "thread_env": {k: v for k, v in os.environ.items() if k.startswith(("OMP_", "OPENBLAS_", "MKL_"))}}
+
+
+def _mark(met: bool | None) -> str:
+    return {True: "met", False: "**missed**", None: "n/a"}[met]
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    m = doc["machine"]
+    res = doc["results"]
+    lines = [
+        "# Pipeline benchmark",
+        "",
+        f"{m['when']}, Python {m['python']}, {m['cpus']} CPUs, load average at start {m['loadavg_start']} "
+        f"and end {m['loadavg_1_5_15']} (1/5/15 min), LightGBM {m['lightgbm']}, pandas {m['pandas']}.",
+        "Each command is its own child process; peak = its largest process's max RSS. Bare fit = only "
+        "`LGBMRegressor(**same params).fit(X, y)` on the pipeline's own feature matrix. Import baseline = "
+        f"peak RSS of a process that only imports what the command imports: {doc['import_baseline_peak_mb']} MB.",
+        "",
+        "## Targets",
+        "",
+        "| target | value | |",
+        "|---|---|---|",
+        *[f"| {t['target']} | {t['value']} | {_mark(t['met'])} |" for t in doc["targets"]],
+        "",
+        "## Per size",
+        "",
+        "| | " + " | ".join(f"{r['size_m']:g}M" for r in res) + " |",
+        "|---|" + "---:|" * len(res),
+    ]
+
+    def row(label: str, f: Any) -> str:
+        return f"| {label} | " + " | ".join(f(r) for r in res) + " |"
+
+    stages = list(res[0]["run"]["stage_s"]) if res else []
+    lines += [
+        row("rows", lambda r: f"{r['rows']:,}"),
+        row("world (stores x items x days)", lambda r: "{n_stores} x {n_items} x {days}".format(**r["world"])),
+        row("table in memory (MB)", lambda r: f"{r['table_mb']:.0f}"),
+        row("feature matrix X (MB)", lambda r: f"{r['bare_fit']['X_mb']:.0f} {tuple(r['bare_fit']['X_shape'])}"),
+        row("ingest wall (s)", lambda r: f"{r['ingest']['wall_s']:.1f}"),
+        row("ingest CPU (s)", lambda r: f"{r['ingest']['cpu_s']:.1f}"),
+        row("ingest peak (MB)", lambda r: f"{r['ingest']['peak_mb']:.0f}"),
+        row("run wall (s)", lambda r: f"{r['run']['wall_s']:.1f}"),
+        row("run CPU, user+sys (s)", lambda r: f"{r['run']['cpu_s']:.1f}"),
+        row("run peak (MB)", lambda r: f"{r['run']['peak_mb']:.0f}"),
+        *[row(f"run stage {s} (s)", lambda r, s=s: f"{r['run']['stage_s'].get(s, 0):.2f}") for s in stages],
+        row("run stages sum (s)", lambda r: f"{r['run']['stage_sum_s']:.1f}"),
+        row("run wall - fit stage: overhead (s)", lambda r: f"{r['run']['wall_s'] - r['run']['stage_s']['fit']:.1f}"),
+        row("run outside stages (s)", lambda r: f"{r['run']['wall_s'] - r['run']['stage_sum_s']:.1f}"),
+        row("bare fit (s)", lambda r: f"{r['bare_fit']['fit_s']:.1f}"),
+        row("bare fit CPU (s)", lambda r: f"{r['bare_fit']['fit_cpu_s']:.1f}"),
+        row("run wall / bare fit", lambda r: f"{r['ratios']['run_wall_vs_bare_fit']:.2f}"),
+        row("run CPU / bare fit CPU", lambda r: f"{r['ratios']['run_cpu_vs_bare_fit_cpu']:.2f}"),
+        row("fit stage / bare fit", lambda r: f"{r['ratios']['fit_stage_vs_bare_fit']:.2f}"),
+        row("run peak / table", lambda r: f"{r['ratios']['run_peak_vs_table']:.1f}"),
+        row("ingest peak / table", lambda r: f"{r['ratios']['ingest_peak_vs_table']:.1f}"),
+        row("run (peak - import baseline) / table",
+            lambda r: f"{r['ratios']['run_peak_above_imports_vs_table']:.1f}"),
+        row("ingest (peak - import baseline) / table",
+            lambda r: f"{r['ratios']['ingest_peak_above_imports_vs_table']:.1f}"),
+        row("gate passed", lambda r: str(r["run"]["gate_passed"])),
+    ]
+    if doc.get("notes"):
+        lines += ["", "## Notes on this measurement", "", *[f"- {n}" for n in doc["notes"]]]
+    g = doc.get("growth_1m_to_5m")
+    if g:
+        lines += ["", f"## Growth 1M -> 5M ({g['rows_x']}x rows; linear = {g['rows_x']}x)", "",
+                  "| | x |", "|---|---:|",
+                  f"| run wall | {g['run_wall_x']} |", f"| ingest wall | {g['ingest_wall_x']} |",
+                  f"| bare fit | {g['bare_fit_x']} |", f"| run peak RSS | {g['run_peak_x']} |",
+                  f"| ingest peak RSS | {g['ingest_peak_x']} |",
+                  *[f"| stage {k} | {v} |" for k, v in g["stage_x"].items()]]
+        if "profile_run_total_x" in g:
+            lines += [f"| stage profile: run stages total | {g['profile_run_total_x']} |",
+                      *[f"| stage profile: {k} | {v} |" for k, v in g["profile_stage_x"].items()]]
+    prof = [r for r in res if "stage_profile" in r]
+    if prof:
+        steps = list(prof[0]["stage_profile"]["peak_mb"])
+        lines += ["", "## Stage profile (in-process, a copy of the project; peak RSS per step, sampled)", "",
+                  "| step | " + " | ".join(f"{r['size_m']:g}M s / RSS at start / peak MB" for r in prof) + " |",
+                  "|---|" + "---:|" * len(prof)]
+        for s in steps:
+            cells = []
+            for r in prof:
+                p = r["stage_profile"]
+                cells.append(f"{p['seconds'].get(s, 0):.2f} / {p['rss_start_mb'].get(s, 0):.0f} / "
+                             f"{p['peak_mb'].get(s, 0):.0f}")
+            lines.append(f"| {s} | " + " | ".join(cells) + " |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", default="0.1,1,5", help="Millions of rows, comma-separated (default 0.1,1,5).")
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    ap.add_argument("--stages", action="store_true",
+                    help="Also profile each ingest step and run stage in-process (one more ingest and run per size).")
+    ap.add_argument("--render", type=Path, metavar="JSON",
+                    help="Only rewrite pipeline.md next to JSON from its measurements (targets recomputed).")
+    ap.add_argument("--child-bare-fit", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--child-stages", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child_bare_fit:
+        sys.stdout.write(MARK + json.dumps(bare_fit(args.child_bare_fit)))
+        return 0
+    if args.child_stages:
+        sys.stdout.write(MARK + json.dumps(stage_profile(args.child_stages)))
+        return 0
+
+    if args.render:
+        doc = json.loads(args.render.read_text(encoding="utf-8"))
+        doc["growth_1m_to_5m"] = grow = growth(doc["results"])
+        doc["targets"], doc["notes"] = targets(doc["results"], grow), notes(doc["results"])
+        args.render.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+        args.render.with_suffix(".md").write_text(markdown(doc), encoding="utf-8")
+        return 0
+
+    sizes = sorted({float(s) for s in args.sizes.split(",") if s.strip()})
+    load_start = [round(x, 2) for x in os.getloadavg()]
+    t0 = time.perf_counter()
+    base = import_baselines()
+    print(f"import baselines (peak MB): {base}", flush=True)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="cd4ml-bench-pipeline-") as tmp:
+        for size in sizes:
+            results.append(bench_size(size, Path(tmp), args.stages, base))
+    grow = growth(results)
+    doc = {"machine": {**machine(), "loadavg_start": load_start}, "sizes_m": sizes,
+           "import_baseline_peak_mb": base, "results": results,
+           "growth_1m_to_5m": grow, "targets": targets(results, grow), "notes": notes(results),
+           "total_s": round(time.perf_counter() - t0, 1)}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "pipeline.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    md = markdown(doc)
+    (args.out / "pipeline.md").write_text(md, encoding="utf-8")
+    print(md)
+    print(f"wrote {args.out / 'pipeline.json'} and pipeline.md in {doc['total_s']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

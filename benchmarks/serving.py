@@ -1,0 +1,762 @@
+"""Serving benchmark: `cd4ml serve` vs `mlflow models serve` vs a bare FastAPI "floor".
+
+Same machine, same load generator (wrk + a Lua script for the POST body), same
+registered model (`<model>@champion`), one server at a time on 127.0.0.1:
+
+    cd4ml         cd4ml serve, prediction log on (the default), 1 worker
+    cd4ml-nolog   cd4ml serve --no-log, 1 worker
+    mlflow        mlflow models serve --env-manager local --workers 1
+    floor         benchmarks/floor_app.py: FastAPI + booster.predict on a pre-computed row
+    cd4ml-2w      cd4ml serve, log on, --workers 2          (skipped with --no-workers2 or
+    mlflow-2w     mlflow models serve --workers 2            when the time budget is spent)
+
+Per server: seconds from process start to the first 200 answer to a prediction;
+a check that it answers with sane predictions (and the same numbers as cd4ml to
+1e-9); then wrk points of `--seconds` each: one record at concurrency 1
+(-t1 -c1) and 16 (-t2 -c16), and 100-record batches at concurrency 16;
+server CPU seconds (whole process tree) and peak RSS, sampled every 0.2 s.
+
+    .venv/bin/python benchmarks/serving.py [--project DIR] [--seconds 10]
+
+Without --project a fresh groceries project is made in a temp folder (about a
+minute). Writes benchmarks/results/serving.json and serving.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+BIN = Path(sys.executable).parent  # the venv's bin: cd4ml, mlflow, uvicorn
+RECORD = {"date": "2024-12-20", "store_nbr": 3, "item_nbr": 100007, "onpromotion": 1}
+BATCH = 100
+
+TARGETS = {  # name -> (description, comparison, threshold)
+    "ratio_vs_mlflow": ("cd4ml single-record req/s at c16 vs mlflow", ">=", 20.0),
+    "p99_ms_c16": ("cd4ml single-record p99 at c16 (ms)", "<=", 10.0),
+    "ratio_vs_floor": ("cd4ml single-record req/s at c16 vs floor", ">=", 2 / 3),
+    "batch_ratio_vs_mlflow": ("cd4ml 100-record batch rows/s at c16 vs mlflow", ">=", 5.0),
+    "batch_ratio_vs_floor": ("cd4ml 100-record batch rows/s at c16 vs floor", ">=", 2 / 3),
+    "ready_s": ("cd4ml serve: process start to first answer (s)", "<=", 3.0),
+}
+
+
+# --------------------------------------------------------------------------- helpers
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def version(pkg: str) -> str | None:
+    try:
+        return metadata.version(pkg)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def wrk_version(wrk: str) -> str:
+    out = subprocess.run([wrk, "-v"], capture_output=True, text=True)
+    return (out.stdout + out.stderr).splitlines()[0].strip() if (out.stdout + out.stderr) else "?"
+
+
+def batch_records(n: int = BATCH) -> list[dict[str, Any]]:
+    """n distinct, valid records (stores 1-10, items 100001-100100, December 2024)."""
+    return [{"date": f"2024-12-{1 + i % 28:02d}", "store_nbr": 1 + i % 10, "item_nbr": 100001 + (i * 37) % 100,
+             "onpromotion": i % 2} for i in range(n)]
+
+
+# --------------------------------------------------------------------------- process tree sampling
+class TreeSampler:
+    """Samples a process and its descendants every `interval` s: CPU seconds and summed RSS."""
+
+    def __init__(self, pid: int, interval: float = 0.2) -> None:
+        self.root = psutil.Process(pid)
+        self.interval = interval
+        self.cpu_by_pid: dict[int, float] = {}
+        self.peak_rss = 0
+        self.peak_procs = 0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self.sample()
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def sample(self) -> None:
+        try:
+            procs = [self.root, *self.root.children(recursive=True)]
+        except psutil.Error:
+            return
+        rss, alive = 0, 0
+        with self._lock:
+            for p in procs:
+                try:
+                    with p.oneshot():
+                        t = p.cpu_times()
+                        mem = p.memory_info().rss
+                except psutil.Error:
+                    continue
+                # user + system of the process itself; children are counted as their own entries
+                self.cpu_by_pid[p.pid] = t.user + t.system
+                rss += mem
+                alive += 1
+            self.peak_rss = max(self.peak_rss, rss)
+            self.peak_procs = max(self.peak_procs, alive)
+
+    def cpu(self) -> float:
+        """Cumulative CPU seconds of every process seen in the tree (sampled now)."""
+        self.sample()
+        with self._lock:
+            return sum(self.cpu_by_pid.values())
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+
+
+# --------------------------------------------------------------------------- wrk
+LUA = """\
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local f = assert(io.open([==[{body}]==], "rb"))
+wrk.body = f:read("*a")
+f:close()
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "\\nBENCH_JSON {{\\"requests\\":%d,\\"duration_us\\":%d,\\"bytes\\":%d,\\"err_connect\\":%d,"
+    .. "\\"err_read\\":%d,\\"err_write\\":%d,\\"err_status\\":%d,\\"err_timeout\\":%d,"
+    .. "\\"p50_us\\":%d,\\"p75_us\\":%d,\\"p90_us\\":%d,\\"p99_us\\":%d,\\"p999_us\\":%d,"
+    .. "\\"mean_us\\":%.1f,\\"stdev_us\\":%.1f,\\"max_us\\":%d}}\\n",
+    summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(75), latency:percentile(90), latency:percentile(99),
+    latency:percentile(99.9), latency.mean, latency.stdev, latency.max))
+end
+"""
+
+
+def write_lua(folder: Path, name: str, body: bytes) -> Path:
+    body_path = folder / f"{name}.json"
+    body_path.write_bytes(body)
+    script = folder / f"{name}.lua"
+    script.write_text(LUA.format(body=body_path), encoding="utf-8")
+    return script
+
+
+def run_wrk(wrk: str, url: str, script: Path, threads: int, conns: int, seconds: float) -> dict[str, Any]:
+    seconds = max(1, math.ceil(seconds))  # wrk takes whole seconds only
+    cmd = [wrk, f"-t{threads}", f"-c{conns}", f"-d{seconds}s", "--timeout", "10s", "--latency", "-s", str(script),
+           url]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out = proc.stdout.read() if proc.stdout else ""
+    if proc.stdout:
+        proc.stdout.close()
+    _, status, usage = os.wait4(proc.pid, 0)  # rusage of wrk itself: the load generator's CPU
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    line = next((ln for ln in out.splitlines() if ln.startswith("BENCH_JSON ")), None)
+    if proc.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed ({proc.returncode}): {out[-2000:]}")
+    r = json.loads(line.removeprefix("BENCH_JSON "))
+    secs = r["duration_us"] / 1e6
+    errors = r["err_connect"] + r["err_read"] + r["err_write"] + r["err_status"] + r["err_timeout"]
+    return {
+        "command": " ".join(cmd[:-2] + [script.name, url]),
+        "requests": r["requests"], "seconds": round(secs, 3), "req_per_s": round(r["requests"] / secs, 1),
+        "p50_ms": r["p50_us"] / 1000, "p75_ms": r["p75_us"] / 1000, "p90_ms": r["p90_us"] / 1000,
+        "p99_ms": r["p99_us"] / 1000, "p999_ms": r["p999_us"] / 1000, "mean_ms": round(r["mean_us"] / 1000, 3),
+        "max_ms": r["max_us"] / 1000, "errors": errors,
+        "errors_detail": {k.removeprefix("err_"): r[k] for k in r if k.startswith("err_")},
+        "wrk_cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
+        "wrk_text": out.split("BENCH_JSON")[0].strip(),
+    }
+
+
+# --------------------------------------------------------------------------- servers
+@dataclass
+class Server:
+    name: str
+    label: str
+    kind: str  # "cd4ml" body ({...} / [...]) or "mlflow" ({"dataframe_records": [...]})
+    path: str
+    command: list[str]
+    workers: int = 1
+    env: dict[str, str] = field(default_factory=dict)
+    optional: bool = False
+
+    def body(self, records: dict | list) -> bytes:
+        if self.kind == "mlflow":
+            return json.dumps({"dataframe_records": records if isinstance(records, list) else [records]}).encode()
+        return json.dumps(records).encode()
+
+    @staticmethod
+    def predictions(kind: str, doc: dict[str, Any], single: bool) -> list[float]:
+        if kind == "mlflow":
+            preds = doc["predictions"]
+            return [float(p) for p in preds]
+        return [float(doc["prediction"])] if single else [float(p) for p in doc["predictions"]]
+
+
+def servers(project: Path, model: str, tracking_uri: str, workers2: bool) -> list[Server]:
+    mlflow_env = {"MLFLOW_TRACKING_URI": tracking_uri}
+    cd4ml = [str(BIN / "cd4ml"), "serve", "-C", str(project), "--host", "127.0.0.1", "--port", "{port}"]
+    mlflow = [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{model}@champion", "--env-manager", "local",
+              "-h", "127.0.0.1", "-p", "{port}"]
+    out = [
+        Server("cd4ml", "cd4ml serve (log on)", "cd4ml", "/predict", cd4ml),
+        Server("cd4ml-nolog", "cd4ml serve --no-log", "cd4ml", "/predict", [*cd4ml, "--no-log"]),
+        Server("mlflow", "mlflow models serve", "mlflow", "/invocations", [*mlflow, "--workers", "1"], env=mlflow_env),
+        Server("floor", "floor (FastAPI + booster)", "cd4ml", "/predict",
+               [sys.executable, str(HERE / "floor_app.py"), "--port", "{port}", "--model", model],
+               env={**mlflow_env, "OMP_NUM_THREADS": "1"}),
+    ]
+    if workers2:
+        out += [
+            Server("cd4ml-2w", "cd4ml serve (log on) 2 workers", "cd4ml", "/predict", [*cd4ml, "--workers", "2"],
+                   workers=2, optional=True),
+            Server("mlflow-2w", "mlflow models serve 2 workers", "mlflow", "/invocations", [*mlflow, "--workers", "2"],
+                   workers=2, env=mlflow_env, optional=True),
+        ]
+    return out
+
+
+class Running:
+    """One started server: its process group, sampler and log file."""
+
+    def __init__(self, server: Server, scratch: Path) -> None:
+        self.server = server
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}{server.path}"
+        self.log_path = scratch / f"{server.name}.log"
+        env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **server.env}
+        cmd = [c.replace("{port}", str(self.port)) for c in server.command]
+        self.command = cmd
+        self._log = self.log_path.open("wb")
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env,
+                                     start_new_session=True)  # own process group: stopped as one
+        self.sampler = TreeSampler(self.proc.pid)
+        self.sampler.start()
+
+    def wait_ready(self, client: httpx.Client, timeout: float = 120.0) -> float:
+        """Seconds from process start to the first 200 answer to a one-record prediction."""
+        body = self.server.body(RECORD)
+        deadline = self.started + timeout
+        while time.perf_counter() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.server.name} exited with {self.proc.returncode}: {self.tail()}")
+            try:
+                r = client.post(self.url, content=body, headers={"Content-Type": "application/json"}, timeout=5)
+                if r.status_code == 200:
+                    return time.perf_counter() - self.started
+            except httpx.TransportError:
+                pass
+            time.sleep(0.02)
+        raise RuntimeError(f"{self.server.name} not answering after {timeout:.0f} s: {self.tail()}")
+
+    def settle(self, timeout: float = 30.0) -> float:
+        """Wait until the tree is idle (every worker has loaded), up to `timeout`; returns seconds waited."""
+        t0 = time.perf_counter()
+        before = self.sampler.cpu()
+        while time.perf_counter() - t0 < timeout:
+            time.sleep(0.5)
+            now = self.sampler.cpu()
+            if now - before < 0.05:
+                break
+            before = now
+        return time.perf_counter() - t0
+
+    def tail(self, n: int = 3000) -> str:
+        self._log.flush()
+        return self.log_path.read_bytes()[-n:].decode(errors="replace")
+
+    def stop(self) -> None:
+        self.sampler.sample()
+        self.sampler.stop()
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=5)
+        # workers may outlive the parent by a moment; the group is ours alone
+        for _ in range(50):
+            try:
+                os.killpg(self.proc.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        else:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self._log.close()
+
+
+def verify(run: Running, client: httpx.Client, reference: dict[str, list[float]] | None) -> dict[str, Any]:
+    """200 + finite, non-negative predictions of the right count; same numbers as `reference` to 1e-9."""
+    s = run.server
+    out: dict[str, Any] = {}
+    for key, records, single in (("single", RECORD, True), ("batch", batch_records(), False)):
+        r = client.post(run.url, content=s.body(records), headers={"Content-Type": "application/json"}, timeout=30)
+        if r.status_code != 200:
+            raise RuntimeError(f"{s.name}: {key} answered {r.status_code}: {r.text[:500]}")
+        preds = Server.predictions(s.kind, r.json(), single)
+        want = 1 if single else BATCH
+        if len(preds) != want or not all(math.isfinite(p) and p >= 0 for p in preds):
+            raise RuntimeError(f"{s.name}: {key} predictions are not {want} finite non-negative numbers: {preds[:5]}")
+        out[key] = preds
+    checks: dict[str, Any] = {"status": 200, "prediction": out["single"][0],
+                              "batch_first": out["batch"][:3], "sane": True}
+    if reference is not None:
+        diff = abs(out["single"][0] - reference["single"][0])
+        checks["max_abs_diff_vs_cd4ml_single"] = diff
+        ok = diff <= 1e-9
+        if s.name != "floor":  # the floor answers the fixed record's prediction for every row of a batch
+            bdiff = max(abs(a - b) for a, b in zip(out["batch"], reference["batch"]))
+            checks["max_abs_diff_vs_cd4ml_batch"] = bdiff
+            ok = ok and bdiff <= 1e-9
+        checks["same_as_cd4ml"] = ok
+        if not ok:
+            raise RuntimeError(f"{s.name}: predictions differ from cd4ml serve: {checks}")
+    return {**checks, "_preds": out}
+
+
+POINTS = [  # name, body, wrk threads, connections
+    ("single_c1", "single", 1, 1),
+    ("single_c16", "single", 2, 16),
+    ("batch100_c16", "batch", 2, 16),
+]
+
+
+def bench_server(server: Server, scratch: Path, wrk: str, seconds: float, warmup: float,
+                 reference: dict[str, list[float]] | None) -> dict[str, Any]:
+    scripts = {kind: write_lua(scratch, f"{server.name}-{kind}", server.body(RECORD if kind == "single"
+                                                                               else batch_records()))
+               for kind in ("single", "batch")}
+    res: dict[str, Any] = {"label": server.label, "workers": server.workers, "load_before": loadavg()}
+    log(f"{server.name}: starting {server.label}")
+    run = Running(server, scratch)
+    res["command"] = " ".join(run.command)
+    try:
+        with httpx.Client() as client:
+            res["ready_s"] = round(run.wait_ready(client), 3)
+            res["ready_cpu_s"] = round(run.sampler.cpu(), 2)
+            res["ready_rss_mb"] = round(run.sampler.peak_rss / 2**20, 1)
+            log(f"{server.name}: answering after {res['ready_s']:.2f} s")
+            res["settle_s"] = round(run.settle(), 2)
+            checks = verify(run, client, reference)
+        res["preds"] = checks.pop("_preds")
+        res["verify"] = checks
+        run_wrk(wrk, run.url, scripts["single"], 2, 16, warmup)  # warm-up, not recorded
+        if server.name == "cd4ml" and PROFILE.get("enabled"):
+            res["profile"] = profile(run, wrk, scripts["single"], PROFILE["seconds"], PROFILE["out"])
+        points = {}
+        for name, kind, threads, conns in POINTS:
+            cpu0, sys0, t0 = run.sampler.cpu(), psutil.cpu_times(), time.perf_counter()
+            p = run_wrk(wrk, run.url, scripts[kind], threads, conns, seconds)
+            wall, cpu1, sys1 = time.perf_counter() - t0, run.sampler.cpu(), psutil.cpu_times()
+            busy = (sum(sys1) - sys1.idle - sys1.iowait) - (sum(sys0) - sys0.idle - sys0.iowait)
+            p["server_cpu_s"] = round(cpu1 - cpu0, 2)
+            p["server_cores"] = round((cpu1 - cpu0) / wall, 2)
+            p["server_cpu_ms_per_req"] = round((cpu1 - cpu0) * 1000 / max(p["requests"], 1), 3)
+            p["machine_busy_cores"] = round(busy / wall, 2)
+            # CPU spent by neither the server nor wrk during the point: other load on the machine
+            p["other_cores"] = round(max(busy - (cpu1 - cpu0) - p["wrk_cpu_s"], 0) / wall, 2)
+            p["loadavg_after"] = loadavg()
+            if kind == "batch":
+                p["rows_per_s"] = round(p["req_per_s"] * BATCH, 1)
+            points[name] = p
+            log(f"{server.name}: {name}: {p['req_per_s']:.0f} req/s, p50 {p['p50_ms']:.2f} ms, "
+                f"p99 {p['p99_ms']:.2f} ms, errors {p['errors']}, server {p['server_cores']} cores, "
+                f"other load {p['other_cores']} cores")
+            if p["errors"]:
+                log(f"{server.name}: WARNING {p['errors']} errors in {name}: {p['errors_detail']}")
+        res["points"] = points
+    except Exception as exc:
+        res["error"] = f"{type(exc).__name__}: {exc}"
+        log(f"{server.name}: FAILED: {res['error']}")
+    finally:
+        run.stop()
+        res["cpu_s_total"] = round(sum(run.sampler.cpu_by_pid.values()), 2)
+        res["peak_rss_mb"] = round(run.sampler.peak_rss / 2**20, 1)
+        res["peak_processes"] = run.sampler.peak_procs
+        res["load_after"] = loadavg()
+    return res
+
+
+# --------------------------------------------------------------------------- optional profile
+PROFILE: dict[str, Any] = {}
+
+
+def profile(run: Running, wrk: str, script: Path, seconds: float, out_dir: Path) -> dict[str, Any]:
+    """py-spy on the cd4ml server under c16 load (not timed): where the request path spends its time."""
+    pyspy = shutil.which("py-spy", path=str(BIN)) or shutil.which("py-spy")
+    if not pyspy:
+        return {"error": "py-spy not found (pip install py-spy into the venv)"}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out: dict[str, Any] = {"seconds": seconds, "load": "wrk -t2 -c16, one record"}
+    for fmt, path in (("raw", out_dir / "cd4ml-serve-profile.folded"),
+                      ("flamegraph", out_dir / "cd4ml-serve-profile.svg")):
+        spy = subprocess.Popen([pyspy, "record", "-d", f"{seconds:g}", "-r", "250", "--function", "-f", fmt,
+                                "-o", str(path), "--pid", str(run.proc.pid), "--nonblocking"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        time.sleep(0.5)
+        run_wrk(wrk, run.url, script, 2, 16, seconds)
+        text = spy.communicate(timeout=60)[0]
+        if spy.returncode != 0:
+            return {"error": f"py-spy failed: {text[-1000:]}"}
+        out[fmt] = path.name
+    out.update(summarize_folded(out_dir / "cd4ml-serve-profile.folded"))
+    return out
+
+
+HANDLER = "create_app.<locals>.predict ("
+PREDICT = "Release.predict ("
+
+
+def summarize_folded(path: Path, top: int = 12) -> dict[str, Any]:
+    """From a py-spy folded file (active samples only): the handler's share and what it calls."""
+    total, handler = 0, 0
+    leaf: dict[str, int] = {}
+    under: dict[str, dict[str, int]] = {HANDLER: {}, PREDICT: {}}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not n.isdigit():
+            continue
+        n_, frames = int(n), stack.split(";")
+        total += n_
+        leaf[frames[-1]] = leaf.get(frames[-1], 0) + n_
+        for key, children in under.items():
+            i = next((k for k, f in enumerate(frames) if f.startswith(key)), None)
+            if i is not None:
+                child = frames[i + 1] if i + 1 < len(frames) else "(own code)"
+                children[child] = children.get(child, 0) + n_
+        if any(f.startswith(HANDLER) for f in frames):
+            handler += n_
+
+    def shares(d: dict[str, int]) -> list[dict[str, Any]]:
+        return [{"frame": f, "share": round(c / max(total, 1), 3)}
+                for f, c in sorted(d.items(), key=lambda kv: -kv[1])[:top]]
+
+    return {"samples": total, "handler_share": round(handler / max(total, 1), 3),
+            "outside_handler_share": round(1 - handler / max(total, 1), 3),
+            "handler_calls": shares(under[HANDLER]), "release_predict_calls": shares(under[PREDICT]),
+            "top_self": shares(leaf)}
+
+
+# --------------------------------------------------------------------------- project
+def make_project(folder: Path) -> Path:
+    project = folder / "bench-groceries"
+    cd4ml = str(BIN / "cd4ml")
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    steps = [
+        ([cd4ml, "init", str(project), "--example", "groceries"], folder),
+        (["git", "init", "-q"], project),
+        (["git", "add", "-A"], project),
+        (["git", "-c", "user.name=bench", "-c", "user.email=bench@example.com", "commit", "-qm", "init"], project),
+        ([cd4ml, "data", "ingest"], project),
+        ([cd4ml, "run"], project),
+    ]
+    for cmd, cwd in steps:
+        r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise SystemExit(f"project setup failed at {' '.join(cmd)}:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    return project
+
+
+# --------------------------------------------------------------------------- report
+def ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a and b else None
+
+
+def metric(results: dict[str, Any], server: str, point: str, key: str) -> float | None:
+    return results.get(server, {}).get("points", {}).get(point, {}).get(key)
+
+
+def summarize(results: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    rps = lambda s: metric(results, s, "single_c16", "req_per_s")  # noqa: E731
+    rows = lambda s: metric(results, s, "batch100_c16", "rows_per_s")  # noqa: E731
+    ratios = {
+        "ratio_vs_mlflow": ratio(rps("cd4ml"), rps("mlflow")),
+        "ratio_vs_floor": ratio(rps("cd4ml"), rps("floor")),
+        "batch_ratio_vs_mlflow": ratio(rows("cd4ml"), rows("mlflow")),
+        "batch_ratio_vs_floor": ratio(rows("cd4ml"), rows("floor")),
+        "c1_ratio_vs_mlflow": ratio(metric(results, "cd4ml", "single_c1", "req_per_s"),
+                                    metric(results, "mlflow", "single_c1", "req_per_s")),
+        "c1_ratio_vs_floor": ratio(metric(results, "cd4ml", "single_c1", "req_per_s"),
+                                   metric(results, "floor", "single_c1", "req_per_s")),
+        "log_on_vs_off": ratio(rps("cd4ml"), rps("cd4ml-nolog")),
+        "workers2_ratio_vs_mlflow_2w": ratio(rps("cd4ml-2w"), rps("mlflow-2w")),
+        "workers2_batch_ratio_vs_mlflow_2w": ratio(rows("cd4ml-2w"), rows("mlflow-2w")),
+        "workers2_vs_workers1": ratio(rps("cd4ml-2w"), rps("cd4ml")),
+    }
+    values = {**ratios, "p99_ms_c16": metric(results, "cd4ml", "single_c16", "p99_ms"),
+              "ready_s": results.get("cd4ml", {}).get("ready_s")}
+    targets = {}
+    for name, (desc, op, threshold) in TARGETS.items():
+        v = values.get(name)
+        met = None if v is None else (v >= threshold if op == ">=" else v <= threshold)
+        targets[name] = {"description": desc, "value": v, "target": f"{op} {threshold:.3g}",
+                         "status": "n/a" if met is None else ("met" if met else "missed")}
+    return ratios, targets
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split()).replace("|", "/")
+
+
+def fmt(v: Any, spec: str = ".0f") -> str:
+    return "—" if v is None else format(v, spec)
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    m, res = doc["machine"], doc["servers"]
+    lines = [
+        "# Serving benchmark",
+        "",
+        f"{doc['finished']} · {m['cpu_count']} CPUs ({m['cpu_model']}) · load average before "
+        f"{m['load_before']} / after {m['load_after']} · {doc['settings']['seconds']:g} s per wrk point · "
+        f"wrk on the same machine · model `{doc['settings']['model']}@champion` (version "
+        f"{doc['settings'].get('model_version', '?')}) · cd4ml at "
+        f"{(doc['source']['git_commit'] or '?')[:10]}"
+        + (f" + {len(doc['source']['uncommitted_src_files'])} uncommitted file(s) under src/"
+           if doc['source']['uncommitted_src_files'] else ""),
+        "",
+        "Single = one record per request; batch = 100 records per request (rows/s = req/s x 100). "
+        "c1 = `wrk -t1 -c1`, c16 = `wrk -t2 -c16`. CPU = server process tree, whole life "
+        "(start-up included); RSS = peak sum over the tree. `other` = CPU cores busy with neither "
+        "the server nor wrk during the c16 point (other load on the machine).",
+        "",
+        "| server | ready s | c1 req/s | c1 p50 ms | c1 p99 ms | c16 req/s | c16 p50 ms | c16 p99 ms | "
+        "batch rows/s | batch p99 ms | CPU ms/req c16 | CPU s | peak RSS MB | other cores c16 |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for name, r in res.items():
+        if "skipped" in r:
+            lines.append(f"| {r['label']} | skipped: {r['skipped']} |" + " |" * 13)
+            continue
+        if "error" in r and "points" not in r:
+            lines.append(f"| {r['label']} | failed: {one_line(r['error'])[:120]} |" + " |" * 13)
+            continue
+        p = r.get("points", {})
+        c1, c16, b = p.get("single_c1", {}), p.get("single_c16", {}), p.get("batch100_c16", {})
+        lines.append(
+            f"| {r['label']} | {fmt(r.get('ready_s'), '.2f')} | {fmt(c1.get('req_per_s'))} | "
+            f"{fmt(c1.get('p50_ms'), '.2f')} | {fmt(c1.get('p99_ms'), '.2f')} | {fmt(c16.get('req_per_s'))} | "
+            f"{fmt(c16.get('p50_ms'), '.2f')} | {fmt(c16.get('p99_ms'), '.2f')} | {fmt(b.get('rows_per_s'))} | "
+            f"{fmt(b.get('p99_ms'), '.1f')} | {fmt(c16.get('server_cpu_ms_per_req'), '.2f')} | "
+            f"{fmt(r.get('cpu_s_total'), '.1f')} | {fmt(r.get('peak_rss_mb'))} | {fmt(c16.get('other_cores'), '.2f')} |")
+    lines += ["", "## Ratios", ""]
+    for k, v in doc["ratios"].items():
+        lines.append(f"- `{k}`: {fmt(v, '.3g')}")
+    lines += ["", "## Targets", "", "| target | value | wanted | status |", "|---|--:|--:|---|"]
+    for name, t in doc["targets"].items():
+        lines.append(f"| {t['description']} | {fmt(t['value'], '.3g')} | {t['target']} | **{t['status']}** |")
+    errs = {n: r["error"] for n, r in res.items() if "error" in r}
+    errs.update({n: f"skipped ({r['skipped']})" for n, r in res.items() if "skipped" in r})
+    bad = {n: {k: p["errors_detail"] for k, p in r.get("points", {}).items() if p["errors"]} for n, r in res.items()}
+    bad = {n: v for n, v in bad.items() if v}
+    if errs or bad:
+        lines += ["", "## Problems", ""]
+        lines += [f"- {n}: {one_line(e)[:600]}" for n, e in errs.items()]
+        lines += [f"- {n}: wrk errors {v}" for n, v in bad.items()]
+    prof = res.get("cd4ml", {}).get("profile")
+    if prof and "samples" in prof:
+        lines += ["", f"## Where cd4ml serve spends its time (py-spy, {prof['seconds']:g} s at c16, "
+                  f"{prof['samples']} active samples; flame graph `{prof.get('flamegraph')}`)", "",
+                  f"- {prof['handler_share']:.0%} inside the `/predict` handler; "
+                  f"{prof['outside_handler_share']:.0%} in the HTTP stack around it (event loop, HTTP "
+                  "parsing, uvicorn, Starlette/FastAPI routing and middleware, response writing)", "",
+                  "Handler's calls (share of all samples):", ""]
+        lines += [f"- {t['share']:.1%} `{t['frame']}`" for t in prof["handler_calls"]]
+        lines += ["", "`Release.predict`'s calls:", ""]
+        lines += [f"- {t['share']:.1%} `{t['frame']}`" for t in prof["release_predict_calls"]]
+        lines += ["", "Top self time:", ""]
+        lines += [f"- {t['share']:.1%} `{t['frame']}`" for t in prof["top_self"]]
+    lines += ["", f"Raw figures: `serving.json` next to this file. Versions: "
+              + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + "."]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- main
+def main() -> None:
+    ap = argparse.ArgumentParser(description="Serving benchmark: cd4ml serve vs mlflow models serve vs a floor.")
+    ap.add_argument("--project", type=Path, help="a cd4ml project with a champion (default: make a fresh one)")
+    ap.add_argument("--seconds", type=float, default=10.0, help="seconds per wrk point (default 10)")
+    ap.add_argument("--warmup", type=float, default=2.0,
+                    help="seconds of unrecorded load before the points (wrk rounds every duration up to whole s)")
+    ap.add_argument("--no-workers2", dest="workers2", action="store_false",
+                    help="skip the 2-worker runs of cd4ml serve and mlflow")
+    ap.add_argument("--only", help="comma-separated server names to run (cd4ml,cd4ml-nolog,mlflow,floor,...)")
+    ap.add_argument("--budget", type=float, default=420.0,
+                    help="seconds for the servers (project set-up not counted); optional (2-worker) servers "
+                         "are skipped once they would exceed it")
+    ap.add_argument("--profile", type=float, default=0.0, metavar="SECONDS",
+                    help="also profile cd4ml serve with py-spy for SECONDS under c16 load (not timed)")
+    ap.add_argument("--out", type=Path, default=RESULTS, help="results folder (default benchmarks/results)")
+    ap.add_argument("--keep", action="store_true", help="keep the scratch folder (server logs, Lua scripts)")
+    ap.add_argument("--report-only", action="store_true",
+                    help="only rewrite serving.md from the serving.json in --out (no servers run)")
+    args = ap.parse_args()
+    if args.report_only:
+        doc = json.loads((args.out / "serving.json").read_text(encoding="utf-8"))
+        (args.out / "serving.md").write_text(markdown(doc), encoding="utf-8")
+        log(f"wrote {args.out / 'serving.md'}")
+        return
+
+    t_start = time.perf_counter()
+    wrk = shutil.which("wrk") or "/usr/bin/wrk"
+    if not Path(wrk).exists():
+        raise SystemExit("wrk not found: apt-get install -y wrk")
+    PROFILE.update(enabled=args.profile > 0, seconds=args.profile, out=args.out)
+    load_before, uptime_before = loadavg(), subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    scratch = Path(tempfile.mkdtemp(prefix="cd4ml-bench-"))
+    log(f"scratch {scratch}; load average {load_before}")
+    try:
+        setup_s = None
+        if args.project:
+            project = args.project.resolve()
+        else:
+            log("making a fresh groceries project (init, ingest, run)...")
+            t0 = time.perf_counter()
+            project = make_project(scratch)
+            setup_s = round(time.perf_counter() - t0, 1)
+            log(f"project ready in {setup_s:.0f} s")
+        t_bench = time.perf_counter()  # the budget counts from here: project set-up time is not ours to bound
+        from cd4ml import tracking
+        from cd4ml.config import load_project
+        from cd4ml.release.registry import Registry
+
+        proj = load_project(project)
+        model = proj.config.registry.model_name
+        uri = tracking.tracking_uri(proj)
+        champion = Registry(tracking.connect(proj), model).champion()
+        if champion is None:
+            raise SystemExit(f"{project}: model {model} has no champion (run `cd4ml run`)")
+        log(f"project {project}: {model}@champion = version {champion.version}; tracking {uri}")
+
+        only = set(args.only.split(",")) if args.only else None
+        results: dict[str, Any] = {}
+        reference: dict[str, list[float]] | None = None
+        per_server = 3 * args.seconds + args.warmup + 20
+        for server in servers(project, model, uri, args.workers2):
+            if only and server.name not in only:
+                continue
+            if server.optional and time.perf_counter() - t_bench + per_server > args.budget:
+                log(f"{server.name}: skipped (time budget of {args.budget:.0f} s)")
+                results[server.name] = {"label": server.label, "workers": server.workers,
+                                        "skipped": f"time budget of {args.budget:.0f} s"}
+                continue
+            r = bench_server(server, scratch, wrk, args.seconds, args.warmup,
+                             reference if server.name != "cd4ml" else None)
+            if server.name == "cd4ml" and "preds" in r:
+                reference = r["preds"]
+            r.pop("preds", None)
+            results[server.name] = r
+
+        ratios, targets = summarize(results)
+        load_after = loadavg()
+        doc = {
+            "benchmark": "serving",
+            "finished": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "wall_s": round(time.perf_counter() - t_start, 1),
+            "project_setup_s": setup_s,
+            "bench_s": round(time.perf_counter() - t_bench, 1),
+            **ratios,
+            "ratios": ratios,
+            "targets": targets,
+            "machine": {
+                "cpu_count": os.cpu_count(), "cpu_model": cpu_model(), "platform": platform.platform(),
+                "python": platform.python_version(),
+                "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+                "load_before": load_before, "load_after": load_after,
+                "uptime_before": uptime_before,
+                "uptime_after": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
+                "versions": {p: version(p) for p in ("cd4ml", "mlflow", "lightgbm", "fastapi", "starlette",
+                                                     "uvicorn", "pydantic", "orjson", "numpy", "pandas",
+                                                     "uvloop", "httptools")} | {"wrk": wrk_version(wrk)},
+            },
+            "source": source_info(),
+            "settings": {"seconds": args.seconds, "warmup": args.warmup, "record": RECORD, "batch_size": BATCH,
+                         "project": str(project) if args.project else "(fresh temp project)", "model": model,
+                         "model_version": str(champion.version), "tracking_uri": uri,
+                         "points": {n: {"body": k, "wrk_threads": t, "connections": c} for n, k, t, c in POINTS}},
+            "servers": results,
+        }
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "serving.json").write_text(json.dumps(doc, indent=2, default=str) + "\n", encoding="utf-8")
+        (args.out / "serving.md").write_text(markdown(doc), encoding="utf-8")
+        print()
+        print(markdown(doc))
+        log(f"wrote {args.out / 'serving.json'} and serving.md in {doc['wall_s']:.0f} s")
+    finally:
+        if args.keep:
+            log(f"kept {scratch}")
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def source_info() -> dict[str, Any]:
+    """The cd4ml checkout measured (read-only git queries): commit and uncommitted files under src/."""
+    root = HERE.parent
+
+    def git(*a: str) -> str:
+        r = subprocess.run(["git", "-C", str(root), *a], capture_output=True, text=True)
+        return r.stdout.strip() if r.returncode == 0 else ""
+
+    changed = [ln[3:] for ln in git("status", "--porcelain", "--", "src").splitlines()]
+    return {"git_commit": git("rev-parse", "HEAD") or None, "uncommitted_src_files": changed}
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
+if __name__ == "__main__":
+    main()
