@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipeline import cd4ml_cmd, child_env  # noqa: E402 - benchmarks/ is the script folder on sys.path
+
 HERE = Path(__file__).resolve()
 REPO = HERE.parent.parent
 HEAVY = ("mlflow", "pandas", "lightgbm", "sklearn", "deltalake", "pandera", "matplotlib", "fastapi", "uvicorn",
@@ -37,19 +39,8 @@ HELP_MAX_S = 0.5
 SMALL_WORLD = {"n_stores": 3, "n_items": 40, "seed": 7, "start": "2024-01-01", "end": "2024-03-31"}
 
 
-def cd4ml_cmd() -> list[str]:
-    exe = Path(sys.executable).with_name("cd4ml")
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "cd4ml.cli"]
-
-
-def env() -> dict[str, str]:
-    base = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    return {**base, "COLUMNS": "120", "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@localhost",
-            "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@localhost"}
-
-
 def run(cmd: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=cwd, env=child_env(), capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -79,7 +70,7 @@ def small_project(root: Path) -> Path:
 
 def import_profile() -> dict[str, Any]:
     """`python -X importtime -m cd4ml.cli --help`: heavy libraries imported, slowest top-level imports."""
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "cd4ml.cli", "--help"], env=env(),
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "cd4ml.cli", "--help"], env=child_env(),
                           capture_output=True, text=True)
     cumulative: dict[str, int] = {}
     modules = []
