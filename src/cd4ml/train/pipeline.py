@@ -167,6 +167,10 @@ def run_pipeline(project: Project, *, data_version: int | None = None, on_stage:
     registry = Registry(client, cfg.registry.model_name)
     cache = project.state_dir / "cache" / "releases"
 
+    # The project's tests run even before a rerun can be skipped: they guard code the model may not use.
+    with stage("tests"):
+        run_feature_tests(project)
+
     with tempfile.TemporaryDirectory(prefix="cd4ml-run-") as tmp_name:
         release_dir = Path(tmp_name) / "release"
         table = TrainingTable.for_project(project)
@@ -177,9 +181,6 @@ def run_pipeline(project: Project, *, data_version: int | None = None, on_stage:
             earlier = _earlier_run(client, tracking.experiment_id(project, client), fingerprint)
             if earlier is not None:
                 return earlier
-
-        with stage("tests"):
-            run_feature_tests(project)
 
         with stage("load"):
             frame, pinned = table.read(pinned)
