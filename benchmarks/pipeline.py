@@ -423,14 +423,19 @@ def _mark(met: bool | None) -> str:
     return {True: "met", False: "**missed**", None: "n/a"}[met]
 
 
+def machine_line(m: dict[str, Any]) -> str:
+    """When, Python, CPUs and load: the first line of every benchmark report."""
+    return (f"{m['when']}, Python {m['python']}, {m['cpus']} CPUs, load average at start {m['loadavg_start']} "
+            f"and end {m['loadavg_1_5_15']} (1/5/15 min)")
+
+
 def markdown(doc: dict[str, Any]) -> str:
     m = doc["machine"]
     res = doc["results"]
     lines = [
         "# Pipeline benchmark",
         "",
-        f"{m['when']}, Python {m['python']}, {m['cpus']} CPUs, load average at start {m['loadavg_start']} "
-        f"and end {m['loadavg_1_5_15']} (1/5/15 min), LightGBM {m['lightgbm']}, pandas {m['pandas']}.",
+        f"{machine_line(m)}, LightGBM {m['lightgbm']}, pandas {m['pandas']}.",
         "Each command is its own child process; peak = its largest process's max RSS. Bare fit = only "
         "`LGBMRegressor(**same params).fit(X, y)` on the pipeline's own feature matrix. Import baseline = "
         f"peak RSS of a process that only imports what the command imports: {doc['import_baseline_peak_mb']} MB.",

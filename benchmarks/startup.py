@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline import cd4ml_cmd, child_env  # noqa: E402 - benchmarks/ is the script folder on sys.path
+from pipeline import cd4ml_cmd, child_env, machine_line  # noqa: E402 - benchmarks/ is the script folder on sys.path
 
 HERE = Path(__file__).resolve()
 REPO = HERE.parent.parent
@@ -100,8 +100,7 @@ def markdown(doc: dict[str, Any]) -> str:
     lines = [
         "# Start-up benchmark",
         "",
-        f"{m['when']}, Python {m['python']}, {m['cpus']} CPUs, load average at start {m['loadavg_start']} and "
-        f"end {m['loadavg_1_5_15']} (1/5/15 min). Median of {doc['repeats']} child processes after a warm-up.",
+        f"{machine_line(m)}. Median of {doc['repeats']} child processes after a warm-up.",
         "",
         "| command | median (s) | min | max |",
         "|---|---:|---:|---:|",
