@@ -20,7 +20,8 @@ def test_example_parses_into_typed_config(project_dir: Path) -> None:
     project = load_project(project_dir)
     cfg = project.config
     assert cfg.target == "unit_sales" and cfg.time_column == "date"
-    assert cfg.schema_.columns["store_nbr"].categories == list(range(1, 11))
+    assert cfg.schema_.columns["store_type"].categories == ["A", "B", "C", "D", "E"]
+    assert cfg.schema_.columns["store_nbr"].categories is None  # stores open: the monitor flags new ones
     assert cfg.metrics.weight.values == {"1": 1.25}
     # Lookup attributes are filled from their key, so requests carry only these:
     assert cfg.input_columns == ["date", "store_nbr", "item_nbr", "onpromotion"]

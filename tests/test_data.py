@@ -37,8 +37,8 @@ def _corrupt(kind: str, good: pd.DataFrame) -> pd.DataFrame | str:
     if kind == "negative sales":
         bad.loc[[1, 5], "unit_sales"] = -4.0
         return bad
-    if kind == "unknown store":
-        bad.loc[2, "store_nbr"] = 99
+    if kind == "unknown store type":
+        bad.loc[2, "store_type"] = "Z"
         return bad
     if kind == "duplicate keys":
         return pd.concat([bad, bad.iloc[[0]]], ignore_index=True)
@@ -53,7 +53,7 @@ def _corrupt(kind: str, good: pd.DataFrame) -> pd.DataFrame | str:
         ("missing column", "onpromotion", "column is missing"),
         ("wrong type", "unit_sales", "coerce_dtype"),
         ("negative sales", "unit_sales", "greater_than_or_equal_to(0"),
-        ("unknown store", "store_nbr", "isin"),
+        ("unknown store type", "store_type", "isin"),
         ("duplicate keys", None, "unique"),
         ("empty file", None, "empty"),
     ],
@@ -76,7 +76,7 @@ def test_corrupt_input_is_rejected_and_table_unchanged(shop: Path, kind: str, ex
     if kind != "empty file":
         report = json.loads(sorted((shop / ".cd4ml" / "reports").glob("validation-*.json"))[-1].read_text())
         assert not report["ok"] and report["failures"]
-        if kind in ("negative sales", "unknown store"):
+        if kind in ("negative sales", "unknown store type"):
             # Example rows point at the offending rows of the file.
             rows = {e["row"] for f in report["failures"] for e in f["examples"]}
             assert rows & {1, 2, 5}

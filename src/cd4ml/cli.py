@@ -1,7 +1,8 @@
 """The `cd4ml` command line (Typer + Rich).
 
 Exit codes, for CI: 0 ok; 1 anything else; 2 usage or config error;
-3 model rejected by the acceptance gate; 4 data rejected by validation.
+3 model rejected by the acceptance gate; 4 data rejected by validation;
+5 retraining is due (`cd4ml monitor --check`).
 Heavy libraries (MLflow, pandas, LightGBM) are imported inside commands, so
 `cd4ml --help` stays fast.
 """
@@ -109,12 +110,12 @@ def data_versions(project_dir: Path = ProjectDir, as_json: bool = typer.Option(F
         _print_json([v.__dict__ for v in versions])
         return
     table = Table(title="Training table versions")
-    for col in ("version", "written (UTC)", "operation", "rows", "from", "to", "source"):
+    for col in ("version", "written (UTC)", "operation", "rows", "from", "to", "origin", "source"):
         table.add_column(col)
     for v in versions:
         table.add_row(str(v.version), f"{v.timestamp:%Y-%m-%d %H:%M:%S}", v.operation,
                       f"{v.rows:,}" if v.rows is not None else "?", v.time_min or "", v.time_max or "",
-                      v.source or "")
+                      v.origin or "", v.source or "")
     console.print(table)
 
 
@@ -287,15 +288,110 @@ def serve(
                   f"(model {project.config.registry.model_name}@champion, {workers} worker(s))")
     options = {"host": host, "port": port, "log_level": "warning", "access_log": False}
     if workers == 1:
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)  # one process: metrics stay in its memory
         from cd4ml.serve.app import create_app
 
         uvicorn.run(create_app(project, log_predictions=not no_log, poll_seconds=poll), **options)
         return
+    import shutil
+    import tempfile
+
     os.environ["CD4ML_PROJECT_DIR"] = str(project.root)
     os.environ["CD4ML_LOG_PREDICTIONS"] = "0" if no_log else "1"
     if poll is not None:
         os.environ["CD4ML_POLL_SECONDS"] = str(poll)
-    uvicorn.run("cd4ml.serve.app:app_from_env", factory=True, workers=workers, **options)
+    # Workers share Prometheus samples through files here; set before any worker imports
+    # prometheus_client, fresh so no earlier run's counts are summed in.
+    metrics_dir = tempfile.mkdtemp(prefix="cd4ml-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    try:
+        uvicorn.run("cd4ml.serve.app:app_from_env", factory=True, workers=workers, **options)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+@data_app.command("refresh")
+def data_refresh(project_dir: Path = ProjectDir) -> None:
+    """Append production rows that have actuals to the training table (a new version, origin production)."""
+    from cd4ml.data.refresh import refresh
+
+    project = _load(project_dir)
+    with console.status("Joining stored predictions with their actuals..."):
+        try:
+            result = refresh(project)
+        except DataRejected as exc:
+            if exc.report is not None:
+                _print_validation(exc.report, project)
+            raise
+    if result.incomplete:
+        console.print(f"[yellow]Left out[/] {result.incomplete:,} row(s) whose actuals lack required column(s): "
+                      f"{', '.join(result.missing_columns)}")
+    if result.ingest is None:
+        console.print(f"Nothing new: {result.candidates:,} production row(s) with actuals, "
+                      f"{result.already_in_table:,} already in the table; no version written.")
+        return
+    console.print(f"[green]Appended[/] {result.new_rows:,} production rows with actuals "
+                  f"({result.already_in_table:,} already in the table) -> table version "
+                  f"[bold]{result.ingest.version}[/]. Next: cd4ml run")
+
+
+@app.command()
+def feedback(
+    file: Path = typer.Argument(..., help="Actuals: a CSV, Parquet or JSON-lines file."),
+    project_dir: Path = ProjectDir,
+) -> None:
+    """Store actuals (by request_id [+ record], or by the key columns) for served predictions."""
+    from cd4ml.monitor.feedback import read_actuals
+    from cd4ml.monitor.store import PredictionStore
+
+    project = _load(project_dir)
+    events = read_actuals(project.config, file)
+    added = PredictionStore(project).append_actuals(events)
+    console.print(f"[green]Stored[/] {added:,} actuals from {file}. Next: cd4ml monitor")
+
+
+@app.command()
+def monitor(
+    project_dir: Path = ProjectDir,
+    check: bool = typer.Option(False, "--check", help="Exit 5 when the retraining policy says retrain."),
+    html: Optional[Path] = typer.Option(None, "--html", help="Also write the HTML report here "
+                                                             "(default: <monitoring.store>/report.html)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Report on production: traffic, live vs offline accuracy, drift, and whether retraining is due."""
+    from cd4ml.errors import RetrainDue
+    from cd4ml.monitor.report import build_report, print_report, write_report
+
+    project = _load(project_dir)
+    with console.status("Compacting the prediction log and computing the report..."):
+        report = build_report(project)
+        path, page = write_report(project, report, html)
+    if as_json:
+        _print_json(report)
+    else:
+        print_report(report, console)
+        console.print(f"Report: {path} and {page}")
+    if check and report["retrain_due"]:
+        due = [c["name"] for c in report["checks"] if c["enabled"] and c["due"]]
+        raise RetrainDue(f"retraining is due ({', '.join(due)}): run `cd4ml data refresh` then `cd4ml run`")
+
+
+@app.command()
+def ui(
+    project_dir: Path = ProjectDir,
+    host: str = typer.Option("127.0.0.1", help="Interface to bind (loopback by default)."),
+    port: int = typer.Option(8050, help="TCP port."),
+) -> None:
+    """The monitoring dashboard: releases, traffic, predictions, drift, live accuracy."""
+    import uvicorn
+
+    from cd4ml.monitor.report import build_report
+    from cd4ml.monitor.ui import create_ui_app
+
+    project = _load(project_dir)
+    console.print(f"cd4ml ui: {project.config.project} on http://{host}:{port}")
+    uvicorn.run(create_ui_app(lambda: build_report(project), title=f"cd4ml: {project.config.project}"),
+                host=host, port=port, log_level="warning", access_log=False)
 
 
 @app.command()

@@ -188,6 +188,46 @@ class ServingConfig(_Strict):
     log_max_bytes: int = Field(64 * 2**20, gt=0)
 
 
+class DriftConfig(_Strict):
+    """When a window of production data counts as drifted from the release's reference profile."""
+
+    features: list[str] | None = Field(
+        None, description="columns to watch; default: request inputs (not the time column) + lookup attributes")
+    psi_alarm: float = Field(0.25, gt=0, description="population stability index at or above which a column drifted")
+    ks_alarm: float = Field(0.1, gt=0, le=1, description="KS statistic at or above which a numeric column drifted")
+    bias_alarm: float = Field(0.25, gt=0, description="segment residual bias, in units of the reference residual "
+                                                      "standard deviation, at or above which a segment drifted")
+    min_rows: int = Field(200, ge=1, description="rows a window (or segment) needs before it is judged")
+
+
+class AccuracyConfig(_Strict):
+    margin: float = Field(0.10, ge=0, description="relative: live primary metric worse than offline by more "
+                                                  "than this means retraining is due")
+    min_rows: int = Field(1000, ge=1, description="joined rows needed before live accuracy is judged")
+
+
+class RetrainConfig(_Strict):
+    on_drift: bool = True
+    on_accuracy: bool = True
+    max_age_days: float | None = Field(30.0, gt=0, description="a champion older than this is due for retraining")
+    max_fallback_share: float | None = Field(
+        0.02, ge=0, le=1, description="share of the champion's latest-window predictions made for inputs it never "
+                                      "saw (a new store, a new item) above which it is due for retraining")
+
+
+class MonitoringConfig(_Strict):
+    """Prediction store, actuals, drift and the retraining policy of `cd4ml monitor --check`."""
+
+    store: str = ".cd4ml/monitor"
+    window_days: int = Field(7, gt=0, description="drift and accuracy windows, in days of the time column")
+    windows: int = Field(4, gt=0, description="how many recent windows a report covers")
+    late_after_days: float = Field(7.0, gt=0, description="actuals received later than this after the "
+                                                          "prediction are counted as late (still used)")
+    drift: DriftConfig = DriftConfig()
+    accuracy: AccuracyConfig = AccuracyConfig()
+    retrain: RetrainConfig = RetrainConfig()
+
+
 class TrackingConfig(_Strict):
     uri: str | None = None
     experiment: str | None = None
@@ -213,6 +253,7 @@ class ProjectConfig(_Strict):
     registry: RegistryConfig
     tracking: TrackingConfig = TrackingConfig()
     serving: ServingConfig = ServingConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
 
     @model_validator(mode="after")
     def _columns_exist(self) -> "ProjectConfig":
@@ -253,6 +294,10 @@ class ProjectConfig(_Strict):
                                  "features.categorical or features.target_encodings instead")
         if self.metrics.weight and self.metrics.weight.column not in cols:
             raise ValueError(f"metrics.weight.column {self.metrics.weight.column!r} is not a column")
+        for name in self.monitoring.drift.features or []:
+            if name not in cols or name in self.label_columns or name == self.time_column:
+                raise ValueError(f"monitoring.drift.features names {name!r}: it must be a column under "
+                                 "schema.columns, and neither a label nor the time column")
         computed = {self.metrics.primary, *self.metrics.report}
         for name in self.acceptance.thresholds:
             if name not in computed:
@@ -264,6 +309,13 @@ class ProjectConfig(_Strict):
     def label_columns(self) -> list[str]:
         """Columns known only after the fact: never model inputs."""
         return [c for c in (self.target, self.oracle_column) if c is not None]
+
+    @property
+    def monitored_columns(self) -> list[str]:
+        """Columns whose production distribution is compared with training (drift)."""
+        if self.monitoring.drift.features is not None:
+            return list(self.monitoring.drift.features)
+        return [c for c in self.schema_.columns if c not in self.label_columns and c != self.time_column]
 
     @property
     def input_columns(self) -> list[str]:
@@ -292,6 +344,11 @@ class Project:
     @property
     def table_path(self) -> Path:
         return self.resolve(self.config.data.table)
+
+    @property
+    def monitor_dir(self) -> Path:
+        """Where the prediction store, the actuals and the monitoring reports live."""
+        return self.resolve(self.config.monitoring.store)
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Errors that end a cd4ml command, each with the exit code CI scripts rely on.
 
 Exit codes: 0 ok, 1 anything else, 2 usage or config error, 3 model rejected
-by the acceptance gate, 4 data rejected by validation.
+by the acceptance gate, 4 data rejected by validation, 5 retraining is due
+(`cd4ml monitor --check`).
 """
 
 from __future__ import annotations
@@ -58,3 +59,9 @@ class ReleaseError(Cd4mlError):
     """A registry operation (promote, rollback, load) cannot be carried out."""
 
     exit_code = 1
+
+
+class RetrainDue(Cd4mlError):
+    """`cd4ml monitor --check`: the retraining policy says the champion should be replaced."""
+
+    exit_code = 5

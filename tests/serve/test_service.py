@@ -189,7 +189,7 @@ GOOD = {"date": "2024-08-20", "store_nbr": 2, "item_nbr": 100005, "onpromotion":
     ("wrong date", {**GOOD, "date": "20th of August"}, 422, "date", "valid date"),
     ("missing field", {k: v for k, v in GOOD.items() if k != "item_nbr"}, 422, "item_nbr", "Field required"),
     ("out of range", {**GOOD, "item_nbr": 999}, 422, "item_nbr", "greater than or equal to 100001"),
-    ("not an allowed category", {**GOOD, "store_nbr": 11}, 422, "store_nbr", "not an allowed value"),
+    ("not an allowed category", {**GOOD, "onpromotion": 2}, 422, "onpromotion", "not an allowed value"),
     ("unknown field", {**GOOD, "colour": "red"}, 422, "colour", "unknown field"),
     ("null in required field", {**GOOD, "onpromotion": None}, 422, "onpromotion", "valid integer"),
     ("not JSON", b"{\"date\": ", 422, None, "not valid JSON"),

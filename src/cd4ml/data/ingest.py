@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import pandas as pd
+
 from cd4ml.config import Project
 from cd4ml.data.sources import read_source
 from cd4ml.data.table import TrainingTable
@@ -28,6 +30,15 @@ def ingest(project: Project, *, path: str | None = None,
     the table is then left exactly as it was.
     """
     frame, source = read_source(project, path)
+    return store_frame(project, frame, source=source, mode=mode)
+
+
+def store_frame(project: Project, frame: pd.DataFrame, *, source: str, mode: Literal["overwrite", "append"],
+                origin: str = "ingest") -> IngestResult:
+    """Validate rows already read and write them as a new table version (the rules of `ingest`).
+
+    `origin` says how the rows came to be (`ingest`, or `production` for `cd4ml data refresh`).
+    """
     table = TrainingTable.for_project(project)
     existing = table.row_count() if mode == "append" and table.exists() else 0
     clean, report = validate(frame, project.config, existing_rows=existing)
@@ -42,5 +53,5 @@ def ingest(project: Project, *, path: str | None = None,
             raise DataRejected(f"{source}: the columns differ from the table's ({listed}); --append adds rows to "
                                "the table as it is: ingest without --append to store a version with the current "
                                "schema; nothing was written", report)
-    version = table.write(clean, mode=mode, source=source)
+    version = table.write(clean, mode=mode, source=source, origin=origin)
     return IngestResult(version, len(clean), source, report)

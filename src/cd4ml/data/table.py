@@ -1,6 +1,7 @@
 """The project's training table: a Delta Lake table, one version per accepted load.
 
-Each commit carries cd4ml metadata (rows, time range, source) so that
+Each commit carries cd4ml metadata (rows, time range, source, origin: `ingest` or
+`production` for rows fed back by `cd4ml data refresh`) so that
 `cd4ml data versions` lists versions without reading their data, and training
 can pin and re-read any version exactly.
 """
@@ -34,6 +35,7 @@ class TableVersion:
     time_min: str | None
     time_max: str | None
     source: str | None
+    origin: str | None
 
 
 def _kind(t: pa.DataType) -> str:
@@ -111,7 +113,8 @@ class TrainingTable:
                 out[c] = f"is {have[c]} in the table, {kind} in this load"
         return out
 
-    def write(self, frame: pd.DataFrame, *, mode: Literal["overwrite", "append"], source: str) -> int:
+    def write(self, frame: pd.DataFrame, *, mode: Literal["overwrite", "append"], source: str,
+              origin: str = "ingest") -> int:
         """Store validated rows as a new version; returns the version number.
 
         Appending rows whose keys already exist is refused (nothing is written).
@@ -130,6 +133,7 @@ class TrainingTable:
             f"{_META}time_min": min(times) if times else "",
             f"{_META}time_max": max(times) if times else "",
             f"{_META}source": source,
+            f"{_META}origin": origin,
         }
         data = pa.Table.from_pandas(frame, preserve_index=False)
         write_deltalake(str(self.path), data, mode=mode,
@@ -137,10 +141,14 @@ class TrainingTable:
                         commit_properties=CommitProperties(custom_metadata=meta))
         return self._open().version()
 
+    def dataset(self) -> "pa.dataset.Dataset":
+        """The latest version as a pyarrow dataset (for DuckDB queries that need not load it all)."""
+        return self._open().to_pyarrow_dataset()
+
     def _refuse_duplicate_keys(self, frame: pd.DataFrame) -> None:
         import duckdb
 
-        existing = self._open().to_pyarrow_dataset()  # noqa: F841 - read by DuckDB by name
+        existing = self.dataset()  # noqa: F841 - read by DuckDB by name
         incoming = frame[self.keys]  # noqa: F841
         on = " AND ".join(f'e."{k}" = i."{k}"' for k in self.keys)
         dupes = duckdb.sql(f"SELECT i.* FROM incoming i JOIN existing e ON {on}").df()
@@ -162,5 +170,6 @@ class TrainingTable:
                 time_min=entry.get(f"{_META}time_min") or None,
                 time_max=entry.get(f"{_META}time_max") or None,
                 source=entry.get(f"{_META}source"),
+                origin=entry.get(f"{_META}origin"),
             ))
         return out

@@ -2,33 +2,18 @@
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import html
-import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-
-def _png(fig: Any) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    return f'<img alt="" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
-
-
-def _figure(width: float, height: float) -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), dpi=100)
+from cd4ml.evaluate.plots import figure, png_tag
 
 
 def _metrics_plot(releases: list[dict[str, Any]]) -> str:
-    fig = _figure(7, 3.2)
+    fig = figure(7, 3.2)
     ax = fig.add_subplot()
     labels = [f"v{r['version']}" for r in releases]
     values = [r["metrics"]["nwrmsle"] for r in releases]
@@ -40,11 +25,11 @@ def _metrics_plot(releases: list[dict[str, Any]]) -> str:
     ax.set_title("Metrics per release (red: rejected by the gate)")
     ax.legend(loc="upper left")
     fig.tight_layout()
-    return _png(fig)
+    return png_tag(fig)
 
 
-def _production_plots(days: list[dict[str, Any]]) -> str:
-    fig = _figure(10, 3.6)
+def _production_plots(days: list[dict[str, Any]], weeks: list[dict[str, Any]]) -> str:
+    fig = figure(10, 3.6)
     ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     actual = np.concatenate([d["sample"]["actual"] for d in days])
     forecast = np.concatenate([d["sample"]["forecast"] for d in days])
@@ -54,11 +39,31 @@ def _production_plots(days: list[dict[str, Any]]) -> str:
     ax1.set_xlabel("actual units, log1p")
     ax1.set_ylabel("forecast, log1p")
     ax1.set_title("Production: forecast vs actual")
-    ax2.plot([d["date"][5:] for d in days], [d["nwrmsle"] for d in days], marker="o", color="#2a7ab9")
+    palette = ["#2a7ab9", "#e67e22", "#27ae60", "#8e44ad", "#c0392b"]
+    versions = list(dict.fromkeys(v for d in days for v in d["versions"]))
+    for i, version in enumerate(versions):
+        mine = [(j, d["nwrmsle"]) for j, d in enumerate(days) if d["versions"] == [version]]
+        ax2.plot(*zip(*mine), marker="o", ms=3, ls="", color=palette[i % len(palette)], label=f"v{version}")
+    for w in weeks[1:]:
+        ax2.axvline(7 * (w["week"] - 1) - 0.5, color="#bbb", lw=0.8)
+    ax2.set_xticks(range(0, len(days), 7), [days[j]["date"][5:] for j in range(0, len(days), 7)])
     ax2.set_ylabel("live nwrmsle")
-    ax2.set_title("Live accuracy per day (actuals a day later)")
+    ax2.set_title("Live accuracy per day, by serving version")
+    ax2.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
-    return _png(fig)
+    return png_tag(fig)
+
+
+def _monitor_rows(weeks: list[dict[str, Any]]) -> list[list[Any]]:
+    rows = []
+    for w in weeks:
+        latest = w["drift"]["windows"][-1] if w["drift"]["windows"] else None
+        champion = next((r for r in w["releases"] if r["champion"]), None)
+        acc = next((c["detail"] for c in w["checks"] if c["name"] == "accuracy"), "")
+        drifted = ", ".join(latest["drifted"]) if latest and latest["alarm"] else "none"
+        rows.append([w["week"], f"v{champion['version']}" if champion else "", drifted, acc,
+                     "retrain (exit 5)" if w["retrain_due"] else "ok (exit 0)"])
+    return rows
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
@@ -67,15 +72,15 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def write_report(path: Path, releases: list[dict[str, Any]], days: list[dict[str, Any]], tally: Any,
-                 logged: int, seconds: float) -> Path:
+def write_report(path: Path, releases: list[dict[str, Any]], days: list[dict[str, Any]], weeks: list[dict[str, Any]],
+                 tally: Any, logged: int, seconds: float) -> Path:
     """Write the report to `path` (folders created); returns the absolute path."""
     release_rows = [[r["step"].split(":")[0], r["version"], f"{r['metrics']['nwrmsle']:.4f}",
                      f"{r['metrics']['rmse']:.3f}", f"{r['baseline']['nwrmsle']:.4f}",
                      "passed" if r["gate"]["passed"] else "rejected: " + ", ".join(
                          c["name"] for c in r["gate"]["checks"] if not c["passed"]),
                      "yes" if r["promoted"] else ""] for r in releases]
-    day_rows = [[d["date"], d["forecasts"], ", ".join(d["versions"]), f"{d['nwrmsle']:.4f}",
+    day_rows = [[d["date"], d["forecasts"], d["fallback"], ", ".join(d["versions"]), f"{d['nwrmsle']:.4f}",
                  f"{d['forecast_total']:.0f}", f"{d['actual_total']:.0f}"] for d in days]
     doc = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <title>cd4ml demo report</title><style>
@@ -91,9 +96,15 @@ padding:.3em .7em;text-align:left}} th{{background:#eef3f7}} img{{max-width:100%
 <h2>Releases and gate verdicts</h2>
 {_table(["scenario", "version", "nwrmsle", "rmse", "baseline nwrmsle", "gate", "became champion"], release_rows)}
 {_metrics_plot(releases)}
-<h2>In the wild</h2>
-{_table(["day", "forecasts", "served by", "live nwrmsle", "forecast units", "actual units"], day_rows)}
-{_production_plots(days) if days else ""}
+<h2>In the wild: monitoring and the feedback loop</h2>
+<p>Every week: forecasts over HTTP, actuals back (POST /feedback, or <code>cd4ml feedback FILE</code>),
+<code>cd4ml monitor --check</code>; when it says retrain: <code>cd4ml data refresh</code> + <code>cd4ml run</code>,
+and the gate decides.</p>
+{_table(["week", "champion", "drifted (latest window)", "live vs offline accuracy", "monitor --check"],
+        _monitor_rows(weeks))}
+{_production_plots(days, weeks) if days else ""}
+{_table(["day", "forecasts", "unknown store/item", "served by", "live nwrmsle", "forecast units", "actual units"],
+        day_rows)}
 </body></html>"""
     path = Path(path).resolve()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -35,7 +35,10 @@ FIRST_MODEL = {
     "features.target_encodings": [["store_nbr", "item_nbr"]], "features.custom": [], "features.holidays": None,
     "features.calendar": ["dayofweek"], "model.params.n_estimators": 100,
 }
-PRODUCTION_DAYS = 7
+PRODUCTION_WEEKS = 4
+# Store 11 opens in week 2: inputs the model never saw, and sales it cannot know.
+NEW_STORE = {"store_nbr": 11, "city": "Quito", "state": "Pichincha", "type": "A", "cluster": 3, "size": 1.3}
+NEW_STORE_DAY = 8  # production day on which it opens
 GIT = ["git", "-c", "user.name=cd4ml demo", "-c", "user.email=demo@cd4ml.invalid"]
 
 
@@ -49,6 +52,7 @@ class Story:
     console: Console
     releases: list[dict[str, Any]] = field(default_factory=list)
     production: list[dict[str, Any]] = field(default_factory=list)
+    monitoring: list[dict[str, Any]] = field(default_factory=list)
     step: str = "setup"
 
     @property
@@ -146,7 +150,9 @@ def run_demo(directory: Path | None, keep: bool, report_path: Path, console: Con
         story.check(first["promoted"], "the first model did not become champion")
         service = ServiceProcess(story.project, poll=0.5, log_path=root / "serve.log")
         service.wait_until("/ready", 200)
-        record = {"date": "2025-01-02", "store_nbr": 3, "item_nbr": 100007, "onpromotion": 1}
+        # The clients of scenarios 1-5 ask for the last training day, so their thousands of identical
+        # requests stay out of the production weeks that scenario 6 monitors.
+        record = {"date": "2024-12-31", "store_nbr": 3, "item_nbr": 100007, "onpromotion": 1}
         with httpx.Client(base_url=service.url, timeout=10) as client:
             answer = post(client, record, tally)
         story.check(answer is not None and answer["model_version"] == first["version"], "no prediction over HTTP")
@@ -214,8 +220,8 @@ def run_demo(directory: Path | None, keep: bool, report_path: Path, console: Con
                   f"from 4 clients, 0 failed")
         tally.add(rollback_tally)
 
-        story.chapter(f"6. In the wild: {PRODUCTION_DAYS} production days, actuals a day later")
-        story.production = _production_days(story, service, tally)
+        story.chapter(f"6. In the wild: {PRODUCTION_WEEKS} weeks of forecasts, actuals, monitoring, retraining")
+        story.production, story.monitoring = _in_the_wild(story, service, tally)
     finally:
         if service is not None:
             service.stop()
@@ -224,7 +230,7 @@ def run_demo(directory: Path | None, keep: bool, report_path: Path, console: Con
     story.check(logged == tally.records, f"the prediction log holds {logged} events for "
                                          f"{tally.records} predictions served")
     _summary(story, tally, logged, elapsed)
-    report = write_report(report_path, story.releases, story.production, tally, logged, elapsed)
+    report = write_report(report_path, story.releases, story.production, story.monitoring, tally, logged, elapsed)
     if not keep and directory is None:
         shutil.rmtree(root, ignore_errors=True)
     return report
@@ -238,41 +244,147 @@ def _template_features() -> dict[str, Any]:
     return {f"features.{k}": v for k, v in template.items()}
 
 
-def _production_days(story: Story, service: ServiceProcess, tally: Any) -> list[dict[str, Any]]:
-    """Each day: forecasts for every store x item over HTTP; the next day, actuals arrive."""
+def _in_the_wild(story: Story, service: ServiceProcess, tally: Any) -> tuple[list[dict[str, Any]], list[dict]]:
+    """Weekly: forecast every day over HTTP, receive actuals, monitor; retrain when the policy says so."""
     from cd4ml.config import load_project
-    from cd4ml.evaluate.metrics import METRICS
-    from cd4ml.examples.groceries import GroceryWorld
-    from cd4ml.demo.traffic import post
+    from cd4ml.examples.groceries import GroceryWorld, RegimeChange
 
     cfg = load_project(story.project).config
     options = dict(cfg.source.options)
     end = np.datetime64(str(options.pop("end")), "D")
     options.pop("start")
-    world = GroceryWorld(**options)
-    days = []
+    opens = str(end + NEW_STORE_DAY)
+    world = GroceryWorld(**options, regime_changes=[RegimeChange("new_store", opens, NEW_STORE)])
+    story.commit("split: gate on the latest week: the team retrains weekly on production data",
+                 **{"split.holdout_days": 7})
+    story.say(f"store {NEW_STORE['store_nbr']} ({NEW_STORE['city']}) opens on {opens}, in week 2")
+    days: list[dict[str, Any]] = []
+    reports: list[dict[str, Any]] = []
+    champions = []
+    for week in range(PRODUCTION_WEEKS):
+        first = end + 1 + 7 * week
+        via_file = week % 2 == 1  # actuals arrive over HTTP one week, as a file the next: both paths
+        week_days, actuals = _forecast_week(story, service, world, str(first), str(first + 6), tally, via_file)
+        days.extend(week_days)
+        if via_file:
+            path = story.root / f"actuals-week{week + 1}.csv"
+            import pandas as pd
+
+            pd.DataFrame(actuals).to_csv(path, index=False)
+            story.cd4ml("feedback", str(path))
+            story.say(f"actuals of week {week + 1}: {len(actuals):,} rows from the stores' sales file "
+                      f"(cd4ml feedback {path.name})")
+        report = _monitor(story)
+        report["week"] = week + 1
+        reports.append(report)
+        _check_live_accuracy(story, report, week_days)
+        if week == 0:
+            story.check(not report["retrain_due"], "monitoring raised an alarm on the unchanged world: "
+                        f"{[c['detail'] for c in report['checks'] if c['due']]}")
+        elif week == 1:
+            latest = report["drift"]["windows"][-1]
+            story.check(report["retrain_due"] and "store_nbr" in latest["drifted"],
+                        f"monitoring did not flag the new store: drifted {latest['drifted']}")
+        if report["retrain_due"]:
+            story.check(week < PRODUCTION_WEEKS - 1, "retraining is still due in the last week")
+            refreshed = story.cd4ml("data", "refresh")
+            story.say(refreshed.stdout.strip().splitlines()[-1])
+            result = story.run(expect=(0, 3))
+            vs = next(c for c in result["gate"]["checks"] if c["name"] == "vs_champion")
+            story.say(f"gate on the latest week: challenger {vs['value']:.4f} vs champion "
+                      f"{vs['champion']:.4f} on the same rows")
+            if result["promoted"]:
+                champions.append((week, result, vs))
+                story.say(f"service swapped to version {result['version']} in "
+                          f"{_wait_for_version(service, result['version']):.1f} s")
+    story.check(bool(champions), "no retrained model became champion")
+    week, last, vs = champions[-1]
+    story.check(vs["champion"] is not None and vs["value"] < vs["champion"],
+                f"the retrained version {last['version']} did not beat the stale champion on post-change data")
+    final = reports[-1]
+    story.check(not final["retrain_due"], f"after retraining, monitoring still says retrain: "
+                f"{[c['detail'] for c in final['checks'] if c['due']]}")
+    before = np.mean([d["nwrmsle"] for d in days[7:14]])
+    after = np.mean([d["nwrmsle"] for d in days[-7:]])
+    story.check(after < before, f"live accuracy did not recover: nwrmsle {after:.4f} in the last week, "
+                                f"{before:.4f} in the week the store opened")
+    story.say(f"live nwrmsle: {before:.4f} the week store {NEW_STORE['store_nbr']} opened -> {after:.4f} in the "
+              f"last week, served by version {last['version']}")
+    return days, reports
+
+
+def _forecast_week(story: Story, service: ServiceProcess, world: Any, first: str, last: str, tally: Any,
+                   via_file: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Forecasts for every store x item of each day; the day's actuals follow (over HTTP, or kept for a file)."""
+    from cd4ml.demo.traffic import post
+    from cd4ml.evaluate.metrics import METRICS
+
+    days, kept = [], []
     with httpx.Client(base_url=service.url, timeout=30) as client:
-        for day in world.days(str(end + 1), str(end + PRODUCTION_DAYS)):
-            records = day[["store_nbr", "item_nbr", "onpromotion"]].assign(
-                date=day["date"].dt.strftime("%Y-%m-%d")).to_dict("records")
-            preds, versions = [], set()
+        for day in world.days(first, last):
+            dates = day["date"].dt.strftime("%Y-%m-%d")
+            records = day[["store_nbr", "item_nbr", "onpromotion"]].assign(date=dates).to_dict("records")
+            preds, versions, fallback = [], set(), 0
             for i in range(0, len(records), 100):
                 doc = post(client, records[i: i + 100], tally)
                 if doc is None:
                     raise DemoFailed(f"step '{story.step}': a forecast request failed: {tally.failures[-1:]}")
                 preds.extend(doc["predictions"])
+                fallback += sum(doc["fallback"])
                 versions.add(doc["model_version"])
+            # The stores' sales records, with the store's master data (a new store's city is news to the model).
+            actuals = day[["date", "store_nbr", "item_nbr", "unit_sales", "expected_sales", "city", "state",
+                           "store_type", "cluster"]].assign(date=dates).to_dict("records")
+            if via_file:
+                kept.extend(actuals)
+            else:
+                for i in range(0, len(actuals), 1000):
+                    resp = client.post("/feedback", json=actuals[i: i + 1000])
+                    story.check(resp.status_code == 202, f"POST /feedback answered {resp.status_code}: {resp.text}")
             actual = day["unit_sales"].to_numpy()
             weights = np.where(day["perishable"].to_numpy() == 1, 1.25, 1.0)
             pred = np.asarray(preds)
             live = METRICS["nwrmsle"](actual, pred, weights)
             days.append({"date": str(day["date"].iloc[0].date()), "requests": len(range(0, len(records), 100)),
-                         "forecasts": len(records), "versions": sorted(versions), "nwrmsle": live,
-                         "actual_total": float(actual.sum()), "forecast_total": float(pred.sum()),
+                         "forecasts": len(records), "fallback": fallback, "versions": sorted(versions),
+                         "nwrmsle": live, "actual_total": float(actual.sum()), "forecast_total": float(pred.sum()),
                          "sample": {"actual": actual[:400].tolist(), "forecast": pred[:400].tolist()}})
-            story.say(f"{days[-1]['date']}: {len(records)} forecasts by version(s) {', '.join(sorted(versions))}; "
-                      f"actuals next day: live nwrmsle {live:.4f}")
-    return days
+            story.say(f"{days[-1]['date']}: {len(records)} forecasts by version(s) {', '.join(sorted(versions))}"
+                      + (f", {fallback} for unknown stores/items" if fallback else "")
+                      + f"; live nwrmsle {live:.4f}")
+    return days, kept
+
+
+def _monitor(story: Story) -> dict[str, Any]:
+    """`cd4ml monitor --check`: the report, and what the policy says."""
+    proc = story.cd4ml("monitor", "--check", "--json", expect=(0, 5))
+    report = json.loads(proc.stdout)
+    story.check((proc.returncode == 5) == report["retrain_due"], "monitor --check exit code disagrees with its report")
+    latest = report["drift"]["windows"][-1] if report["drift"]["windows"] else None
+    if latest:
+        named = ", ".join(f"{f['name']} (PSI {f['psi']:.2f}{', new: ' + ', '.join(f['new_values']) if f['new_values'] else ''})"
+                          for f in latest["features"] if f["alarm"])
+        story.say(f"monitor, window {latest['start']}..{latest['end']}: "
+                  + (f"[red]drift[/] in {named or ', '.join(latest['drifted'])}" if latest["alarm"] else "no drift"))
+    for c in report["checks"]:
+        if c["enabled"]:
+            story.say(f"  {c['name']}: {'[red]retrain[/]' if c['due'] else '[green]ok[/]'} - {c['detail']}")
+    story.say("cd4ml monitor --check: " + ("[red]exit 5, retraining is due[/]" if report["retrain_due"]
+                                           else "[green]exit 0[/]"))
+    return report
+
+
+def _check_live_accuracy(story: Story, report: dict[str, Any], days: list[dict[str, Any]]) -> None:
+    """The monitor's live accuracy, from the stored predictions and actuals, equals the clients' own count."""
+    by_day = {}
+    for row in report["accuracy"]:
+        by_day.setdefault(row["day"], []).append(row)
+    for d in days:
+        rows = by_day.get(d["date"], [])
+        story.check(len(rows) == 1 and rows[0]["rows"] == d["forecasts"],
+                    f"{d['date']}: the monitor scored {[r['rows'] for r in rows]} rows, {d['forecasts']} were served")
+        story.check(abs(rows[0]["metrics"]["nwrmsle"] - d["nwrmsle"]) < 1e-9,
+                    f"{d['date']}: monitor nwrmsle {rows[0]['metrics']['nwrmsle']} != clients' {d['nwrmsle']}")
 
 
 def _count_logged(project: Path) -> int:
@@ -290,8 +402,14 @@ def _summary(story: Story, tally: Any, logged: int, elapsed: float) -> None:
                       f"{r['baseline']['nwrmsle']:.4f}", "passed" if r["gate"]["passed"] else "rejected",
                       "yes" if r["promoted"] else "")
     story.console.print(table)
-    live = [d["nwrmsle"] for d in story.production]
+    for report in story.monitoring:
+        week = story.production[7 * (report["week"] - 1): 7 * report["week"]]
+        latest = report["drift"]["windows"][-1] if report["drift"]["windows"] else None
+        story.console.print(
+            f"week {report['week']}: live nwrmsle {np.mean([d['nwrmsle'] for d in week]):.4f} by version(s) "
+            f"{', '.join(sorted({v for d in week for v in d['versions']}))}; drift: "
+            f"{', '.join(latest['drifted']) if latest and latest['alarm'] else 'none'}; monitor --check: "
+            f"{'retrain' if report['retrain_due'] else 'ok'}")
     story.console.print(
         f"requests served: {tally.ok} ({tally.records} predictions), failed: {tally.failed}; "
-        f"predictions logged: {logged}; "
-        f"live nwrmsle over {len(live)} days: {np.mean(live):.4f}; demo time {elapsed:.0f} s")
+        f"predictions logged: {logged}; demo time {elapsed:.0f} s")

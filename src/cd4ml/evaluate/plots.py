@@ -12,7 +12,8 @@ if TYPE_CHECKING:
 _SAMPLE = 20000
 
 
-def _figure(width: float = 6.0, height: float = 5.0) -> "Figure":
+def figure(width: float = 6.0, height: float = 5.0) -> "Figure":
+    """A matplotlib figure drawn off-screen (Agg): no display, no global pyplot state."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -26,7 +27,7 @@ def predicted_vs_actual(y: np.ndarray, p: np.ndarray, seed: int, title: str) -> 
     rng = np.random.default_rng(seed)
     idx = rng.choice(len(y), size=min(_SAMPLE, len(y)), replace=False)
     ly, lp = np.log1p(np.clip(y[idx], 0, None)), np.log1p(np.clip(p[idx], 0, None))
-    fig = _figure()
+    fig = figure()
     ax = fig.add_subplot()
     hb = ax.hexbin(ly, lp, gridsize=50, bins="log", mincnt=1, cmap="viridis")
     top = float(max(ly.max(), lp.max())) if len(idx) else 1.0
@@ -43,7 +44,7 @@ def predicted_vs_actual(y: np.ndarray, p: np.ndarray, seed: int, title: str) -> 
 def error_by_slice(column: str, metric: str, model: dict[str, float], baseline: dict[str, float]) -> "Figure":
     """Horizontal bars of the metric per slice value, model next to the naive baseline."""
     names = sorted(model, key=lambda k: model[k])
-    fig = _figure(7.0, max(3.0, 0.28 * len(names) + 1.2))
+    fig = figure(7.0, max(3.0, 0.28 * len(names) + 1.2))
     ax = fig.add_subplot()
     pos = np.arange(len(names))
     ax.barh(pos - 0.2, [baseline.get(n, np.nan) for n in names], height=0.4, label="naive baseline",
@@ -55,3 +56,13 @@ def error_by_slice(column: str, metric: str, model: dict[str, float], baseline: 
     ax.legend(loc="lower right")
     fig.tight_layout()
     return fig
+
+
+def png_tag(fig: "Figure") -> str:
+    """The figure as an <img> with an inline PNG: HTML reports stay one self-contained file."""
+    import base64
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return f'<img alt="" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'

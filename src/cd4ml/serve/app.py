@@ -26,8 +26,10 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 
 from cd4ml.config import Project, load_project
+from cd4ml.monitor.feedback import FeedbackSchema
+from cd4ml.serve.metrics import CONTENT_TYPE, ServiceMetrics, multiprocess_dir
 from cd4ml.serve.predlog import PredictionLog
-from cd4ml.serve.schema import RequestSchema
+from cd4ml.serve.schema import RequestSchema, describe_errors
 from cd4ml.serve.watcher import ReleaseWatcher
 
 STATIC = Path(__file__).parent / "static"
@@ -37,20 +39,6 @@ log = logging.getLogger("cd4ml.serve")
 def _json(status: int, doc: Any) -> Response:
     return Response(orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status,
                     media_type="application/json")
-
-
-def _errors(exc: ValidationError, single: bool) -> list[dict[str, Any]]:
-    out = []
-    for err in exc.errors(include_url=False):
-        loc = list(err["loc"])
-        record = loc.pop(0) if loc and isinstance(loc[0], int) else None
-        field = ".".join(str(p) for p in loc) or None
-        reason = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            reason = "unknown field"
-        out.append({"record": None if single else record, "field": field, "reason": reason,
-                    "value": err.get("input") if err["type"] != "missing" else None})
-    return out
 
 
 def create_app(project: Project, *, log_predictions: bool = True, poll_seconds: float | None = None) -> FastAPI:
@@ -69,16 +57,25 @@ def create_app(project: Project, *, log_predictions: bool = True, poll_seconds: 
                              poll_seconds or serving.poll_seconds)
     predlog = PredictionLog(project.resolve(serving.log_dir), max_bytes=serving.log_max_bytes) if log_predictions \
         else None
+    metrics = ServiceMetrics(project.monitor_dir, multiproc_dir=multiprocess_dir())
+
+    # Actuals are kept even with --no-log: a client that sends them wants them stored.
+    actuals_log = PredictionLog(project.resolve(serving.log_dir), max_bytes=serving.log_max_bytes, prefix="actuals")
+    feedback_schema = FeedbackSchema(cfg)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if predlog is not None:
             predlog.start()
+        actuals_log.start()
         watcher.start()
+        metrics.start(watcher, predlog)
         yield
         watcher.stop()
         if predlog is not None:
             predlog.close()
+        actuals_log.close()
+        metrics.stop(watcher, predlog)
 
     app = FastAPI(title=f"cd4ml: {cfg.project}", lifespan=lifespan,
                   description=f"Predictions of `{cfg.target}` from the champion release of "
@@ -88,18 +85,8 @@ def create_app(project: Project, *, log_predictions: bool = True, poll_seconds: 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     no_champion = {"detail": "no champion release yet: run `cd4ml run` until a model passes the acceptance gate"}
 
-    @app.post("/predict", openapi_extra={"requestBody": {
-        "required": True, "content": {"application/json": {"schema": schema.json_schema()}}}},
-        responses={200: {"description": "prediction(s), model version, request id"},
-                   413: {"description": "too many records or too large a body"},
-                   422: {"description": "invalid records: each error names the record, field and reason"},
-                   503: {"description": "no champion release yet"}})
-    async def predict(request: Request) -> Response:
-        """Predict for one record (a JSON object) or a list of records."""
-        started = time.perf_counter()
-        live = watcher.current
-        if live is None:
-            return _json(503, no_champion)
+    async def read_records(request: Request) -> list[Any] | tuple[Any] | Response:
+        """The body's records (a 1-tuple for a single JSON object), or the error answer."""
         declared = request.headers.get("content-length", "0")
         if not declared.isdigit():
             return _json(400, {"detail": "Content-Length is not a number"})
@@ -112,16 +99,42 @@ def create_app(project: Project, *, log_predictions: bool = True, poll_seconds: 
             data = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             return _json(422, {"detail": f"body is not valid JSON: {exc}"})
-        single = isinstance(data, dict)
-        records = [data] if single else data
-        if not isinstance(records, list) or not records:
+        records = (data,) if isinstance(data, dict) else data
+        if not isinstance(records, (list, tuple)) or not records:
             return _json(422, {"detail": "body must be a record (JSON object) or a non-empty list of records"})
         if len(records) > serving.max_records:
             return _json(413, {"detail": f"{len(records)} records exceed the limit of {serving.max_records}"})
+        return records
+
+    @app.post("/predict", openapi_extra={"requestBody": {
+        "required": True, "content": {"application/json": {"schema": schema.json_schema()}}}},
+        responses={200: {"description": "prediction(s), model version, request id"},
+                   413: {"description": "too many records or too large a body"},
+                   422: {"description": "invalid records: each error names the record, field and reason"},
+                   503: {"description": "no champion release yet"}})
+    async def predict(request: Request) -> Response:
+        """Predict for one record (a JSON object) or a list of records."""
+        started = time.perf_counter()
+        live = watcher.current
+        try:
+            response = await _predict(request, started, live)
+        except Exception:  # answered 500 by the server; counted so the error-rate alert sees it
+            metrics.request(live.version if live else None, 500, time.perf_counter() - started)
+            raise
+        metrics.request(live.version if live else None, response.status_code, time.perf_counter() - started)
+        return response
+
+    async def _predict(request: Request, started: float, live: Any) -> Response:
+        if live is None:
+            return _json(503, no_champion)
+        records = await read_records(request)
+        if isinstance(records, Response):
+            return records
+        single = isinstance(records, tuple)
         try:
             parsed = schema.validate(records)
         except ValidationError as exc:
-            return _json(422, {"detail": "invalid input", "errors": _errors(exc, single)})
+            return _json(422, {"detail": "invalid input", "errors": describe_errors(exc, single)})
         batch = schema.to_batch(parsed)
         release = live.release
         unknown = release.unknown(batch)
@@ -134,6 +147,7 @@ def create_app(project: Project, *, log_predictions: bool = True, poll_seconds: 
                       for col, mask in unknown.items() for i in np.flatnonzero(mask)]
             return _json(422, {"detail": "unknown categories", "errors": errors})
         pred = release.predict(batch)
+        metrics.predicted(live.version, pred, int(fallback.sum()))
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
         latency_ms = (time.perf_counter() - started) * 1000.0
         if predlog is not None:
@@ -152,6 +166,32 @@ def create_app(project: Project, *, log_predictions: bool = True, poll_seconds: 
                    "fallback": fallback}
         return _json(200, doc)
 
+    @app.post("/feedback", status_code=202, openapi_extra={"requestBody": {"required": True}},
+              responses={202: {"description": "actuals accepted for the prediction store"},
+                         422: {"description": "invalid actuals: each error names the record, field and reason"}})
+    async def feedback(request: Request) -> Response:
+        """Actuals for served predictions, by request id (+ record) or by the key columns.
+
+        Accepted actuals are logged (prefix `actuals`) and joined to predictions by
+        `cd4ml monitor`; duplicates and actuals for unknown predictions are counted there.
+        """
+        records = await read_records(request)
+        if isinstance(records, Response):
+            return records
+        try:
+            events = feedback_schema.events(list(records), source="http")
+        except ValidationError as exc:
+            return _json(422, {"detail": "invalid actuals",
+                               "errors": describe_errors(exc, isinstance(records, tuple))})
+        actuals_log.emit_many(events)
+        return _json(202, {"accepted": len(events)})
+
+    @app.get("/metrics", responses={200: {"content": {CONTENT_TYPE: {}}}})
+    def prometheus_metrics() -> Response:
+        """Prometheus metrics, text exposition format (all workers' when there are several)."""
+        metrics.sync(watcher, predlog)
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE)
+
     @app.get("/health")
     async def health() -> Response:
         """The process is alive."""
@@ -164,7 +204,8 @@ def create_app(project: Project, *, log_predictions: bool = True, poll_seconds: 
         doc = {"ready": live is not None, "model_version": live.version if live else None,
                "last_error": watcher.last_error, "swaps": watcher.swaps,
                "predictions_logged": predlog.written if predlog else None,
-               "predictions_dropped": predlog.dropped if predlog else None}
+               "predictions_dropped": predlog.dropped if predlog else None,
+               "actuals_logged": actuals_log.written, "actuals_dropped": actuals_log.dropped}
         if live is None:
             doc["detail"] = no_champion["detail"]
         return _json(200 if live else 503, doc)

@@ -11,7 +11,7 @@ import datetime as dt
 from typing import Annotated, Any, Optional
 
 import numpy as np
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, create_model
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
 from cd4ml.config import ColumnSpec, ProjectConfig
 
@@ -33,7 +33,7 @@ def _allowed(values: list[Any]) -> AfterValidator:
     return AfterValidator(check)
 
 
-def _field(spec: ColumnSpec, required: bool) -> tuple[Any, Any]:
+def column_field(spec: ColumnSpec, required: bool) -> tuple[Any, Any]:
     typ: Any = _PY_TYPES[spec.type]
     if spec.categories is not None:
         typ = Annotated[typ, _allowed(spec.categories)]
@@ -45,10 +45,10 @@ def _field(spec: ColumnSpec, required: bool) -> tuple[Any, Any]:
 
 def record_model(cfg: ProjectConfig) -> type[BaseModel]:
     """The pydantic model of one prediction request record."""
-    fields = {name: _field(cfg.schema_.columns[name], True) for name in cfg.input_columns}
+    fields = {name: column_field(cfg.schema_.columns[name], True) for name in cfg.input_columns}
     for lookup in cfg.features.lookups:
         for name in lookup.columns:
-            fields[name] = _field(cfg.schema_.columns[name], False)
+            fields[name] = column_field(cfg.schema_.columns[name], False)
     return create_model("Record", __config__=ConfigDict(extra="forbid"), **fields)
 
 
@@ -83,3 +83,18 @@ class RequestSchema:
         """OpenAPI schema of the request body: one record or a list of records."""
         record = self.model.model_json_schema()
         return {"anyOf": [record, {"type": "array", "items": record}]}
+
+
+def describe_errors(exc: ValidationError, single: bool) -> list[dict[str, Any]]:
+    """Validation errors as {record, field, reason, value}: the body of a 422 answer."""
+    out = []
+    for err in exc.errors(include_url=False):
+        loc = list(err["loc"])
+        record = loc.pop(0) if loc and isinstance(loc[0], int) else None
+        field = ".".join(str(p) for p in loc) or None
+        reason = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            reason = "unknown field"
+        out.append({"record": None if single else record, "field": field, "reason": reason,
+                    "value": err.get("input") if err["type"] != "missing" else None})
+    return out

@@ -26,9 +26,10 @@ from cd4ml.config import PROJECT_FILE, Project, ProjectConfig
 from cd4ml.data.table import TrainingTable
 from cd4ml.errors import Cd4mlError, ConfigError, FeatureTestsFailed
 from cd4ml.evaluate.baseline import naive_baseline, slice_scores
-from cd4ml.evaluate.metrics import score
+from cd4ml.evaluate.metrics import row_weights, score
 from cd4ml.features.code import take_snapshot
 from cd4ml.gate.checks import Check, Evidence, GateReport, evaluate
+from cd4ml.monitor.profile import build_reference, save as save_profile
 from cd4ml.release.package import Release, frame_to_batch, request_columns, save_release
 from cd4ml.release.registry import PASSED, PENDING, REJECTED, Registry
 from cd4ml.train import estimators
@@ -112,17 +113,6 @@ def holiday_dates(cfg: ProjectConfig, times: pd.Series) -> np.ndarray:
     except NotImplementedError as exc:
         raise ConfigError(str(exc), key="features.holidays") from None
     return np.array(sorted(days), dtype="datetime64[D]")
-
-
-def row_weights(cfg: ProjectConfig, frame: pd.DataFrame) -> np.ndarray | None:
-    spec = cfg.metrics.weight
-    if spec is None:
-        return None
-    keys = frame[spec.column].astype(str).to_numpy()
-    w = np.full(len(frame), spec.default, dtype=np.float64)
-    for value, weight in spec.values.items():
-        w[keys == value] = weight
-    return w
 
 
 class _Stages:
@@ -221,6 +211,7 @@ def run_pipeline(project: Project, *, data_version: int | None = None, on_stage:
             oracle = (score(names, y_hold, hold_df[cfg.oracle_column].to_numpy(dtype=np.float64), w)
                       if cfg.oracle_column else None)
             slices = slice_scores(derived_hold, cfg.slices, [cfg.metrics.primary], y_hold, pred, w)
+            reference = build_reference(cfg, derived_hold, pred, y_hold, spec)
             base_slices = slice_scores(derived_hold, cfg.slices, [cfg.metrics.primary], y_hold, base_pred, w)
         del train_batch
 
@@ -235,6 +226,7 @@ def run_pipeline(project: Project, *, data_version: int | None = None, on_stage:
                 inputs = [{"name": c, "type": cfg.schema_.columns[c].type} for c in spec["inputs"]]
                 save_release(release_dir, plan=plan, estimator=model, snapshot=snapshot, inputs=inputs, info=info,
                              example=hold_df[spec["inputs"]].head(20))
+                save_profile(release_dir, reference)
                 _log_run(project, pinned, commit, dirty, snapshot.digest, metrics, baseline, oracle,
                          len(train_df), len(hold_df))
                 mlflow.log_dict({"slices": slices, "baseline_slices": base_slices}, "evaluation/slices.json")

@@ -1,0 +1,102 @@
+"""`cd4ml data refresh`: production rows with their actuals become training rows.
+
+Closing the loop: every stored prediction that has an actual becomes one row of the
+training table, appended as a new Delta version with origin `production`. A row is
+the request's inputs, the actual's labels and attributes, and lookup attributes from
+the champion's own tables where the actual did not carry them. Rows are deduplicated
+by the schema keys (the latest prediction of a key wins), keys already in the table are
+left out (so a refresh is idempotent), rows still lacking a required column (e.g. an actual
+that carried the target but not the oracle column) are left out and counted, and the rest
+are validated like any ingest: a rejected batch leaves the table unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from cd4ml.config import Project
+from cd4ml.data.ingest import IngestResult, store_frame
+from cd4ml.data.table import TrainingTable
+from cd4ml.errors import ConfigError
+
+# Prediction-store rows older than this are not fed back (the whole store, in practice).
+_ALL_DAYS = 1_000_000
+
+
+@dataclass(frozen=True)
+class RefreshResult:
+    candidates: int  # stored predictions with an actual
+    new_rows: int  # rows appended (0: nothing new, no version written)
+    already_in_table: int
+    incomplete: int  # left out: their actuals lack a column the table requires
+    missing_columns: list[str]
+    ingest: IngestResult | None
+
+
+def refresh(project: Project) -> RefreshResult:
+    """Append production rows with actuals to the training table; raises DataRejected if they fail validation."""
+    from cd4ml import tracking
+    from cd4ml.monitor.live import LiveData
+    from cd4ml.monitor.store import PredictionStore
+    from cd4ml.release.package import frame_to_batch
+    from cd4ml.release.registry import Registry
+
+    cfg = project.config
+    if not cfg.schema_.keys:
+        raise ConfigError("refresh needs schema.keys to deduplicate rows; add the columns that identify a row",
+                          key="schema.keys")
+    store = PredictionStore(project)
+    store.compact()
+    live = LiveData(cfg, store.predictions(), store.actuals(), days=_ALL_DAYS)
+    rows = live.frame[live.has_actual] if not live.frame.empty else live.frame
+    candidates = len(rows)
+    if rows.empty:
+        return RefreshResult(0, 0, 0, 0, [], None)
+    rows = rows.sort_values("served_at", kind="stable").drop_duplicates(cfg.schema_.keys, keep="last")
+
+    columns: dict[str, np.ndarray] = {c: rows[c].to_numpy() for c in cfg.input_columns}
+    for c in cfg.schema_.columns:
+        if c not in columns:
+            columns[c] = rows[f"actual_{c}"].to_numpy()
+    lookups = [c for lk in cfg.features.lookups for c in lk.columns]
+    registry = Registry(tracking.connect(project), cfg.registry.model_name)
+    champion = registry.champion()
+    if lookups and champion is not None:
+        release = registry.load(str(champion.version), project.state_dir / "cache" / "releases")
+        given = {c: columns[c] for c in lookups if pd.notna(columns[c]).all()}
+        derived = release.plan.derive({**frame_to_batch(rows, cfg.input_columns), **given})
+        for c in lookups:
+            # The actual's own attribute wins; the release's tables fill what it did not carry.
+            known = pd.notna(columns[c])
+            columns[c] = np.where(known, columns[c], derived[c]).astype(object)
+    frame = pd.DataFrame({c: columns[c] for c in cfg.schema_.columns})
+    frame[cfg.time_column] = pd.to_datetime(frame[cfg.time_column])
+    for c, spec in cfg.schema_.columns.items():
+        if spec.type in ("int", "float") and frame[c].dtype == object:
+            frame[c] = pd.to_numeric(frame[c])
+
+    required = [c for c, spec in cfg.schema_.columns.items() if not spec.nullable]
+    gaps = frame[required].isna()
+    incomplete = gaps.any(axis=1).to_numpy()
+    missing = [c for c in required if gaps[c].any()]
+    frame = frame[~incomplete]
+    table = TrainingTable.for_project(project)
+    new = _not_in_table(table, frame, cfg.schema_.keys)
+    if new.empty:
+        return RefreshResult(candidates, 0, len(frame), int(incomplete.sum()), missing, None)
+    result = store_frame(project, new, source=f"prediction store {project.monitor_dir}", mode="append",
+                         origin="production")
+    return RefreshResult(candidates, len(new), len(frame) - len(new), int(incomplete.sum()), missing, result)
+
+
+def _not_in_table(table: TrainingTable, frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    import duckdb
+
+    if not table.exists():
+        return frame
+    existing = table.dataset()  # noqa: F841 - read by DuckDB by name
+    on = " AND ".join(f'e."{k}" = f."{k}"' for k in keys)
+    return duckdb.sql(f"SELECT f.* FROM frame f ANTI JOIN existing e ON {on}").df()

@@ -1,0 +1,1 @@
+"""Monitoring: the prediction store, actuals, drift and the retraining policy."""

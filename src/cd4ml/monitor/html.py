@@ -1,0 +1,105 @@
+"""The monitoring report as one self-contained HTML file (what `cd4ml monitor` writes).
+
+The terminal report (Rich, exported with its colours) and three plots as inline PNGs:
+live vs offline accuracy per day, drift per column in the latest window, and the
+champion's predictions against its reference. No external assets: the file can be
+mailed or archived by CI. The interactive view of the same report is `cd4ml ui`.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+from typing import Any
+
+import numpy as np
+
+from cd4ml.evaluate.plots import figure, png_tag
+
+_PALETTE = ["#2a7ab9", "#e67e22", "#27ae60", "#8e44ad", "#c0392b", "#16a085"]
+
+
+def _accuracy_plot(report: dict[str, Any]) -> str:
+    primary = report["primary_metric"]
+    rows = report["accuracy"]
+    if not rows:
+        return "<p>No actuals yet: live accuracy appears once actuals arrive.</p>"
+    fig = figure(9, 3.4)
+    ax = fig.add_subplot()
+    days = sorted({r["day"] for r in rows})
+    at = {d: i for i, d in enumerate(days)}
+    offline = {r["version"]: r["offline"].get(primary) for r in report["releases"]}
+    for i, version in enumerate(sorted({r["model_version"] for r in rows}, key=int)):
+        mine = [r for r in rows if r["model_version"] == version]
+        color = _PALETTE[i % len(_PALETTE)]
+        ax.plot([at[r["day"]] for r in mine], [r["metrics"][primary] for r in mine], "o", ms=4, color=color,
+                label=f"v{version} live")
+        if offline.get(version) is not None:
+            ax.axhline(offline[version], color=color, ls="--", lw=1, label=f"v{version} offline")
+    step = max(1, len(days) // 10)
+    ax.set_xticks(range(0, len(days), step), [d[5:] for d in days[::step]])
+    ax.set_ylabel(primary)
+    ax.set_title(f"Live {primary} per day (points) vs offline holdout (dashed)")
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    return png_tag(fig)
+
+
+def _drift_plot(report: dict[str, Any]) -> str:
+    windows = report["drift"]["windows"]
+    if not windows:
+        return "<p>No drift windows yet.</p>"
+    w = windows[-1]
+    entries = [(f["name"], f["psi"] or 0.0, f["alarm"]) for f in w["features"]]
+    entries += [(k, w[k]["psi"], w[k]["alarm"]) for k in ("prediction", "target") if w.get(k)]
+    fig = figure(7, 0.32 * len(entries) + 1.4)
+    ax = fig.add_subplot()
+    pos = np.arange(len(entries))
+    ax.barh(pos, [e[1] for e in entries], color=["#c0392b" if e[2] else "#2a7ab9" for e in entries])
+    ax.set_yticks(pos, [e[0] for e in entries], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("population stability index (red: drifted)")
+    ax.set_title(f"Drift {w['start']}..{w['end']} vs the reference of v{report['drift']['reference_version']}")
+    fig.tight_layout()
+    return png_tag(fig)
+
+
+def _prediction_plot(report: dict[str, Any]) -> str:
+    hist = report["prediction_histogram"]
+    if not hist:
+        return ""
+    fig = figure(7, 3.0)
+    ax = fig.add_subplot()
+    pos = np.arange(len(hist["reference"]))
+    ax.bar(pos - 0.2, hist["reference"], width=0.4, color="#bbbbbb", label="reference (holdout)")
+    ax.bar(pos + 0.2, hist["live"], width=0.4, color="#2a7ab9", label="live")
+    edges = hist["edges"]
+    ax.set_xticks(pos, [f"{edges[i]:.3g}–{edges[i + 1]:.3g}" for i in pos], rotation=30, fontsize=7)
+    ax.set_ylabel("share of predictions")
+    ax.set_title(f"Predictions of v{hist['version']}: live vs reference")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return png_tag(fig)
+
+
+def render_page(report: dict[str, Any]) -> str:
+    """The report as an HTML document (str)."""
+    from rich.console import Console
+
+    from cd4ml.monitor.report import print_report
+
+    console = Console(record=True, width=130, file=io.StringIO(), color_system="truecolor")
+    print_report(report, console)
+    terminal = console.export_html(inline_styles=True, code_format="<pre class=\"terminal\">{code}</pre>")
+    title = html.escape(f"cd4ml monitor: {report['project']} ({report['generated_at'][:16]} UTC)")
+    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{title}</title><style>
+body{{font:15px/1.5 system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#1d2733}}
+h1{{color:#0f3b57}} img{{max-width:100%}} .terminal{{font-size:12px;background:#fafbfc;padding:1em;overflow-x:auto}}
+</style></head><body><h1>{title}</h1>
+<p><b>{'Retraining is due' if report['retrain_due'] else 'No retraining due'}</b>.
+Feedback: {', '.join(f'{k} {v:,}' for k, v in report['feedback'].items())}.</p>
+{terminal}
+<h2>Live accuracy</h2>{_accuracy_plot(report)}
+<h2>Drift</h2>{_drift_plot(report)}
+<h2>Predictions</h2>{_prediction_plot(report)}
+</body></html>"""

@@ -1,0 +1,65 @@
+"""The reference profile: what a release's world looked like, saved with the release.
+
+Built at training time from the holdout (the rows the model did not train on, so its
+predictions and residuals there are honest), stored as `profile.json` in the release
+folder, and compared in production with windows of logged inputs, predictions and actuals.
+
+Watched columns are the ones that come from outside (`ProjectConfig.monitored_columns`):
+request inputs and lookup attributes, not the time column and not engineered features, which
+are deterministic functions of them and of time (calendar features drift by definition).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from cd4ml.config import ProjectConfig
+from cd4ml.features.transforms import forward_target
+from cd4ml.monitor import drift
+
+PROFILE_FILE = "profile.json"
+
+
+def column_kinds(cfg: ProjectConfig) -> dict[str, str]:
+    """{watched column: "numeric" | "categorical"}: ids, codes and text are categories, not quantities."""
+    f = cfg.features
+    as_category = set(f.categorical) | {c for group in f.target_encodings for c in group} | \
+        {lk.key for lk in f.lookups}
+    kinds = {}
+    for name in cfg.monitored_columns:
+        spec = cfg.schema_.columns[name]
+        numeric = spec.type in ("int", "float") and spec.categories is None and name not in as_category
+        kinds[name] = "numeric" if numeric else "categorical"
+    return kinds
+
+
+def segment_groups(cfg: ProjectConfig) -> list[list[str]]:
+    """Column groups whose residual bias is watched as one segment: the target-encoding groups."""
+    kinds = column_kinds(cfg)
+    return [list(g) for g in cfg.features.target_encodings
+            if len(g) > 1 and all(kinds.get(c) == "categorical" for c in g)]
+
+
+def build_reference(cfg: ProjectConfig, columns: Mapping[str, np.ndarray], prediction: np.ndarray,
+                    target: np.ndarray, spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The profile of holdout rows: `columns` (watched columns, length n), predictions and targets (n,)."""
+    kinds = column_kinds(cfg)
+    residual = forward_target(spec, target) - forward_target(spec, prediction)
+    profile = drift.build_profile({c: np.asarray(columns[c]) for c in kinds}, kinds, prediction, target, residual,
+                                  segment_groups(cfg), seed=cfg.seed)
+    profile["target_transform"] = spec["target_transform"]
+    return profile
+
+
+def save(folder: Path, profile: dict[str, Any]) -> None:
+    (folder / PROFILE_FILE).write_text(json.dumps(profile), encoding="utf-8")
+
+
+def load(folder: Path) -> dict[str, Any] | None:
+    """The release's profile, or None for a release packaged before profiles existed."""
+    path = folder / PROFILE_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
