@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(BIN)/cd4ml demo --report build/cd4ml-demo-report.html
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile  # 2 cores: the demo runs next to the rest
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -4,11 +4,24 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import pytest
 
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
+
 from helpers import Service, make_grocery_project, train
+
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's package (.ci/run installs it): no browser download
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run", "--disable-dev-shm-usage"]
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The demo is the longest test by far: with `pytest -n 2` (make test) it starts first on one
+    # worker while the other works through the rest.
+    items.sort(key=lambda item: item.nodeid.split("::")[0] != "tests/test_demo.py")
+
 
 @pytest.fixture(scope="session")
 def ingested_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -51,3 +64,16 @@ def service(served_shop: Path) -> Iterator[Service]:
     with Service(served_shop) as svc:
         svc.wait_until("/ready", 200)
         yield svc
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator["Browser"]:
+    """One real headless Chromium (Playwright) for every page test of the session."""
+    from playwright.sync_api import sync_playwright
+
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install -y chromium)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()

@@ -27,6 +27,12 @@ def test_demo_plays_every_scenario_and_passes(tmp_path: Path) -> None:
     assert "stopped before training" in out or "feature tests failed" in out
     assert re.search(r"version 4: nwrmsle [\d.]+ .*gate rejected", out)
     assert "reproduces version 3's metrics exactly" in out
+    # Scenario 6: quiet week 1, the new store flagged in week 2, recovered after retraining on feedback data.
+    weeks = dict(re.findall(r"^week (\d): live nwrmsle .*?monitor --check:\s*(\w+)", out, re.S | re.M))
+    assert weeks == {"1": "ok", "2": "retrain", "3": weeks["3"], "4": "ok"}, weeks
+    assert re.search(r"week 2: .*drift: store_nbr", out, re.S)
+    before, after = map(float, re.search(r"live nwrmsle: ([\d.]+) the week store 11 opened -> ([\d.]+)", out).groups())
+    assert after < before
     served, failed = map(int, re.search(r"requests served: (\d+) .*failed: (\d+)", out).groups())
     assert served > 1000 and failed == 0
     logged = int(re.search(r"predictions logged: (\d+)", out).group(1))

@@ -8,6 +8,7 @@ as a file, with duplicates, unknown and late ones mixed in.
 from __future__ import annotations
 
 import shutil
+import signal
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -19,6 +20,7 @@ import pytest
 from cd4ml.config import load_project
 from cd4ml.evaluate.metrics import METRICS
 from cd4ml.examples.groceries import GroceryWorld
+from cd4ml.serve.process import ServiceProcess
 from helpers import SMALL_WORLD, Service, cli, edit_yaml, train
 
 pytestmark = pytest.mark.slow
@@ -199,3 +201,18 @@ def test_refresh_appends_production_rows_once_as_the_world_had_them(
     pd.testing.assert_frame_equal(fed, world, check_dtype=False)
     again = cli(root, "data", "refresh", check=0)
     assert "Nothing new" in again.stdout and table.version_number() == before + 1
+
+
+def test_ui_serves_the_projects_report_and_its_page(served: tuple[Path, Service], week: dict[str, Any]) -> None:
+    root, _ = served
+    import httpx
+
+    ui = ServiceProcess(root, command="ui")
+    try:
+        ui.wait_until("/", 200)
+        report = httpx.get(f"{ui.url}/api/report", timeout=60).json()
+        assert report["format"] == 1 and report["champion"]["version"] == "1"
+        assert report["feedback"]["matched"] == 7 * 120
+        assert "dashboard.js" in httpx.get(ui.url, timeout=10).text
+    finally:
+        assert ui.stop() in (0, -signal.SIGTERM)  # uvicorn re-raises SIGTERM after a graceful shutdown

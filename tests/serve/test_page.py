@@ -13,15 +13,12 @@ from typing import Any, Iterator
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from helpers import Service
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run", "--disable-dev-shm-usage"]
 ARTIFACTS = Path(__file__).parent / "artifacts"
 DATE = "2024-09-02"  # the day after the small world's data ends: a real forecast
 
@@ -32,16 +29,6 @@ def page_service(served_shop: Path) -> Iterator[Service]:
     with Service(served_shop, "--host", "127.0.0.1", poll=0.5) as svc:
         svc.wait_until("/ready", 200, timeout=60)
         yield svc
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is not installed (apt-get install -y chromium)")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -61,8 +61,9 @@ def _monitor_rows(weeks: list[dict[str, Any]]) -> list[list[Any]]:
         champion = next((r for r in w["releases"] if r["champion"]), None)
         acc = next((c["detail"] for c in w["checks"] if c["name"] == "accuracy"), "")
         drifted = ", ".join(latest["drifted"]) if latest and latest["alarm"] else "none"
+        due = [c["name"] for c in w["checks"] if c["enabled"] and c["due"]]
         rows.append([w["week"], f"v{champion['version']}" if champion else "", drifted, acc,
-                     "retrain (exit 5)" if w["retrain_due"] else "ok (exit 0)"])
+                     f"retrain (exit 5): {', '.join(due)}" if due else "ok (exit 0)"])
     return rows
 
 

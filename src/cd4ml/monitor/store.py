@@ -272,7 +272,8 @@ class PredictionStore:
                     except orjson.JSONDecodeError as e:
                         unparsable.add(len(events))
                         events.append(None)
-                        result._problem(lambda: f"{chunk.path}:{chunk.line_number(index)}: not a JSON line: {e}")
+                        result._problem(lambda e=e, index=index: f"{chunk.path}:{chunk.line_number(index)}: "
+                                                                  f"not a JSON line: {e}")
         table, bad = to_table(events)
         for i, reason in sorted(bad.items()):
             if i not in unparsable:

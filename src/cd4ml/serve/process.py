@@ -27,19 +27,20 @@ def free_port() -> int:
 
 
 class ServiceProcess:
-    """A `cd4ml serve` child process bound to 127.0.0.1; output goes to `log_path`."""
+    """A `cd4ml serve` (or `cd4ml ui`: `command="ui"`) child process bound to 127.0.0.1; output goes to `log_path`."""
 
-    def __init__(self, project: Path, *extra: str, poll: float = 0.5, log_path: Path | None = None) -> None:
+    def __init__(self, project: Path, *extra: str, poll: float = 0.5, log_path: Path | None = None,
+                 command: str = "serve") -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path or project / ".cd4ml" / f"serve-{self.port}.log"
+        self.log_path = log_path or project / ".cd4ml" / f"{command}-{self.port}.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._out = self.log_path.open("w")
         # The child must find the project's own store, not a URI MLflow exported into this process.
         env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cd4ml.cli", "serve", "-C", str(project), "--host", "127.0.0.1",
-             "--port", str(self.port), "--poll", str(poll), *extra],
+            [sys.executable, "-m", "cd4ml.cli", command, "-C", str(project), "--host", "127.0.0.1",
+             "--port", str(self.port), *(["--poll", str(poll)] if command == "serve" else []), *extra],
             stdout=self._out, stderr=subprocess.STDOUT, env=env)
 
     def status(self, path: str) -> int | None:
