@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from functools import cache
 
 import numpy as np
@@ -219,17 +218,6 @@ def test_window_must_hold_the_profile_columns() -> None:
     del columns["family"]
     with pytest.raises(ValueError, match="family"):
         compare(_profile(), columns, None, None, None, **THRESHOLDS)
-
-
-def test_compare_is_fast_on_a_week() -> None:
-    args = _rows(_world(), 10, *WEEKS[0])
-    compare(_profile(), *args, **THRESHOLDS)
-    start = time.perf_counter()
-    for _ in range(10):
-        compare(_profile(), *args, **THRESHOLDS)
-    elapsed = (time.perf_counter() - start) / 10
-    print(f"compare, 7,000 rows x 10 columns: {elapsed * 1000:.1f} ms")
-    assert elapsed < 0.1  # measured ~12 ms; generous for shared CI machines
 
 
 def test_pandas_frame_columns_work_as_is() -> None:

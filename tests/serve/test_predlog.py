@@ -65,11 +65,9 @@ def test_rotation_keeps_files_near_max_bytes_and_order_per_thread(tmp_path: Path
 
 def test_emit_never_blocks_or_raises_when_full_and_counts_drops(tmp_path: Path) -> None:
     log = PredictionLog(tmp_path, max_queue=10)  # writer not started: nothing drains
-    started = time.perf_counter()
-    for i in range(1_000):
+    for i in range(1_000):  # a blocking emit would hang here: nothing drains the queue
         log.emit({"i": i})
     log.emit_many([{"i": i} for i in range(5)])
-    assert time.perf_counter() - started < 0.5
     assert log.dropped == 995
 
     log.emit_many([])  # nothing to drop, nothing queued
