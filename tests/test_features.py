@@ -123,3 +123,44 @@ def test_small_batches_find_the_same_table_rows_as_large_ones() -> None:
     np.testing.assert_array_equal(np.concatenate([i for i, _ in small])[found_big], idx_big[found_big])
     assert found_big[:60].all() and not found_big[60]
     assert not table.find([np.array([1]), np.array([3])])[1][0]  # numbers never match a text key
+
+
+@pytest.mark.parametrize("values", [
+    np.array([7, -3, 7, 100, 2]),  # a small range: counted
+    np.array([5, 2**40, -(2**40), 5]),  # a wide range: sorted
+    np.array(["GROCERY I", "b", "", "b", "é", "GROCERY I"]),
+    np.array([0.5, np.nan, -1.0, 0.5, np.nan]),
+])
+def test_large_columns_get_the_vocabulary_and_codes_np_unique_gives(values) -> None:
+    big = np.random.default_rng(2).permutation(np.repeat(values, 2000))  # over the shortcuts' threshold
+    vocab, codes = T.Vocabulary.fit_codes(big)
+    expected = np.unique(big)
+    expected = expected[~np.isnan(expected)] if expected.dtype.kind == "f" else expected
+    assert vocab.values.dtype == expected.dtype
+    np.testing.assert_array_equal(vocab.values, expected)
+    np.testing.assert_array_equal(codes, T.Vocabulary(expected).codes(big))
+
+
+def test_fit_transform_equals_fit_then_transform_and_derive() -> None:
+    rng = np.random.default_rng(3)
+    n = 20000
+    spec = {"time_column": "date", "inputs": ["date", "shop", "item", "grade"],
+            "lookups": [{"key": "item", "columns": ["kind"]}], "lookup_columns": ["kind"],
+            "calendar": ["dayofweek"], "holidays": False, "custom": [],
+            "target_encodings": [["shop", "kind"], ["grade"]], "encoding_smoothing": 2.0,
+            "categorical": ["kind", "grade"], "numeric": ["dayofweek"], "target_transform": "log1p",
+            "clip_min": 0.0}
+    item = rng.integers(0, 50, n)
+    batch = {"date": np.sort(rng.integers(0, 400, n)).astype("datetime64[D]"), "shop": rng.integers(1, 9, n),
+             "item": item, "kind": np.array(["milk", "bread", "tea"])[item % 3],
+             "grade": np.where(rng.random(n) < 0.1, np.nan, rng.integers(0, 4, n).astype(float))}
+    y = T.forward_target(spec, rng.gamma(2.0, 3.0, n))
+    plan, X, derived = T.FeaturePlan.fit_transform(spec, batch, y, {}, np.array([], dtype="datetime64[D]"))
+    reference = T.FeaturePlan.fit(spec, batch, y, {}, np.array([], dtype="datetime64[D]"))
+    assert plan.arrays.keys() == reference.arrays.keys()
+    for k, v in reference.arrays.items():
+        assert plan.arrays[k].dtype == v.dtype
+        np.testing.assert_array_equal(plan.arrays[k], v, err_msg=k)
+    np.testing.assert_array_equal(X, reference.transform(batch))
+    for c, v in reference.derive(batch).items():
+        np.testing.assert_array_equal(derived[c], v, err_msg=c)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, write_deltalake
@@ -44,6 +45,25 @@ def _kind(t: pa.DataType) -> str:
              "str": lambda t: pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t),
              "datetime": lambda t: pa.types.is_timestamp(t) or pa.types.is_date(t), "null": pa.types.is_null}
     return next((kind for kind, test in kinds.items() if test(t)), str(t))
+
+
+def _in_order(frame: pd.DataFrame, columns: list[str]) -> bool:
+    """Whether the rows are already sorted by `columns`, so a stable sort would keep them as they are.
+
+    Only plain numbers and times without missing values are compared; anything else counts as unsorted.
+    """
+    if not isinstance(frame.index, pd.RangeIndex) or frame.index.start != 0 or frame.index.step != 1:
+        return False
+    tied = np.ones(max(len(frame) - 1, 0), dtype=bool)  # pairs of rows equal in every column so far
+    for c in columns:
+        values = frame[c].to_numpy()
+        if values.dtype.kind not in "biufmM" or frame[c].hasnans:
+            return False
+        before, after = values[:-1], values[1:]
+        if (tied & (before > after)).any():
+            return False
+        tied &= before == after
+    return True
 
 
 class TrainingTable:
@@ -91,11 +111,14 @@ class TrainingTable:
         last row of a key its latest, which attribute lookups rely on.
         """
         table = self._open(version)
-        frame = table.to_pyarrow_table().to_pandas()
+        # Each Arrow column is released as soon as it is converted: the table is never held twice.
+        frame = table.to_pyarrow_table().to_pandas(self_destruct=True, split_blocks=True)
         for name in self.float_columns:
             if name in frame:
                 frame[name] = frame[name].astype("float64")
         order = [c for c in dict.fromkeys([self.time_column, *self.keys]) if c in frame]
+        if _in_order(frame, order):  # as written by ingest: sorting would only copy the whole table
+            return frame, table.version()
         return frame.sort_values(order, kind="stable", ignore_index=True), table.version()
 
     def append_mismatch(self, frame: pd.DataFrame) -> dict[str, str]:

@@ -22,6 +22,8 @@ Batch = dict[str, np.ndarray]
 CustomFn = Callable[[Mapping[str, np.ndarray]], Mapping[str, Any]]
 
 _SMALL_BATCH = 32
+_LARGE_BATCH = 4096  # below this np.unique's sort costs less than the shortcuts around it
+_ASSEMBLE_ROWS = 4096
 
 
 def as_time(values: Any) -> np.ndarray:
@@ -75,6 +77,43 @@ def _normalise(x: np.ndarray) -> np.ndarray:
     return x.astype(np.float64, copy=False)
 
 
+def _unique(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`np.unique(x, return_inverse=True)` for a normalised 1-D `x`: the same values, dtype and inverse.
+
+    Training columns hold a million rows but few distinct values; sorting them all (strings above
+    all) was most of the cost of fitting. Small integer ranges are counted instead, and text is
+    grouped by a hash of its characters, checked against the text itself before it is trusted.
+    """
+    n = len(x)
+    if n > _LARGE_BATCH and x.dtype.kind in "iu":
+        lo, hi = int(x.min()), int(x.max())
+        if hi - lo <= 2 * n:
+            present = np.bincount(x - lo, minlength=hi - lo + 1) > 0
+            rank = np.cumsum(present) - 1
+            return (np.flatnonzero(present) + lo).astype(x.dtype), rank[x - lo]
+    if n > _LARGE_BATCH and x.dtype.kind == "U" and x.dtype.itemsize:
+        x = np.ascontiguousarray(x)
+        chars = x.view(np.uint32).reshape(n, -1)
+        h = np.zeros(n, dtype=np.uint64)
+        for j in range(chars.shape[1]):
+            h *= np.uint64(1000003)  # wraps around: a hash, collisions are caught below
+            h += chars[:, j]
+        _, first, group = np.unique(h, return_index=True, return_inverse=True)
+        distinct = x[first]
+        if _gathers(distinct, group, x):
+            order = np.argsort(distinct)
+            rank = np.empty(len(order), dtype=np.intp)
+            rank[order] = np.arange(len(order))
+            return distinct[order], rank[group]
+    return np.unique(x, return_inverse=True)
+
+
+def _gathers(values: np.ndarray, idx: np.ndarray, x: np.ndarray) -> bool:
+    """Whether `values[idx]` equals `x` everywhere; compared in slices, never copying a million rows of text."""
+    step = 1 << 16
+    return all(np.array_equal(values[idx[i:i + step]], x[i:i + step]) for i in range(0, len(x), step))
+
+
 class FeatureSpecError(ValueError):
     """A feature setting names a column that is neither in the data nor derived."""
 
@@ -92,10 +131,19 @@ class Vocabulary:
 
     @classmethod
     def fit(cls, x: np.ndarray) -> "Vocabulary":
-        values = np.unique(_normalise(x))
+        return cls.fit_codes(x)[0]
+
+    @classmethod
+    def fit_codes(cls, x: np.ndarray) -> tuple["Vocabulary", np.ndarray]:
+        """The vocabulary of `x` and the codes of `x` in it (what `codes(x)` returns), found in one pass."""
+        x = _normalise(x)
+        values, codes = _unique(x)
         if values.dtype.kind == "f":
-            values = values[~np.isnan(values)]
-        return cls(values)
+            nan = np.isnan(values)
+            if nan.any():
+                values = values[~nan]
+                codes = np.where(codes < len(values), codes, -1)  # np.unique puts NaN last
+        return cls(values), codes.astype(np.int64, copy=False)
 
     def align(self, x: np.ndarray) -> np.ndarray | None:
         """`x` normalised to compare with the vocabulary's values; None if it never can (text vs numbers)."""
@@ -151,7 +199,10 @@ class KeyTable:
 
     @staticmethod
     def _composite(vocabs: list[Vocabulary], cols: list[np.ndarray]) -> np.ndarray:
-        codes = [v.codes(c) for v, c in zip(vocabs, cols)]
+        return KeyTable._combine(vocabs, [v.codes(c) for v, c in zip(vocabs, cols)])
+
+    @staticmethod
+    def _combine(vocabs: list[Vocabulary], codes: list[np.ndarray]) -> np.ndarray:
         key = np.zeros(len(codes[0]), dtype=np.int64)
         unknown = np.zeros(len(codes[0]), dtype=bool)
         for vocab, c in zip(vocabs, codes):
@@ -162,12 +213,16 @@ class KeyTable:
     @classmethod
     def group(cls, cols: list[np.ndarray]) -> tuple["KeyTable", np.ndarray]:
         """Distinct key combinations of `cols`; also returns each row's group index."""
-        vocabs = [Vocabulary.fit(c) for c in cols]
+        return cls.group_codes([Vocabulary.fit_codes(c) for c in cols])
+
+    @classmethod
+    def group_codes(cls, fitted: list[tuple[Vocabulary, np.ndarray]]) -> tuple["KeyTable", np.ndarray]:
+        """`group` of columns whose vocabularies and codes are already known (`Vocabulary.fit_codes`)."""
+        vocabs = [v for v, _ in fitted]
         size = np.prod([float(len(v.values) + 1) for v in vocabs])
         if size > 2**62:
             raise ValueError("too many distinct key combinations to index")
-        composite = cls._composite(vocabs, cols)
-        keys, inverse = np.unique(composite, return_inverse=True)
+        keys, inverse = _unique(cls._combine(vocabs, [c for _, c in fitted]))
         return cls(vocabs, keys, {}), inverse
 
     def find(self, cols: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -260,6 +315,26 @@ class FeaturePlan:
 
         `y` is the model-space target (after the target transform), shape (n,).
         """
+        return cls._fit(spec, batch, y, custom, holiday_dates)[0]
+
+    @classmethod
+    def fit_transform(cls, spec: dict[str, Any], batch: Mapping[str, np.ndarray], y: np.ndarray,
+                      custom: Mapping[str, CustomFn], holiday_dates: np.ndarray
+                      ) -> tuple["FeaturePlan", np.ndarray, Batch]:
+        """`fit`, then `transform` and `derive` of the same rows: (plan, X, derived batch).
+
+        Fitting already derives every column; deriving a million rows again costs as much.
+        """
+        cls._check_inputs(spec, batch)
+        plan, work, codes, rows = cls._fit(spec, batch, y, custom, holiday_dates)
+        return plan, plan._assemble(work, codes, rows), work
+
+    @classmethod
+    def _fit(cls, spec: dict[str, Any], batch: Mapping[str, np.ndarray], y: np.ndarray,
+             custom: Mapping[str, CustomFn], holiday_dates: np.ndarray
+             ) -> tuple["FeaturePlan", Batch, dict[str, np.ndarray], list[np.ndarray]]:
+        """The plan, the derived batch, and what `_assemble` needs to skip looking the rows up again:
+        each categorical column's codes and each encoding's group index per row."""
         arrays: dict[str, np.ndarray] = {"holidays": np.unique(np.asarray(holiday_dates, dtype="datetime64[D]"))}
         work = dict(batch)
         for i, lk in enumerate(spec["lookups"]):
@@ -285,15 +360,25 @@ class FeaturePlan:
         prior = float(y.mean())
         arrays["global_mean"] = np.array([prior])
         m = float(spec["encoding_smoothing"])
+        fitted: dict[str, tuple[Vocabulary, np.ndarray]] = {}  # a column in several encodings is coded once
+
+        def fit_codes(c: str) -> tuple[Vocabulary, np.ndarray]:
+            if c not in fitted:
+                fitted[c] = Vocabulary.fit_codes(work[c])
+            return fitted[c]
+
+        rows = []
         for i, cols in enumerate(spec["target_encodings"]):
-            table, inverse = KeyTable.group([work[c] for c in cols])
+            table, inverse = KeyTable.group_codes([fit_codes(c) for c in cols])
             sums = np.bincount(inverse, weights=y, minlength=len(table.keys))
             counts = np.bincount(inverse, minlength=len(table.keys))
             table.values = {"mean": (sums + m * prior) / (counts + m)}
             arrays.update(table.to_arrays(f"enc{i}"))
+            rows.append(inverse)
         for c in spec["categorical"]:
-            arrays[f"vocab.{c}"] = Vocabulary.fit(work[c]).values
-        return cls(spec, arrays, custom)
+            arrays[f"vocab.{c}"] = fit_codes(c)[0].values
+        codes = {c: fit_codes(c)[1] for c in spec["categorical"]}
+        return cls(spec, arrays, custom), work, codes, rows
 
     # -- applying --------------------------------------------------------------------------
     def _derive(self, batch: Mapping[str, np.ndarray]) -> Batch:
@@ -306,7 +391,14 @@ class FeaturePlan:
                 known = table.values[c]
                 given = work.get(c)
                 fill = _missing_like(known, n) if given is None else _normalise(given)
-                work[c] = np.where(found, known[idx] if len(known) else fill, fill)
+                if n > _SMALL_BATCH and len(known) and found.all():  # as for every training row
+                    dtype = np.result_type(known, fill)
+                    if given is not None and fill.dtype == dtype and _gathers(known, idx, fill):
+                        work[c] = fill  # the rows already hold their key's attributes: no copy of them
+                    else:
+                        work[c] = known[idx].astype(dtype, copy=False)
+                else:
+                    work[c] = np.where(found, known[idx] if len(known) else fill, fill)
         t = as_time(work[self.spec["time_column"]])
         for part in self.spec["calendar"]:
             work[part] = calendar_part(t, part)
@@ -331,10 +423,37 @@ class FeaturePlan:
 
     def transform(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
         """Feature matrix (n, n_features), float64; unknown categories and keys become NaN."""
-        missing = [c for c in self.spec["inputs"] if c not in batch]
+        self._check_inputs(self.spec, batch)
+        return self._assemble(self._derive(batch))
+
+    @staticmethod
+    def _check_inputs(spec: Mapping[str, Any], batch: Mapping[str, np.ndarray]) -> None:
+        missing = [c for c in spec["inputs"] if c not in batch]
         if missing:
             raise ValueError(f"missing input column(s): {', '.join(missing)}")
-        work = self._derive(batch)
+
+    def _assemble(self, work: Batch, codes: Mapping[str, np.ndarray] | None = None,
+                  rows: list[np.ndarray] | None = None) -> np.ndarray:
+        """The feature matrix from a derived batch.
+
+        `codes` (categorical column -> codes) and `rows` (per encoding, each row's index into its
+        table): what fitting found for these very rows, the same as looking them up again.
+        """
+        n = len(work[self.spec["inputs"][0]]) if self.spec["inputs"] else 0
+        if n <= _ASSEMBLE_ROWS:
+            return self._matrix(work, codes, rows)
+        # X is row-major: written column by column it would be written all over, each row many times;
+        # a block of rows at a time stays in cache.
+        X = np.empty((n, len(self.feature_names)), dtype=np.float64)
+        for start in range(0, n, _ASSEMBLE_ROWS):
+            block = slice(start, start + _ASSEMBLE_ROWS)
+            X[block] = self._matrix({c: v[block] for c, v in work.items()},
+                                    None if codes is None else {c: v[block] for c, v in codes.items()},
+                                    None if rows is None else [v[block] for v in rows])
+        return X
+
+    def _matrix(self, work: Batch, codes: Mapping[str, np.ndarray] | None,
+                rows: list[np.ndarray] | None) -> np.ndarray:
         n = len(work[self.spec["inputs"][0]]) if self.spec["inputs"] else 0
         X = np.empty((n, len(self.feature_names)), dtype=np.float64)
         j = 0
@@ -342,13 +461,17 @@ class FeaturePlan:
             X[:, j] = np.asarray(work[c], dtype=np.float64)
             j += 1
         for c in self.spec["categorical"]:
-            codes = self._vocabs[c].codes(work[c]).astype(np.float64)
-            codes[codes < 0] = np.nan
-            X[:, j] = codes
+            col = (self._vocabs[c].codes(work[c]) if codes is None else codes[c]).astype(np.float64)
+            col[col < 0] = np.nan
+            X[:, j] = col
             j += 1
         prior = float(self.arrays["global_mean"][0])
-        for cols, table in zip(self.spec["target_encodings"], self._encodings):
-            idx, found = table.find([work[c] for c in cols])
+        for i, (cols, table) in enumerate(zip(self.spec["target_encodings"], self._encodings)):
+            if rows is None:
+                idx, found = table.find([work[c] for c in cols])
+            else:
+                idx = rows[i]
+                found = table.keys[idx] >= 0  # a row with an unknown part (NaN) has key -1
             X[:, j] = np.where(found, table.values["mean"][idx], prior)
             j += 1
         return X

@@ -182,38 +182,41 @@ def run_pipeline(project: Project, *, data_version: int | None = None, on_stage:
             transforms = snapshot.transforms()
             spec = feature_spec(cfg)
             y_train = transforms.forward_target(spec, train_df[cfg.target].to_numpy())
+            n_train = len(train_df)
+            holidays = holiday_dates(cfg, train_df[cfg.time_column])
             train_batch = frame_to_batch(train_df)
+            del train_df
             try:
-                plan = transforms.FeaturePlan.fit(spec, train_batch, y_train,
-                                                  snapshot.resolve(cfg.features.custom),
-                                                  holiday_dates(cfg, train_df[cfg.time_column]))
+                plan, X_train, derived_train = transforms.FeaturePlan.fit_transform(
+                    spec, train_batch, y_train, snapshot.resolve(cfg.features.custom), holidays)
             except transforms.FeatureSpecError as exc:
                 raise ConfigError(str(exc), file=str(project.root / PROJECT_FILE), key=exc.key) from None
-            X_train = plan.transform(train_batch)
+            del train_batch
             X_hold = plan.transform(frame_to_batch(hold_df, request_columns(spec, list(hold_df.columns))))
+            derived_hold = plan.derive(frame_to_batch(hold_df))
+            _check_columns(project, derived_hold)
+            # The baseline needs no model: scored here, the derived training rows need not outlive the fit.
+            base_model_space = naive_baseline(derived_train, y_train, derived_hold, cfg.baseline.group_by)
+            del derived_train
 
         with stage("fit"):
             model = estimators.make_estimator(cfg.model, cfg.seed)
             estimators.fit(model, X_train, y_train, plan.categorical_indices, cfg.model.algorithm)
-        del X_train
+        del X_train, y_train
 
         with stage("evaluate"):
-            derived_hold = plan.derive(frame_to_batch(hold_df))
-            _check_columns(project, derived_hold)
             y_hold = hold_df[cfg.target].to_numpy(dtype=np.float64)
             pred = plan.inverse_target(model.predict(X_hold))
             w = row_weights(cfg, hold_df)
             names = [cfg.metrics.primary, *cfg.metrics.report]
             metrics = score(names, y_hold, pred, w)
-            base_pred = plan.inverse_target(naive_baseline(plan.derive(train_batch), y_train, derived_hold,
-                                                           cfg.baseline.group_by))
+            base_pred = plan.inverse_target(base_model_space)
             baseline = score(names, y_hold, base_pred, w)
             oracle = (score(names, y_hold, hold_df[cfg.oracle_column].to_numpy(dtype=np.float64), w)
                       if cfg.oracle_column else None)
             slices = slice_scores(derived_hold, cfg.slices, [cfg.metrics.primary], y_hold, pred, w)
             reference = build_reference(cfg, derived_hold, pred, y_hold, spec)
             base_slices = slice_scores(derived_hold, cfg.slices, [cfg.metrics.primary], y_hold, base_pred, w)
-        del train_batch
 
         commit, dirty = git_state(project.root)
         mlflow.set_experiment(experiment_id=tracking.experiment_id(project, client))
@@ -228,7 +231,7 @@ def run_pipeline(project: Project, *, data_version: int | None = None, on_stage:
                              example=hold_df[spec["inputs"]].head(20))
                 save_profile(release_dir, reference)
                 _log_run(project, pinned, commit, dirty, snapshot.digest, metrics, baseline, oracle,
-                         len(train_df), len(hold_df))
+                         n_train, len(hold_df))
                 mlflow.log_dict({"slices": slices, "baseline_slices": base_slices}, "evaluation/slices.json")
                 _log_plots(cfg, y_hold, pred, slices, base_slices)
                 version = _log_model(cfg, release_dir, hold_df, pred, spec)
