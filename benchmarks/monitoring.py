@@ -52,7 +52,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline import child_env, machine, machine_line  # noqa: E402 - benchmarks/ is the script folder on sys.path
+from pipeline import child_env, machine, machine_line, write_results  # noqa: E402 - benchmarks/ is the script folder on sys.path
 
 HERE = Path(__file__).resolve()
 REPO = HERE.parent.parent
@@ -681,12 +681,7 @@ def main(argv: list[str] | None = None) -> int:
            "compaction": compaction, "drift": drift_doc, "report": report,
            "total_s": round(time.perf_counter() - t0, 1)}
     doc["targets"] = targets(doc)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "monitoring.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-    md = markdown(doc)
-    (args.out / "monitoring.md").write_text(md, encoding="utf-8")
-    print(md)
-    print(f"wrote {args.out / 'monitoring.json'} and monitoring.md in {doc['total_s']} s")
+    write_results(args.out, "monitoring", doc, markdown(doc))
     return 0
 
 

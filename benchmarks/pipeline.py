@@ -514,6 +514,15 @@ def markdown(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def write_results(out: Path, name: str, doc: dict[str, Any], md: str) -> None:
+    """`name`.json and `name`.md into `out` (created), the Markdown echoed to stdout."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(doc, indent=2, default=str) + "\n", encoding="utf-8")
+    (out / f"{name}.md").write_text(md, encoding="utf-8")
+    print(md)
+    print(f"wrote {out / (name + '.json')} and {name}.md in {doc['total_s']} s")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="0.1,1,5", help="Millions of rows, comma-separated (default 0.1,1,5).")
@@ -554,12 +563,7 @@ def main(argv: list[str] | None = None) -> int:
            "import_baseline_peak_mb": base, "results": results,
            "growth_1m_to_5m": grow, "targets": targets(results, grow), "notes": notes(results),
            "total_s": round(time.perf_counter() - t0, 1)}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "pipeline.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-    md = markdown(doc)
-    (args.out / "pipeline.md").write_text(md, encoding="utf-8")
-    print(md)
-    print(f"wrote {args.out / 'pipeline.json'} and pipeline.md in {doc['total_s']} s")
+    write_results(args.out, "pipeline", doc, markdown(doc))
     return 0
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 
 from cd4ml.config import Project
@@ -39,9 +38,8 @@ class RefreshResult:
 def refresh(project: Project) -> RefreshResult:
     """Append production rows with actuals to the training table; raises DataRejected if they fail validation."""
     from cd4ml import tracking
-    from cd4ml.monitor.live import LiveData
+    from cd4ml.monitor.live import LiveData, with_attributes
     from cd4ml.monitor.store import PredictionStore
-    from cd4ml.release.package import frame_to_batch
     from cd4ml.release.registry import Registry
 
     cfg = project.config
@@ -57,22 +55,18 @@ def refresh(project: Project) -> RefreshResult:
         return RefreshResult(0, 0, 0, 0, [], None)
     rows = rows.sort_values("served_at", kind="stable").drop_duplicates(cfg.schema_.keys, keep="last")
 
-    columns: dict[str, np.ndarray] = {c: rows[c].to_numpy() for c in cfg.input_columns}
-    for c in cfg.schema_.columns:
-        if c not in columns:
-            columns[c] = rows[f"actual_{c}"].to_numpy()
-    lookups = [c for lk in cfg.features.lookups for c in lk.columns]
-    registry = Registry(tracking.connect(project), cfg.registry.model_name)
-    champion = registry.champion()
-    if lookups and champion is not None:
-        release = registry.load(str(champion.version), project.state_dir / "cache" / "releases")
-        given = {c: columns[c] for c in lookups if pd.notna(columns[c]).all()}
-        derived = release.plan.derive({**frame_to_batch(rows, cfg.input_columns), **given})
-        for c in lookups:
-            # The actual's own attribute wins; the release's tables fill what it did not carry.
-            known = pd.notna(columns[c])
-            columns[c] = np.where(known, columns[c], derived[c]).astype(object)
-    frame = pd.DataFrame({c: columns[c] for c in cfg.schema_.columns})
+    release = None
+    if cfg.features.lookups:
+        registry = Registry(tracking.connect(project), cfg.registry.model_name)
+        champion = registry.champion()
+        if champion is not None:
+            release = registry.load(str(champion.version), project.state_dir / "cache" / "releases")
+    attributes = with_attributes(cfg, release, rows)
+    lookups = {c for lk in cfg.features.lookups for c in lk.columns}
+    columns = {c: rows[c].to_numpy() if c in cfg.input_columns else
+               attributes[c] if c in lookups and c in attributes else rows[f"actual_{c}"].to_numpy()
+               for c in cfg.schema_.columns}
+    frame = pd.DataFrame(columns)
     frame[cfg.time_column] = pd.to_datetime(frame[cfg.time_column])
     for c, spec in cfg.schema_.columns.items():
         if spec.type in ("int", "float") and frame[c].dtype == object:

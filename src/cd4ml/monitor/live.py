@@ -121,3 +121,25 @@ class LiveData:
                          "latency_p50_ms": float(np.percentile(per_request, 50)),
                          "latency_p99_ms": float(np.percentile(per_request, 99))})
         return rows
+
+
+def with_attributes(cfg: ProjectConfig, release: Any, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Every column the release derives for the rows of a `LiveData` frame: the inputs, and lookup
+    attributes as the actual carried them, else from the release's own tables (missing for keys
+    the release does not know, e.g. a store that opened after it was trained). Arrays of shape (n,).
+    """
+    from cd4ml.release.package import frame_to_batch
+
+    batch = frame_to_batch(frame, cfg.input_columns)
+    out = dict(release.plan.derive(batch)) if release is not None else batch
+    for lookup in cfg.features.lookups:
+        for c in lookup.columns:
+            given = frame.get(f"actual_{c}")
+            if given is None or not given.notna().any():
+                continue
+            carried = given.notna().to_numpy()
+            if carried.all() or c not in out:
+                out[c] = given.to_numpy()
+            else:
+                out[c] = np.where(carried, given.to_numpy(dtype=object), out[c].astype(object))
+    return out

@@ -21,9 +21,9 @@ from cd4ml.config import Project, ProjectConfig
 from cd4ml.evaluate.metrics import METRICS, row_weights, score
 from cd4ml.features.transforms import forward_target
 from cd4ml.monitor import drift
-from cd4ml.monitor.live import LiveData
+from cd4ml.monitor.live import LiveData, with_attributes
 from cd4ml.monitor.profile import load as load_profile
-from cd4ml.release.package import Release, frame_to_batch
+from cd4ml.release.package import Release
 
 REPORT_FILE = "report.json"
 HTML_FILE = "report.html"
@@ -34,15 +34,8 @@ def _iso(t: dt.datetime | None) -> str | None:
 
 
 def _watched(cfg: ProjectConfig, release: Release | None, frame: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Watched columns and the metric weight column of every row: inputs, plus lookup attributes
-    from the release's own tables (an actual's attributes fill keys the release does not know)."""
-    batch = frame_to_batch(frame, cfg.input_columns)
-    for lookup in cfg.features.lookups:
-        for c in lookup.columns:
-            given = frame.get(f"actual_{c}")
-            if given is not None and given.notna().any():
-                batch[c] = given.to_numpy()
-    derived = release.plan.derive(batch) if release is not None else batch
+    """Watched columns and the metric weight column of every row."""
+    derived = with_attributes(cfg, release, frame)
     wanted = [*cfg.monitored_columns, *([cfg.metrics.weight.column] if cfg.metrics.weight else [])]
     return {c: np.asarray(derived[c]) for c in dict.fromkeys(wanted) if c in derived}
 

@@ -22,6 +22,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 STATIC = Path(__file__).parent / "static"
+THEME = Path(__file__).parents[1] / "serve" / "static"  # the model page's look: theme.css, favicon
 log = logging.getLogger("cd4ml.monitor.ui")
 
 
@@ -66,6 +67,7 @@ def create_ui_app(report: Callable[[], dict[str, Any]], *, title: str, cache_sec
     page = _page(title)
     app = FastAPI(title=f"cd4ml monitor: {title}", docs_url=None, redoc_url=None)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.mount("/theme", StaticFiles(directory=THEME), name="theme")
 
     @app.get("/", include_in_schema=False)
     async def dashboard() -> HTMLResponse:
