@@ -1,22 +1,26 @@
 """Serving benchmark: `cd4ml serve` vs `mlflow models serve` vs a bare FastAPI "floor".
 
 Same machine, same load generator (wrk + a Lua script for the POST body), same
-registered model (`<model>@champion`), one server at a time on 127.0.0.1:
+registered model (`<model>@champion`), every server on 127.0.0.1 and under load
+one at a time:
 
     cd4ml         cd4ml serve, prediction log on (the default), 1 worker
     cd4ml-nolog   cd4ml serve --no-log, 1 worker
     mlflow        mlflow models serve --env-manager local --workers 1
-    floor         benchmarks/floor_app.py: FastAPI + booster.predict on a pre-computed row
+    floor         benchmarks/floor_app.py: FastAPI + booster.predict on pre-computed feature rows
     cd4ml-2w      cd4ml serve, log on, --workers 2          (skipped with --no-workers2 or
     mlflow-2w     mlflow models serve --workers 2            when the time budget is spent)
 
-Per server: seconds from process start to the first 200 answer to a prediction;
-a check that it answers with sane predictions (and the same numbers as cd4ml to
-1e-9); then wrk points of `--seconds` each: one record at concurrency 1
-(-t1 -c1) and 16 (-t2 -c16), and 100-record batches at concurrency 16;
-server CPU seconds (whole process tree) and peak RSS, sampled every 0.2 s.
+Per server, started one after another and kept running: seconds from process
+start to the first 200 answer to a prediction; a check that it answers with sane
+predictions (and the same numbers as cd4ml to 1e-9). Then `--rounds` rounds; in
+each, every server gets each wrk point for `--seconds`: one record at concurrency
+1 (-t1 -c1) and 16 (-t2 -c16), and 100-record batches at concurrency 16. Figures
+are medians over rounds; ratios are medians of ratios taken in the same round,
+so a shared machine's speed drifting between rounds cancels out. Server CPU
+seconds (whole process tree) and peak RSS are sampled every 0.2 s.
 
-    .venv/bin/python benchmarks/serving.py [--project DIR] [--seconds 10]
+    .venv/bin/python benchmarks/serving.py [--project DIR] [--seconds 4] [--rounds 3]
 
 Without --project a fresh groceries project is made in a temp folder (about a
 minute). Writes benchmarks/results/serving.json and serving.md.
@@ -32,6 +36,7 @@ import os
 import platform
 import shutil
 import signal
+import statistics
 import socket
 import subprocess
 import sys
@@ -45,12 +50,11 @@ from typing import Any
 
 import httpx
 import psutil
+from floor_app import BATCH, RECORD, batch_records  # the floor knows exactly these records
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 BIN = Path(sys.executable).parent  # the venv's bin: cd4ml, mlflow, uvicorn
-RECORD = {"date": "2024-12-20", "store_nbr": 3, "item_nbr": 100007, "onpromotion": 1}
-BATCH = 100
 
 TARGETS = {  # name -> (description, comparison, threshold)
     "ratio_vs_mlflow": ("cd4ml single-record req/s at c16 vs mlflow", ">=", 20.0),
@@ -87,12 +91,6 @@ def version(pkg: str) -> str | None:
 def wrk_version(wrk: str) -> str:
     out = subprocess.run([wrk, "-v"], capture_output=True, text=True)
     return (out.stdout + out.stderr).splitlines()[0].strip() if (out.stdout + out.stderr) else "?"
-
-
-def batch_records(n: int = BATCH) -> list[dict[str, Any]]:
-    """n distinct, valid records (stores 1-10, items 100001-100100, December 2024)."""
-    return [{"date": f"2024-12-{1 + i % 28:02d}", "store_nbr": 1 + i % 10, "item_nbr": 100001 + (i * 37) % 100,
-             "onpromotion": i % 2} for i in range(n)]
 
 
 # --------------------------------------------------------------------------- process tree sampling
@@ -351,10 +349,9 @@ def verify(run: Running, client: httpx.Client, reference: dict[str, list[float]]
         diff = abs(out["single"][0] - reference["single"][0])
         checks["max_abs_diff_vs_cd4ml_single"] = diff
         ok = diff <= 1e-9
-        if s.name != "floor":  # the floor answers the fixed record's prediction for every row of a batch
-            bdiff = max(abs(a - b) for a, b in zip(out["batch"], reference["batch"]))
-            checks["max_abs_diff_vs_cd4ml_batch"] = bdiff
-            ok = ok and bdiff <= 1e-9
+        bdiff = max(abs(a - b) for a, b in zip(out["batch"], reference["batch"]))
+        checks["max_abs_diff_vs_cd4ml_batch"] = bdiff
+        ok = ok and bdiff <= 1e-9
         checks["same_as_cd4ml"] = ok
         if not ok:
             raise RuntimeError(f"{s.name}: predictions differ from cd4ml serve: {checks}")
@@ -368,60 +365,100 @@ POINTS = [  # name, body, wrk threads, connections
 ]
 
 
-def bench_server(server: Server, scratch: Path, wrk: str, seconds: float, warmup: float,
-                 reference: dict[str, list[float]] | None) -> dict[str, Any]:
-    scripts = {kind: write_lua(scratch, f"{server.name}-{kind}", server.body(RECORD if kind == "single"
-                                                                               else batch_records()))
-               for kind in ("single", "batch")}
-    res: dict[str, Any] = {"label": server.label, "workers": server.workers, "load_before": loadavg()}
-    log(f"{server.name}: starting {server.label}")
-    run = Running(server, scratch)
-    res["command"] = " ".join(run.command)
-    try:
-        with httpx.Client() as client:
-            res["ready_s"] = round(run.wait_ready(client), 3)
-            res["ready_cpu_s"] = round(run.sampler.cpu(), 2)
-            res["ready_rss_mb"] = round(run.sampler.peak_rss / 2**20, 1)
-            log(f"{server.name}: answering after {res['ready_s']:.2f} s")
-            res["settle_s"] = round(run.settle(), 2)
-            checks = verify(run, client, reference)
-        res["preds"] = checks.pop("_preds")
-        res["verify"] = checks
-        run_wrk(wrk, run.url, scripts["single"], 2, 16, warmup)  # warm-up, not recorded
-        if server.name == "cd4ml" and PROFILE.get("enabled"):
-            res["profile"] = profile(run, wrk, scripts["single"], PROFILE["seconds"], PROFILE["out"])
-        points = {}
-        for name, kind, threads, conns in POINTS:
+class Bench:
+    """One server for the whole benchmark: started, checked and warmed once, then measured in rounds."""
+
+    def __init__(self, server: Server, scratch: Path, wrk: str) -> None:
+        self.server = server
+        self.wrk = wrk
+        self.scripts = {kind: write_lua(scratch, f"{server.name}-{kind}",
+                                        server.body(RECORD if kind == "single" else batch_records()))
+                        for kind in ("single", "batch")}
+        self.res: dict[str, Any] = {"label": server.label, "workers": server.workers, "load_before": loadavg(),
+                                    "rounds": {name: [] for name, *_ in POINTS}}
+        self.run: Running | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.run is not None and "error" not in self.res
+
+    def start(self, scratch: Path, warmup: float, reference: dict[str, list[float]] | None) -> None:
+        s, res = self.server, self.res
+        log(f"{s.name}: starting {s.label}")
+        self.run = run = Running(s, scratch)
+        res["command"] = " ".join(run.command)
+        try:
+            with httpx.Client() as client:
+                res["ready_s"] = round(run.wait_ready(client), 3)
+                res["ready_cpu_s"] = round(run.sampler.cpu(), 2)
+                res["ready_rss_mb"] = round(run.sampler.peak_rss / 2**20, 1)
+                log(f"{s.name}: answering after {res['ready_s']:.2f} s")
+                res["settle_s"] = round(run.settle(), 2)
+                checks = verify(run, client, reference)
+            res["preds"] = checks.pop("_preds")
+            res["verify"] = checks
+            run_wrk(self.wrk, run.url, self.scripts["single"], 2, 16, warmup)  # warm-up, not recorded
+            if s.name == "cd4ml" and PROFILE.get("enabled"):
+                res["profile"] = profile(run, self.wrk, self.scripts["single"], PROFILE["seconds"], PROFILE["out"])
+        except Exception as exc:
+            self.fail(exc)
+
+    def fail(self, exc: Exception) -> None:
+        self.res["error"] = f"{type(exc).__name__}: {exc}"
+        log(f"{self.server.name}: FAILED: {self.res['error']}")
+
+    def measure(self, name: str, kind: str, threads: int, conns: int, seconds: float) -> None:
+        """One wrk point of one round."""
+        run = self.run
+        assert run is not None
+        try:
             cpu0, sys0, t0 = run.sampler.cpu(), psutil.cpu_times(), time.perf_counter()
-            p = run_wrk(wrk, run.url, scripts[kind], threads, conns, seconds)
+            p = run_wrk(self.wrk, run.url, self.scripts[kind], threads, conns, seconds)
             wall, cpu1, sys1 = time.perf_counter() - t0, run.sampler.cpu(), psutil.cpu_times()
-            busy = (sum(sys1) - sys1.idle - sys1.iowait) - (sum(sys0) - sys0.idle - sys0.iowait)
-            p["server_cpu_s"] = round(cpu1 - cpu0, 2)
-            p["server_cores"] = round((cpu1 - cpu0) / wall, 2)
-            p["server_cpu_ms_per_req"] = round((cpu1 - cpu0) * 1000 / max(p["requests"], 1), 3)
-            p["machine_busy_cores"] = round(busy / wall, 2)
-            # CPU spent by neither the server nor wrk during the point: other load on the machine
-            p["other_cores"] = round(max(busy - (cpu1 - cpu0) - p["wrk_cpu_s"], 0) / wall, 2)
-            p["loadavg_after"] = loadavg()
-            if kind == "batch":
-                p["rows_per_s"] = round(p["req_per_s"] * BATCH, 1)
-            points[name] = p
-            log(f"{server.name}: {name}: {p['req_per_s']:.0f} req/s, p50 {p['p50_ms']:.2f} ms, "
-                f"p99 {p['p99_ms']:.2f} ms, errors {p['errors']}, server {p['server_cores']} cores, "
-                f"other load {p['other_cores']} cores")
-            if p["errors"]:
-                log(f"{server.name}: WARNING {p['errors']} errors in {name}: {p['errors_detail']}")
-        res["points"] = points
-    except Exception as exc:
-        res["error"] = f"{type(exc).__name__}: {exc}"
-        log(f"{server.name}: FAILED: {res['error']}")
-    finally:
-        run.stop()
-        res["cpu_s_total"] = round(sum(run.sampler.cpu_by_pid.values()), 2)
-        res["peak_rss_mb"] = round(run.sampler.peak_rss / 2**20, 1)
-        res["peak_processes"] = run.sampler.peak_procs
+        except Exception as exc:
+            self.fail(exc)
+            return
+        busy = (sum(sys1) - sys1.idle - sys1.iowait) - (sum(sys0) - sys0.idle - sys0.iowait)
+        p["server_cpu_s"] = round(cpu1 - cpu0, 2)
+        p["server_cores"] = round((cpu1 - cpu0) / wall, 2)
+        p["server_cpu_ms_per_req"] = round((cpu1 - cpu0) * 1000 / max(p["requests"], 1), 3)
+        p["machine_busy_cores"] = round(busy / wall, 2)
+        # CPU spent by neither the server nor wrk during the point: other load on the machine
+        p["other_cores"] = round(max(busy - (cpu1 - cpu0) - p["wrk_cpu_s"], 0) / wall, 2)
+        p["loadavg_after"] = loadavg()
+        if kind == "batch":
+            p["rows_per_s"] = round(p["req_per_s"] * BATCH, 1)
+        self.res["rounds"][name].append(p)
+        log(f"{self.server.name}: {name}: {p['req_per_s']:.0f} req/s, p50 {p['p50_ms']:.2f} ms, "
+            f"p99 {p['p99_ms']:.2f} ms, errors {p['errors']}, server {p['server_cores']} cores, "
+            f"other load {p['other_cores']} cores")
+        if p["errors"]:
+            log(f"{self.server.name}: WARNING {p['errors']} errors in {name}: {p['errors_detail']}")
+
+    def stop(self) -> dict[str, Any]:
+        res, run = self.res, self.run
+        res["points"] = {name: combine(rounds) for name, rounds in res["rounds"].items() if rounds}
+        if run is not None:
+            run.stop()
+            res["cpu_s_total"] = round(sum(run.sampler.cpu_by_pid.values()), 2)
+            res["peak_rss_mb"] = round(run.sampler.peak_rss / 2**20, 1)
+            res["peak_processes"] = run.sampler.peak_procs
         res["load_after"] = loadavg()
-    return res
+        return res
+
+
+def combine(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """A point over its rounds: medians of rates and latencies, totals of counts, CPU per request overall."""
+    med = lambda key: round(statistics.median(p[key] for p in rounds), 3)  # noqa: E731
+    out = {key: med(key) for key in ("req_per_s", "p50_ms", "p99_ms", "other_cores", "server_cores")}
+    if "rows_per_s" in rounds[0]:
+        out["rows_per_s"] = med("rows_per_s")
+    for key in ("requests", "errors"):
+        out[key] = sum(p[key] for p in rounds)
+    out["errors_detail"] = [p["errors_detail"] for p in rounds if p["errors"]]
+    out["server_cpu_ms_per_req"] = round(sum(p["server_cpu_s"] for p in rounds) * 1000 / max(out["requests"], 1), 3)
+    out["rounds"] = len(rounds)
+    return out
 
 
 # --------------------------------------------------------------------------- optional profile
@@ -451,7 +488,8 @@ def profile(run: Running, wrk: str, script: Path, seconds: float, out_dir: Path)
 
 
 HANDLER = "create_app.<locals>.predict ("
-PREDICT = "Release.predict ("
+BATCHER = "MicroBatcher._flush ("  # the features and the estimator: called by the event loop, not the handler
+PREDICT = "Release.predict_checked ("
 
 
 def summarize_folded(path: Path, top: int = 12) -> dict[str, Any]:
@@ -471,7 +509,7 @@ def summarize_folded(path: Path, top: int = 12) -> dict[str, Any]:
             if i is not None:
                 child = frames[i + 1] if i + 1 < len(frames) else "(own code)"
                 children[child] = children.get(child, 0) + n_
-        if any(f.startswith(HANDLER) for f in frames):
+        if any(f.startswith((HANDLER, BATCHER)) for f in frames):
             handler += n_
 
     def shares(d: dict[str, int]) -> list[dict[str, Any]]:
@@ -513,22 +551,29 @@ def metric(results: dict[str, Any], server: str, point: str, key: str) -> float 
     return results.get(server, {}).get("points", {}).get(point, {}).get(key)
 
 
+def round_ratio(results: dict[str, Any], a: str, b: str, point: str, key: str) -> float | None:
+    """Median over rounds of a/b measured in the same round: machine speed that drifts between
+    rounds (other tenants on a shared host) cancels out of each round's ratio."""
+    ra = results.get(a, {}).get("rounds", {}).get(point, [])
+    rb = results.get(b, {}).get("rounds", {}).get(point, [])
+    each = [x[key] / y[key] for x, y in zip(ra, rb) if x.get(key) and y.get(key)]
+    return round(statistics.median(each), 3) if each else None
+
+
 def summarize(results: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    rps = lambda s: metric(results, s, "single_c16", "req_per_s")  # noqa: E731
-    rows = lambda s: metric(results, s, "batch100_c16", "rows_per_s")  # noqa: E731
+    rps = lambda a, b: round_ratio(results, a, b, "single_c16", "req_per_s")  # noqa: E731
+    rows = lambda a, b: round_ratio(results, a, b, "batch100_c16", "rows_per_s")  # noqa: E731
     ratios = {
-        "ratio_vs_mlflow": ratio(rps("cd4ml"), rps("mlflow")),
-        "ratio_vs_floor": ratio(rps("cd4ml"), rps("floor")),
-        "batch_ratio_vs_mlflow": ratio(rows("cd4ml"), rows("mlflow")),
-        "batch_ratio_vs_floor": ratio(rows("cd4ml"), rows("floor")),
-        "c1_ratio_vs_mlflow": ratio(metric(results, "cd4ml", "single_c1", "req_per_s"),
-                                    metric(results, "mlflow", "single_c1", "req_per_s")),
-        "c1_ratio_vs_floor": ratio(metric(results, "cd4ml", "single_c1", "req_per_s"),
-                                   metric(results, "floor", "single_c1", "req_per_s")),
-        "log_on_vs_off": ratio(rps("cd4ml"), rps("cd4ml-nolog")),
-        "workers2_ratio_vs_mlflow_2w": ratio(rps("cd4ml-2w"), rps("mlflow-2w")),
-        "workers2_batch_ratio_vs_mlflow_2w": ratio(rows("cd4ml-2w"), rows("mlflow-2w")),
-        "workers2_vs_workers1": ratio(rps("cd4ml-2w"), rps("cd4ml")),
+        "ratio_vs_mlflow": rps("cd4ml", "mlflow"),
+        "ratio_vs_floor": rps("cd4ml", "floor"),
+        "batch_ratio_vs_mlflow": rows("cd4ml", "mlflow"),
+        "batch_ratio_vs_floor": rows("cd4ml", "floor"),
+        "c1_ratio_vs_mlflow": round_ratio(results, "cd4ml", "mlflow", "single_c1", "req_per_s"),
+        "c1_ratio_vs_floor": round_ratio(results, "cd4ml", "floor", "single_c1", "req_per_s"),
+        "log_on_vs_off": rps("cd4ml", "cd4ml-nolog"),
+        "workers2_ratio_vs_mlflow_2w": rps("cd4ml-2w", "mlflow-2w"),
+        "workers2_batch_ratio_vs_mlflow_2w": rows("cd4ml-2w", "mlflow-2w"),
+        "workers2_vs_workers1": rps("cd4ml-2w", "cd4ml"),
     }
     values = {**ratios, "p99_ms_c16": metric(results, "cd4ml", "single_c16", "p99_ms"),
               "ready_s": results.get("cd4ml", {}).get("ready_s")}
@@ -555,7 +600,8 @@ def markdown(doc: dict[str, Any]) -> str:
         "# Serving benchmark",
         "",
         f"{doc['finished']} · {m['cpu_count']} CPUs ({m['cpu_model']}) · load average before "
-        f"{m['load_before']} / after {m['load_after']} · {doc['settings']['seconds']:g} s per wrk point · "
+        f"{m['load_before']} / after {m['load_after']} · {doc['settings'].get('rounds', 1)} round(s) of "
+        f"{doc['settings']['seconds']:g} s per wrk point and server · "
         f"wrk on the same machine · model `{doc['settings']['model']}@champion` (version "
         f"{doc['settings'].get('model_version', '?')}) · cd4ml at "
         f"{(doc['source']['git_commit'] or '?')[:10]}"
@@ -604,7 +650,7 @@ def markdown(doc: dict[str, Any]) -> str:
     if prof and "samples" in prof:
         lines += ["", f"## Where cd4ml serve spends its time (py-spy, {prof['seconds']:g} s at c16, "
                   f"{prof['samples']} active samples; flame graph `{prof.get('flamegraph')}`)", "",
-                  f"- {prof['handler_share']:.0%} inside the `/predict` handler; "
+                  f"- {prof['handler_share']:.0%} inside the `/predict` handler and the micro-batcher's calls; "
                   f"{prof['outside_handler_share']:.0%} in the HTTP stack around it (event loop, HTTP "
                   "parsing, uvicorn, Starlette/FastAPI routing and middleware, response writing)", "",
                   "Handler's calls (share of all samples):", ""]
@@ -613,7 +659,7 @@ def markdown(doc: dict[str, Any]) -> str:
         lines += [f"- {t['share']:.1%} `{t['frame']}`" for t in prof["release_predict_calls"]]
         lines += ["", "Top self time:", ""]
         lines += [f"- {t['share']:.1%} `{t['frame']}`" for t in prof["top_self"]]
-    lines += ["", f"Raw figures: `serving.json` next to this file. Versions: "
+    lines += ["", "Raw figures: `serving.json` next to this file. Versions: "
               + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + "."]
     return "\n".join(lines) + "\n"
 
@@ -622,13 +668,15 @@ def markdown(doc: dict[str, Any]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description="Serving benchmark: cd4ml serve vs mlflow models serve vs a floor.")
     ap.add_argument("--project", type=Path, help="a cd4ml project with a champion (default: make a fresh one)")
-    ap.add_argument("--seconds", type=float, default=10.0, help="seconds per wrk point (default 10)")
+    ap.add_argument("--seconds", type=float, default=4.0, help="seconds per wrk point and round (default 4)")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="rounds; each measures every point of every server once (default 3)")
     ap.add_argument("--warmup", type=float, default=2.0,
                     help="seconds of unrecorded load before the points (wrk rounds every duration up to whole s)")
     ap.add_argument("--no-workers2", dest="workers2", action="store_false",
                     help="skip the 2-worker runs of cd4ml serve and mlflow")
     ap.add_argument("--only", help="comma-separated server names to run (cd4ml,cd4ml-nolog,mlflow,floor,...)")
-    ap.add_argument("--budget", type=float, default=420.0,
+    ap.add_argument("--budget", type=float, default=480.0,
                     help="seconds for the servers (project set-up not counted); optional (2-worker) servers "
                          "are skipped once they would exceed it")
     ap.add_argument("--profile", type=float, default=0.0, metavar="SECONDS",
@@ -676,23 +724,36 @@ def main() -> None:
         log(f"project {project}: {model}@champion = version {champion.version}; tracking {uri}")
 
         only = set(args.only.split(",")) if args.only else None
+        chosen = [sv for sv in servers(project, model, uri, args.workers2) if not only or sv.name in only]
+        per_server = len(POINTS) * args.rounds * (math.ceil(args.seconds) + 1.5) + args.warmup + 20
         results: dict[str, Any] = {}
+        benches: list[Bench] = []
         reference: dict[str, list[float]] | None = None
-        per_server = 3 * args.seconds + args.warmup + 20
-        for server in servers(project, model, uri, args.workers2):
-            if only and server.name not in only:
-                continue
-            if server.optional and time.perf_counter() - t_bench + per_server > args.budget:
-                log(f"{server.name}: skipped (time budget of {args.budget:.0f} s)")
-                results[server.name] = {"label": server.label, "workers": server.workers,
-                                        "skipped": f"time budget of {args.budget:.0f} s"}
-                continue
-            r = bench_server(server, scratch, wrk, args.seconds, args.warmup,
-                             reference if server.name != "cd4ml" else None)
-            if server.name == "cd4ml" and "preds" in r:
-                reference = r["preds"]
-            r.pop("preds", None)
-            results[server.name] = r
+        try:
+            for server in chosen:  # started one at a time: ready_s is measured on a machine otherwise idle
+                if server.optional and (len(benches) + 1) * per_server > args.budget:
+                    log(f"{server.name}: skipped (time budget of {args.budget:.0f} s)")
+                    results[server.name] = {"label": server.label, "workers": server.workers,
+                                            "skipped": f"time budget of {args.budget:.0f} s"}
+                    continue
+                b = Bench(server, scratch, wrk)
+                benches.append(b)
+                b.start(scratch, args.warmup, reference if server.name != "cd4ml" else None)
+                if server.name == "cd4ml" and b.ok:
+                    reference = b.res["preds"]
+            # Rounds: every server gets each point once per round, one after another, so a ratio of
+            # two servers compares figures taken seconds apart.
+            for r in range(args.rounds):
+                log(f"round {r + 1}/{args.rounds}")
+                for name, kind, threads, conns in POINTS:
+                    for b in benches:
+                        if b.ok:
+                            b.measure(name, kind, threads, conns, args.seconds)
+        finally:
+            for b in benches:
+                b.res.pop("preds", None)
+                results[b.server.name] = b.stop()
+        results = {sv.name: results[sv.name] for sv in chosen if sv.name in results}
 
         ratios, targets = summarize(results)
         load_after = loadavg()
@@ -717,7 +778,7 @@ def main() -> None:
                                                      "uvloop", "httptools")} | {"wrk": wrk_version(wrk)},
             },
             "source": source_info(),
-            "settings": {"seconds": args.seconds, "warmup": args.warmup, "record": RECORD, "batch_size": BATCH,
+            "settings": {"seconds": args.seconds, "rounds": args.rounds, "warmup": args.warmup, "record": RECORD, "batch_size": BATCH,
                          "project": str(project) if args.project else "(fresh temp project)", "model": model,
                          "model_version": str(champion.version), "tracking_uri": uri,
                          "points": {n: {"body": k, "wrk_threads": t, "connections": c} for n, k, t, c in POINTS}},

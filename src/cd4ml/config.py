@@ -183,6 +183,8 @@ class ServingConfig(_Strict):
         "fallback", description="values never seen in training: predict and flag, or answer 422")
     max_records: int = Field(1000, gt=0)
     max_body_bytes: int = Field(2_000_000, gt=0)
+    merge_max_rows: int = Field(
+        256, gt=0, description="concurrent requests are predicted together up to this many rows per call (1: never)")
     poll_seconds: float = Field(2.0, gt=0)
     log_dir: str = ".cd4ml/predictions"
     log_max_bytes: int = Field(64 * 2**20, gt=0)

@@ -259,3 +259,127 @@ def test_prediction_log_holds_every_successful_prediction(champion_shop: Path) -
         by_request[e["request_id"]] = by_request.get(e["request_id"], 0) + 1
         assert e["model_version"] == "1" and e["latency_ms"] > 0 and set(e["inputs"]) == set(INPUTS)
     assert by_request == served
+
+
+# -- micro-batching: requests merged into one feature + predict call answer as if alone ----------
+NEW_STORE = {"date": "2024-08-20", "store_nbr": 99, "item_nbr": 100005, "onpromotion": 0,
+             "city": "Quito", "state": "Pichincha", "store_type": "D", "cluster": 13}
+
+
+def _requests(root: Path) -> list[list[dict]]:
+    """Singles, a 10-record list, an unknown item, and a new store with its attributes."""
+    records = _records(_holdout(root, 40))
+    return [[r] for r in records[:30]] + [records[30:]] + [[{**GOOD, "item_nbr": 100099}], [NEW_STORE]]
+
+
+def test_merged_requests_answer_exactly_as_alone(served_shop: Path, tmp_path: Path) -> None:
+    import asyncio
+
+    from cd4ml.serve.batching import MicroBatcher
+    from cd4ml.serve.schema import RequestSchema
+
+    release = _registry(served_shop).load("1", tmp_path / "cache")
+    schema = RequestSchema(load_project(served_shop).config)
+    requests = [schema.validate(r) for r in _requests(served_shop)]
+    alone = [release.predict_checked(schema.to_batch(rows)) for rows in requests]
+
+    def merged(max_rows: int) -> tuple[list, int]:
+        calls: list[int] = []
+        batcher = MicroBatcher(max_rows, schema.to_batch, on_call=lambda: calls.append(1))
+
+        async def all_at_once() -> list:
+            return await asyncio.gather(*(batcher.predict(release, rows, schema.nulls(rows)) for rows in requests))
+        return asyncio.run(all_at_once()), len(calls)
+
+    for max_rows, want_calls in ((256, 2), (8, 7)):
+        answers, calls = merged(max_rows)
+        # Queued in one event-loop turn: one call for the rows that give only inputs, one for the new
+        # store, which gives lookup attributes (other columns); with 8 rows a call, 6 + 1.
+        assert calls == want_calls
+        for (pred, unknown), answer in zip(alone, answers):
+            np.testing.assert_array_equal(answer.predictions, pred)  # bit for bit
+            assert set(answer.unknown) == set(unknown)
+            for c in unknown:
+                np.testing.assert_array_equal(answer.unknown[c], unknown[c])
+            np.testing.assert_array_equal(answer.fallback, np.any(list(unknown.values()), axis=0))
+    assert answers[-2].fallback.tolist() == [True] and answers[-1].fallback.tolist() == [True]
+    assert answers[0].fallback.tolist() == [False]
+
+
+def test_a_failing_merged_call_fails_each_of_its_requests(served_shop: Path, tmp_path: Path) -> None:
+    import asyncio
+
+    from cd4ml.serve.batching import MicroBatcher
+    from cd4ml.serve.schema import RequestSchema
+
+    release = _registry(served_shop).load("1", tmp_path / "cache")
+    schema = RequestSchema(load_project(served_shop).config)
+    good = schema.validate([GOOD])
+    broken = [{**good[0], "date": "not a date object"}]  # what to_batch cannot convert
+    batcher = MicroBatcher(256, schema.to_batch)
+
+    async def both() -> list:
+        return await asyncio.gather(batcher.predict(release, good, ()), batcher.predict(release, broken, ()),
+                                    return_exceptions=True)
+    outcomes = asyncio.run(both())
+    assert all(isinstance(o, AttributeError) for o in outcomes)
+    # the next turn is a new call: the good request alone is answered
+    assert asyncio.run(batcher.predict(release, good, ())).predictions.shape == (1,)
+
+
+def test_a_release_packaged_before_the_one_pass_transform_still_answers(served_shop: Path, tmp_path: Path) -> None:
+    """Releases keep their own feature code: one whose code has `unknown_inputs` instead of
+    `transform_checked` (cd4ml before micro-batching) must serve the same answers."""
+    from cd4ml.release.package import Release
+    from cd4ml.serve.schema import RequestSchema
+
+    current = _registry(served_shop).load("1", tmp_path / "cache")
+    old = tmp_path / "old-release"
+    shutil.copytree(current.folder, old)
+    code = old / "code" / "_cd4ml_transforms.py"
+    text = code.read_text(encoding="utf-8")
+    assert "def transform_checked(" in text
+    # The old method, as it was packaged (git: cecdbd5, src/cd4ml/features/transforms.py).
+    text = text.replace("def transform_checked(", "def _not_in_old_releases(").replace(
+        "    def inverse_target(", '''    def unknown_inputs(self, batch):
+        out = {}
+        inputs = set(self.spec["inputs"])
+        for lk, table in zip(self.spec["lookups"], self._lookups):
+            if lk["key"] in inputs and lk["key"] in batch:
+                out[lk["key"]] = ~table.find([batch[lk["key"]]])[1]
+        for c, vocab in self._vocabs.items():
+            if c in inputs and c in batch:
+                unseen = vocab.codes(batch[c]) < 0
+                out[c] = out[c] | unseen if c in out else unseen
+        return out
+
+    def inverse_target(''')
+    code.write_text(text, encoding="utf-8")
+    shutil.rmtree(old / "code" / "__pycache__", ignore_errors=True)
+    packaged = Release(old)
+    assert not hasattr(packaged.plan, "transform_checked")
+    schema = RequestSchema(load_project(served_shop).config)
+    for rows in (schema.validate(r) for r in _requests(served_shop)):
+        batch = schema.to_batch(rows)
+        (want, want_unknown), (got, got_unknown) = current.predict_checked(batch), packaged.predict_checked(batch)
+        np.testing.assert_array_equal(got, want)
+        assert {c: m.tolist() for c, m in got_unknown.items()} == {c: m.tolist() for c, m in want_unknown.items()}
+
+
+def test_concurrent_clients_get_the_answers_of_sequential_ones(service: Service, served_shop: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    requests = [r[0] if len(r) == 1 else r for r in _requests(served_shop)]
+    sequential = [service.client.post("/predict", json=body).json() for body in requests]
+    with httpx.Client(base_url=str(service.client.base_url)) as client, ThreadPoolExecutor(16) as pool:
+        for _ in range(3):
+            concurrent = list(pool.map(lambda body: client.post("/predict", json=body).json(), requests))
+            for seq, con in zip(sequential, concurrent):
+                key = "prediction" if "prediction" in seq else "predictions"
+                assert con[key] == seq[key] and con["fallback"] == seq["fallback"]
+    metrics = {line.split(" ")[0]: float(line.split(" ")[1]) for line in service.client.get("/metrics").text.splitlines()
+               if line.startswith(("cd4ml_predict_calls_total", "cd4ml_requests_total"))}
+    requests_200 = sum(v for k, v in metrics.items() if k.startswith("cd4ml_requests_total") and '"200"' in k)
+    assert 4 * len(requests) <= requests_200 and 0 < metrics["cd4ml_predict_calls_total"] <= requests_200

@@ -229,13 +229,18 @@ class KeyTable:
         """Row index into the table for each input row, and whether it was found."""
         n = len(cols[0])
         if n <= _SMALL_BATCH:
-            aligned = [v.align(c) for v, c in zip(self.vocabs, cols)]
-            if any(a is None for a in aligned):
-                return np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool)
+            values = []
+            for vocab, col in zip(self.vocabs, cols):
+                aligned = vocab.align(col)
+                if aligned is None:
+                    return np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool)
+                values.append(aligned.tolist())
             rows = self._row_index()
-            idx = np.array([rows.get(key, -1) for key in zip(*(a.tolist() for a in aligned))], dtype=np.int64)
+            idx = np.array([rows.get(key, -1) for key in zip(*values)], dtype=np.int64)
             found = idx >= 0
-            return np.where(found, idx, 0), found
+            if not found.all():
+                idx[~found] = 0
+            return idx, found
         composite = self._composite(self.vocabs, cols)
         if len(self.keys) == 0:
             return np.zeros(len(composite), dtype=np.int64), np.zeros(len(composite), dtype=bool)
@@ -381,19 +386,27 @@ class FeaturePlan:
         return cls(spec, arrays, custom), work, codes, rows
 
     # -- applying --------------------------------------------------------------------------
-    def _derive(self, batch: Mapping[str, np.ndarray]) -> Batch:
-        """Every step but the final encodings: lookups, calendar, holidays, custom columns."""
+    def _derive(self, batch: Mapping[str, np.ndarray], found_keys: dict[str, np.ndarray] | None = None) -> Batch:
+        """Every step but the final encodings: lookups, calendar, holidays, custom columns.
+
+        `found_keys`, if given, receives per lookup key column whether each row's key is in the table."""
         work: Batch = dict(batch)
         n = len(next(iter(work.values()))) if work else 0
         for lk, table in zip(self.spec["lookups"], self._lookups):
             idx, found = table.find([work[lk["key"]]])
+            if found_keys is not None:
+                found_keys[lk["key"]] = found
+            all_found = bool(found.all())
             for c in lk["columns"]:
                 known = table.values[c]
                 given = work.get(c)
+                if len(known) and all_found and given is None:  # a request that gives only the key
+                    work[c] = known[idx]
+                    continue
                 fill = _missing_like(known, n) if given is None else _normalise(given)
-                if n > _SMALL_BATCH and len(known) and found.all():  # as for every training row
+                if len(known) and all_found:  # as for every training row
                     dtype = np.result_type(known, fill)
-                    if given is not None and fill.dtype == dtype and _gathers(known, idx, fill):
+                    if n > _SMALL_BATCH and fill.dtype == dtype and _gathers(known, idx, fill):
                         work[c] = fill  # the rows already hold their key's attributes: no copy of them
                     else:
                         work[c] = known[idx].astype(dtype, copy=False)
@@ -426,6 +439,21 @@ class FeaturePlan:
         self._check_inputs(self.spec, batch)
         return self._assemble(self._derive(batch))
 
+    def transform_checked(self, batch: Mapping[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """`transform`, and per input column whose values the model learned (lookup keys, categorical
+        features) a bool array (n,) marking values never seen in training: one pass, one lookup each."""
+        self._check_inputs(self.spec, batch)
+        found: dict[str, np.ndarray] = {}
+        X = self._assemble(self._derive(batch, found))
+        inputs = set(self.spec["inputs"])
+        unseen = {c: ~f for c, f in found.items() if c in inputs}
+        start = len(self.spec["numeric"])
+        for j, c in enumerate(self.spec["categorical"]):
+            if c in inputs:  # an unknown category is coded NaN in X, a known one by its code
+                m = np.isnan(X[:, start + j])
+                unseen[c] = unseen[c] | m if c in unseen else m
+        return X, unseen
+
     @staticmethod
     def _check_inputs(spec: Mapping[str, Any], batch: Mapping[str, np.ndarray]) -> None:
         missing = [c for c in spec["inputs"] if c not in batch]
@@ -455,16 +483,10 @@ class FeaturePlan:
     def _matrix(self, work: Batch, codes: Mapping[str, np.ndarray] | None,
                 rows: list[np.ndarray] | None) -> np.ndarray:
         n = len(work[self.spec["inputs"][0]]) if self.spec["inputs"] else 0
-        X = np.empty((n, len(self.feature_names)), dtype=np.float64)
-        j = 0
-        for c in self.spec["numeric"]:
-            X[:, j] = np.asarray(work[c], dtype=np.float64)
-            j += 1
+        columns = [work[c] for c in self.spec["numeric"]]
         for c in self.spec["categorical"]:
-            col = (self._vocabs[c].codes(work[c]) if codes is None else codes[c]).astype(np.float64)
-            col[col < 0] = np.nan
-            X[:, j] = col
-            j += 1
+            col = self._vocabs[c].codes(work[c]) if codes is None else codes[c]
+            columns.append(np.where(col >= 0, col, np.nan))
         prior = float(self.arrays["global_mean"][0])
         for i, (cols, table) in enumerate(zip(self.spec["target_encodings"], self._encodings)):
             if rows is None:
@@ -472,9 +494,10 @@ class FeaturePlan:
             else:
                 idx = rows[i]
                 found = table.keys[idx] >= 0  # a row with an unknown part (NaN) has key -1
-            X[:, j] = np.where(found, table.values["mean"][idx], prior)
-            j += 1
-        return X
+            columns.append(np.where(found, table.values["mean"][idx], prior))
+        if not columns:
+            return np.empty((n, 0), dtype=np.float64)
+        return np.stack(columns, axis=1, dtype=np.float64, casting="unsafe")  # one copy into the (n, p) matrix
 
     def known_values(self, column: str) -> np.ndarray | None:
         """The values of `column` seen in training, if the model keys anything on it."""
@@ -483,20 +506,6 @@ class FeaturePlan:
                 return table.vocabs[0].values
         vocab = self._vocabs.get(column)
         return None if vocab is None else vocab.values
-
-    def unknown_inputs(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Per input column whose values the model learned (lookup keys, categories),
-        a bool array (n,) marking values never seen in training."""
-        out: dict[str, np.ndarray] = {}
-        inputs = set(self.spec["inputs"])
-        for lk, table in zip(self.spec["lookups"], self._lookups):
-            if lk["key"] in inputs and lk["key"] in batch:
-                out[lk["key"]] = ~table.find([batch[lk["key"]]])[1]
-        for c, vocab in self._vocabs.items():
-            if c in inputs and c in batch:
-                unseen = vocab.codes(batch[c]) < 0
-                out[c] = out[c] | unseen if c in out else unseen
-        return out
 
     def inverse_target(self, pred: np.ndarray) -> np.ndarray:
         """Model-space predictions -> target units."""

@@ -101,6 +101,15 @@ class Release:
         X = self.plan.transform(batch)
         return self.plan.inverse_target(self.estimator.predict(X))
 
+    def predict_checked(self, batch: Mapping[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """`predict`, and per input column whose values the model learned (lookup keys, categories)
+        a bool mask (n,) of values it never saw in training."""
+        checked = getattr(self.plan, "transform_checked", None)
+        if checked is None:  # feature code packaged before the one-pass transform
+            return self.predict(batch), self.plan.unknown_inputs(batch)
+        X, unknown = checked(batch)
+        return self.plan.inverse_target(self.estimator.predict(X)), unknown
+
     def predict_frame(self, frame: pd.DataFrame) -> np.ndarray:
         missing = [c for c in self.input_names if c not in frame.columns]
         if missing:
@@ -114,10 +123,6 @@ class Release:
             if item["type"] in ("date", "datetime"):
                 frame[item["name"]] = pd.to_datetime(frame[item["name"]])
         return frame
-
-    def unknown(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Input columns with values the model never saw in training: {column: bool mask (n,)}."""
-        return self.plan.unknown_inputs(batch)
 
     def latency_ms(self, frame: pd.DataFrame, n: int = 300) -> np.ndarray:
         """Wall time of `n` single-row predictions (ms each), rows drawn from `frame` in order."""

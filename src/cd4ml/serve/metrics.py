@@ -5,6 +5,8 @@ What is measured (units in the names: seconds, counts; values are the model's ow
 - `cd4ml_requests_total{endpoint,status,model_version}`: /predict requests by HTTP status;
   `model_version` is "" when no release was live.
 - `cd4ml_request_duration_seconds{endpoint}`: /predict wall time inside the app (seconds).
+- `cd4ml_predict_calls_total`: feature + estimator calls; concurrent requests merged by the
+  micro-batcher share one, so requests / calls is the mean merge size.
 - `cd4ml_predictions_total{model_version}`, `cd4ml_fallback_predictions_total{model_version}`:
   records predicted, and those that hit an unknown category (the fallback path).
 - `cd4ml_prediction_value`: histogram of predicted values over fixed generic buckets
@@ -81,6 +83,8 @@ class ServiceMetrics:
         self.duration = Histogram("cd4ml_request_duration_seconds", "Time spent in the app per request, seconds.",
                                   ["endpoint"], buckets=DURATION_BUCKETS, registry=own)
         self.predictions = Counter("cd4ml_predictions", "Records predicted.", ["model_version"], registry=own)
+        self.calls = Counter("cd4ml_predict_calls", "Feature + estimator calls (merged requests share one).",
+                             registry=own)
         self.fallbacks = Counter("cd4ml_fallback_predictions",
                                  "Records predicted with an unknown category (fallback path).",
                                  ["model_version"], registry=own)

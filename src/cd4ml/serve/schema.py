@@ -19,6 +19,7 @@ _PY_TYPES: dict[str, type] = {"int": int, "float": float, "str": str, "bool": bo
                               "datetime": dt.datetime}
 _NUMPY_TYPES: dict[str, Any] = {"int": np.int64, "float": np.float64, "str": str, "bool": np.int64,
                                 "date": "datetime64[D]", "datetime": "datetime64[us]"}
+_UNIX_EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
 
 
 def _allowed(values: list[Any]) -> AfterValidator:
@@ -61,22 +62,36 @@ class RequestSchema:
         self.types = {name: cfg.schema_.columns[name].type for name in self.model.model_fields}
         self.required = list(cfg.input_columns)
 
-    def validate(self, records: list[Any]) -> list[BaseModel]:
-        """Raises pydantic.ValidationError naming record index and field."""
-        return self.adapter.validate_python(records)
+    def validate(self, records: list[Any]) -> list[dict[str, Any]]:
+        """Each record's field values (every field, None where not given).
 
-    def to_batch(self, records: list[BaseModel]) -> dict[str, np.ndarray]:
-        """Column batch of the validated records; optional columns only when every record has them."""
+        Raises pydantic.ValidationError naming record index and field."""
+        return [r.__dict__ for r in self.adapter.validate_python(records)]
+
+    @staticmethod
+    def nulls(rows: list[dict[str, Any]]) -> tuple[str, ...]:
+        """The fields that are None in some row: rows that agree on this give the same batch
+        columns and dtypes alone as merged (see `to_batch`)."""
+        if len(rows) == 1:
+            return tuple(k for k, v in rows[0].items() if v is None)
+        return tuple(k for k in rows[0] if any(r[k] is None for r in rows))
+
+    def to_batch(self, rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+        """Column batch of validated rows; optional columns only when every row has them."""
         batch = {}
         for name, kind in self.types.items():
-            values = [getattr(r, name) for r in records]
-            has_null = any(v is None for v in values)
+            values = [r[name] for r in rows]
+            has_null = None in values
             if has_null and name not in self.required:
                 continue
-            # Nulls in a nullable int column travel as NaN, which int arrays cannot hold.
-            dtype = np.float64 if has_null and kind in ("int", "bool") else _NUMPY_TYPES[kind]
-            batch[name] = np.array([np.nan if v is None else v for v in values] if has_null else values,
-                                   dtype=dtype)
+            if has_null:  # nulls in a nullable column travel as NaN, which int arrays cannot hold
+                dtype = np.float64 if kind in ("int", "bool") else _NUMPY_TYPES[kind]
+                batch[name] = np.array([np.nan if v is None else v for v in values], dtype=dtype)
+            elif kind == "date":  # numpy converts day numbers faster than date objects
+                batch[name] = (np.array([v.toordinal() for v in values], dtype=np.int64)
+                               - _UNIX_EPOCH_ORDINAL).view("datetime64[D]")
+            else:
+                batch[name] = np.array(values, dtype=_NUMPY_TYPES[kind])
         return batch
 
     def json_schema(self) -> dict[str, Any]:

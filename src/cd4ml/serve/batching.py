@@ -1,0 +1,105 @@
+"""Micro-batching: the records of concurrent requests go through one feature + predict call.
+
+Computing features and predicting costs mostly a fixed amount per call (numpy's and
+LightGBM's per-call overhead), not per row: one row costs about a third of sixteen.
+Requests whose bodies the event loop read in the same turn are queued here and
+predicted together at the end of that turn, so an idle service adds no wait (a lone
+request is flushed right after it is queued) and a busy one pays the fixed cost once
+per turn instead of once per request.
+
+Only requests for the same release whose records are null in the same fields are
+merged, so the merged column batch has the columns and dtypes each request's own would
+have; features are computed row by row and the estimator predicts each row on its own,
+so a record's answer is the same whether it was predicted alone or merged (checked by
+the service tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+Rows = list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What one request gets back, each of shape (n,): predictions in target units, and whether
+    each record has a value the model never saw in training (`unknown`: which column)."""
+
+    predictions: np.ndarray
+    fallback: np.ndarray
+    unknown: dict[str, np.ndarray]
+
+
+@dataclass
+class _Pending:
+    release: Any
+    rows: Rows
+    nulls: tuple[str, ...]
+    future: asyncio.Future[Answer]
+
+
+class MicroBatcher:
+    """Queue validated records and answer them in merged calls of at most `max_rows` rows
+    (a larger request goes alone). `to_batch` turns records into a column batch.
+
+    Must be used from one event loop (the service's).
+    """
+
+    def __init__(self, max_rows: int, to_batch: Callable[[Rows], Mapping[str, np.ndarray]],
+                 on_call: Callable[[], None] = lambda: None) -> None:
+        """`on_call()` is called once per merged call (a metrics counter)."""
+        self.max_rows = max_rows
+        self.to_batch = to_batch
+        self.on_call = on_call
+        self._pending: list[_Pending] = []
+
+    async def predict(self, release: Any, rows: Rows, nulls: tuple[str, ...]) -> Answer:
+        """Predictions for `rows`, whose fields in `nulls` (and no others) are None somewhere."""
+        loop = asyncio.get_running_loop()
+        if not self._pending:
+            loop.call_soon(self._flush)  # runs after the handlers this turn has already started
+        item = _Pending(release, rows, nulls, loop.create_future())
+        self._pending.append(item)
+        return await item.future
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        open_chunks: dict[tuple[Any, ...], tuple[list[_Pending], int]] = {}  # per group: filling chunk, its rows
+        full: list[list[_Pending]] = []
+        for item in pending:
+            key = (id(item.release), item.nulls)
+            chunk, rows = open_chunks.get(key, ([], 0))
+            if chunk and rows + len(item.rows) > self.max_rows:
+                full.append(chunk)
+                chunk, rows = [], 0
+            chunk.append(item)
+            open_chunks[key] = (chunk, rows + len(item.rows))
+        for chunk in full + [c for c, _ in open_chunks.values()]:
+            self._answer(chunk)
+
+    def _answer(self, chunk: list[_Pending]) -> None:
+        self.on_call()
+        release = chunk[0].release
+        try:
+            batch = self.to_batch(chunk[0].rows if len(chunk) == 1 else [r for p in chunk for r in p.rows])
+            pred, unknown = release.predict_checked(batch)
+            fallback = np.zeros(len(pred), dtype=bool)
+            for mask in unknown.values():
+                fallback |= mask
+        except Exception as exc:  # every request of the call gets the error (answered as a 500)
+            for p in chunk:
+                if not p.future.done():
+                    p.future.set_exception(exc)
+            return
+        start = 0
+        for p in chunk:
+            end = start + len(p.rows)
+            if not p.future.done():  # the client may have gone away
+                p.future.set_result(Answer(pred[start:end], fallback[start:end],
+                                           {c: m[start:end] for c, m in unknown.items()}))
+            start = end
