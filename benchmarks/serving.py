@@ -62,7 +62,8 @@ TARGETS = {  # name -> (description, comparison, threshold)
     "ratio_vs_floor": ("cd4ml single-record req/s at c16 vs floor", ">=", 2 / 3),
     "batch_ratio_vs_mlflow": ("cd4ml 100-record batch rows/s at c16 vs mlflow", ">=", 5.0),
     "batch_ratio_vs_floor": ("cd4ml 100-record batch rows/s at c16 vs floor", ">=", 2 / 3),
-    "ready_s": ("cd4ml serve: process start to first answer (s)", "<=", 3.0),
+    "ready_s": ("cd4ml serve: process start to first answer, restart (s)", "<=", 3.0),
+    "ready_first_start_s": ("cd4ml serve: process start to first answer, first start on this host (s)", "<=", 3.0),
 }
 
 
@@ -382,6 +383,21 @@ class Bench:
     def ok(self) -> bool:
         return self.run is not None and "error" not in self.res
 
+    def first_start(self, scratch: Path, remembered: list[Path]) -> None:
+        """Start once with no remembered champion, as on a new host (the registry decides), and stop."""
+        for f in remembered:
+            f.unlink(missing_ok=True)
+        log(f"{self.server.name}: first start, no remembered champion")
+        run = Running(self.server, scratch)
+        try:
+            with httpx.Client() as client:
+                self.res["ready_first_start_s"] = round(run.wait_ready(client), 3)
+            log(f"{self.server.name}: answering after {self.res['ready_first_start_s']:.2f} s")
+        except Exception as exc:
+            self.fail(exc)
+        finally:
+            run.stop()
+
     def start(self, scratch: Path, warmup: float, reference: dict[str, list[float]] | None) -> None:
         s, res = self.server, self.res
         log(f"{s.name}: starting {s.label}")
@@ -576,7 +592,8 @@ def summarize(results: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         "workers2_vs_workers1": rps("cd4ml-2w", "cd4ml"),
     }
     values = {**ratios, "p99_ms_c16": metric(results, "cd4ml", "single_c16", "p99_ms"),
-              "ready_s": results.get("cd4ml", {}).get("ready_s")}
+              "ready_s": results.get("cd4ml", {}).get("ready_s"),
+              "ready_first_start_s": results.get("cd4ml", {}).get("ready_first_start_s")}
     targets = {}
     for name, (desc, op, threshold) in TARGETS.items():
         v = values.get(name)
@@ -738,6 +755,8 @@ def main() -> None:
                     continue
                 b = Bench(server, scratch, wrk)
                 benches.append(b)
+                if server.name == "cd4ml":
+                    b.first_start(scratch, list((proj.state_dir / "cache" / "releases").glob("*/champion-*.json")))
                 b.start(scratch, args.warmup, reference if server.name != "cd4ml" else None)
                 if server.name == "cd4ml" and b.ok:
                     reference = b.res["preds"]

@@ -282,7 +282,10 @@ def serve(
 
     import uvicorn
 
+    from cd4ml.train.estimators import import_lightgbm_to_predict
+
     project = _load(project_dir)
+    import_lightgbm_to_predict()  # this process never fits
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     console.print(f"cd4ml serve: {project.config.project} on http://{host}:{port} "
                   f"(model {project.config.registry.model_name}@champion, {workers} worker(s))")

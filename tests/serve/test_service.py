@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import threading
@@ -112,6 +113,37 @@ def test_promote_and_rollback_under_load_lose_no_request(champion_shop: Path) ->
     assert to_v2 < 15 and to_v1 < 15
     versions = [v for _, v in seen]
     assert versions[0] == "1" and "2" in versions and versions[-1] == "1"
+
+
+def test_a_restart_resumes_the_last_champion_then_follows_the_registry(champion_shop: Path) -> None:
+    assert train(champion_shop, "model.params.n_estimators=61", promote=False).gate.passed
+    with Service(champion_shop) as service:  # first start on this host: the registry decides
+        service.wait_until("/ready", 200)
+        assert service.client.get("/ready").json()["registry_checked"] is True
+        assert service.client.post("/predict", json=GOOD).json()["model_version"] == "1"
+    cli(champion_shop, "promote", "2", "--reason", "moved while the service was down", check=0)
+    db = champion_shop / ".cd4ml" / "mlflow.db"
+    db.rename(db.with_suffix(".away"))
+    db.mkdir()  # the registry cannot be read: SQLite cannot open a folder
+    try:
+        with Service(champion_shop) as service:
+            service.wait_until("/ready", 200)
+            assert service.client.post("/predict", json=GOOD).json()["model_version"] == "1"  # resumed
+            # MLflow retries an unreadable store for about 100 s before it fails: without the resume the
+            # service would answer nothing until then, and then still have no release.
+            assert service.client.get("/ready").json()["registry_checked"] is False
+    finally:
+        db.rmdir()
+        db.with_suffix(".away").rename(db)
+    with Service(champion_shop) as service:  # resumes version 1, then the registry moves it to 2
+        service.wait_until("/ready", 200)
+        deadline = time.monotonic() + 20
+        while service.client.post("/predict", json=GOOD).json()["model_version"] != "2":
+            assert time.monotonic() < deadline, "never switched to the champion that moved while down"
+            time.sleep(0.05)
+        assert service.client.get("/ready").json()["registry_checked"] is True
+    pointer = next((champion_shop / ".cd4ml" / "cache" / "releases" / "groceries-forecast").glob("champion-*.json"))
+    assert json.loads(pointer.read_text())["version"] == "2"
 
 
 def test_a_release_that_cannot_load_is_not_switched_to(champion_shop: Path) -> None:

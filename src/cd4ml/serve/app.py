@@ -10,6 +10,7 @@ a background writer that never blocks the request.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import gc
 import datetime as dt
 import logging
@@ -58,8 +59,10 @@ def create_app(project: Project, *, log_predictions: bool = True, poll_seconds: 
     def registry() -> Registry:
         return Registry(tracking.connect(project), cfg.registry.model_name)
 
-    watcher = ReleaseWatcher(registry, project.state_dir / "cache" / "releases",
-                             poll_seconds or serving.poll_seconds)
+    cache = project.state_dir / "cache" / "releases"
+    store = hashlib.sha256(tracking.tracking_uri(project).encode()).hexdigest()[:16]
+    watcher = ReleaseWatcher(registry, cache, poll_seconds or serving.poll_seconds,
+                             resume_file=cache / cfg.registry.model_name / f"champion-{store}.json")
     predlog = PredictionLog(project.resolve(serving.log_dir), max_bytes=serving.log_max_bytes) if log_predictions \
         else None
     metrics = ServiceMetrics(project.monitor_dir, multiproc_dir=multiprocess_dir())
@@ -215,10 +218,14 @@ def create_app(project: Project, *, log_predictions: bool = True, poll_seconds: 
 
     @app.get("/ready")
     async def ready() -> Response:
-        """A release is loaded and serving (503 otherwise); a failed swap is reported here."""
+        """A release is loaded and serving (503 otherwise); a failed swap is reported here.
+
+        `registry_checked` is false while the service serves the last champion it remembers and the
+        registry has not answered since the start."""
         live = watcher.current
         doc = {"ready": live is not None, "model_version": live.version if live else None,
                "last_error": watcher.last_error, "swaps": watcher.swaps,
+               "registry_checked": watcher.registry_checked,
                "predictions_logged": predlog.written if predlog else None,
                "predictions_dropped": predlog.dropped if predlog else None,
                "actuals_logged": actuals_log.written, "actuals_dropped": actuals_log.dropped}
@@ -270,6 +277,9 @@ class _AsgiEndpoint:
 
 def app_from_env() -> FastAPI:
     """Factory for `uvicorn --factory` with several workers: the project comes from the environment."""
+    from cd4ml.train.estimators import import_lightgbm_to_predict
+
+    import_lightgbm_to_predict()  # a worker never fits
     project = load_project(os.environ["CD4ML_PROJECT_DIR"])
     poll = os.environ.get("CD4ML_POLL_SECONDS")
     return create_app(project, log_predictions=os.environ.get("CD4ML_LOG_PREDICTIONS", "1") == "1",

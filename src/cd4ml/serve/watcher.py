@@ -7,14 +7,24 @@ shape); only then is one reference switched. Requests read that reference
 once, so a request in flight finishes on the release it started with. A
 release that fails any step is not switched to: the old one keeps serving, and
 the failure is reported (log + /ready) until the alias moves again.
+
+A restart resumes from the last champion this host served (a pointer file next to
+the cached releases), loaded and checked like any release, and asks the registry
+right after, in the background: the service answers before MLflow is even imported
+(half of its start-up time), a registry that is down does not keep it from starting,
+and a champion that moved while it was down is switched to within one registry
+round trip, the same staleness any running instance has between two polls.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
+import os
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -36,30 +46,51 @@ class Live:
 class ReleaseWatcher:
     """Holds the live release; `current` is None until a champion exists."""
 
-    def __init__(self, registry_factory: Callable[[], Any], cache: Any, poll_seconds: float) -> None:
+    def __init__(self, registry_factory: Callable[[], Any], cache: Any, poll_seconds: float,
+                 resume_file: Path | None = None) -> None:
+        """`resume_file`: where the last champion served is remembered (None: always ask the registry first)."""
         self._registry_factory = registry_factory
         self._cache = cache
+        self._resume_file = resume_file
         self.poll_seconds = poll_seconds
         self.current: Live | None = None
         self.last_error: str | None = None
         self.swaps = 0
+        self.registry_checked = False  # whether the registry has answered since start
         self._failed: dict[str, str] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._registry: Any = None
 
     def start(self) -> None:
-        """Load the champion now (if any), then watch the alias in the background."""
-        self.check()
-        self._thread = threading.Thread(target=self._run, name="cd4ml-release-watcher", daemon=True)
+        """Load the last champion served (or, with none, the registry's champion now), then watch the alias
+        in the background."""
+        resumed = self._resume()
+        if not resumed:
+            self.check()
+        self._thread = threading.Thread(target=self._run, args=(resumed,), name="cd4ml-release-watcher",
+                                        daemon=True)
         self._thread.start()
+
+    def _resume(self) -> bool:
+        if self._resume_file is None or not self._resume_file.is_file():
+            return False
+        try:
+            doc = json.loads(self._resume_file.read_text(encoding="utf-8"))
+            self._switch(self._checked(Release(Path(doc["folder"])), doc["version"], doc["info"]))
+        except Exception as exc:  # a stale or damaged pointer: the registry decides, as without one
+            log.warning("not resuming from %s: %s: %s", self._resume_file, type(exc).__name__, exc)
+            return False
+        return True
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=2)  # a daemon; a registry call that hangs must not hold the shutdown
 
-    def _run(self) -> None:
+    def _run(self, check_now: bool) -> None:
+        if check_now:
+            self.check()
         while not self._stop.wait(self.poll_seconds):
             self.check()
 
@@ -72,6 +103,7 @@ class ReleaseWatcher:
         except Exception as exc:  # a registry hiccup must not stop serving the current release
             self._report(f"cannot read the registry: {type(exc).__name__}: {exc}")
             return
+        self.registry_checked = True
         if champion is None:
             if self.current is None:
                 self.last_error = None
@@ -88,28 +120,48 @@ class ReleaseWatcher:
             self._failed[version] = f"version {version} not switched to: {type(exc).__name__}: {exc}"
             self._report(self._failed[version])
             return
+        self._switch(live)
+        self._remember(live)
+
+    def _switch(self, live: Live) -> None:
         previous = self.current.version if self.current else None
         self.current = live  # the swap: one reference assignment
         self.swaps += 1
         self.last_error = None
-        log.warning("serving version %s (was %s)", version, previous or "none")
+        log.warning("serving version %s (was %s)", live.version, previous or "none")
+
+    def _remember(self, live: Live) -> None:
+        if self._resume_file is None:
+            return
+        try:
+            self._resume_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self._resume_file.with_name(f"{self._resume_file.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"version": live.version, "folder": str(live.release.folder),
+                                       "info": live.info}), encoding="utf-8")
+            tmp.replace(self._resume_file)  # atomic: workers that restart read a whole file
+        except OSError as exc:
+            log.warning("cannot remember the champion in %s: %s", self._resume_file, exc)
 
     def _load(self, version: str, champion: Any) -> Live:
         release = self._registry.load(version, self._cache)
-        example = release.example()
-        pred = release.predict(frame_to_batch(example, release.input_names))
-        if pred.shape != (len(example),) or not np.all(np.isfinite(pred)):
-            raise ValueError(f"warm-up predictions are not {len(example)} finite numbers")
-        info = dict(release.info)
         created = getattr(champion, "creation_timestamp", None)
-        return Live(release, version, {
+        info = release.info
+        return self._checked(release, version, {
             "model_name": self._registry.name, "model_version": version,
             "data_version": info.get("data_version"), "git_commit": info.get("git_commit"),
             "run_id": getattr(champion, "run_id", None),
             "release_time": (dt.datetime.fromtimestamp(created / 1000, tz=dt.timezone.utc).isoformat()
                              if created else None),
-            "live_since": dt.datetime.now(dt.timezone.utc).isoformat(),
         })
+
+    @staticmethod
+    def _checked(release: Release, version: str, info: dict[str, Any]) -> Live:
+        """The release, warmed up on its packaged example rows and checked, as what /version shows."""
+        example = release.example()
+        pred = release.predict(frame_to_batch(example, release.input_names))
+        if pred.shape != (len(example),) or not np.all(np.isfinite(pred)):
+            raise ValueError(f"warm-up predictions are not {len(example)} finite numbers")
+        return Live(release, version, {**info, "live_since": dt.datetime.now(dt.timezone.utc).isoformat()})
 
     def _report(self, message: str) -> None:
         if message != self.last_error:
