@@ -29,6 +29,6 @@ BENCH_ARGS ?=
 .PHONY: bench
 bench: $(STAMP)
 	$(BIN)/python benchmarks/startup.py
-	$(BIN)/python benchmarks/serving.py --seconds 10 $(BENCH_ARGS)
+	$(BIN)/python benchmarks/serving.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/pipeline.py --sizes 0.1,1
 	$(BIN)/python benchmarks/monitoring.py

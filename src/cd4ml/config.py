@@ -186,6 +186,10 @@ class ServingConfig(_Strict):
     merge_max_rows: int = Field(
         256, gt=0, description="concurrent requests are predicted together up to this many rows per call (1: never)")
     poll_seconds: float = Field(2.0, gt=0)
+    opentelemetry: bool = Field(
+        False, description="FastAPI's OpenTelemetry spans and metrics per request, for a process with an "
+                           "OpenTelemetry provider set up; off, because looking for one costs about 5% of a "
+                           "one-record request even when there is none")
     log_dir: str = ".cd4ml/predictions"
     log_max_bytes: int = Field(64 * 2**20, gt=0)
 

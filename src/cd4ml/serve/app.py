@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import gc
 import datetime as dt
 import logging
 import os
+import secrets
 import time
-import uuid
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable
 
@@ -79,9 +78,6 @@ def create_app(project: Project, *, log_predictions: bool = True, poll_seconds: 
         actuals_log.start()
         watcher.start()
         metrics.start(watcher, predlog)
-        # What is loaded by now lives as long as the process: out of the collector's full scans,
-        # which otherwise pause every request for ~100 ms with mlflow, pandas and LightGBM loaded.
-        gc.freeze()
         yield
         watcher.stop()
         if predlog is not None:
@@ -89,7 +85,9 @@ def create_app(project: Project, *, log_predictions: bool = True, poll_seconds: 
         actuals_log.close()
         metrics.stop(watcher, predlog)
 
+    telemetry = serving.opentelemetry
     app = FastAPI(title=f"cd4ml: {cfg.project}", lifespan=lifespan,
+                  telemetry={"tracing": telemetry, "metrics": telemetry, "logs": telemetry},
                   description=f"Predictions of `{cfg.target}` from the champion release of "
                               f"`{cfg.registry.model_name}`.")
     app.state.watcher = watcher
@@ -149,7 +147,7 @@ def create_app(project: Project, *, log_predictions: bool = True, poll_seconds: 
                       for col, mask in unknown.items() for i in np.flatnonzero(mask)]
             return _json(422, {"detail": "unknown categories", "errors": errors})
         metrics.predicted(live.version, pred, int(fallback.sum()))
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        request_id = request.headers.get("x-request-id") or secrets.token_hex(16)
         latency_ms = (time.perf_counter() - started) * 1000.0
         if predlog is not None:
             now = dt.datetime.now(dt.timezone.utc).isoformat()

@@ -19,6 +19,7 @@ round trip, the same staleness any running instance has between two polls.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import json
 import logging
 import os
@@ -41,6 +42,13 @@ class Live:
     release: Release
     version: str
     info: dict[str, Any] = field(default_factory=dict)
+
+
+def _settle() -> None:
+    """What is loaded by now lives as long as the process: out of the collector's full scans, which
+    otherwise pause every request for ~80 ms with MLflow, pandas and LightGBM loaded. (Objects freed
+    by reference counting still go; only cyclic garbage of a replaced release stays, once per swap.)"""
+    gc.freeze()
 
 
 class ReleaseWatcher:
@@ -68,6 +76,7 @@ class ReleaseWatcher:
         resumed = self._resume()
         if not resumed:
             self.check()
+        _settle()
         self._thread = threading.Thread(target=self._run, args=(resumed,), name="cd4ml-release-watcher",
                                         daemon=True)
         self._thread.start()
@@ -99,6 +108,7 @@ class ReleaseWatcher:
         try:
             if self._registry is None:
                 self._registry = self._registry_factory()
+                _settle()  # MLflow is imported by now: the last large import after a resume
             champion = self._registry.champion()
         except Exception as exc:  # a registry hiccup must not stop serving the current release
             self._report(f"cannot read the registry: {type(exc).__name__}: {exc}")
@@ -122,6 +132,7 @@ class ReleaseWatcher:
             return
         self._switch(live)
         self._remember(live)
+        _settle()
 
     def _switch(self, live: Live) -> None:
         previous = self.current.version if self.current else None
