@@ -463,6 +463,36 @@ class Bench:
         return res
 
 
+class BoosterCeiling:
+    """The champion's LightGBM booster alone, in this process, on the batch's 100 feature rows
+    (one thread, no HTTP): the most rows/s any one-worker server of this model can answer."""
+
+    def __init__(self, proj: Any, scratch: Path) -> None:
+        from cd4ml import tracking
+        from cd4ml.release.registry import Registry
+        from cd4ml.serve.schema import RequestSchema
+
+        registry = Registry(tracking.connect(proj), proj.config.registry.model_name)
+        release = registry.load(str(registry.champion().version), scratch / "release-cache")
+        schema = RequestSchema(proj.config)
+        self.X = release.plan.transform(schema.to_batch(schema.validate(batch_records())))
+        self.booster = release.estimator
+        self.res: dict[str, Any] = {"label": "booster.predict alone, in-process (ceiling)", "workers": 1,
+                                    "rounds": {"batch100_c16": []}}
+
+    def measure(self, seconds: float) -> None:
+        self.booster.predict(self.X)
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds / 2:
+            self.booster.predict(self.X)
+            n += 1
+        rate = n * len(self.X) / (time.perf_counter() - t0)
+        rounds = self.res["rounds"]["batch100_c16"]
+        rounds.append({"rows_per_s": round(rate, 1)})
+        self.res["points"] = {"batch100_c16": {"rows_per_s": round(statistics.median(r["rows_per_s"] for r in rounds), 1)}}
+        log(f"booster-only: {rate:,.0f} rows/s on the batch's {len(self.X)} rows")
+
+
 def combine(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """A point over its rounds: medians of rates and latencies, totals of counts, CPU per request overall."""
     med = lambda key: round(statistics.median(p[key] for p in rounds), 3)  # noqa: E731
@@ -590,6 +620,8 @@ def summarize(results: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         "workers2_ratio_vs_mlflow_2w": rps("cd4ml-2w", "mlflow-2w"),
         "workers2_batch_ratio_vs_mlflow_2w": rows("cd4ml-2w", "mlflow-2w"),
         "workers2_vs_workers1": rps("cd4ml-2w", "cd4ml"),
+        "booster_only_batch_vs_mlflow": rows("booster-only", "mlflow"),
+        "batch_vs_booster_only": rows("cd4ml", "booster-only"),
     }
     values = {**ratios, "p99_ms_c16": metric(results, "cd4ml", "single_c16", "p99_ms"),
               "ready_s": results.get("cd4ml", {}).get("ready_s"),
@@ -628,7 +660,9 @@ def markdown(doc: dict[str, Any]) -> str:
         "Single = one record per request; batch = 100 records per request (rows/s = req/s x 100). "
         "c1 = `wrk -t1 -c1`, c16 = `wrk -t2 -c16`. CPU = server process tree, whole life "
         "(start-up included); RSS = peak sum over the tree. `other` = CPU cores busy with neither "
-        "the server nor wrk during the c16 point (other load on the machine).",
+        "the server nor wrk during the c16 point (other load on the machine). The last row is no server: "
+        "the champion's booster alone predicting the batch's 100 rows in the benchmark's process, one "
+        "thread, no HTTP: the ceiling of any one-worker server of this model.",
         "",
         "| server | ready s | c1 req/s | c1 p50 ms | c1 p99 ms | c16 req/s | c16 p50 ms | c16 p99 ms | "
         "batch rows/s | batch p99 ms | CPU ms/req c16 | CPU s | peak RSS MB | other cores c16 |",
@@ -657,7 +691,8 @@ def markdown(doc: dict[str, Any]) -> str:
         lines.append(f"| {t['description']} | {fmt(t['value'], '.3g')} | {t['target']} | **{t['status']}** |")
     errs = {n: r["error"] for n, r in res.items() if "error" in r}
     errs.update({n: f"skipped ({r['skipped']})" for n, r in res.items() if "skipped" in r})
-    bad = {n: {k: p["errors_detail"] for k, p in r.get("points", {}).items() if p["errors"]} for n, r in res.items()}
+    bad = {n: {k: p["errors_detail"] for k, p in r.get("points", {}).items() if p.get("errors")}
+           for n, r in res.items()}
     bad = {n: v for n, v in bad.items() if v}
     if errs or bad:
         lines += ["", "## Problems", ""]
@@ -762,17 +797,21 @@ def main() -> None:
                     reference = b.res["preds"]
             # Rounds: every server gets each point once per round, one after another, so a ratio of
             # two servers compares figures taken seconds apart.
+            ceiling = BoosterCeiling(proj, scratch)
             for r in range(args.rounds):
                 log(f"round {r + 1}/{args.rounds}")
                 for name, kind, threads, conns in POINTS:
                     for b in benches:
                         if b.ok:
                             b.measure(name, kind, threads, conns, args.seconds)
+                ceiling.measure(args.seconds)
+                results["booster-only"] = ceiling.res
         finally:
             for b in benches:
                 b.res.pop("preds", None)
                 results[b.server.name] = b.stop()
-        results = {sv.name: results[sv.name] for sv in chosen if sv.name in results}
+        results = {**{sv.name: results[sv.name] for sv in chosen if sv.name in results},
+                   **({"booster-only": results["booster-only"]} if "booster-only" in results else {})}
 
         ratios, targets = summarize(results)
         load_after = loadavg()
