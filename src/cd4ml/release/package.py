@@ -76,7 +76,9 @@ def save_release(folder: Path, *, plan: Any, estimator: Any, snapshot: CodeSnaps
 class Release:
     """A loaded release: `predict(batch)` -> predictions in target units, shape (n,)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, threads: int = 1) -> None:
+        """`threads`: the estimator's threads per predict call; 1 to serve (a service scales with
+        processes), 0 for all cores in batch work (the gate's parity and champion scoring)."""
         folder = Path(folder)
         try:
             doc = json.loads((folder / RELEASE_FILE).read_text(encoding="utf-8"))
@@ -91,7 +93,7 @@ class Release:
         with np.load(folder / "tables.npz", allow_pickle=False) as tables:
             arrays = {k: tables[k] for k in tables.files}
         self.plan = transforms.FeaturePlan(doc["spec"], arrays, custom)
-        self.estimator = estimators.load(folder / "estimator", doc["estimator"])
+        self.estimator = estimators.load(folder / "estimator", doc["estimator"], threads)
 
     @property
     def input_names(self) -> list[str]:
@@ -125,7 +127,8 @@ class Release:
         return frame
 
     def latency_ms(self, frame: pd.DataFrame, n: int = 300) -> np.ndarray:
-        """Wall time of `n` single-row predictions (ms each), rows drawn from `frame` in order."""
+        """Wall time of `n` single-row predictions (ms each), rows drawn from `frame` in order; as served
+        only with `threads=1`."""
         batch = frame_to_batch(frame.iloc[: min(n, len(frame))], self.input_names)
         rows = [{c: v[i : i + 1] for c, v in batch.items()} for i in range(len(next(iter(batch.values()))))]
         self.predict(rows[0])  # warm-up: first call pays one-off allocation costs

@@ -112,8 +112,8 @@ class Registry:
         for key, value in tags.items():
             self.client.set_model_version_tag(self.name, version, f"{TAG}{key}", str(value))
 
-    def load(self, version: str | int, cache: Path) -> "Release":
-        """Download (once) and load a version's release folder.
+    def load(self, version: str | int, cache: Path, threads: int = 1) -> "Release":
+        """Download (once) and load a version's release folder (`threads`: see `Release`).
 
         The cache key includes the store and the version's model source, so two
         registries (say, a local store and a server) never share a cached "version 1".
@@ -137,7 +137,7 @@ class Registry:
             mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{self.name}/{version}", dst_path=str(tmp))
             shutil.rmtree(dest, ignore_errors=True)
             tmp.rename(dest)
-        return Release(release_dir)
+        return Release(release_dir, threads)
 
     # -- the champion alias -----------------------------------------------------------
     def promote(self, version: str, *, kind: str, why: str, force: bool = False) -> ReleaseEvent:

@@ -8,6 +8,7 @@ report) and registered as a model version tagged with its lineage and verdict.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import hashlib
 import io
@@ -147,19 +148,22 @@ def run_pipeline(project: Project, *, data_version: int | None = None, on_stage:
     result comes back with `skipped_as` set (unless `force`). The result says
     whether the gate passed; the caller decides the exit code.
     """
-    import mlflow
-
-    from cd4ml import tracking
-
     cfg = project.config
     stage = _Stages(on_stage)
-    client = tracking.connect(project)
+    # The project's tests run even before a rerun can be skipped: they guard code the model may not use.
+    # In a child process, while this one imports MLflow and opens the store (seconds, on the other core).
+    tests = FeatureTests(project)
+    try:
+        import mlflow
+
+        from cd4ml import tracking
+
+        client = tracking.connect(project)
+    finally:
+        with stage("tests"):
+            tests.wait()
     registry = Registry(client, cfg.registry.model_name)
     cache = project.state_dir / "cache" / "releases"
-
-    # The project's tests run even before a rerun can be skipped: they guard code the model may not use.
-    with stage("tests"):
-        run_feature_tests(project)
 
     with tempfile.TemporaryDirectory(prefix="cd4ml-run-") as tmp_name:
         release_dir = Path(tmp_name) / "release"
@@ -217,6 +221,12 @@ def run_pipeline(project: Project, *, data_version: int | None = None, on_stage:
             slices = slice_scores(derived_hold, cfg.slices, [cfg.metrics.primary], y_hold, pred, w)
             reference = build_reference(cfg, derived_hold, pred, y_hold, spec)
             base_slices = slice_scores(derived_hold, cfg.slices, [cfg.metrics.primary], y_hold, base_pred, w)
+        # Drawn in a thread while the run registers and gates: matplotlib's import and drawing hold the
+        # interpreter for seconds, and the gate's predictions (LightGBM) leave it free.
+        plots_dir = Path(tmp_name) / "plots"
+        plotter = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="cd4ml-plots")
+        plots = plotter.submit(_draw_plots, cfg, y_hold, pred, slices, base_slices, plots_dir)
+        plotter.shutdown(wait=False)
 
         commit, dirty = git_state(project.root)
         mlflow.set_experiment(experiment_id=tracking.experiment_id(project, client))
@@ -233,7 +243,6 @@ def run_pipeline(project: Project, *, data_version: int | None = None, on_stage:
                 _log_run(project, pinned, commit, dirty, snapshot.digest, metrics, baseline, oracle,
                          n_train, len(hold_df))
                 mlflow.log_dict({"slices": slices, "baseline_slices": base_slices}, "evaluation/slices.json")
-                _log_plots(cfg, y_hold, pred, slices, base_slices)
                 version = _log_model(cfg, release_dir, hold_df, pred, spec)
                 mlflow.set_tags({"cd4ml.fingerprint": fingerprint, "cd4ml.model_version": version})
                 # Until the gate's verdict is written, the version cannot be promoted without --force.
@@ -245,9 +254,10 @@ def run_pipeline(project: Project, *, data_version: int | None = None, on_stage:
             with stage("gate"):
                 evidence = Evidence(primary=cfg.metrics.primary, candidate=metrics, baseline=baseline,
                                     candidate_slices=slices)
-                reloaded = registry.load(version, cache)
+                reloaded = registry.load(version, cache, threads=0)
                 evidence.parity_max_abs_diff = float(np.max(np.abs(reloaded.predict_frame(hold_df) - pred)))
-                evidence.latency_p99_ms = float(np.percentile(reloaded.latency_ms(hold_df), 99))
+                served = Release(reloaded.folder)  # one thread, as a service predicts
+                evidence.latency_p99_ms = float(np.percentile(served.latency_ms(hold_df), 99))
                 champion = registry.champion()
                 if champion is not None:
                     _score_champion(evidence, registry, str(champion.version), cache, hold_df, derived_hold, cfg, w)
@@ -258,6 +268,9 @@ def run_pipeline(project: Project, *, data_version: int | None = None, on_stage:
                                     "parity.max_abs_diff": evidence.parity_max_abs_diff})
                 mlflow.set_tag("cd4ml.gate", verdict)
                 registry.tag(version, {"gate": verdict, "gate_failed": ",".join(c.name for c in report.failed)})
+            with stage("plots"):
+                plots.result()  # re-raises what the drawing thread raised
+                mlflow.log_artifacts(str(plots_dir), "plots")
     auto = cfg.registry.auto_promote if promote is None else promote
     promoted = False
     if report.passed and auto:
@@ -267,26 +280,37 @@ def run_pipeline(project: Project, *, data_version: int | None = None, on_stage:
                      str(champion.version) if champion else None, stage.seconds)
 
 
-def run_feature_tests(project: Project) -> str | None:
-    """Run the project's own tests (pytest) first: a failing test stops the pipeline before training.
+class FeatureTests:
+    """The project's own tests (pytest, in a child process), started at once and waited for before
+    training: a failing test stops the pipeline before anything is trained or registered."""
 
-    Returns pytest's summary line, or None when the project has no tests folder.
-    """
-    import subprocess
-    import sys
+    def __init__(self, project: Project) -> None:
+        import subprocess
+        import sys
 
-    folder = project.config.feature_tests
-    if not folder or not project.resolve(folder).exists():
-        return None
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", folder],
-                          cwd=project.root, capture_output=True, text=True, timeout=900)
-    lines = proc.stdout.strip().splitlines()
-    summary = lines[-1] if lines else proc.stderr.strip()[-500:]
-    if proc.returncode not in (0, 5):  # 5: no tests collected
-        tail = "\n".join(lines[-25:])
-        raise FeatureTestsFailed(f"the project's tests in {folder}/ failed ({summary}); the pipeline stopped "
-                                 f"before training\n{tail}")
-    return summary
+        self.folder = project.config.feature_tests
+        self.proc = None
+        if self.folder and project.resolve(self.folder).exists():
+            self.proc = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", self.folder],
+                                         cwd=project.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def wait(self) -> str | None:
+        """pytest's summary line (None without a tests folder); raises FeatureTestsFailed."""
+        if self.proc is None:
+            return None
+        try:
+            stdout, stderr = self.proc.communicate(timeout=900)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+        lines = stdout.strip().splitlines()
+        summary = lines[-1] if lines else stderr.strip()[-500:]
+        if self.proc.returncode not in (0, 5):  # 5: no tests collected
+            tail = "\n".join(lines[-25:])
+            raise FeatureTestsFailed(f"the project's tests in {self.folder}/ failed ({summary}); the pipeline "
+                                     f"stopped before training\n{tail}")
+        return summary
 
 
 def _check_table_columns(project: Project, frame: pd.DataFrame, version: int) -> None:
@@ -334,7 +358,7 @@ def _score_champion(ev: Evidence, registry: Registry, version: str, cache: Path,
     """Re-score the current champion on this run's holdout, with its own packaged code."""
     ev.champion_version = version
     try:
-        champ: Release = registry.load(version, cache)
+        champ: Release = registry.load(version, cache, threads=0)
         pred = champ.predict_frame(hold_df)
     except Exception as exc:  # any failure of an old release is a verdict, not a crash
         ev.champion_error = f"{type(exc).__name__}: {exc}"
@@ -344,18 +368,19 @@ def _score_champion(ev: Evidence, registry: Registry, version: str, cache: Path,
     ev.champion_slices = slice_scores(derived_hold, cfg.slices, [cfg.metrics.primary], y, pred, w)
 
 
-def _log_plots(cfg: ProjectConfig, y: np.ndarray, pred: np.ndarray, slices: dict, base_slices: dict) -> None:
-    import mlflow
-
+def _draw_plots(cfg: ProjectConfig, y: np.ndarray, pred: np.ndarray, slices: dict, base_slices: dict,
+                folder: Path) -> None:
+    """The evaluation plots as PNG files in `folder` (logged under `plots/`)."""
     from cd4ml.evaluate import plots
 
-    mlflow.log_figure(plots.predicted_vs_actual(y, pred, cfg.seed, f"{cfg.project}: holdout"),
-                      "plots/predicted_vs_actual.png")
+    folder.mkdir(parents=True, exist_ok=True)
+    plots.predicted_vs_actual(y, pred, cfg.seed, f"{cfg.project}: holdout").savefig(
+        folder / "predicted_vs_actual.png", dpi=100)
     primary = cfg.metrics.primary
     for column, values in slices.items():
         model = {k: v[primary] for k, v in values.items()}
         base = {k: v[primary] for k, v in base_slices[column].items()}
-        mlflow.log_figure(plots.error_by_slice(column, primary, model, base), f"plots/{primary}_by_{column}.png")
+        plots.error_by_slice(column, primary, model, base).savefig(folder / f"{primary}_by_{column}.png", dpi=100)
 
 
 def _log_model(cfg: ProjectConfig, release_dir: Path, hold_df: pd.DataFrame, pred: np.ndarray,
