@@ -164,3 +164,11 @@ def test_fit_transform_equals_fit_then_transform_and_derive() -> None:
     np.testing.assert_array_equal(X, reference.transform(batch))
     for c, v in reference.derive(batch).items():
         np.testing.assert_array_equal(derived[c], v, err_msg=c)
+    # With `keep`, the caller's batch is given up (emptied, its arrays freed early) for the same matrix.
+    given = dict(batch)
+    _, X_kept, kept = T.FeaturePlan.fit_transform(spec, given, y, {}, np.array([], dtype="datetime64[D]"),
+                                                  keep=["shop", "dayofweek"])
+    assert given == {} and set(kept) == {"shop", "dayofweek"}
+    np.testing.assert_array_equal(X_kept, X)
+    for c in kept:
+        np.testing.assert_array_equal(kept[c], derived[c])

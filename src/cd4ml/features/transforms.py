@@ -323,16 +323,23 @@ class FeaturePlan:
         return cls._fit(spec, batch, y, custom, holiday_dates)[0]
 
     @classmethod
-    def fit_transform(cls, spec: dict[str, Any], batch: Mapping[str, np.ndarray], y: np.ndarray,
-                      custom: Mapping[str, CustomFn], holiday_dates: np.ndarray
+    def fit_transform(cls, spec: dict[str, Any], batch: dict[str, np.ndarray], y: np.ndarray,
+                      custom: Mapping[str, CustomFn], holiday_dates: np.ndarray, keep: list[str] | None = None
                       ) -> tuple["FeaturePlan", np.ndarray, Batch]:
         """`fit`, then `transform` and `derive` of the same rows: (plan, X, derived batch).
 
         Fitting already derives every column; deriving a million rows again costs as much.
+        `keep`: the derived columns the caller needs back; with it, `batch` is emptied and every
+        other column freed before the matrix is built (text columns alone are hundreds of MB).
         """
         cls._check_inputs(spec, batch)
         plan, work, codes, rows = cls._fit(spec, batch, y, custom, holiday_dates)
-        return plan, plan._assemble(work, codes, rows), work
+        if keep is not None:
+            batch.clear()
+            needed = {*spec["numeric"], *spec["inputs"][:1], *keep}  # _assemble: numeric columns and the row count
+            work = {c: v for c, v in work.items() if c in needed}
+        X = plan._assemble(work, codes, rows)
+        return plan, X, work if keep is None else {c: work[c] for c in keep if c in work}
 
     @classmethod
     def _fit(cls, spec: dict[str, Any], batch: Mapping[str, np.ndarray], y: np.ndarray,

@@ -191,8 +191,10 @@ def run_pipeline(project: Project, *, data_version: int | None = None, on_stage:
             train_batch = frame_to_batch(train_df)
             del train_df
             try:
+                # Only the baseline reads derived training rows; every other column is freed early.
                 plan, X_train, derived_train = transforms.FeaturePlan.fit_transform(
-                    spec, train_batch, y_train, snapshot.resolve(cfg.features.custom), holidays)
+                    spec, train_batch, y_train, snapshot.resolve(cfg.features.custom), holidays,
+                    keep=list(cfg.baseline.group_by))
             except transforms.FeatureSpecError as exc:
                 raise ConfigError(str(exc), file=str(project.root / PROJECT_FILE), key=exc.key) from None
             del train_batch

@@ -24,7 +24,11 @@ def time_split(frame: pd.DataFrame, time_column: str, split: SplitConfig) -> tup
                              f"(the table has {len(ordered)})")
         cutoff = ordered[len(ordered) - split.holdout_rows]
     in_holdout = (times >= cutoff).to_numpy()
-    train, holdout = frame[~in_holdout], frame[in_holdout]
+    if times.is_monotonic_increasing:  # as TrainingTable.read returns rows: two slices share the frame's memory
+        start = len(frame) - int(in_holdout.sum())
+        train, holdout = frame.iloc[:start], frame.iloc[start:]
+    else:
+        train, holdout = frame[~in_holdout], frame[in_holdout]
     if train.empty or holdout.empty:
         raise Cd4mlError(f"the time split at {cutoff} leaves {len(train)} training and {len(holdout)} "
                          "holdout rows; adjust 'split' in cd4ml.yaml")
