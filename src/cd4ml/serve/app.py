@@ -1,17 +1,18 @@
 """The prediction service: FastAPI over the live release.
 
-The request path is lean on purpose: the body is parsed with orjson, records
-are validated by one compiled pydantic adapter, features are computed on numpy
-arrays by the release's own packaged code, and the response is written with
-orjson. No DataFrame is built per request. Every prediction is logged through
-a background writer that never blocks the request.
+The request path is lean on purpose: /predict is a bare ASGI route, the body is
+parsed with orjson, records are validated by one compiled pydantic adapter, the
+records of concurrent requests are merged (serve/batching.py) and their features
+computed on numpy arrays by the release's own packaged code, and the response is
+written with orjson. No DataFrame is built per request. Every prediction is
+logged through a background writer that never blocks the request.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import datetime as dt
+import hashlib
 import logging
 import os
 import secrets
@@ -92,7 +93,6 @@ def create_app(project: Project, *, log_predictions: bool = True, poll_seconds: 
                               f"`{cfg.registry.model_name}`.")
     app.state.watcher = watcher
     app.state.predlog = predlog
-    app.state.batcher = batcher
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     no_champion = {"detail": "no champion release yet: run `cd4ml run` until a model passes the acceptance gate"}
 
@@ -118,6 +118,7 @@ def create_app(project: Project, *, log_predictions: bool = True, poll_seconds: 
         return records
 
     async def predict(request: Request) -> Response:
+        """POST /predict (documented in `openapi` below): one record or a list of records."""
         started = time.perf_counter()
         live = watcher.current
         try:
