@@ -304,6 +304,16 @@ def _requests(root: Path) -> list[list[dict]]:
     return [[r] for r in records[:30]] + [records[30:]] + [[{**GOOD, "item_nbr": 100099}], [NEW_STORE]]
 
 
+def _in_own_loop(main):
+    """`asyncio.run(main())` in a thread of its own: a session fixture (Playwright) may keep an event
+    loop running in this one."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, main()).result()
+
+
 def test_merged_requests_answer_exactly_as_alone(served_shop: Path, tmp_path: Path) -> None:
     import asyncio
 
@@ -321,7 +331,7 @@ def test_merged_requests_answer_exactly_as_alone(served_shop: Path, tmp_path: Pa
 
         async def all_at_once() -> list:
             return await asyncio.gather(*(batcher.predict(release, rows, schema.nulls(rows)) for rows in requests))
-        return asyncio.run(all_at_once()), len(calls)
+        return _in_own_loop(all_at_once), len(calls)
 
     for max_rows, want_calls in ((256, 2), (8, 7)):
         answers, calls = merged(max_rows)
@@ -353,10 +363,12 @@ def test_a_failing_merged_call_fails_each_of_its_requests(served_shop: Path, tmp
     async def both() -> list:
         return await asyncio.gather(batcher.predict(release, good, ()), batcher.predict(release, broken, ()),
                                     return_exceptions=True)
-    outcomes = asyncio.run(both())
+    outcomes = _in_own_loop(both)
     assert all(isinstance(o, AttributeError) for o in outcomes)
-    # the next turn is a new call: the good request alone is answered
-    assert asyncio.run(batcher.predict(release, good, ())).predictions.shape == (1,)
+
+    async def good_alone():  # the next turn is a new call: the good request alone is answered
+        return await batcher.predict(release, good, ())
+    assert _in_own_loop(good_alone).predictions.shape == (1,)
 
 
 def test_a_release_packaged_before_the_one_pass_transform_still_answers(served_shop: Path, tmp_path: Path) -> None:

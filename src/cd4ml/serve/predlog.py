@@ -35,16 +35,18 @@ _NAME_TAIL = r"-(\d{8}T\d{6})-(\d+)-(\d+)\.jsonl"
 class PredictionLog:
     """An append-only, size-rotated JSON-lines log fed by a background writer thread.
 
-    `emit` only appends to an in-memory deque (under 1 µs); the writer drains
-    the queue, encodes and writes each batch with one `write` call, at least
-    every `flush_interval` seconds and sooner when the queue is half full.
+    `emit` encodes the event (orjson, about 1 µs) and appends the line to an
+    in-memory deque; the writer drains the queue and writes each batch with one
+    `write` call, at least every `flush_interval` seconds and sooner when the
+    queue is half full. Encoding at emit, not in the writer, keeps the queue
+    free of dicts: thousands of them waiting for the writer were scanned by the
+    garbage collector again and again (about 20% of a 100-record request).
     Bytes reach the OS on every write, so a SIGKILL loses at most about
     `flush_interval` seconds of events (those still queued); files are fsynced
     on rotation and on `close`, so power loss can lose more of the current file.
 
     Events that cannot be kept (queue full, log closed or writer dead, not
-    serializable, disk error) are counted in `dropped` and never raised. The
-    log takes ownership of an emitted dict: the caller must not mutate it.
+    serializable, disk error) are counted in `dropped` and never raised.
     """
 
     def __init__(self, directory: Path, *, max_bytes: int = 64 * 2**20, flush_interval: float = 0.5,
@@ -80,13 +82,7 @@ class PredictionLog:
 
     def emit(self, event: dict[str, Any]) -> None:
         """Queue one event for writing; never blocks, never raises."""
-        queued = len(self._queue)
-        if self._closed or queued >= self._max_queue:
-            self._drop(1)
-            return
-        self._queue.append(event)
-        if queued >= self._wake_at:
-            self._wake.set()
+        self.emit_many([event])
 
     def emit_many(self, events: list[dict[str, Any]]) -> None:
         """Queue a batch in one operation; all of it is dropped if it does not fit."""
@@ -94,8 +90,14 @@ class PredictionLog:
         if self._closed or queued + len(events) > self._max_queue:
             self._drop(len(events))
             return
-        self._queue.extend(events)
-        if queued + len(events) >= self._wake_at:
+        lines = []
+        for event in events:
+            try:
+                lines.append(orjson.dumps(event, option=_DUMPS_OPTIONS))
+            except orjson.JSONEncodeError:
+                self._drop(1)
+        self._queue.extend(lines)
+        if queued + len(lines) >= self._wake_at:
             self._wake.set()
 
     def close(self, timeout: float = 10.0) -> None:
@@ -146,20 +148,15 @@ class PredictionLog:
     def _drain(self) -> None:
         # Appending each line to one bytearray is ~4x faster than keeping a list of
         # bytes to join: orjson over-allocates every bytes object it returns.
-        queue, buf, n, bad = self._queue, bytearray(), 0, 0
+        queue, buf, n = self._queue, bytearray(), 0
         for _ in range(len(queue)):  # only this thread pops, so len() items are there
-            try:
-                line = orjson.dumps(queue.popleft(), option=_DUMPS_OPTIONS)
-            except orjson.JSONEncodeError:
-                bad += 1
-                continue
+            line = queue.popleft()
             if 0 < self._size + len(buf) and self._size + len(buf) + len(line) > self._max_bytes:
                 self._write(buf, n)
                 self._close_file()
                 buf, n = bytearray(), 0
             buf += line
             n += 1
-        self._drop(bad)
         self._write(buf, n)
 
     def _write(self, buf: bytearray, n: int) -> None:
