@@ -8,6 +8,8 @@ in its own child process so each has its own peak memory (ru_maxrss from wait4):
 
 - `cd4ml data ingest`: wall time, peak RSS;
 - `cd4ml run --json`: wall time, peak RSS, the pipeline's own stage seconds;
+- `cd4ml run --json` again with nothing changed: it must be recognised as a rerun of the first
+  run (`skipped_as`) and skipped; wall time;
 - a bare fit: the same feature matrix built with cd4ml's own code (table version, time_split,
   take_snapshot, FeaturePlan.fit/transform), then only `LGBMRegressor(**the same params).fit(...)`
   timed: the floor the pipeline's cost is compared with. It also reports the loaded table's
@@ -16,7 +18,8 @@ in its own child process so each has its own peak memory (ru_maxrss from wait4):
   and each run stage, with peak RSS per step (sampled every 10 ms).
 
 Writes pipeline.json and pipeline.md to --out with the targets: run at 1M rows <= 1.5x the bare
-fit; time growth from 1M to 5M rows no faster than linear; peak memory <= 4x the table size.
+fit; time growth from 1M to 5M rows no faster than linear; peak memory <= 4x the table size;
+a skipped rerun <= 5 s.
 """
 
 from __future__ import annotations
