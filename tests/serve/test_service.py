@@ -144,6 +144,11 @@ def test_a_restart_resumes_the_last_champion_then_follows_the_registry(champion_
         assert service.client.get("/ready").json()["registry_checked"] is True
     pointer = next((champion_shop / ".cd4ml" / "cache" / "releases" / "groceries-forecast").glob("champion-*.json"))
     assert json.loads(pointer.read_text())["version"] == "2"
+    # The alias removed while the service was down: the remembered release goes once the registry says so.
+    _registry(champion_shop).client.delete_registered_model_alias("groceries-forecast", "champion")
+    with Service(champion_shop) as service:
+        service.wait_until("/ready", 503, timeout=20)
+        assert service.client.post("/predict", json=GOOD).status_code == 503
 
 
 def test_a_release_that_cannot_load_is_not_switched_to(champion_shop: Path) -> None:

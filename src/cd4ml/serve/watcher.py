@@ -113,8 +113,14 @@ class ReleaseWatcher:
         except Exception as exc:  # a registry hiccup must not stop serving the current release
             self._report(f"cannot read the registry: {type(exc).__name__}: {exc}")
             return
-        self.registry_checked = True
+        first_answer, self.registry_checked = not self.registry_checked, True
         if champion is None:
+            if first_answer and self.current is not None:
+                # Only a resumed release can be live before the registry's first answer: the registry
+                # names no champion (alias removed, or another store at the same address), so it goes.
+                log.warning("the registry has no champion: version %s, resumed from %s, is not served",
+                            self.current.version, self._resume_file)
+                self.current = None
             if self.current is None:
                 self.last_error = None
             return
