@@ -76,7 +76,6 @@ class ReleaseWatcher:
         resumed = self._resume()
         if not resumed:
             self.check()
-        _settle()
         self._thread = threading.Thread(target=self._run, args=(resumed,), name="cd4ml-release-watcher",
                                         daemon=True)
         self._thread.start()
@@ -138,7 +137,6 @@ class ReleaseWatcher:
             return
         self._switch(live)
         self._remember(live)
-        _settle()
 
     def _switch(self, live: Live) -> None:
         previous = self.current.version if self.current else None
@@ -146,6 +144,7 @@ class ReleaseWatcher:
         self.swaps += 1
         self.last_error = None
         log.warning("serving version %s (was %s)", live.version, previous or "none")
+        _settle()
 
     def _remember(self, live: Live) -> None:
         if self._resume_file is None:
