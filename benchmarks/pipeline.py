@@ -8,12 +8,13 @@ in its own child process so each has its own peak memory (ru_maxrss from wait4):
 
 - `cd4ml data ingest`: wall time, peak RSS;
 - `cd4ml run --json`: wall time, peak RSS, the pipeline's own stage seconds;
-- `cd4ml run --json` again with nothing changed: it must be recognised as a rerun of the first
-  run (`skipped_as`) and skipped; wall time;
+- `cd4ml run --json` again with nothing changed, 3 times: it must be recognised as a rerun of the
+  first run (`skipped_as`) and skipped; wall time (the median);
 - a bare fit: the same feature matrix built with cd4ml's own code (table version, time_split,
   take_snapshot, FeaturePlan.fit/transform), then only `LGBMRegressor(**the same params).fit(...)`
-  timed: the floor the pipeline's cost is compared with. It also reports the loaded table's
-  in-memory size (`memory_usage(deep=True)`), the yardstick for peak memory;
+  timed: the floor the pipeline's cost is compared with (LightGBM's import is timed apart: the
+  run's fit stage includes it). It also reports the loaded table's in-memory size
+  (`memory_usage(deep=True)`), the yardstick for peak memory, and the feature matrix's;
 - with --stages, an in-process profile of a copy of the project: ingest's read / validate / write
   and each run stage, with peak RSS per step (sampled every 10 ms).
 
@@ -30,6 +31,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -56,6 +58,7 @@ BASELINE_IMPORTS = {
 RUN_VS_BARE_MAX = 1.5
 PEAK_VS_TABLE_MAX = 4.0
 RERUN_MAX_S = 5.0
+RERUNS = 3
 
 
 def world_for(size: float) -> tuple[int, int, int]:
@@ -132,7 +135,6 @@ def bare_fit(root: Path) -> dict[str, Any]:
     """The pipeline's feature matrix, built with cd4ml's code; only LightGBM's fit is timed."""
     import resource
 
-    import lightgbm as lgb
     import psutil
 
     from cd4ml.config import load_project
@@ -143,9 +145,13 @@ def bare_fit(root: Path) -> dict[str, Any]:
     from cd4ml.train.pipeline import feature_spec, holiday_dates
     from cd4ml.train.split import time_split
 
+    t0 = time.perf_counter()
+    import lightgbm as lgb  # timed: the run's fit stage includes this import (make_estimator)
+
+    import_s = round(time.perf_counter() - t0, 3)
     me = psutil.Process()
     rss = lambda: round(me.memory_info().rss / 2**20, 1)  # noqa: E731
-    out: dict[str, Any] = {"rss_mb": {"imported": rss()}}
+    out: dict[str, Any] = {"rss_mb": {"imported": rss()}, "import_s": import_s}
     project = load_project(root)
     cfg = project.config
     t0 = time.perf_counter()
@@ -309,11 +315,15 @@ def bench_size(size: float, workdir: Path, stages: bool, base: dict[str, float])
     print(f"[{size}M] run: {run['wall_s']:.1f} s, peak {run['peak_mb']:.0f} MB, stages {doc['seconds']}",
           flush=True)
 
-    # Nothing changed (same data version, feature code, config): recognised and skipped.
-    rerun = measure([*cd4ml_cmd(), "run", "--json", "-C", str(root)])
-    _check(rerun, "cd4ml run --json (rerun)", ok=(0, 3))
-    skipped_as = json.loads(rerun["stdout"])["skipped_as"]
-    print(f"[{size}M] rerun: {rerun['wall_s']:.2f} s, skipped as run {skipped_as}", flush=True)
+    # Nothing changed (same data version, feature code, config): recognised and skipped. A few seconds of
+    # imports and store queries, so the machine's noise is a large part of one measurement: the median of 3.
+    reruns = [measure([*cd4ml_cmd(), "run", "--json", "-C", str(root)]) for _ in range(RERUNS)]
+    for rerun in reruns:
+        _check(rerun, "cd4ml run --json (rerun)", ok=(0, 3))
+    skipped = {json.loads(r["stdout"])["skipped_as"] for r in reruns}
+    skipped_as = skipped.pop() if len(skipped) == 1 else None
+    rerun_walls = [r["wall_s"] for r in reruns]
+    print(f"[{size}M] reruns: {rerun_walls} s, skipped as run {skipped_as}", flush=True)
 
     bare = measure([sys.executable, str(HERE), "--child-bare-fit", str(root)])
     _check(bare, "bare fit")
@@ -329,7 +339,8 @@ def bench_size(size: float, workdir: Path, stages: bool, base: dict[str, float])
                 "load1": run["load1"],
                 "stage_s": doc["seconds"], "stage_sum_s": round(sum(doc["seconds"].values()), 3),
                 "gate_passed": doc["gate"]["passed"], "metrics": doc["metrics"]},
-        "rerun": {"wall_s": rerun["wall_s"], "skipped_as": skipped_as, "same_run": skipped_as == doc["run_id"]},
+        "rerun": {"wall_s": statistics.median(rerun_walls), "walls_s": rerun_walls, "skipped_as": skipped_as,
+                  "same_run": skipped_as == doc["run_id"]},
         "bare_fit": {**fit, "child_wall_s": bare["wall_s"], "child_peak_mb": bare["peak_mb"], "load1": bare["load1"]},
         "table_mb": fit["table_mb"],
     }
@@ -340,6 +351,8 @@ def bench_size(size: float, workdir: Path, stages: bool, base: dict[str, float])
         "run_peak_vs_table": round(run["peak_mb"] / fit["table_mb"], 2),
         "ingest_peak_vs_table": round(ingest["peak_mb"] / fit["table_mb"], 2),
         "run_peak_above_imports_vs_table": round((run["peak_mb"] - base["run"]) / fit["table_mb"], 2),
+        # What any run must hold at once: its imports, the table, the feature matrix the estimator is fitted on.
+        "run_peak_vs_imports_table_x": round(run["peak_mb"] / (base["run"] + fit["table_mb"] + fit["X_mb"]), 2),
         "ingest_peak_above_imports_vs_table": round((ingest["peak_mb"] - base["ingest"]) / fit["table_mb"], 2),
     }
     if copy is not None:
@@ -378,12 +391,18 @@ def growth(results: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def notes(results: list[dict[str, Any]]) -> list[str]:
-    """Warnings about the measurements themselves (CPU contention shows as two fits that disagree)."""
+    """What the stage figures include, and warnings about the measurements themselves (CPU contention
+    shows as two fits that disagree)."""
     out = []
+    if results and "import_s" in results[0]["bare_fit"]:
+        imports = ", ".join(f"{r['bare_fit']['import_s']:.2f} s" for r in results)
+        out.append(f"The run's fit stage includes importing LightGBM (with scikit-learn and SciPy), which the bare "
+                   f"fit does before its clock starts: {imports} in the bare-fit children. At 0.1M that import is "
+                   "most of the difference between the two.")
     for r in results:
         fit_stage, bare = r["run"]["stage_s"]["fit"], r["bare_fit"]["fit_s"]
         prof = r.get("stage_profile", {}).get("seconds", {}).get("run.fit")
-        if not 0.75 <= fit_stage / bare <= 1.33:
+        if not 0.75 <= (fit_stage - r["bare_fit"].get("import_s", 0.0)) / bare <= 1.33:
             out.append(f"{r['size_m']:g}M: the run's fit stage took {fit_stage:.1f} s, the bare fit {bare:.1f} s"
                        + (f", the stage profile's fit {prof:.1f} s" if prof else "") +
                        " on the same matrix with the same params: the machine was busy (other processes on "
@@ -411,7 +430,8 @@ def targets(results: list[dict[str, Any]], grow: dict[str, Any] | None) -> list[
         out.append({"target": "time growth 1M -> 5M no faster than linear", "value": "not measured (needs 1 and 5)",
                     "met": None})
     reruns = ", ".join(f"{r['size_m']:g}M: {r['rerun']['wall_s']:.2f} s" for r in results)
-    out.append({"target": f"a rerun with nothing changed is skipped in <= {RERUN_MAX_S:g} s", "value": reruns,
+    out.append({"target": f"a rerun with nothing changed is skipped in <= {RERUN_MAX_S:g} s (median of {RERUNS})",
+                "value": reruns,
                 "met": all(r["rerun"]["same_run"] and r["rerun"]["wall_s"] <= RERUN_MAX_S for r in results)})
     big = [r for r in results if r["size_m"] >= 1.0] or results
     for name, key in (("cd4ml run", "run_peak_vs_table"), ("cd4ml data ingest", "ingest_peak_vs_table")):
@@ -480,7 +500,7 @@ def markdown(doc: dict[str, Any]) -> str:
         row("ingest peak (MB)", lambda r: f"{r['ingest']['peak_mb']:.0f}"),
         row("run wall (s)", lambda r: f"{r['run']['wall_s']:.1f}"),
         row("run CPU, user+sys (s)", lambda r: f"{r['run']['cpu_s']:.1f}"),
-        row("rerun, nothing changed: skipped (s)", lambda r: f"{r['rerun']['wall_s']:.2f}"),
+        row(f"rerun, nothing changed: skipped (s, median of {RERUNS})", lambda r: f"{r['rerun']['wall_s']:.2f}"),
         row("run peak (MB)", lambda r: f"{r['run']['peak_mb']:.0f}"),
         *[row(f"run stage {s} (s)", lambda r, s=s: f"{r['run']['stage_s'].get(s, 0):.2f}") for s in stages],
         row("run stages sum (s)", lambda r: f"{r['run']['stage_sum_s']:.1f}"),
@@ -495,6 +515,8 @@ def markdown(doc: dict[str, Any]) -> str:
         row("ingest peak / table", lambda r: f"{r['ratios']['ingest_peak_vs_table']:.1f}"),
         row("run (peak - import baseline) / table",
             lambda r: f"{r['ratios']['run_peak_above_imports_vs_table']:.1f}"),
+        row("run peak / (import baseline + table + X)",
+            lambda r: f"{r['ratios']['run_peak_vs_imports_table_x']:.2f}"),
         row("ingest (peak - import baseline) / table",
             lambda r: f"{r['ratios']['ingest_peak_above_imports_vs_table']:.1f}"),
         row("gate passed", lambda r: str(r["run"]["gate_passed"])),

@@ -172,3 +172,57 @@ def test_fit_transform_equals_fit_then_transform_and_derive() -> None:
     np.testing.assert_array_equal(X_kept, X)
     for c in kept:
         np.testing.assert_array_equal(kept[c], derived[c])
+
+
+def test_shared_text_training_batches_fit_what_unicode_batches_fit() -> None:
+    from cd4ml.release.package import frame_to_batch
+
+    rng = np.random.default_rng(4)
+    n = 20000
+    spec = {"time_column": "date", "inputs": ["date", "item"], "lookups": [{"key": "item", "columns": ["kind"]}],
+            "lookup_columns": ["kind"], "calendar": ["dayofweek"], "holidays": False, "custom": ["tagged"],
+            "target_encodings": [["kind", "item"], ["shelf"]], "encoding_smoothing": 2.0,
+            "categorical": ["kind", "shelf"], "numeric": ["dayofweek", "long_name"], "target_transform": "log1p",
+            "clip_min": 0.0}
+    item = rng.integers(0, 50, n)
+    kinds = np.array(["milk", "bread", "té verde", "Santo Domingo de los Tsachilas"])
+    kind = kinds[item % 4]
+    kind[n // 2:][item[n // 2:] == 7] = "bread"  # an attribute that changed: the rows no longer equal the lookup
+    frame = pd.DataFrame({"date": np.sort(rng.integers(0, 400, n)).astype("datetime64[s]"), "item": item,
+                          "kind": pd.array(kind, dtype="str")})
+    seen: list[str] = []
+
+    def tagged(batch):  # a project's function: unicode text in training as in serving (np.strings needs it)
+        seen.append(batch["kind"].dtype.kind)
+        return {"shelf": np.strings.add(batch["kind"], "/a"), "long_name": np.strings.str_len(batch["kind"]) > 8}
+
+    y = T.forward_target(spec, rng.gamma(2.0, 3.0, n))
+    holidays = np.array([], dtype="datetime64[D]")
+    unicode, shared = frame_to_batch(frame), frame_to_batch(frame, shared_text=True)
+    assert unicode["kind"].dtype.kind == "U" and shared["kind"].dtype == object
+    assert shared["kind"].nbytes == 8 * n and len({id(v) for v in shared["kind"]}) == 4  # a pointer a row
+    results = [T.FeaturePlan.fit_transform(spec, b, y, {"tagged": tagged}, holidays, keep=["kind"])
+               for b in (unicode, shared)]
+    assert seen == ["U", "U"]
+    (plan, X, kept), (plan_s, X_s, kept_s) = results
+    assert plan.arrays.keys() == plan_s.arrays.keys()
+    for k, v in plan.arrays.items():
+        assert plan_s.arrays[k].dtype == v.dtype, k  # stored text is unicode, never objects
+        np.testing.assert_array_equal(plan_s.arrays[k], v, err_msg=k)
+    np.testing.assert_array_equal(X_s, X)
+    np.testing.assert_array_equal(kept_s["kind"], kept["kind"])
+    # What a request of a few rows gets from the plan trained on shared text: the training rows' features.
+    few = {"date": frame["date"].to_numpy()[-5:], "item": item[-5:]}
+    np.testing.assert_array_equal(plan_s.transform(few), X[-5:])
+
+
+def test_custom_functions_see_a_batch_they_can_read_and_write() -> None:
+    work = {"kind": np.array(["a", "b"], dtype=object), "n": np.array([1, 2])}
+    view = T._UnicodeText(work)
+    assert view["kind"].dtype.kind == "U" and view["n"] is work["n"] and sorted(view) == ["kind", "n"]
+    view["extra"] = np.array([0, 0])
+    del view["n"]
+    assert sorted(view) == ["extra", "kind"] and len(view) == 2 and "n" not in view
+    assert set(work) == {"kind", "n"} and work["kind"].dtype == object  # the training batch is untouched
+    with pytest.raises(KeyError):
+        del view["n"]

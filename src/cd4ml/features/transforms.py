@@ -1,7 +1,8 @@
 """Feature computation on column batches; a copy travels inside every model.
 
 A batch is a mapping of column name -> 1-D numpy array, all of length n (one
-request row or a million training rows go through the same code). This module
+request row or a million training rows go through the same code). Text is numpy
+unicode, or, in large training batches, shared text (see `shared_text`). This module
 imports only numpy and the standard library on purpose: every release packages
 its own copy of this file and loads it under a private module name, so an old
 release keeps computing features exactly as it was trained, whatever cd4ml
@@ -14,6 +15,7 @@ numeric and categorical columns are assembled into a float64 matrix.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, MutableMapping
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -61,14 +63,29 @@ def calendar_part(t: np.ndarray, part: str) -> np.ndarray:
     raise ValueError(f"unknown calendar part {part!r}")
 
 
+def shared_text(distinct: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """Text rows as an object array whose n slots point at the k `distinct` strings: 8 bytes a row.
+
+    Fixed-width unicode costs 4 bytes a character of the longest value in every row (120 bytes a row
+    for a 30-character name), hundreds of MB per column of a training table. Where a step needs
+    the text itself (a vocabulary to store, a custom function), it becomes unicode (`_unicode`).
+    """
+    return np.asarray(distinct, dtype=object)[codes]
+
+
+def _unicode(x: np.ndarray) -> np.ndarray:
+    """Text as fixed-width unicode: what is stored in a plan and what custom functions are given."""
+    return x.astype(str) if x.dtype.kind in "OS" else x
+
+
 def _normalise(x: np.ndarray) -> np.ndarray:
-    """Categorical values: text as fixed-width unicode, numbers as int64/float64."""
+    """Categorical values: text as unicode (shared text stays shared), numbers as int64/float64."""
     # copy=False: this runs on every key column of every batch; a million-row copy per call adds up.
     x = np.asarray(x)
     kind = x.dtype.kind
-    if kind == "U":
+    if kind in "UO":
         return x
-    if kind in "OS":
+    if kind == "S":
         return x.astype(str)
     if kind in "biu":
         return x.astype(np.int64, copy=False)
@@ -85,6 +102,14 @@ def _unique(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     grouped by a hash of its characters, checked against the text itself before it is trusted.
     """
     n = len(x)
+    if x.dtype.kind == "O":
+        # Shared text (or a custom step's objects): hashed once per row, each distinct object then
+        # turned into text once, and objects with the same text (None and "None") merged, as astype(str).
+        rows = x.tolist()
+        first = {value: i for i, value in enumerate(dict.fromkeys(rows))}
+        codes = np.fromiter(map(first.__getitem__, rows), dtype=np.intp, count=n)
+        values, merged = np.unique(_unicode(np.array(list(first), dtype=object)), return_inverse=True)
+        return values, merged[codes]
     if n > _LARGE_BATCH and x.dtype.kind in "iu":
         lo, hi = int(x.min()), int(x.max())
         if hi - lo <= 2 * n:
@@ -150,7 +175,7 @@ class Vocabulary:
         x = _normalise(x)
         if self.values.dtype.kind == "U" and x.dtype.kind != "U":
             return x.astype(str)
-        if self.values.dtype.kind in "if" and x.dtype.kind == "U":
+        if self.values.dtype.kind in "if" and x.dtype.kind in "UO":  # objects compare as their text, as text would
             return None
         return x
 
@@ -269,6 +294,42 @@ def _in_sorted(sorted_values: np.ndarray, x: np.ndarray) -> np.ndarray:
     return sorted_values[idx] == x
 
 
+class _UnicodeText(MutableMapping[str, np.ndarray]):
+    """A batch as custom feature functions see it: shared text columns as unicode, converted when read.
+
+    A training batch and a request give a project's function the same dtypes, so it computes the
+    same features in both; only the columns it reads are converted. What it writes stays here.
+    """
+
+    def __init__(self, batch: Batch) -> None:
+        self._batch = batch
+        self._read: Batch = {}
+        self._deleted: set[str] = set()
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._read:
+            if name in self._deleted:
+                raise KeyError(name)
+            self._read[name] = _unicode(self._batch[name])
+        return self._read[name]
+
+    def __setitem__(self, name: str, values: np.ndarray) -> None:
+        self._read[name] = values
+
+    def __delitem__(self, name: str) -> None:
+        if name not in self:
+            raise KeyError(name)
+        self._read.pop(name, None)
+        self._deleted.add(name)
+
+    def __iter__(self) -> Iterator[str]:
+        names = {**dict.fromkeys(self._batch), **dict.fromkeys(self._read)}
+        return iter([n for n in names if n in self._read or n not in self._deleted])
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
 def _missing_like(values: np.ndarray, n: int) -> np.ndarray:
     if values.dtype.kind == "U":
         return np.full(n, "", dtype=values.dtype)
@@ -356,7 +417,7 @@ class FeaturePlan:
             table, inverse = KeyTable.group([rev[lk["key"]]])
             first = np.full(len(table.keys), len(inverse), dtype=np.int64)
             np.minimum.at(first, inverse, np.arange(len(inverse)))
-            table.values = {c: _normalise(rev[c])[first] for c in lk["columns"]}
+            table.values = {c: _unicode(_normalise(rev[c])[first]) for c in lk["columns"]}
             arrays.update(table.to_arrays(f"lookup{i}"))
         plan = cls(spec, {**arrays, **_empty_tables(spec)}, custom)
         work = plan._derive(work)
@@ -415,8 +476,8 @@ class FeaturePlan:
                     dtype = np.result_type(known, fill)
                     if n > _SMALL_BATCH and fill.dtype == dtype and _gathers(known, idx, fill):
                         work[c] = fill  # the rows already hold their key's attributes: no copy of them
-                    else:
-                        work[c] = known[idx].astype(dtype, copy=False)
+                    else:  # cast, then gathered: shared text stays shared
+                        work[c] = known.astype(dtype, copy=False)[idx]
                 else:
                     work[c] = np.where(found, known[idx] if len(known) else fill, fill)
         t = as_time(work[self.spec["time_column"]])
@@ -427,8 +488,9 @@ class FeaturePlan:
             hol = self.arrays["holidays"]
             work["is_holiday"] = _in_sorted(hol, days).astype(np.int64)
             work["is_holiday_eve"] = _in_sorted(hol, days + 1).astype(np.int64)
+        given = _UnicodeText(work) if any(v.dtype.kind == "O" for v in work.values()) else work
         for name in self.spec["custom"]:
-            produced = self.custom[name](work)
+            produced = self.custom[name](given)
             for col, values in produced.items():
                 arr = np.asarray(values)
                 if arr.shape != (n,):

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from cd4ml.errors import ReleaseError
+from cd4ml.features import transforms
 from cd4ml.features.code import CodeSnapshot
 from cd4ml.train import estimators
 
@@ -31,8 +32,13 @@ EXAMPLE_FILE = "example.json"
 _FACTORIZE_ROWS = 4096
 
 
-def frame_to_batch(frame: pd.DataFrame, columns: list[str] | None = None) -> dict[str, np.ndarray]:
-    """DataFrame -> column batch (text as numpy unicode, times as datetime64)."""
+def frame_to_batch(frame: pd.DataFrame, columns: list[str] | None = None, *,
+                   shared_text: bool = False) -> dict[str, np.ndarray]:
+    """DataFrame -> column batch (text as numpy unicode, times as datetime64).
+
+    `shared_text`: large text columns as object arrays pointing at their distinct strings
+    (`transforms.shared_text`), for training batches: 8 bytes a row instead of 4 a character.
+    """
     out = {}
     for c in columns or list(frame.columns):
         column = frame[c]
@@ -40,7 +46,7 @@ def frame_to_batch(frame: pd.DataFrame, columns: list[str] | None = None) -> dic
             # Text repeats: converting each distinct value once and gathering costs a fraction of
             # converting every row, and gives the same array (same values, same fixed width).
             codes, distinct = pd.factorize(column)
-            out[c] = distinct.to_numpy().astype(str)[codes]
+            out[c] = transforms.shared_text(distinct.to_numpy(), codes) if shared_text else distinct.to_numpy().astype(str)[codes]
             continue
         values = column.to_numpy()
         out[c] = values.astype(str) if values.dtype.kind == "O" else values

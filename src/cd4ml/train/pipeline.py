@@ -188,7 +188,7 @@ def run_pipeline(project: Project, *, data_version: int | None = None, on_stage:
             y_train = transforms.forward_target(spec, train_df[cfg.target].to_numpy())
             n_train = len(train_df)
             holidays = holiday_dates(cfg, train_df[cfg.time_column])
-            train_batch = frame_to_batch(train_df)
+            train_batch = frame_to_batch(train_df, shared_text=True)
             del train_df
             try:
                 # Only the baseline reads derived training rows; every other column is freed early.

@@ -24,9 +24,11 @@ def time_split(frame: pd.DataFrame, time_column: str, split: SplitConfig) -> tup
                              f"(the table has {len(ordered)})")
         cutoff = ordered[len(ordered) - split.holdout_rows]
     in_holdout = (times >= cutoff).to_numpy()
-    if times.is_monotonic_increasing:  # as TrainingTable.read returns rows: two slices share the frame's memory
+    if times.is_monotonic_increasing:  # as TrainingTable.read returns rows: training rows are not copied
         start = len(frame) - int(in_holdout.sum())
-        train, holdout = frame.iloc[:start], frame.iloc[start:]
+        # The holdout is copied: a slice would keep the whole table's memory alive for the rest of the run,
+        # long after the training rows are turned into features and freed.
+        train, holdout = frame.iloc[:start], frame.iloc[start:].copy()
     else:
         train, holdout = frame[~in_holdout], frame[in_holdout]
     if train.empty or holdout.empty:
