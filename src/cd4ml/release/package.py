@@ -46,7 +46,8 @@ def frame_to_batch(frame: pd.DataFrame, columns: list[str] | None = None, *,
             # Text repeats: converting each distinct value once and gathering costs a fraction of
             # converting every row, and gives the same array (same values, same fixed width).
             codes, distinct = pd.factorize(column)
-            out[c] = transforms.shared_text(distinct.to_numpy(), codes) if shared_text else distinct.to_numpy().astype(str)[codes]
+            distinct = distinct.to_numpy()
+            out[c] = transforms.shared_text(distinct, codes) if shared_text else distinct.astype(str)[codes]
             continue
         values = column.to_numpy()
         out[c] = values.astype(str) if values.dtype.kind == "O" else values
