@@ -488,8 +488,9 @@ class FeaturePlan:
             hol = self.arrays["holidays"]
             work["is_holiday"] = _in_sorted(hol, days).astype(np.int64)
             work["is_holiday_eve"] = _in_sorted(hol, days + 1).astype(np.int64)
-        given = _UnicodeText(work) if any(v.dtype.kind == "O" for v in work.values()) else work
-        for name in self.spec["custom"]:
+        custom = self.spec["custom"]  # shared text is only converted for them: without any, no look
+        given = _UnicodeText(work) if custom and any(v.dtype.kind == "O" for v in work.values()) else work
+        for name in custom:
             produced = self.custom[name](given)
             for col, values in produced.items():
                 arr = np.asarray(values)
