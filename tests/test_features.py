@@ -95,6 +95,51 @@ def test_skops_refuses_types_outside_the_trusted_modules(tmp_path) -> None:
         estimators.load(tmp_path, {"kind": "skops", "file": "model.skops"})
 
 
+_LGBM_REFERENCE = """
+import sys
+import lightgbm as lgb
+import numpy as np
+data = np.load(sys.argv[1], allow_pickle=False)
+params = {k: data[k].item() for k in data.files if k not in ("X", "y", "categorical")}
+model = lgb.LGBMRegressor(**params).fit(data["X"], data["y"], categorical_feature=data["categorical"].tolist())
+sys.stdout.write(model.booster_.model_to_string())
+"""
+
+
+def test_lightgbm_through_its_native_api_grows_the_trees_of_lgbmregressor(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    from cd4ml.config import ModelConfig
+    from cd4ml.train import estimators
+
+    rng = np.random.default_rng(7)
+    X = np.column_stack([rng.normal(size=3000), rng.integers(0, 12, 3000), rng.uniform(size=3000)])
+    X[rng.uniform(size=3000) < 0.05, 2] = np.nan
+    y = 3 * X[:, 0] + (X[:, 1] % 3) + rng.normal(scale=0.1, size=3000)
+    # scikit-learn's names for native params (bagging, feature fraction, L2): the aliases must carry.
+    params = {"n_estimators": 25, "num_leaves": 15, "min_child_samples": 10, "subsample": 0.7, "subsample_freq": 1,
+              "colsample_bytree": 0.8, "reg_lambda": 1.0, "n_jobs": 1}
+    ours = estimators.make_estimator(ModelConfig(algorithm="lightgbm", params=params), seed=3)
+    estimators.fit(ours, X, y, [1], "lightgbm")
+    np.savez(tmp_path / "data.npz", X=X, y=y, categorical=np.array([1]), **ours.params)
+    # In a child: once LightGBM is imported without scikit-learn, LGBMRegressor is refused in that process.
+    reference = subprocess.run([sys.executable, "-c", _LGBM_REFERENCE, str(tmp_path / "data.npz")],
+                               capture_output=True, text=True, check=True).stdout
+    assert ours.booster_.model_to_string() == reference
+    assert ours.predict(X[:100]).tolist() == ours.booster_.predict(X[:100]).tolist()
+
+
+def test_lightgbm_is_imported_without_scikit_learn() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; from cd4ml.train import estimators; lgb = estimators.import_lightgbm(); "
+            "print(lgb.Booster.__name__, 'sklearn' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["Booster", "False"]
+
+
 @pytest.mark.parametrize("values", [
     np.array([5, 1, 3, 3, 9]), np.array([0.5, 2.0, 7.25]), np.array(["b", "a", "GROCERY I", "b"]),
 ])

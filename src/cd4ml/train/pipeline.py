@@ -8,7 +8,6 @@ report) and registered as a model version tagged with its lineage and verdict.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import hashlib
 import io
@@ -28,6 +27,7 @@ from cd4ml.data.table import TrainingTable
 from cd4ml.errors import Cd4mlError, ConfigError, FeatureTestsFailed
 from cd4ml.evaluate.baseline import naive_baseline, slice_scores
 from cd4ml.evaluate.metrics import row_weights, score
+from cd4ml.evaluate.plots import RunPlotsProcess
 from cd4ml.features.code import take_snapshot
 from cd4ml.gate.checks import Check, Evidence, GateReport, evaluate
 from cd4ml.monitor.profile import build_reference, save as save_profile
@@ -223,12 +223,10 @@ def run_pipeline(project: Project, *, data_version: int | None = None, on_stage:
             slices = slice_scores(derived_hold, cfg.slices, [cfg.metrics.primary], y_hold, pred, w)
             reference = build_reference(cfg, derived_hold, pred, y_hold, spec)
             base_slices = slice_scores(derived_hold, cfg.slices, [cfg.metrics.primary], y_hold, base_pred, w)
-        # Drawn in a thread while the run registers and gates: matplotlib's import and drawing hold the
-        # interpreter for seconds, and the gate's predictions (LightGBM) leave it free.
+        # Drawn by a child process while the run registers and gates (on the other core).
         plots_dir = Path(tmp_name) / "plots"
-        plotter = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="cd4ml-plots")
-        plots = plotter.submit(_draw_plots, cfg, y_hold, pred, slices, base_slices, plots_dir)
-        plotter.shutdown(wait=False)
+        plots = RunPlotsProcess(plots_dir, f"{cfg.project}: holdout", cfg.seed, y_hold, pred, cfg.metrics.primary,
+                                slices, base_slices)
 
         commit, dirty = git_state(project.root)
         mlflow.set_experiment(experiment_id=tracking.experiment_id(project, client))
@@ -271,7 +269,7 @@ def run_pipeline(project: Project, *, data_version: int | None = None, on_stage:
                 mlflow.set_tag("cd4ml.gate", verdict)
                 registry.tag(version, {"gate": verdict, "gate_failed": ",".join(c.name for c in report.failed)})
             with stage("plots"):
-                plots.result()  # re-raises what the drawing thread raised
+                plots.wait()
                 mlflow.log_artifacts(str(plots_dir), "plots")
     auto = cfg.registry.auto_promote if promote is None else promote
     promoted = False
@@ -368,21 +366,6 @@ def _score_champion(ev: Evidence, registry: Registry, version: str, cache: Path,
     y = hold_df[cfg.target].to_numpy(dtype=np.float64)
     ev.champion = score([cfg.metrics.primary, *cfg.metrics.report], y, pred, w)
     ev.champion_slices = slice_scores(derived_hold, cfg.slices, [cfg.metrics.primary], y, pred, w)
-
-
-def _draw_plots(cfg: ProjectConfig, y: np.ndarray, pred: np.ndarray, slices: dict, base_slices: dict,
-                folder: Path) -> None:
-    """The evaluation plots as PNG files in `folder` (logged under `plots/`)."""
-    from cd4ml.evaluate import plots
-
-    folder.mkdir(parents=True, exist_ok=True)
-    plots.predicted_vs_actual(y, pred, cfg.seed, f"{cfg.project}: holdout").savefig(
-        folder / "predicted_vs_actual.png", dpi=100)
-    primary = cfg.metrics.primary
-    for column, values in slices.items():
-        model = {k: v[primary] for k, v in values.items()}
-        base = {k: v[primary] for k, v in base_slices[column].items()}
-        plots.error_by_slice(column, primary, model, base).savefig(folder / f"{primary}_by_{column}.png", dpi=100)
 
 
 def _log_model(cfg: ProjectConfig, release_dir: Path, hold_df: pd.DataFrame, pred: np.ndarray,
