@@ -15,6 +15,7 @@ numeric and categorical columns are assembled into a float64 matrix.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator, MutableMapping
 from typing import Any, Callable, Mapping
 
@@ -391,22 +392,33 @@ class FeaturePlan:
 
         Fitting already derives every column; deriving a million rows again costs as much.
         `keep`: the derived columns the caller needs back; with it, `batch` is emptied and every
-        other column freed before the matrix is built (text columns alone are hundreds of MB).
+        other column freed before the matrix is built (text columns alone are hundreds of MB), and
+        each column the matrix is built from is freed once copied into it. X is column-major
+        (Fortran order): each of its columns is written in one contiguous pass.
         """
         cls._check_inputs(spec, batch)
         plan, work, codes, rows = cls._fit(spec, batch, y, custom, holiday_dates)
+        n = len(work[spec["inputs"][0]]) if spec["inputs"] else 0
         if keep is not None:
             batch.clear()
-            needed = {*spec["numeric"], *spec["inputs"][:1], *keep}  # _assemble: numeric columns and the row count
-            work = {c: v for c, v in work.items() if c in needed}
-        X = plan._assemble(work, codes, rows)
+            work = {c: v for c, v in work.items() if c in {*spec["numeric"], *keep}}
+        X = np.empty((n, len(plan.feature_names)), dtype=np.float64, order="F")
+        uses_left = Counter(spec["numeric"])
+        for j, column in enumerate(plan._columns(work, codes, rows)):
+            X[:, j] = column
+            if keep is not None and j < len(spec["numeric"]):
+                name = spec["numeric"][j]
+                uses_left[name] -= 1
+                if not uses_left[name] and name not in keep:
+                    del work[name]
+            del column  # with the entries _columns gave up, its last reference
         return plan, X, work if keep is None else {c: work[c] for c in keep if c in work}
 
     @classmethod
     def _fit(cls, spec: dict[str, Any], batch: Mapping[str, np.ndarray], y: np.ndarray,
              custom: Mapping[str, CustomFn], holiday_dates: np.ndarray
-             ) -> tuple["FeaturePlan", Batch, dict[str, np.ndarray], list[np.ndarray]]:
-        """The plan, the derived batch, and what `_assemble` needs to skip looking the rows up again:
+             ) -> tuple["FeaturePlan", Batch, dict[str, np.ndarray], list[np.ndarray | None]]:
+        """The plan, the derived batch, and what `_columns` needs to skip looking the rows up again:
         each categorical column's codes and each encoding's group index per row."""
         arrays: dict[str, np.ndarray] = {"holidays": np.unique(np.asarray(holiday_dates, dtype="datetime64[D]"))}
         work = dict(batch)
@@ -440,7 +452,7 @@ class FeaturePlan:
                 fitted[c] = Vocabulary.fit_codes(work[c])
             return fitted[c]
 
-        rows = []
+        rows: list[np.ndarray | None] = []
         for i, cols in enumerate(spec["target_encodings"]):
             table, inverse = KeyTable.group_codes([fit_codes(c) for c in cols])
             sums = np.bincount(inverse, weights=y, minlength=len(table.keys))
@@ -530,44 +542,46 @@ class FeaturePlan:
         if missing:
             raise ValueError(f"missing input column(s): {', '.join(missing)}")
 
-    def _assemble(self, work: Batch, codes: Mapping[str, np.ndarray] | None = None,
-                  rows: list[np.ndarray] | None = None) -> np.ndarray:
-        """The feature matrix from a derived batch.
-
-        `codes` (categorical column -> codes) and `rows` (per encoding, each row's index into its
-        table): what fitting found for these very rows, the same as looking them up again.
-        """
+    def _assemble(self, work: Batch) -> np.ndarray:
+        """The feature matrix (n, p) from a derived batch, row-major."""
         n = len(work[self.spec["inputs"][0]]) if self.spec["inputs"] else 0
         if n <= _ASSEMBLE_ROWS:
-            return self._matrix(work, codes, rows)
-        # X is row-major: written column by column it would be written all over, each row many times;
+            return self._matrix(work)
+        # Written column by column, a row-major X would be written all over, each row many times;
         # a block of rows at a time stays in cache.
         X = np.empty((n, len(self.feature_names)), dtype=np.float64)
         for start in range(0, n, _ASSEMBLE_ROWS):
             block = slice(start, start + _ASSEMBLE_ROWS)
-            X[block] = self._matrix({c: v[block] for c, v in work.items()},
-                                    None if codes is None else {c: v[block] for c, v in codes.items()},
-                                    None if rows is None else [v[block] for v in rows])
+            X[block] = self._matrix({c: v[block] for c, v in work.items()})
         return X
 
-    def _matrix(self, work: Batch, codes: Mapping[str, np.ndarray] | None,
-                rows: list[np.ndarray] | None) -> np.ndarray:
+    def _matrix(self, work: Batch) -> np.ndarray:
         n = len(work[self.spec["inputs"][0]]) if self.spec["inputs"] else 0
-        columns = [work[c] for c in self.spec["numeric"]]
+        columns = list(self._columns(work))
+        if not columns:
+            return np.empty((n, 0), dtype=np.float64)
+        return np.stack(columns, axis=1, dtype=np.float64, casting="unsafe")  # one copy into the (n, p) matrix
+
+    def _columns(self, work: Batch, codes: dict[str, np.ndarray] | None = None,
+                 rows: list[np.ndarray | None] | None = None) -> Iterator[np.ndarray]:
+        """The feature matrix's columns (n,), in order.
+
+        `codes` (categorical column -> codes) and `rows` (per encoding, each row's index into its
+        table): what fitting found for these very rows, the same as looking them up again. Each
+        entry is given up as it is used: nothing else holds it then.
+        """
+        yield from (work[c] for c in self.spec["numeric"])
         for c in self.spec["categorical"]:
-            col = self._vocabs[c].codes(work[c]) if codes is None else codes[c]
-            columns.append(np.where(col >= 0, col, np.nan))
+            col = self._vocabs[c].codes(work[c]) if codes is None else codes.pop(c)
+            yield np.where(col >= 0, col, np.nan)
         prior = float(self.arrays["global_mean"][0])
         for i, (cols, table) in enumerate(zip(self.spec["target_encodings"], self._encodings)):
             if rows is None:
                 idx, found = table.find([work[c] for c in cols])
             else:
-                idx = rows[i]
+                idx, rows[i] = rows[i], None
                 found = table.keys[idx] >= 0  # a row with an unknown part (NaN) has key -1
-            columns.append(np.where(found, table.values["mean"][idx], prior))
-        if not columns:
-            return np.empty((n, 0), dtype=np.float64)
-        return np.stack(columns, axis=1, dtype=np.float64, casting="unsafe")  # one copy into the (n, p) matrix
+            yield np.where(found, table.values["mean"][idx], prior)
 
     def known_values(self, column: str) -> np.ndarray | None:
         """The values of `column` seen in training, if the model keys anything on it."""
