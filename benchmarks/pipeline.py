@@ -417,8 +417,8 @@ def notes(results: list[dict[str, Any]]) -> list[str]:
     if results and "import_s" in results[0]["bare_fit"]:
         imports = ", ".join(f"{r['bare_fit']['import_s']:.2f} s" for r in results)
         out.append(f"The bare fit imports LightGBM with scikit-learn (LGBMRegressor needs it) before its clock "
-                   f"starts: {imports} in the bare-fit children. The run's fit stage includes its own import of "
-                   "LightGBM, without scikit-learn (about 0.1 s). Both fits gave byte-identical model files.")
+                   f"starts: {imports} in the bare-fit children. The run imports LightGBM without scikit-learn "
+                   "(about 0.1 s). Both fits gave byte-identical model files.")
     if results and "bare_fit_cd4ml_openmp" in results[0]:
         env = results[0]["bare_fit_cd4ml_openmp"]["env"]
         slower = ", ".join(f"{r['ratios']['bare_fit_cd4ml_openmp_vs_default']:.2f}x" for r in results)

@@ -284,7 +284,10 @@ def serve(
 
     import uvicorn
 
+    from cd4ml.train.estimators import import_lightgbm
+
     project = _load(project_dir)
+    import_lightgbm()  # before the service's threads start: one of them imports MLflow
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     console.print(f"cd4ml serve: {project.config.project} on http://{host}:{port} "
                   f"(model {project.config.registry.model_name}@champion, {workers} worker(s))")

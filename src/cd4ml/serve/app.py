@@ -276,6 +276,9 @@ class _AsgiEndpoint:
 
 def app_from_env() -> FastAPI:
     """Factory for `uvicorn --factory` with several workers: the project comes from the environment."""
+    from cd4ml.train.estimators import import_lightgbm
+
+    import_lightgbm()  # before the service's threads start: one of them imports MLflow
     project = load_project(os.environ["CD4ML_PROJECT_DIR"])
     poll = os.environ.get("CD4ML_POLL_SECONDS")
     return create_app(project, log_predictions=os.environ.get("CD4ML_LOG_PREDICTIONS", "1") == "1",

@@ -109,7 +109,8 @@ def import_lightgbm() -> Any:
     LightGBM imports scikit-learn when it is imported, for LGBMRegressor and friends: about 1 s
     of every run and of a service's start here, for nothing cd4ml uses. Only LightGBM's own view
     changes: scikit-learn stays importable for everything else (skops models). Once LightGBM is
-    in the process, it is returned as it was imported.
+    in the process, it is returned as it was imported. While LightGBM is imported, `import sklearn`
+    fails in every thread: call this before starting threads that may import it.
     """
     if "lightgbm" not in sys.modules and "sklearn" not in sys.modules:
         sys.modules["sklearn"] = None  # type: ignore[assignment]  # `import sklearn` raises ImportError meanwhile

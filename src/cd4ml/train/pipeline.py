@@ -150,6 +150,7 @@ def run_pipeline(project: Project, *, data_version: int | None = None, on_stage:
     """
     cfg = project.config
     stage = _Stages(on_stage)
+    estimators.import_lightgbm()  # before MLflow, whose threads may import what it hides meanwhile
     # The project's tests run even before a rerun can be skipped: they guard code the model may not use.
     # In a child process, while this one imports MLflow and opens the store (seconds, on the other core).
     tests = FeatureTests(project)
