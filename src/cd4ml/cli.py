@@ -424,7 +424,7 @@ def _return_freed_memory() -> None:
     uses the system allocator (unless ARROW_DEFAULT_MEMORY_POOL is set). glibc, by default, raises
     its threshold for mapping large blocks as they are freed (up to 32 MiB), so the columns a run
     frees stayed resident while the next large array was mapped fresh; here every block of 128 KiB
-    or more is mapped and unmapped. At 1M rows the run's peak went from 788 to 567 MB. Both are read
+    or more is mapped and unmapped. At 1M rows `cd4ml run` peaked at 586 MB instead of 800. Both are read
     when first used: call this before anything reads data. Elsewhere than glibc, only the Arrow part
     applies.
     """
