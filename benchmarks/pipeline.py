@@ -11,7 +11,7 @@ in its own child process so each has its own peak memory (ru_maxrss from wait4):
 - `cd4ml run --json` again with nothing changed, 3 times: it must be recognised as a rerun of the
   first run (`skipped_as`) and skipped; wall time (the median);
 - a bare fit: the same feature matrix built with cd4ml's own code (table version, time_split,
-  take_snapshot, FeaturePlan.fit/transform), then only `LGBMRegressor(**the same params).fit(...)`
+  take_snapshot, FeaturePlan.fit/transform; row-major here, column-major in the run), then only `LGBMRegressor(**the same params).fit(...)`
   timed: the floor the pipeline's cost is compared with. cd4ml fits through `lightgbm.train`; the
   bare fit's model file must be byte-identical to the run's registered one, or the benchmark stops.
   LightGBM's import (with scikit-learn, as LGBMRegressor needs) is timed apart. The bare fit runs

@@ -118,8 +118,9 @@ def test_lightgbm_through_its_native_api_grows_the_trees_of_lgbmregressor(tmp_pa
     X[rng.uniform(size=3000) < 0.05, 2] = np.nan
     y = 3 * X[:, 0] + (X[:, 1] % 3) + rng.normal(scale=0.1, size=3000)
     # scikit-learn's names for native params (bagging, feature fraction, L2): the aliases must carry.
+    # No n_jobs: the thread count LGBMRegressor derives (physical cores) is in the model file too.
     params = {"n_estimators": 25, "num_leaves": 15, "min_child_samples": 10, "subsample": 0.7, "subsample_freq": 1,
-              "colsample_bytree": 0.8, "reg_lambda": 1.0, "n_jobs": 1}
+              "colsample_bytree": 0.8, "reg_lambda": 1.0}
     ours = estimators.make_estimator(ModelConfig(algorithm="lightgbm", params=params), seed=3)
     estimators.fit(ours, X, y, [1], "lightgbm")
     np.savez(tmp_path / "data.npz", X=X, y=y, categorical=np.array([1]), **ours.params)
@@ -217,6 +218,12 @@ def test_fit_transform_equals_fit_then_transform_and_derive() -> None:
     np.testing.assert_array_equal(X_kept, X)
     for c in kept:
         np.testing.assert_array_equal(kept[c], derived[c])
+    assert X_kept.flags.f_contiguous  # each column written in one pass, its source freed after
+    # A column listed twice (numeric or categorical) is in the matrix twice, as `transform` puts it.
+    twice = {**spec, "categorical": ["kind", "grade", "kind"], "numeric": ["dayofweek", "dayofweek"]}
+    plan2, X2, _ = T.FeaturePlan.fit_transform(twice, dict(batch), y, {}, np.array([], dtype="datetime64[D]"),
+                                               keep=["shop"])
+    np.testing.assert_array_equal(X2, plan2.transform(batch))
 
 
 def test_shared_text_training_batches_fit_what_unicode_batches_fit() -> None:

@@ -412,7 +412,7 @@ def demo(
     console.print(f"[green]Demo passed.[/] Report: {path}")
 
 
-# OpenMP threads (LightGBM) that spin while waiting made fits 2.5-6x slower next to any other busy
+# OpenMP threads (LightGBM) that spin while waiting made fits 2-6x slower next to any other busy
 # process on a 2-core machine; sleeping threads cost about 10% of a fit when the machine is idle.
 OPENMP_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE"}
 

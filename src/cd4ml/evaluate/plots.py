@@ -94,21 +94,30 @@ class RunPlotsProcess:
         (inputs / "args.json").write_text(json.dumps({"folder": str(folder), "title": title, "seed": seed,
                                                       "metric": metric, "slices": slices,
                                                       "base_slices": base_slices}), encoding="utf-8")
-        self.proc = subprocess.Popen([sys.executable, "-m", "cd4ml.evaluate.plots", str(inputs)],
+        # -P: the working directory (a project's) must not shadow the modules the child imports.
+        self.proc = subprocess.Popen([sys.executable, "-P", "-m", "cd4ml.evaluate.plots", str(inputs)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
     def wait(self, timeout: float = 600) -> None:
+        import subprocess
+
         from cd4ml.errors import Cd4mlError
 
         try:
             _, stderr = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise Cd4mlError(f"drawing the evaluation plots took more than {timeout:.0f} s") from None
         finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait()
+            self.stop()
         if self.proc.returncode != 0:
             raise Cd4mlError(f"drawing the evaluation plots failed (exit {self.proc.returncode}): "
                              f"{stderr.strip()[-2000:]}")
+
+    def stop(self) -> None:
+        """End the child if it still runs (the run failed before waiting for it)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
 
 
 def _main(inputs: Path) -> None:

@@ -571,8 +571,12 @@ class FeaturePlan:
         entry is given up as it is used: nothing else holds it then.
         """
         yield from (work[c] for c in self.spec["numeric"])
-        for c in self.spec["categorical"]:
-            col = self._vocabs[c].codes(work[c]) if codes is None else codes.pop(c)
+        categorical = self.spec["categorical"]
+        for j, c in enumerate(categorical):
+            if codes is None:
+                col = self._vocabs[c].codes(work[c])
+            else:  # given up at the column's last use (a column may be listed twice)
+                col = codes[c] if c in categorical[j + 1:] else codes.pop(c)
             yield np.where(col >= 0, col, np.nan)
         prior = float(self.arrays["global_mean"][0])
         for i, (cols, table) in enumerate(zip(self.spec["target_encodings"], self._encodings)):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -112,23 +113,45 @@ def import_lightgbm() -> Any:
     in the process, it is returned as it was imported. While LightGBM is imported, `import sklearn`
     fails in every thread: call this before starting threads that may import it.
     """
-    if "lightgbm" not in sys.modules and "sklearn" not in sys.modules:
-        sys.modules["sklearn"] = None  # type: ignore[assignment]  # `import sklearn` raises ImportError meanwhile
-        try:
-            import lightgbm  # noqa: F401
-        finally:
-            del sys.modules["sklearn"]
+    with _LIGHTGBM_IMPORT:
+        if "lightgbm" not in sys.modules and "sklearn" not in sys.modules:
+            sys.modules["sklearn"] = None  # type: ignore[assignment]  # `import sklearn` raises ImportError meanwhile
+            try:
+                import lightgbm  # noqa: F401
+            finally:
+                if "sklearn" in sys.modules and sys.modules["sklearn"] is None:
+                    del sys.modules["sklearn"]
     import lightgbm
 
     return lightgbm
+
+
+_LIGHTGBM_IMPORT = threading.Lock()
+# LightGBM's names for its thread count; the first one given wins, as in LGBMRegressor.
+_THREAD_PARAMS = ("num_threads", "num_thread", "nthread", "nthreads", "n_jobs")
+
+
+def _threads(params: dict[str, Any]) -> int:
+    """Pop the thread-count params; the count LGBMRegressor would use (joblib's conventions):
+    unset is the physical cores, a negative n is the logical cores + 1 + n (at least 1)."""
+    given = [params.pop(name) for name in _THREAD_PARAMS if name in params]
+    n = given[0] if given else None
+    if n is not None and n >= 0:
+        return int(n)
+    import joblib
+
+    if n is None:
+        return int(joblib.cpu_count(only_physical_cores=True))
+    return max(int(joblib.cpu_count()) + 1 + int(n), 1)
 
 
 class LightGBMRegressor:
     """LightGBM's regressor, trained through `lightgbm.train`.
 
     Params are LightGBM's, under their scikit-learn names or native ones (`n_estimators` is the
-    number of boosting rounds). With the same params it grows the same trees as
-    `lightgbm.LGBMRegressor` (the tests compare the model files), without importing scikit-learn.
+    number of boosting rounds; `n_jobs` unset or negative counts cores as joblib does). With the
+    same params it writes the same model file as `lightgbm.LGBMRegressor` (the tests compare
+    them), without importing scikit-learn.
     """
 
     def __init__(self, **params: Any) -> None:
@@ -139,6 +162,7 @@ class LightGBMRegressor:
         """Fit on X (n, p) and y (n,); the booster is `booster_`."""
         lgb = import_lightgbm()
         params = dict(self.params)
+        params["num_threads"] = _threads(params)
         rounds = params.pop("n_estimators", 100)
         train_set = lgb.Dataset(X, y, categorical_feature=categorical_feature, params=params)
         self.booster_ = lgb.train(params, train_set, num_boost_round=rounds)

@@ -166,7 +166,7 @@ def run_pipeline(project: Project, *, data_version: int | None = None, on_stage:
     registry = Registry(client, cfg.registry.model_name)
     cache = project.state_dir / "cache" / "releases"
 
-    with tempfile.TemporaryDirectory(prefix="cd4ml-run-") as tmp_name:
+    with tempfile.TemporaryDirectory(prefix="cd4ml-run-") as tmp_name, contextlib.ExitStack() as cleanup:
         release_dir = Path(tmp_name) / "release"
         table = TrainingTable.for_project(project)
         pinned = table.version_number(data_version)
@@ -228,6 +228,7 @@ def run_pipeline(project: Project, *, data_version: int | None = None, on_stage:
         plots_dir = Path(tmp_name) / "plots"
         plots = RunPlotsProcess(plots_dir, f"{cfg.project}: holdout", cfg.seed, y_hold, pred, cfg.metrics.primary,
                                 slices, base_slices)
+        cleanup.callback(plots.stop)  # before the folder it writes to is removed
 
         commit, dirty = git_state(project.root)
         mlflow.set_experiment(experiment_id=tracking.experiment_id(project, client))
