@@ -128,7 +128,6 @@ def test_lightgbm_through_its_native_api_grows_the_trees_of_lgbmregressor(tmp_pa
     reference = subprocess.run([sys.executable, "-c", _LGBM_REFERENCE, str(tmp_path / "data.npz")],
                                capture_output=True, text=True, check=True).stdout
     assert ours.booster_.model_to_string() == reference
-    assert ours.predict(X[:100]).tolist() == ours.booster_.predict(X[:100]).tolist()
 
 
 def test_lightgbm_is_imported_without_scikit_learn() -> None:

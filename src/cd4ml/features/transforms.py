@@ -15,7 +15,6 @@ numeric and categorical columns are assembled into a float64 matrix.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator, MutableMapping
 from typing import Any, Callable, Mapping
 
@@ -403,14 +402,12 @@ class FeaturePlan:
             batch.clear()
             work = {c: v for c, v in work.items() if c in {*spec["numeric"], *keep}}
         X = np.empty((n, len(plan.feature_names)), dtype=np.float64, order="F")
-        uses_left = Counter(spec["numeric"])
+        numeric = spec["numeric"]
         for j, column in enumerate(plan._columns(work, codes, rows)):
             X[:, j] = column
-            if keep is not None and j < len(spec["numeric"]):
-                name = spec["numeric"][j]
-                uses_left[name] -= 1
-                if not uses_left[name] and name not in keep:
-                    del work[name]
+            # Freed at its last use (a column may be listed twice), unless the caller keeps it.
+            if keep is not None and j < len(numeric) and numeric[j] not in (*numeric[j + 1:], *keep):
+                del work[numeric[j]]
             del column  # with the entries _columns gave up, its last reference
         return plan, X, work if keep is None else {c: work[c] for c in keep if c in work}
 
