@@ -136,6 +136,20 @@ def test_int_and_bool_values_are_stored_exactly(tmp_path: Path) -> None:
     assert frame["b"].tolist() == [False, False, True, True, False]
 
 
+def test_validation_coerces_its_own_copy_and_leaves_the_callers_frame_as_it_was(tmp_path: Path) -> None:
+    from cd4ml.data.validation import validate
+
+    root = _typed_project(tmp_path / "p", [])
+    given = pd.DataFrame({"t": ["2024-01-01", "2024-01-02"], "k": [1.0, 2.0], "n": ["2", "3"],
+                          "b": ["TRUE", "0"], "y": [1, 2], "extra": ["x", "y"]})
+    before = given.copy()
+    clean, report = validate(given, load_project(root).config)
+    assert report.ok and list(clean.columns) == ["t", "k", "n", "b", "y"]  # not in the schema: dropped
+    assert clean["k"].dtype == clean["n"].dtype == "int64" and clean["b"].tolist() == [True, False]
+    assert clean["t"].dtype.kind == "M"
+    pd.testing.assert_frame_equal(given, before)  # same values and dtypes, the column not dropped
+
+
 @pytest.mark.parametrize(("column", "value", "check"), [
     ("n", "2.5", "is a whole number"),
     ("b", "no", "is true, false, 1 or 0"),

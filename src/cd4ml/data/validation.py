@@ -63,10 +63,10 @@ def _column(spec: ColumnSpec) -> pa.Column:
 
 
 def build_schema(config: ProjectConfig) -> pa.DataFrameSchema:
-    """The pandera schema of the project's table; columns not in the schema are dropped."""
+    """The pandera schema of the project's table (`validate` drops the columns not in it first)."""
     columns = {name: _column(spec) for name, spec in config.schema_.columns.items()}
     keys = config.schema_.keys or None
-    return pa.DataFrameSchema(columns, unique=keys, report_duplicates="all", strict="filter", ordered=False)
+    return pa.DataFrameSchema(columns, unique=keys, report_duplicates="all", ordered=False)
 
 
 def _examples(frame: pd.DataFrame, index: list[Any]) -> list[dict[str, Any]]:
@@ -102,7 +102,7 @@ def _exact_values(raw: pd.DataFrame, config: ProjectConfig) -> tuple[pd.DataFram
     Returns the rows for pandera (bool columns as exact booleans, failed rows
     left out: they are reported once, here) and the failures.
     """
-    checked = raw.copy()
+    checked = raw.copy(deep=False)  # copy-on-write: replacing its columns leaves `raw` as it was
     failures: list[Failure] = []
     bad_rows = pd.Index([])
     for name, spec in config.schema_.columns.items():
@@ -123,7 +123,7 @@ def _exact_values(raw: pd.DataFrame, config: ProjectConfig) -> tuple[pd.DataFram
             index = raw.index[bad]
             failures.append(Failure(check, name, len(index), _examples(raw, index.tolist())))
             bad_rows = bad_rows.union(index)
-    return checked.drop(index=bad_rows), failures
+    return (checked.drop(index=bad_rows) if len(bad_rows) else checked), failures  # drop() copies every row
 
 
 def validate(frame: pd.DataFrame, config: ProjectConfig,
@@ -136,8 +136,11 @@ def validate(frame: pd.DataFrame, config: ProjectConfig,
     schema = build_schema(config)
     raw = frame.reset_index(drop=True)
     checked, failures = _exact_values(raw, config)
+    checked = checked[[c for c in checked.columns if c in config.schema_.columns]]
     try:
-        clean = schema.validate(checked, lazy=True)
+        # In place: `checked` is this function's own (copy-on-write) frame, and pandera's own copy
+        # of it would add the table's size again to the peak of every ingest.
+        clean = schema.validate(checked, lazy=True, inplace=True)
     except pa.errors.SchemaErrors as exc:
         clean = raw
         cases = exc.failure_cases
