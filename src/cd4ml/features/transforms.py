@@ -95,7 +95,8 @@ def _normalise(x: np.ndarray) -> np.ndarray:
 
 
 def _unique(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """`np.unique(x, return_inverse=True)` for a normalised 1-D `x`: the same values, dtype and inverse.
+    """`np.unique(x, return_inverse=True)` for a normalised 1-D `x`: the same values and dtype, and the
+    same inverse as int32 while that holds it (a million rows' codes in 4 MB, not 8).
 
     Training columns hold a million rows but few distinct values; sorting them all (strings above
     all) was most of the cost of fitting. Small integer ranges are counted instead, and text is
@@ -109,13 +110,14 @@ def _unique(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         first = {value: i for i, value in enumerate(dict.fromkeys(rows))}
         codes = np.fromiter(map(first.__getitem__, rows), dtype=np.intp, count=n)
         values, merged = np.unique(_unicode(np.array(list(first), dtype=object)), return_inverse=True)
-        return values, merged[codes]
+        return values, merged.astype(_index_dtype(len(values)))[codes]
     if n > _LARGE_BATCH and x.dtype.kind in "iu":
         lo, hi = int(x.min()), int(x.max())
         if hi - lo <= 2 * n:
-            present = np.bincount(x - lo, minlength=hi - lo + 1) > 0
-            rank = np.cumsum(present) - 1
-            return (np.flatnonzero(present) + lo).astype(x.dtype), rank[x - lo]
+            offset = x - lo
+            present = np.bincount(offset, minlength=hi - lo + 1) > 0
+            rank = (np.cumsum(present) - 1).astype(_index_dtype(int(present.sum())))
+            return (np.flatnonzero(present) + lo).astype(x.dtype), rank[offset]
     if n > _LARGE_BATCH and x.dtype.kind == "U" and x.dtype.itemsize:
         x = np.ascontiguousarray(x)
         chars = x.view(np.uint32).reshape(n, -1)
@@ -127,10 +129,16 @@ def _unique(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         distinct = x[first]
         if _gathers(distinct, group, x):
             order = np.argsort(distinct)
-            rank = np.empty(len(order), dtype=np.intp)
+            rank = np.empty(len(order), dtype=_index_dtype(len(order)))
             rank[order] = np.arange(len(order))
             return distinct[order], rank[group]
-    return np.unique(x, return_inverse=True)
+    values, inverse = np.unique(x, return_inverse=True)
+    return values, inverse.astype(_index_dtype(len(values)), copy=False)
+
+
+def _index_dtype(k: int) -> type[np.signedinteger[Any]]:
+    """The row codes' dtype for k distinct values: int32 while it holds them, half int64's memory."""
+    return np.int32 if k < 2**31 else np.int64
 
 
 def _gathers(values: np.ndarray, idx: np.ndarray, x: np.ndarray) -> bool:
@@ -160,7 +168,8 @@ class Vocabulary:
 
     @classmethod
     def fit_codes(cls, x: np.ndarray) -> tuple["Vocabulary", np.ndarray]:
-        """The vocabulary of `x` and the codes of `x` in it (what `codes(x)` returns), found in one pass."""
+        """The vocabulary of `x` and the codes of `x` in it (the values `codes(x)` returns, in `_unique`'s
+        dtype), found in one pass."""
         x = _normalise(x)
         values, codes = _unique(x)
         if values.dtype.kind == "f":
@@ -168,7 +177,7 @@ class Vocabulary:
             if nan.any():
                 values = values[~nan]
                 codes = np.where(codes < len(values), codes, -1)  # np.unique puts NaN last
-        return cls(values), codes.astype(np.int64, copy=False)
+        return cls(values), codes
 
     def align(self, x: np.ndarray) -> np.ndarray | None:
         """`x` normalised to compare with the vocabulary's values; None if it never can (text vs numbers)."""
@@ -230,10 +239,12 @@ class KeyTable:
     def _combine(vocabs: list[Vocabulary], codes: list[np.ndarray]) -> np.ndarray:
         key = np.zeros(len(codes[0]), dtype=np.int64)
         unknown = np.zeros(len(codes[0]), dtype=bool)
-        for vocab, c in zip(vocabs, codes):
-            key = key * (len(vocab.values) + 1) + c
+        for vocab, c in zip(vocabs, codes):  # in place: a million-row temporary fewer per column
+            key *= len(vocab.values) + 1
+            key += c
             unknown |= c < 0
-        return np.where(unknown, -1, key)
+        key[unknown] = -1
+        return key
 
     @classmethod
     def group(cls, cols: list[np.ndarray]) -> tuple["KeyTable", np.ndarray]:
