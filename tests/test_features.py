@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -122,8 +124,15 @@ def test_lightgbm_through_its_native_api_grows_the_trees_of_lgbmregressor(tmp_pa
     params = {"n_estimators": 25, "num_leaves": 15, "min_child_samples": 10, "subsample": 0.7, "subsample_freq": 1,
               "colsample_bytree": 0.8, "reg_lambda": 1.0}
     ours = estimators.make_estimator(ModelConfig(algorithm="lightgbm", params=params), seed=3)
-    estimators.fit(ours, X, y, [1], "lightgbm")
     np.savez(tmp_path / "data.npz", X=X, y=y, categorical=np.array([1]), **ours.params)
+    # Handed over, X is freed once LightGBM has binned it, before training starts.
+    alive, handover = weakref.ref(X), estimators.Handover(X)
+    del X
+    freed_when_training: list[bool] = []
+    estimators.fit(ours, handover, y, [1], "lightgbm", on_binned=lambda: freed_when_training.append(alive() is None))
+    assert freed_when_training == [True]
+    with pytest.raises(RuntimeError, match="already taken"):
+        handover.take()
     # In a child: once LightGBM is imported without scikit-learn, LGBMRegressor is refused in that process.
     reference = subprocess.run([sys.executable, "-c", _LGBM_REFERENCE, str(tmp_path / "data.npz")],
                                capture_output=True, text=True, check=True).stdout

@@ -134,9 +134,13 @@ def run(
     _return_freed_memory()
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from cd4ml.train.pipeline import run_pipeline
+    from cd4ml.train.rerun import EarlierRunLookup
 
     project = _load(project_dir, set_)
+    # Its child process opens the MLflow store (seconds) while this one imports the pipeline's libraries.
+    lookup = EarlierRunLookup.for_project(project)
+    from cd4ml.train.pipeline import run_pipeline
+
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
                   console=err, transient=True, disable=as_json) as progress:
         task = progress.add_task("pipeline", total=len(RUN_STAGES))
@@ -147,7 +151,7 @@ def run(
         # MLflow writes "View run at ..." lines to stdout; stdout is cd4ml's (and --json's) alone.
         with contextlib.redirect_stdout(sys.stderr):
             result = run_pipeline(project, data_version=data_version, on_stage=on_stage,
-                                  promote=False if no_promote else None, force=force)
+                                  promote=False if no_promote else None, force=force, lookup=lookup)
     if as_json:
         _print_json({"run_id": result.run_id, "version": result.version, "data_version": result.data_version,
                      "metrics": result.metrics, "baseline": result.baseline, "oracle": result.oracle,

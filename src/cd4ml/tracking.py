@@ -12,10 +12,10 @@ import os
 import warnings
 from typing import TYPE_CHECKING
 
-from cd4ml.config import Project
-
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
+
+    from cd4ml.config import Project
 
 
 def embedded_uri(project: Project) -> str:
@@ -44,27 +44,39 @@ def _quiet_mlflow() -> None:
 
 def connect(project: Project) -> "MlflowClient":
     """Point MLflow at the project's store and return a client for it."""
+    return connect_uri(tracking_uri(project))
+
+
+def connect_uri(uri: str) -> "MlflowClient":
+    """Point MLflow at the store at `uri` and return a client for it."""
     _quiet_mlflow()
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    uri = tracking_uri(project)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
-def experiment_id(project: Project, client: "MlflowClient", name: str | None = None) -> str:
-    """The id of an experiment (default: the project's), created on first use.
+def experiment_name(project: Project) -> str:
+    return project.config.tracking.experiment or project.config.project
 
-    With the embedded store, artifacts go to `.cd4ml/mlartifacts`; with a
-    server, the server decides.
-    """
-    name = name or project.config.tracking.experiment or project.config.project
+
+def artifact_location(project: Project) -> str | None:
+    """With the embedded store, artifacts go to `.cd4ml/mlartifacts`; with a server, the server decides."""
+    if tracking_uri(project) == embedded_uri(project):
+        return (project.state_dir / "mlartifacts").as_uri()
+    return None
+
+
+def experiment_id(project: Project, client: "MlflowClient", name: str | None = None) -> str:
+    """The id of an experiment (default: the project's), created on first use."""
+    return ensure_experiment(client, name or experiment_name(project), artifact_location(project))
+
+
+def ensure_experiment(client: "MlflowClient", name: str, location: str | None) -> str:
+    """The id of the experiment `name`, created (artifacts at `location`) if there is none."""
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
-    location = None
-    if tracking_uri(project) == embedded_uri(project):
-        location = (project.state_dir / "mlartifacts").as_uri()
     return client.create_experiment(name, artifact_location=location)

@@ -13,7 +13,7 @@ import inspect
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
@@ -52,24 +52,49 @@ def make_estimator(model: ModelConfig, seed: int) -> Any:
         raise ConfigError(f"{model.algorithm}: {exc}", key="model.params") from None
 
 
-def fit(estimator: Any, X: np.ndarray, y: np.ndarray, categorical: list[int], algorithm: str) -> Any:
+class Handover:
+    """A matrix passed on with its only reference: `take()` gives it out once.
+
+    Whoever takes it can free it as soon as it is done with it: LightGBM bins X into its own
+    training set (a fraction of X's size) and frees X before it trains, which a caller holding
+    on to X would prevent.
+    """
+
+    def __init__(self, X: np.ndarray) -> None:
+        self._X: np.ndarray | None = X
+
+    def take(self) -> np.ndarray:
+        X, self._X = self._X, None
+        if X is None:
+            raise RuntimeError("the matrix was already taken")
+        return X
+
+
+def fit(estimator: Any, X: np.ndarray | Handover, y: np.ndarray, categorical: list[int], algorithm: str,
+        on_binned: Callable[[], None] | None = None) -> Any:
     """Fit on X (n, p) float64 and y (n,); LightGBM is told which columns are categorical codes.
 
-    Params are only checked by the estimator when it fits: a bad one is a config error.
+    `on_binned` is called as training starts: for LightGBM once it has binned X (and freed a
+    handed-over X), so what it starts does not add to the peak of binning. Params are only
+    checked by the estimator when it fits: a bad one is a config error.
     """
     is_lightgbm = isinstance(estimator, LightGBMRegressor)
     errors: tuple[type[Exception], ...] = (TypeError, ValueError)
     if is_lightgbm:
         errors += (import_lightgbm().basic.LightGBMError,)
+    elif isinstance(X, Handover):
+        X = X.take()
     try:
         if is_lightgbm:
-            return estimator.fit(X, y, categorical_feature=categorical or "auto")
+            return estimator.fit(X, y, categorical_feature=categorical or "auto", on_binned=on_binned)
+        if on_binned is not None:
+            on_binned()
         return estimator.fit(X, y)
     except errors as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if isinstance(exc, TypeError):
             reason += " (is a value under model.params of the wrong type, say text for a number?)"
-        elif "NaN" in str(exc) and np.isnan(X).any():
+        elif "NaN" in str(exc) and isinstance(X, np.ndarray) and np.isnan(X).any():
             reason += (" The features have missing values (from nullable columns or feature steps): "
                        "use algorithm lightgbm or sklearn.ensemble.HistGradientBoostingRegressor, "
                        "which accept them.")
@@ -157,14 +182,20 @@ class LightGBMRegressor:
     def __init__(self, **params: Any) -> None:
         self.params = params
 
-    def fit(self, X: np.ndarray, y: np.ndarray,
-            categorical_feature: list[int] | str = "auto") -> LightGBMRegressor:
-        """Fit on X (n, p) and y (n,); the booster is `booster_`."""
+    def fit(self, X: np.ndarray | Handover, y: np.ndarray, categorical_feature: list[int] | str = "auto",
+            on_binned: Callable[[], None] | None = None) -> LightGBMRegressor:
+        """Fit on X (n, p) and y (n,); the booster is `booster_`. A handed-over X is freed once binned,
+        before `on_binned` is called."""
         lgb = import_lightgbm()
         params = dict(self.params)
         params["num_threads"] = _threads(params)
         rounds = params.pop("n_estimators", 100)
-        train_set = lgb.Dataset(X, y, categorical_feature=categorical_feature, params=params)
+        train_set = lgb.Dataset(X.take() if isinstance(X, Handover) else X, y,
+                                categorical_feature=categorical_feature, params=params)
+        del X
+        train_set.construct()  # LightGBM then drops its reference to X (free_raw_data)
+        if on_binned is not None:
+            on_binned()
         self.booster_ = lgb.train(params, train_set, num_boost_round=rounds)
         return self
 

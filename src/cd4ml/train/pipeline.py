@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import pandas as pd
 
-from cd4ml import __version__
+from cd4ml import __version__, tracking
 from cd4ml.config import PROJECT_FILE, Project, ProjectConfig
 from cd4ml.data.table import TrainingTable
 from cd4ml.errors import Cd4mlError, ConfigError, FeatureTestsFailed
@@ -33,7 +34,7 @@ from cd4ml.gate.checks import Check, Evidence, GateReport, evaluate
 from cd4ml.monitor.profile import build_reference, save as save_profile
 from cd4ml.release.package import Release, frame_to_batch, request_columns, save_release
 from cd4ml.release.registry import PASSED, PENDING, REJECTED, Registry
-from cd4ml.train import estimators
+from cd4ml.train import estimators, rerun
 from cd4ml.train.lineage import git_state, package_versions
 from cd4ml.train.split import time_split
 
@@ -62,23 +63,39 @@ def run_fingerprint(cfg: ProjectConfig, table: str, data_version: int, code_dige
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _earlier_run(client: Any, experiment_id: str, fingerprint: str) -> RunResult | None:
-    """The result of a finished run with this fingerprint and a gate verdict, if there is one."""
-    runs = client.search_runs([experiment_id], f"tags.`cd4ml.fingerprint` = '{fingerprint}'",
-                              max_results=20, order_by=["attributes.start_time DESC"])
-    for run in runs:
-        tags, metrics = run.data.tags, run.data.metrics
-        if tags.get("cd4ml.gate") not in (PASSED, REJECTED) or "cd4ml.model_version" not in tags:
-            continue
-        path = client.download_artifacts(run.info.run_id, "gate/report.json")
-        report = json.loads(Path(path).read_text())
-        gate = GateReport([Check(**c) for c in report["checks"]])
-        split = lambda prefix: {k.removeprefix(prefix): v for k, v in metrics.items() if k.startswith(prefix)}  # noqa: E731
-        own = {k: v for k, v in metrics.items() if "." not in k}
-        return RunResult(run.info.run_id, tags["cd4ml.model_version"], int(tags["cd4ml.data_version"]), own,
-                         split("baseline."), split("oracle.") or None, gate, False, None,
-                         skipped_as=run.info.run_id)
-    return None
+def _skipped(earlier: dict[str, Any]) -> RunResult:
+    """The result of the earlier run this one would repeat (`rerun.find`'s fields)."""
+    gate = GateReport([Check(**c) for c in earlier["checks"]])
+    return RunResult(earlier["run_id"], earlier["version"], earlier["data_version"], earlier["metrics"],
+                     earlier["baseline"], earlier["oracle"], gate, False, None, skipped_as=earlier["run_id"])
+
+
+class _Connecting:
+    """`tracking.connect` in a thread, from `start()`; `client()` waits for it (or connects if never started)."""
+
+    def __init__(self, project: Project) -> None:
+        self._project = project
+        self._thread: threading.Thread | None = None
+        self._outcome: Any = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._connect, name="cd4ml-mlflow-connect", daemon=True)
+        self._thread.start()
+
+    def _connect(self) -> None:
+        try:
+            self._outcome = tracking.connect(self._project)
+        except BaseException as exc:  # raised in the run's thread, by client()
+            self._outcome = exc
+
+    def client(self) -> Any:
+        if self._thread is None:
+            self.start()
+        assert self._thread is not None
+        self._thread.join()
+        if isinstance(self._outcome, BaseException):
+            raise self._outcome
+        return self._outcome
 
 
 def feature_spec(cfg: ProjectConfig) -> dict[str, Any]:
@@ -140,42 +157,43 @@ def _flat(prefix: str, value: Any) -> dict[str, Any]:
 
 
 def run_pipeline(project: Project, *, data_version: int | None = None, on_stage: StageHook | None = None,
-                 promote: bool | None = None, force: bool = False) -> RunResult:
+                 promote: bool | None = None, force: bool = False,
+                 lookup: rerun.EarlierRunLookup | None = None) -> RunResult:
     """Train, evaluate, register and gate one model on one pinned data version.
 
     `promote` overrides `registry.auto_promote`. A run whose data version, feature
     code and resolved config equal an earlier run's is not repeated: the earlier
     result comes back with `skipped_as` set (unless `force`). The result says
-    whether the gate passed; the caller decides the exit code.
+    whether the gate passed; the caller decides the exit code. `lookup`: the search
+    for that earlier run, started early for this project (the CLI starts it before it
+    imports the pipeline's libraries); by default it starts here.
     """
     cfg = project.config
     stage = _Stages(on_stage)
     estimators.import_lightgbm()  # before MLflow, whose threads may import what it hides meanwhile
     # The project's tests run even before a rerun can be skipped: they guard code the model may not use.
-    # In a child process, while this one imports MLflow and opens the store (seconds, on the other core).
+    # In a child process, while the store is asked for an earlier run.
     tests = FeatureTests(project)
-    try:
-        import mlflow
-
-        from cd4ml import tracking
-
-        client = tracking.connect(project)
-    finally:
-        with stage("tests"):
-            tests.wait()
-    registry = Registry(client, cfg.registry.model_name)
     cache = project.state_dir / "cache" / "releases"
 
     with tempfile.TemporaryDirectory(prefix="cd4ml-run-") as tmp_name, contextlib.ExitStack() as cleanup:
+        cleanup.callback(tests.stop)
         release_dir = Path(tmp_name) / "release"
         table = TrainingTable.for_project(project)
         pinned = table.version_number(data_version)
         snapshot = take_snapshot(project.root, cfg.features.custom, release_dir / "code")
         fingerprint = run_fingerprint(cfg, str(project.table_path), pinned, snapshot.digest)
-        if not force:
-            earlier = _earlier_run(client, tracking.experiment_id(project, client), fingerprint)
-            if earlier is not None:
-                return earlier
+        # Answered by a child process. It opens the store even with --force: a store that cannot be
+        # reached stops the run before anything is trained. Both children end before the data loads,
+        # so their memory is not added to this process's.
+        lookup = lookup or rerun.EarlierRunLookup.for_project(project)
+        cleanup.callback(lookup.stop)
+        lookup.ask(fingerprint)
+        with stage("tests"):
+            tests.wait()
+        earlier = lookup.result()
+        if earlier is not None and not force:
+            return _skipped(earlier)
 
         with stage("load"):
             frame, pinned = table.read(pinned)
@@ -189,7 +207,10 @@ def run_pipeline(project: Project, *, data_version: int | None = None, on_stage:
             y_train = transforms.forward_target(spec, train_df[cfg.target].to_numpy())
             n_train = len(train_df)
             holidays = holiday_dates(cfg, train_df[cfg.time_column])
-            train_batch = frame_to_batch(train_df, shared_text=True)
+            # Only the columns a request can carry (and the baseline's): a feature step sees in training
+            # what it will see in serving, and the target and oracle columns are not copied.
+            train_batch = frame_to_batch(train_df, _training_columns(cfg, spec, list(train_df.columns)),
+                                         shared_text=True)
             del train_df
             try:
                 # Only the baseline reads derived training rows; every other column is freed early.
@@ -199,8 +220,7 @@ def run_pipeline(project: Project, *, data_version: int | None = None, on_stage:
             except transforms.FeatureSpecError as exc:
                 raise ConfigError(str(exc), file=str(project.root / PROJECT_FILE), key=exc.key) from None
             del train_batch
-            X_hold = plan.transform(frame_to_batch(hold_df, request_columns(spec, list(hold_df.columns))))
-            derived_hold = plan.derive(frame_to_batch(hold_df))
+            derived_hold = plan.derive(frame_to_batch(hold_df, shared_text=True))
             _check_columns(project, derived_hold)
             # The baseline needs no model: scored here, the derived training rows need not outlive the fit.
             base_model_space = naive_baseline(derived_train, y_train, derived_hold, cfg.baseline.group_by)
@@ -208,10 +228,20 @@ def run_pipeline(project: Project, *, data_version: int | None = None, on_stage:
 
         with stage("fit"):
             model = estimators.make_estimator(cfg.model, cfg.seed)
-            estimators.fit(model, X_train, y_train, plan.categorical_indices, cfg.model.algorithm)
-        del X_train, y_train
+            handover = estimators.Handover(X_train)  # the fit frees X once it holds what it needs
+            del X_train
+            # MLflow comes in (a thread) while the model trains: not under the peak of binning X.
+            store = _Connecting(project)
+            estimators.fit(model, handover, y_train, plan.categorical_indices, cfg.model.algorithm,
+                           on_binned=store.start)
+        del handover, y_train
+        client = store.client()
+        import mlflow
+
+        registry = Registry(client, cfg.registry.model_name)
 
         with stage("evaluate"):
+            X_hold = plan.transform(frame_to_batch(hold_df, request_columns(spec, list(hold_df.columns))))
             y_hold = hold_df[cfg.target].to_numpy(dtype=np.float64)
             pred = plan.inverse_target(model.predict(X_hold))
             w = row_weights(cfg, hold_df)
@@ -296,6 +326,11 @@ class FeatureTests:
             self.proc = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", self.folder],
                                          cwd=project.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
     def wait(self) -> str | None:
         """pytest's summary line (None without a tests folder); raises FeatureTestsFailed."""
         if self.proc is None:
@@ -303,9 +338,7 @@ class FeatureTests:
         try:
             stdout, stderr = self.proc.communicate(timeout=900)
         finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait()
+            self.stop()
         lines = stdout.strip().splitlines()
         summary = lines[-1] if lines else stderr.strip()[-500:]
         if self.proc.returncode not in (0, 5):  # 5: no tests collected
@@ -313,6 +346,12 @@ class FeatureTests:
             raise FeatureTestsFailed(f"the project's tests in {self.folder}/ failed ({summary}); the pipeline "
                                      f"stopped before training\n{tail}")
         return summary
+
+
+def _training_columns(cfg: ProjectConfig, spec: dict[str, Any], available: list[str]) -> list[str]:
+    """The table columns the features are fitted from: a request's columns and the baseline's groups."""
+    wanted = set(request_columns(spec, available)) | set(cfg.baseline.group_by)
+    return [c for c in available if c in wanted]
 
 
 def _check_table_columns(project: Project, frame: pd.DataFrame, version: int) -> None:

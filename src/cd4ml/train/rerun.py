@@ -1,0 +1,117 @@
+"""Whether a run repeats an earlier one: the finished run with the same fingerprint, if any.
+
+The lookup runs in a child process (`python -m cd4ml.train.rerun`), started as a run begins.
+A run's own process imports MLflow only once its model is training: MLflow's modules and
+its store's (about 90 MB, 2-3 s) would otherwise sit under the peak of building and binning
+the features, and the lookup has to answer before anything is trained. The child answers
+while the data loads, and it opens the store, so a store that cannot be reached stops the
+run before training, even with --force.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cd4ml.errors import Cd4mlError
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+    from cd4ml.config import Project
+
+_TIMEOUT_S = 300
+
+
+class EarlierRunLookup:
+    """The lookup in a child process. Started early, it opens the store while the caller gets to
+    know the run's fingerprint (`ask`); `result()` then waits for the answer."""
+
+    def __init__(self, uri: str, experiment: str, artifact_location: str | None) -> None:
+        self.uri = uri
+        self._proc = subprocess.Popen([sys.executable, "-P", "-m", "cd4ml.train.rerun"], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self._send({"uri": uri, "experiment": experiment, "artifact_location": artifact_location})
+
+    @classmethod
+    def for_project(cls, project: "Project") -> "EarlierRunLookup":
+        from cd4ml import tracking
+
+        return cls(tracking.tracking_uri(project), tracking.experiment_name(project),
+                   tracking.artifact_location(project))
+
+    def _send(self, message: dict[str, Any]) -> None:
+        assert self._proc.stdin is not None
+        try:
+            self._proc.stdin.write(json.dumps(message) + "\n")
+            self._proc.stdin.flush()
+        except (BrokenPipeError, ValueError):  # the child already stopped: result() says why
+            pass
+
+    def ask(self, fingerprint: str) -> None:
+        """Look for a finished run with this fingerprint (once)."""
+        self._send({"fingerprint": fingerprint})
+
+    def result(self) -> dict[str, Any] | None:
+        """The earlier run (`find`'s answer), or None; raises Cd4mlError if the store could not be asked."""
+        try:
+            stdout, stderr = self._proc.communicate(timeout=_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise Cd4mlError(f"the MLflow store at {self.uri} did not answer within {_TIMEOUT_S} s "
+                             "(looking for an earlier run with the same data, code and config)") from None
+        try:
+            answer = json.loads(stdout.strip().splitlines()[-1])
+        except (IndexError, ValueError):
+            answer = {"error": stderr.strip()[-2000:] or f"the lookup exited with code {self._proc.returncode}"}
+        if "error" in answer:
+            raise Cd4mlError(f"cannot read the MLflow store at {self.uri}: {answer['error']}")
+        return answer["run"]
+
+    def stop(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+
+
+def find(client: "MlflowClient", experiment_id: str, fingerprint: str) -> dict[str, Any] | None:
+    """The newest finished run with this fingerprint and a gate verdict, as JSON-ready fields."""
+    from cd4ml.release.registry import PASSED, REJECTED
+
+    runs = client.search_runs([experiment_id], f"tags.`cd4ml.fingerprint` = '{fingerprint}'",
+                              max_results=20, order_by=["attributes.start_time DESC"])
+    for run in runs:
+        tags, metrics = run.data.tags, run.data.metrics
+        if tags.get("cd4ml.gate") not in (PASSED, REJECTED) or "cd4ml.model_version" not in tags:
+            continue
+        path = client.download_artifacts(run.info.run_id, "gate/report.json")
+        split = lambda prefix: {k.removeprefix(prefix): v for k, v in metrics.items() if k.startswith(prefix)}  # noqa: E731
+        return {"run_id": run.info.run_id, "version": tags["cd4ml.model_version"],
+                "data_version": int(tags["cd4ml.data_version"]),
+                "metrics": {k: v for k, v in metrics.items() if "." not in k},
+                "baseline": split("baseline."), "oracle": split("oracle.") or None,
+                "checks": json.loads(Path(path).read_text())["checks"]}
+    return None
+
+
+def _main() -> None:
+    from cd4ml import tracking
+
+    store = json.loads(sys.stdin.readline())
+    try:
+        client = tracking.connect_uri(store["uri"])
+        experiment_id = tracking.ensure_experiment(client, store["experiment"], store["artifact_location"])
+        line = sys.stdin.readline()
+        if not line:  # the run stopped before it knew its fingerprint
+            return
+        answer: dict[str, Any] = {"run": find(client, experiment_id, json.loads(line)["fingerprint"])}
+    except Exception as exc:  # reported to the run, which stops with it
+        answer = {"error": f"{type(exc).__name__}: {exc}"}
+    sys.stdout.write(json.dumps(answer) + "\n")
+
+
+if __name__ == "__main__":
+    _main()
