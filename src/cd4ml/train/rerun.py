@@ -1,11 +1,12 @@
 """Whether a run repeats an earlier one: the finished run with the same fingerprint, if any.
 
-The lookup runs in a child process (`python -m cd4ml.train.rerun`), started as a run begins.
 A run's own process imports MLflow only once its model is training: MLflow's modules and
 its store's (about 90 MB, 2-3 s) would otherwise sit under the peak of building and binning
-the features, and the lookup has to answer before anything is trained. The child answers
-while the data loads, and it opens the store, so a store that cannot be reached stops the
-run before training, even with --force.
+the features, and the lookup has to answer before anything is trained. So the lookup runs in
+a child process (`python -m cd4ml.train.rerun`), started as early as the store is known and
+done before the data loads. In a process that has MLflow loaded already (a notebook, a test
+session) there is nothing to keep out, and the lookup runs in that process. Either way it opens
+the store, so a store that cannot be reached stops the run before training, even with --force.
 """
 
 from __future__ import annotations
@@ -27,14 +28,18 @@ _TIMEOUT_S = 300
 
 
 class EarlierRunLookup:
-    """The lookup in a child process. Started early, it opens the store while the caller gets to
-    know the run's fingerprint (`ask`); `result()` then waits for the answer."""
+    """Started early, it opens the store while the caller gets to know the run's fingerprint
+    (`ask`); `result()` then gives the answer."""
 
     def __init__(self, uri: str, experiment: str, artifact_location: str | None) -> None:
         self.uri = uri
-        self._proc = subprocess.Popen([sys.executable, "-P", "-m", "cd4ml.train.rerun"], stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self._send({"uri": uri, "experiment": experiment, "artifact_location": artifact_location})
+        self._store = {"uri": uri, "experiment": experiment, "artifact_location": artifact_location}
+        self._fingerprint: str | None = None
+        self._proc: subprocess.Popen[str] | None = None
+        if "mlflow" not in sys.modules:
+            self._proc = subprocess.Popen([sys.executable, "-P", "-m", "cd4ml.train.rerun"], stdin=subprocess.PIPE,
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            self._send(self._store)
 
     @classmethod
     def for_project(cls, project: "Project") -> "EarlierRunLookup":
@@ -44,7 +49,7 @@ class EarlierRunLookup:
                    tracking.artifact_location(project))
 
     def _send(self, message: dict[str, Any]) -> None:
-        assert self._proc.stdin is not None
+        assert self._proc is not None and self._proc.stdin is not None
         try:
             self._proc.stdin.write(json.dumps(message) + "\n")
             self._proc.stdin.flush()
@@ -53,26 +58,34 @@ class EarlierRunLookup:
 
     def ask(self, fingerprint: str) -> None:
         """Look for a finished run with this fingerprint (once)."""
-        self._send({"fingerprint": fingerprint})
+        self._fingerprint = fingerprint
+        if self._proc is not None:
+            self._send({"fingerprint": fingerprint})
 
     def result(self) -> dict[str, Any] | None:
         """The earlier run (`find`'s answer), or None; raises Cd4mlError if the store could not be asked."""
+        if self._proc is None:
+            answer = _answer(self._store, self._fingerprint)
+        else:
+            answer = self._child_answer(self._proc)
+        if "error" in answer:
+            raise Cd4mlError(f"cannot read the MLflow store at {self.uri}: {answer['error']}")
+        return answer["run"]
+
+    def _child_answer(self, proc: subprocess.Popen[str]) -> dict[str, Any]:
         try:
-            stdout, stderr = self._proc.communicate(timeout=_TIMEOUT_S)
+            stdout, stderr = proc.communicate(timeout=_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             self.stop()
             raise Cd4mlError(f"the MLflow store at {self.uri} did not answer within {_TIMEOUT_S} s "
                              "(looking for an earlier run with the same data, code and config)") from None
         try:
-            answer = json.loads(stdout.strip().splitlines()[-1])
+            return json.loads(stdout.strip().splitlines()[-1])
         except (IndexError, ValueError):
-            answer = {"error": stderr.strip()[-2000:] or f"the lookup exited with code {self._proc.returncode}"}
-        if "error" in answer:
-            raise Cd4mlError(f"cannot read the MLflow store at {self.uri}: {answer['error']}")
-        return answer["run"]
+            return {"error": stderr.strip()[-2000:] or f"the lookup exited with code {proc.returncode}"}
 
     def stop(self) -> None:
-        if self._proc.poll() is None:
+        if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
             self._proc.wait()
 
@@ -97,19 +110,31 @@ def find(client: "MlflowClient", experiment_id: str, fingerprint: str) -> dict[s
     return None
 
 
-def _main() -> None:
+def _answer(store: dict[str, Any], fingerprint: str | None, client: Any = None) -> dict[str, Any]:
+    """{"run": find's answer} or {"error": what went wrong}, connecting to the store unless `client`."""
     from cd4ml import tracking
 
+    try:
+        client = client or tracking.connect_uri(store["uri"])
+        experiment_id = tracking.ensure_experiment(client, store["experiment"], store["artifact_location"])
+        return {"run": find(client, experiment_id, str(fingerprint))}
+    except Exception as exc:  # reported to the run, which stops with it
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def _main() -> None:
     store = json.loads(sys.stdin.readline())
+    from cd4ml import tracking
+
     try:
         client = tracking.connect_uri(store["uri"])
-        experiment_id = tracking.ensure_experiment(client, store["experiment"], store["artifact_location"])
-        line = sys.stdin.readline()
-        if not line:  # the run stopped before it knew its fingerprint
+    except Exception as exc:
+        answer: dict[str, Any] = {"error": f"{type(exc).__name__}: {exc}"}
+    else:
+        line = sys.stdin.readline()  # the fingerprint, once the run knows it
+        if not line:  # the run stopped before it did
             return
-        answer: dict[str, Any] = {"run": find(client, experiment_id, json.loads(line)["fingerprint"])}
-    except Exception as exc:  # reported to the run, which stops with it
-        answer = {"error": f"{type(exc).__name__}: {exc}"}
+        answer = _answer(store, json.loads(line)["fingerprint"], client)
     sys.stdout.write(json.dumps(answer) + "\n")
 
 
