@@ -128,9 +128,10 @@ def test_lightgbm_through_its_native_api_grows_the_trees_of_lgbmregressor(tmp_pa
     # Handed over, X is freed once LightGBM has binned it, before training starts.
     alive, handover = weakref.ref(X), estimators.Handover(X)
     del X
-    freed_when_training: list[bool] = []
-    estimators.fit(ours, handover, y, [1], "lightgbm", on_binned=lambda: freed_when_training.append(alive() is None))
-    assert freed_when_training == [True]
+    when_binned: list[tuple[bool, bool]] = []  # (X freed, trained yet)
+    estimators.fit(ours, handover, y, [1], "lightgbm",
+                   on_binned=lambda: when_binned.append((alive() is None, hasattr(ours, "booster_"))))
+    assert when_binned == [(True, False)]
     with pytest.raises(RuntimeError, match="already taken"):
         handover.take()
     # In a child: once LightGBM is imported without scikit-learn, LGBMRegressor is refused in that process.

@@ -35,7 +35,7 @@ console = Console()
 err = Console(stderr=True)
 
 ProjectDir = typer.Option(Path("."), "--project", "-C", help="Project folder (holds cd4ml.yaml).")
-RUN_STAGES = ("tests", "load", "features", "fit", "evaluate", "register", "gate", "plots")
+RUN_STAGES = ("tests", "earlier_run", "load", "features", "fit", "evaluate", "register", "gate", "plots")
 
 
 def _load(project_dir: Path, sets: list[str] | None = None) -> "Project":

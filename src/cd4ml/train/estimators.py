@@ -75,8 +75,9 @@ def fit(estimator: Any, X: np.ndarray | Handover, y: np.ndarray, categorical: li
     """Fit on X (n, p) float64 and y (n,); LightGBM is told which columns are categorical codes.
 
     `on_binned` is called as training starts: for LightGBM once it has binned X (and freed a
-    handed-over X), so what it starts does not add to the peak of binning. Params are only
-    checked by the estimator when it fits: a bad one is a config error.
+    handed-over X), so what it starts does not add to the peak of binning; for other estimators
+    just before they fit, with X alive. Params are only checked by the estimator when it fits:
+    a bad one is a config error.
     """
     is_lightgbm = isinstance(estimator, LightGBMRegressor)
     errors: tuple[type[Exception], ...] = (TypeError, ValueError)

@@ -88,11 +88,14 @@ class _Connecting:
         except BaseException as exc:  # raised in the run's thread, by client()
             self._outcome = exc
 
+    def join(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+
     def client(self) -> Any:
         if self._thread is None:
             self.start()
-        assert self._thread is not None
-        self._thread.join()
+        self.join()
         if isinstance(self._outcome, BaseException):
             raise self._outcome
         return self._outcome
@@ -170,29 +173,29 @@ def run_pipeline(project: Project, *, data_version: int | None = None, on_stage:
     """
     cfg = project.config
     stage = _Stages(on_stage)
-    estimators.import_lightgbm()  # before MLflow, whose threads may import what it hides meanwhile
-    # The project's tests run even before a rerun can be skipped: they guard code the model may not use.
-    # In a child process, while the store is asked for an earlier run.
-    tests = FeatureTests(project)
     cache = project.state_dir / "cache" / "releases"
-
     with tempfile.TemporaryDirectory(prefix="cd4ml-run-") as tmp_name, contextlib.ExitStack() as cleanup:
+        # The search for an earlier run opens the store even with --force: a store that cannot be
+        # reached stops the run before anything is trained. It runs in a child process unless MLflow
+        # is loaded here already (rerun.py says why).
+        lookup = lookup or rerun.EarlierRunLookup.for_project(project)
+        cleanup.callback(lookup.stop)
+        estimators.import_lightgbm()  # before MLflow, whose threads may import what it hides meanwhile
+        # The project's tests run even before a rerun can be skipped: they guard code the model may not use.
+        tests = FeatureTests(project)
         cleanup.callback(tests.stop)
         release_dir = Path(tmp_name) / "release"
         table = TrainingTable.for_project(project)
         pinned = table.version_number(data_version)
         snapshot = take_snapshot(project.root, cfg.features.custom, release_dir / "code")
         fingerprint = run_fingerprint(cfg, str(project.table_path), pinned, snapshot.digest)
-        # Answered by a child process. It opens the store even with --force: a store that cannot be
-        # reached stops the run before anything is trained. Both children end before the data loads,
-        # so their memory is not added to this process's.
-        lookup = lookup or rerun.EarlierRunLookup.for_project(project)
-        cleanup.callback(lookup.stop)
-        lookup.ask(fingerprint)
+        lookup.ask(None if force else fingerprint)
+        # Both children end before the data loads: their memory is not added to this process's.
         with stage("tests"):
             tests.wait()
-        earlier = lookup.result()
-        if earlier is not None and not force:
+        with stage("earlier_run"):
+            earlier = lookup.result()
+        if earlier is not None:
             return _skipped(earlier)
 
         with stage("load"):
@@ -207,9 +210,9 @@ def run_pipeline(project: Project, *, data_version: int | None = None, on_stage:
             y_train = transforms.forward_target(spec, train_df[cfg.target].to_numpy())
             n_train = len(train_df)
             holidays = holiday_dates(cfg, train_df[cfg.time_column])
-            # Only the columns a request can carry (and the baseline's): a feature step sees in training
-            # what it will see in serving, and the target and oracle columns are not copied.
-            train_batch = frame_to_batch(train_df, _training_columns(cfg, spec, list(train_df.columns)),
+            # Only the columns a request can carry (and those the baseline and slices group by): a feature
+            # step sees in training what it will see in serving, and the target and oracle are not copied.
+            train_batch = frame_to_batch(train_df, _derive_columns(cfg, spec, list(train_df.columns)),
                                          shared_text=True)
             del train_df
             try:
@@ -220,7 +223,8 @@ def run_pipeline(project: Project, *, data_version: int | None = None, on_stage:
             except transforms.FeatureSpecError as exc:
                 raise ConfigError(str(exc), file=str(project.root / PROJECT_FILE), key=exc.key) from None
             del train_batch
-            derived_hold = plan.derive(frame_to_batch(hold_df, shared_text=True))
+            derived_hold = plan.derive(frame_to_batch(hold_df, _derive_columns(cfg, spec, list(hold_df.columns)),
+                                                      shared_text=True))
             _check_columns(project, derived_hold)
             # The baseline needs no model: scored here, the derived training rows need not outlive the fit.
             base_model_space = naive_baseline(derived_train, y_train, derived_hold, cfg.baseline.group_by)
@@ -232,8 +236,12 @@ def run_pipeline(project: Project, *, data_version: int | None = None, on_stage:
             del X_train
             # MLflow comes in (a thread) while the model trains: not under the peak of binning X.
             store = _Connecting(project)
-            estimators.fit(model, handover, y_train, plan.categorical_indices, cfg.model.algorithm,
-                           on_binned=store.start)
+            try:
+                estimators.fit(model, handover, y_train, plan.categorical_indices, cfg.model.algorithm,
+                               on_binned=store.start)
+            except BaseException:
+                store.join()  # no import or store opening left half done as the process ends
+                raise
         del handover, y_train
         client = store.client()
         import mlflow
@@ -348,9 +356,9 @@ class FeatureTests:
         return summary
 
 
-def _training_columns(cfg: ProjectConfig, spec: dict[str, Any], available: list[str]) -> list[str]:
-    """The table columns the features are fitted from: a request's columns and the baseline's groups."""
-    wanted = set(request_columns(spec, available)) | set(cfg.baseline.group_by)
+def _derive_columns(cfg: ProjectConfig, spec: dict[str, Any], available: list[str]) -> list[str]:
+    """The table columns a run derives features from: a request's, and those the baseline and slices group by."""
+    wanted = set(request_columns(spec, available)) | set(cfg.baseline.group_by) | set(cfg.slices)
     return [c for c in available if c in wanted]
 
 

@@ -24,7 +24,9 @@ if TYPE_CHECKING:
 
     from cd4ml.config import Project
 
-_TIMEOUT_S = 300
+# After a run stops early, the child may still be creating or migrating the embedded store:
+# it is left to finish (it exits once it sees no fingerprint comes) rather than killed mid-way.
+_STOP_WAIT_S = 120
 
 
 class EarlierRunLookup:
@@ -56,8 +58,8 @@ class EarlierRunLookup:
         except (BrokenPipeError, ValueError):  # the child already stopped: result() says why
             pass
 
-    def ask(self, fingerprint: str) -> None:
-        """Look for a finished run with this fingerprint (once)."""
+    def ask(self, fingerprint: str | None) -> None:
+        """Look for a finished run with this fingerprint (once); None: only open the store (--force)."""
         self._fingerprint = fingerprint
         if self._proc is not None:
             self._send({"fingerprint": fingerprint})
@@ -72,20 +74,20 @@ class EarlierRunLookup:
             raise Cd4mlError(f"cannot read the MLflow store at {self.uri}: {answer['error']}")
         return answer["run"]
 
-    def _child_answer(self, proc: subprocess.Popen[str]) -> dict[str, Any]:
-        try:
-            stdout, stderr = proc.communicate(timeout=_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            self.stop()
-            raise Cd4mlError(f"the MLflow store at {self.uri} did not answer within {_TIMEOUT_S} s "
-                             "(looking for an earlier run with the same data, code and config)") from None
+    @staticmethod
+    def _child_answer(proc: subprocess.Popen[str]) -> dict[str, Any]:
+        stdout, stderr = proc.communicate()
         try:
             return json.loads(stdout.strip().splitlines()[-1])
         except (IndexError, ValueError):
             return {"error": stderr.strip()[-2000:] or f"the lookup exited with code {proc.returncode}"}
 
     def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
+        if self._proc is None or self._proc.poll() is not None:
+            return
+        try:
+            self._proc.communicate(timeout=_STOP_WAIT_S)  # closes its stdin: no fingerprint will come
+        except subprocess.TimeoutExpired:
             self._proc.kill()
             self._proc.wait()
 
@@ -111,13 +113,14 @@ def find(client: "MlflowClient", experiment_id: str, fingerprint: str) -> dict[s
 
 
 def _answer(store: dict[str, Any], fingerprint: str | None, client: Any = None) -> dict[str, Any]:
-    """{"run": find's answer} or {"error": what went wrong}, connecting to the store unless `client`."""
+    """{"run": find's answer (None without a fingerprint)} or {"error": what went wrong}; connects to
+    the store unless given its `client`."""
     from cd4ml import tracking
 
     try:
         client = client or tracking.connect_uri(store["uri"])
         experiment_id = tracking.ensure_experiment(client, store["experiment"], store["artifact_location"])
-        return {"run": find(client, experiment_id, str(fingerprint))}
+        return {"run": None if fingerprint is None else find(client, experiment_id, fingerprint)}
     except Exception as exc:  # reported to the run, which stops with it
         return {"error": f"{type(exc).__name__}: {exc}"}
 
