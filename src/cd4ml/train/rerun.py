@@ -129,7 +129,7 @@ def _main() -> None:
     store = json.loads(sys.stdin.readline())
     from cd4ml import tracking
 
-    try:
+    try:  # connected before the fingerprint comes: the run sends it after its own imports, seconds later
         client = tracking.connect_uri(store["uri"])
     except Exception as exc:
         answer: dict[str, Any] = {"error": f"{type(exc).__name__}: {exc}"}
