@@ -12,6 +12,7 @@ from cd4ml import tracking
 from cd4ml.config import load_project, parse_overrides
 from cd4ml.data.table import TrainingTable
 from cd4ml.release.registry import Registry
+from cd4ml.train import rerun
 from cd4ml.train.pipeline import run_pipeline
 from cd4ml.train.split import time_split
 from helpers import cli, commit_all, edit_yaml
@@ -337,6 +338,12 @@ def test_a_store_that_cannot_be_reached_stops_the_run_before_the_data_is_loaded(
 
 def test_a_rerun_with_nothing_changed_is_skipped_unless_forced(shop: Path) -> None:
     first = _run(shop)
+    # The embedded store's file rules out a fingerprint no run carries, without MLflow; the one
+    # MLflow tagged the run with (read back through MLflow) may be there.
+    db = shop / ".cd4ml" / "mlflow.db"
+    tagged = tracking.connect(load_project(shop)).get_run(first.run_id).data.tags[rerun.FINGERPRINT_TAG]
+    assert rerun.may_hold(db, tagged)
+    assert not rerun.may_hold(db, tagged[::-1]) and not rerun.may_hold(db, None)
     again = _run(shop)
     assert again.skipped_as == first.run_id and again.version == first.version
     assert again.metrics == first.metrics and again.gate.passed and not again.promoted
@@ -349,3 +356,11 @@ def test_a_rerun_with_nothing_changed_is_skipped_unless_forced(shop: Path) -> No
     cli(shop, "run", "--set", "model.params.n_estimators=2", check=3)
     proc = cli(shop, "run", "--set", "model.params.n_estimators=2", check=3)
     assert "Nothing changed since run" in proc.stdout
+
+
+def test_a_store_file_that_is_missing_or_unreadable_is_never_made_or_ruled_out(tmp_path: Path) -> None:
+    missing, garbage = tmp_path / "missing.db", tmp_path / "garbage.db"
+    assert not rerun.may_hold(missing, "f") and not missing.exists()  # no store, no run: nothing created
+    garbage.write_bytes(b"not a database")
+    assert rerun.may_hold(garbage, "f") and rerun.may_hold(garbage, None)  # MLflow is asked, and says why
+    assert garbage.read_bytes() == b"not a database"

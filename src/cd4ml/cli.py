@@ -137,7 +137,7 @@ def run(
     from cd4ml.train.rerun import EarlierRunLookup
 
     project = _load(project_dir, set_)
-    # Its child process opens the MLflow store (seconds) while this one imports the pipeline's libraries.
+    # Its child process imports MLflow (seconds) while this one imports the pipeline's libraries.
     lookup = EarlierRunLookup.for_project(project)
     from cd4ml.train.pipeline import run_pipeline
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -17,9 +18,11 @@ if TYPE_CHECKING:
 
     from cd4ml.config import Project
 
+_EMBEDDED_DB = "mlflow.db"
+
 
 def embedded_uri(project: Project) -> str:
-    return f"sqlite:///{project.state_dir / 'mlflow.db'}"
+    return f"sqlite:///{project.state_dir / _EMBEDDED_DB}"
 
 
 # MLflow's set_tracking_uri writes MLFLOW_TRACKING_URI into os.environ (for child
@@ -47,9 +50,15 @@ def connect(project: Project) -> "MlflowClient":
     return connect_uri(tracking_uri(project))
 
 
+def import_mlflow() -> None:
+    """Import MLflow (1-2 s), with its chatter turned down."""
+    _quiet_mlflow()
+    import mlflow  # noqa: F401
+
+
 def connect_uri(uri: str) -> "MlflowClient":
     """Point MLflow at the store at `uri` and return a client for it."""
-    _quiet_mlflow()
+    import_mlflow()
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -62,9 +71,16 @@ def experiment_name(project: Project) -> str:
     return project.config.tracking.experiment or project.config.project
 
 
+def embedded_db(project: Project) -> Path | None:
+    """The SQLite file of the embedded store, if the project uses it (it may not exist yet)."""
+    if tracking_uri(project) == embedded_uri(project):
+        return project.state_dir / _EMBEDDED_DB
+    return None
+
+
 def artifact_location(project: Project) -> str | None:
     """With the embedded store, artifacts go to `.cd4ml/mlartifacts`; with a server, the server decides."""
-    if tracking_uri(project) == embedded_uri(project):
+    if embedded_db(project) is not None:
         return (project.state_dir / "mlartifacts").as_uri()
     return None
 

@@ -177,7 +177,8 @@ def run_pipeline(project: Project, *, data_version: int | None = None, on_stage:
     with tempfile.TemporaryDirectory(prefix="cd4ml-run-") as tmp_name, contextlib.ExitStack() as cleanup:
         # The search for an earlier run opens the store even with --force: a store that cannot be
         # reached stops the run before anything is trained. It runs in a child process unless MLflow
-        # is loaded here already (rerun.py says why).
+        # is loaded here already, and not at all when the embedded store's file rules it out
+        # (rerun.py says why).
         lookup = lookup or rerun.EarlierRunLookup.for_project(project)
         cleanup.callback(lookup.stop)
         estimators.import_lightgbm()  # before MLflow, whose threads may import what it hides meanwhile
@@ -284,7 +285,7 @@ def run_pipeline(project: Project, *, data_version: int | None = None, on_stage:
                          n_train, len(hold_df))
                 mlflow.log_dict({"slices": slices, "baseline_slices": base_slices}, "evaluation/slices.json")
                 version = _log_model(cfg, release_dir, hold_df, pred, spec)
-                mlflow.set_tags({"cd4ml.fingerprint": fingerprint, "cd4ml.model_version": version})
+                mlflow.set_tags({rerun.FINGERPRINT_TAG: fingerprint, "cd4ml.model_version": version})
                 # Until the gate's verdict is written, the version cannot be promoted without --force.
                 registry.tag(version, {"run_id": run_id, "git_commit": commit, "git_dirty": dirty,
                                        "data_version": pinned, "primary_metric": cfg.metrics.primary,

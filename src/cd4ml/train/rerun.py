@@ -7,11 +7,21 @@ a child process (`python -m cd4ml.train.rerun`), started as early as the store i
 done before the data loads. In a process that has MLflow loaded already (a notebook, a test
 session) there is nothing to keep out, and the lookup runs in that process. Either way it opens
 the store, so a store that cannot be reached stops the run before training, even with --force.
+The child imports MLflow while the run imports its own libraries, and opens the store only once
+it has the fingerprint (the run knows it first, about a second earlier): until then it can be
+stopped at once, with nothing half written.
+
+A project's embedded store is a SQLite file only cd4ml's runs write to. Most runs repeat none,
+and for those the file itself answers: read-only, with no MLflow, in milliseconds, where the
+child would keep the run waiting 2-4 s. Only a fingerprint that may be there (or a file that
+cannot be read that way) is left to MLflow.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -24,21 +34,30 @@ if TYPE_CHECKING:
 
     from cd4ml.config import Project
 
-# After a run stops early, the child may still be creating or migrating the embedded store:
-# it is left to finish (it exits once it sees no fingerprint comes) rather than killed mid-way.
+FINGERPRINT_TAG = "cd4ml.fingerprint"
+
+# Once it has the fingerprint, the child may be creating or migrating the store (MLflow does both
+# on opening): after a run stops early it is left to finish, not killed mid-way.
 _STOP_WAIT_S = 120
 
 
 class EarlierRunLookup:
-    """Started early, it opens the store while the caller gets to know the run's fingerprint
+    """Started early, it imports MLflow while the caller gets to know the run's fingerprint
     (`ask`); `result()` then gives the answer."""
 
-    def __init__(self, uri: str, experiment: str, artifact_location: str | None) -> None:
+    def __init__(self, uri: str, experiment: str, artifact_location: str | None,
+                 embedded_db: Path | None = None) -> None:
+        """`embedded_db`: the SQLite file of the project's embedded store, when `uri` is that store."""
         self.uri = uri
         self._store = {"uri": uri, "experiment": experiment, "artifact_location": artifact_location}
+        self._embedded_db = embedded_db
         self._fingerprint: str | None = None
+        self._known: dict[str, Any] | None = None  # the answer, when the embedded store's file gave it
         self._proc: subprocess.Popen[str] | None = None
-        if "mlflow" not in sys.modules:
+        self._asked = False  # whether the child has been sent the fingerprint (and may open the store)
+        if embedded_db is not None and not embedded_db.exists():
+            self._known = {"run": None}  # no store yet, no run in it: MLflow creates it while the model trains
+        elif "mlflow" not in sys.modules:
             self._proc = subprocess.Popen([sys.executable, "-P", "-m", "cd4ml.train.rerun"], stdin=subprocess.PIPE,
                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             self._send(self._store)
@@ -48,7 +67,7 @@ class EarlierRunLookup:
         from cd4ml import tracking
 
         return cls(tracking.tracking_uri(project), tracking.experiment_name(project),
-                   tracking.artifact_location(project))
+                   tracking.artifact_location(project), tracking.embedded_db(project))
 
     def _send(self, message: dict[str, Any]) -> None:
         assert self._proc is not None and self._proc.stdin is not None
@@ -61,12 +80,25 @@ class EarlierRunLookup:
     def ask(self, fingerprint: str | None) -> None:
         """Look for a finished run with this fingerprint (once); None: only open the store (--force)."""
         self._fingerprint = fingerprint
+        if self._known is None and self._embedded_db is not None and not may_hold(self._embedded_db, fingerprint):
+            self._known = {"run": None}
+            self._cancel()
         if self._proc is not None:
             self._send({"fingerprint": fingerprint})
+            self._asked = True
+
+    def _cancel(self) -> None:
+        # Without a fingerprint the child has not opened the store: nothing is half written.
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.communicate()
+            self._proc = None
 
     def result(self) -> dict[str, Any] | None:
         """The earlier run (`find`'s answer), or None; raises Cd4mlError if the store could not be asked."""
-        if self._proc is None:
+        if self._known is not None:
+            answer = self._known
+        elif self._proc is None:
             answer = _answer(self._store, self._fingerprint)
         else:
             answer = self._child_answer(self._proc)
@@ -85,6 +117,9 @@ class EarlierRunLookup:
     def stop(self) -> None:
         if self._proc is None or self._proc.poll() is not None:
             return
+        if not self._asked:
+            self._cancel()
+            return
         try:
             self._proc.communicate(timeout=_STOP_WAIT_S)  # closes its stdin: no fingerprint will come
         except subprocess.TimeoutExpired:
@@ -92,11 +127,28 @@ class EarlierRunLookup:
             self._proc.wait()
 
 
+def may_hold(db: Path, fingerprint: str | None) -> bool:
+    """Whether the embedded store's SQLite file `db` may hold a run tagged with `fingerprint` (None:
+    whether MLflow must open it at all). False only when the file could be read and holds none;
+    the file is never created or written here."""
+    if not db.exists():
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=10)) as con:
+            # MLflow's own table of run tags: should a later MLflow keep them elsewhere, the query
+            # fails and MLflow is asked (and tests/test_pipeline.py's check of this function fails).
+            found = con.execute("SELECT 1 FROM tags WHERE key = ? AND value = ? LIMIT 1",
+                                (FINGERPRINT_TAG, fingerprint or "")).fetchone()
+    except sqlite3.Error:  # not a store, damaged, locked: MLflow says what is wrong
+        return True
+    return fingerprint is not None and found is not None
+
+
 def find(client: "MlflowClient", experiment_id: str, fingerprint: str) -> dict[str, Any] | None:
     """The newest finished run with this fingerprint and a gate verdict, as JSON-ready fields."""
     from cd4ml.release.registry import PASSED, REJECTED
 
-    runs = client.search_runs([experiment_id], f"tags.`cd4ml.fingerprint` = '{fingerprint}'",
+    runs = client.search_runs([experiment_id], f"tags.`{FINGERPRINT_TAG}` = '{fingerprint}'",
                               max_results=20, order_by=["attributes.start_time DESC"])
     for run in runs:
         tags, metrics = run.data.tags, run.data.metrics
@@ -112,13 +164,12 @@ def find(client: "MlflowClient", experiment_id: str, fingerprint: str) -> dict[s
     return None
 
 
-def _answer(store: dict[str, Any], fingerprint: str | None, client: Any = None) -> dict[str, Any]:
-    """{"run": find's answer (None without a fingerprint)} or {"error": what went wrong}; connects to
-    the store unless given its `client`."""
+def _answer(store: dict[str, Any], fingerprint: str | None) -> dict[str, Any]:
+    """{"run": find's answer (None without a fingerprint)} or {"error": what went wrong}."""
     from cd4ml import tracking
 
     try:
-        client = client or tracking.connect_uri(store["uri"])
+        client = tracking.connect_uri(store["uri"])
         experiment_id = tracking.ensure_experiment(client, store["experiment"], store["artifact_location"])
         return {"run": None if fingerprint is None else find(client, experiment_id, fingerprint)}
     except Exception as exc:  # reported to the run, which stops with it
@@ -126,19 +177,20 @@ def _answer(store: dict[str, Any], fingerprint: str | None, client: Any = None) 
 
 
 def _main() -> None:
-    store = json.loads(sys.stdin.readline())
+    import os
+
     from cd4ml import tracking
 
-    try:  # connected before the fingerprint comes: the run sends it after its own imports, seconds later
-        client = tracking.connect_uri(store["uri"])
-    except Exception as exc:
-        answer: dict[str, Any] = {"error": f"{type(exc).__name__}: {exc}"}
-    else:
-        line = sys.stdin.readline()  # the fingerprint, once the run knows it
-        if not line:  # the run stopped before it did
-            return
-        answer = _answer(store, json.loads(line)["fingerprint"], client)
-    sys.stdout.write(json.dumps(answer) + "\n")
+    store = json.loads(sys.stdin.readline())
+    tracking.import_mlflow()  # the slow part, while the run gets to know the fingerprint
+
+    line = sys.stdin.readline()  # the fingerprint; the store is opened only once it comes
+    if not line:  # the run stopped before it knew it
+        return
+    sys.stdout.write(json.dumps(_answer(store, json.loads(line)["fingerprint"])) + "\n")
+    sys.stdout.flush()
+    # Nothing is left to write; MLflow's exit handlers would keep the run waiting for about a second.
+    os._exit(0)
 
 
 if __name__ == "__main__":
