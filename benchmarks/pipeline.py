@@ -101,8 +101,12 @@ def _tree_rss_peak(pid: int, done: threading.Event, peak: list[float]) -> None:
         try:
             for p in (root, *root.children(recursive=True)):
                 try:
+                    # A child caught between fork and exec still shows its parent's command line, and
+                    # its parent's pages as its own: counted, it would add the parent's RSS twice.
+                    if p is not root and p.cmdline() == p.parent().cmdline():
+                        continue
                     total += p.memory_info().rss
-                except psutil.Error:  # ended between the listing and the reading
+                except (psutil.Error, AttributeError):  # ended between the listing and the reading
                     pass
         except psutil.Error:
             return
@@ -432,6 +436,8 @@ def growth(results: list[dict[str, Any]]) -> dict[str, Any] | None:
     out = {"rows_x": round(rows, 2), "run_wall_x": g(a["run"]["wall_s"], b["run"]["wall_s"]),
            "ingest_wall_x": g(a["ingest"]["wall_s"], b["ingest"]["wall_s"]),
            "bare_fit_x": g(a["bare_fit"]["fit_s"], b["bare_fit"]["fit_s"]),
+           # What the pipeline adds around the estimator's own fit.
+           "run_without_fit_x": g(*(r["run"]["wall_s"] - r["run"]["stage_s"]["fit"] for r in (a, b))),
            "run_peak_x": g(a["run"]["peak_mb"], b["run"]["peak_mb"]),
            "ingest_peak_x": g(a["ingest"]["peak_mb"], b["ingest"]["peak_mb"]),
            "stage_x": {k: g(a["run"]["stage_s"][k], b["run"]["stage_s"][k]) for k in a["run"]["stage_s"]
@@ -488,8 +494,12 @@ def targets(results: list[dict[str, Any]], grow: dict[str, Any] | None) -> list[
                     "met": None})
     if grow:
         for name, key in (("cd4ml run", "run_wall_x"), ("cd4ml data ingest", "ingest_wall_x")):
+            value = f"{grow[key]}x"
+            if key == "run_wall_x":
+                value += (f" (the bare fit: {grow['bare_fit_x']}x; the run without its fit stage: "
+                          f"{grow['run_without_fit_x']}x)")
             out.append({"target": f"{name} time growth 1M -> 5M no faster than linear ({grow['rows_x']}x rows)",
-                        "value": f"{grow[key]}x", "met": grow[key] <= grow["rows_x"]})
+                        "value": value, "met": grow[key] <= grow["rows_x"]})
     else:
         out.append({"target": "time growth 1M -> 5M no faster than linear", "value": "not measured (needs 1 and 5)",
                     "met": None})
@@ -599,7 +609,8 @@ def markdown(doc: dict[str, Any]) -> str:
         lines += ["", f"## Growth 1M -> 5M ({g['rows_x']}x rows; linear = {g['rows_x']}x)", "",
                   "| | x |", "|---|---:|",
                   f"| run wall | {g['run_wall_x']} |", f"| ingest wall | {g['ingest_wall_x']} |",
-                  f"| bare fit | {g['bare_fit_x']} |", f"| run peak RSS | {g['run_peak_x']} |",
+                  f"| bare fit | {g['bare_fit_x']} |", f"| run wall - fit stage | {g['run_without_fit_x']} |",
+                  f"| run peak RSS | {g['run_peak_x']} |",
                   f"| ingest peak RSS | {g['ingest_peak_x']} |",
                   *[f"| stage {k} | {v} |" for k, v in g["stage_x"].items()]]
         if "profile_run_total_x" in g:
