@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -357,10 +358,23 @@ def test_a_rerun_with_nothing_changed_is_skipped_unless_forced(shop: Path) -> No
     proc = cli(shop, "run", "--set", "model.params.n_estimators=2", check=3)
     assert "Nothing changed since run" in proc.stdout
 
+    # A schema the installed MLflow did not last open (as after an upgrade) is not read around:
+    # MLflow opens the store first, and what it cannot use stops the run before training.
+    with sqlite3.connect(db) as con:
+        con.execute("UPDATE alembic_version SET version_num = '0c779009ac13'")  # an old revision
+    assert rerun.may_hold(db, None) and rerun.may_hold(db, tagged[::-1])
+    stderr = " ".join(cli(shop, "run", "--force", check=1).stderr.split())
+    assert "cannot read the MLflow store" in stderr and "out-of-date database schema" in stderr
+    assert "Traceback" not in stderr
+
 
 def test_a_store_file_that_is_missing_or_unreadable_is_never_made_or_ruled_out(tmp_path: Path) -> None:
-    missing, garbage = tmp_path / "missing.db", tmp_path / "garbage.db"
+    missing, empty, garbage = tmp_path / "missing.db", tmp_path / "empty.db", tmp_path / "garbage.db"
     assert not rerun.may_hold(missing, "f") and not missing.exists()  # no store, no run: nothing created
+    empty.touch()
     garbage.write_bytes(b"not a database")
-    assert rerun.may_hold(garbage, "f") and rerun.may_hold(garbage, None)  # MLflow is asked, and says why
-    assert garbage.read_bytes() == b"not a database"
+    for db in (empty, garbage):  # MLflow is asked: it makes a store of the empty file, or says what is wrong
+        assert rerun.may_hold(db, "f") and rerun.may_hold(db, None)
+        rerun.note_opened(db)  # nothing MLflow opened: no note
+    assert empty.read_bytes() == b"" and garbage.read_bytes() == b"not a database"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.db", "garbage.db"]

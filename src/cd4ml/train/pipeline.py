@@ -85,7 +85,13 @@ class _Connecting:
     def _connect(self) -> None:
         try:
             self._outcome = tracking.connect(self._project)
-        except BaseException as exc:  # raised in the run's thread, by client()
+            db = tracking.embedded_db(self._project)
+            if db is not None:
+                rerun.note_opened(db)
+        except Exception as exc:  # raised in the run's thread, by client()
+            self._outcome = Cd4mlError(f"cannot open the MLflow store at {tracking.tracking_uri(self._project)}: "
+                                       f"{type(exc).__name__}: {exc}")
+        except BaseException as exc:
             self._outcome = exc
 
     def join(self) -> None:
@@ -177,8 +183,8 @@ def run_pipeline(project: Project, *, data_version: int | None = None, on_stage:
     with tempfile.TemporaryDirectory(prefix="cd4ml-run-") as tmp_name, contextlib.ExitStack() as cleanup:
         # The search for an earlier run opens the store even with --force: a store that cannot be
         # reached stops the run before anything is trained. It runs in a child process unless MLflow
-        # is loaded here already, and not at all when the embedded store's file rules it out
-        # (rerun.py says why).
+        # is loaded here already; the embedded store's file can rule the fingerprint out first, and
+        # the child is then stopped before it opens the store (rerun.py says why).
         lookup = lookup or rerun.EarlierRunLookup.for_project(project)
         cleanup.callback(lookup.stop)
         estimators.import_lightgbm()  # before MLflow, whose threads may import what it hides meanwhile

@@ -13,13 +13,17 @@ stopped at once, with nothing half written.
 
 A project's embedded store is a SQLite file only cd4ml's runs write to. Most runs repeat none,
 and for those the file itself answers: read-only, with no MLflow, in milliseconds, where the
-child would keep the run waiting 2-4 s. Only a fingerprint that may be there (or a file that
-cannot be read that way) is left to MLflow.
+child would keep the run waiting 2-4 s. The child is then stopped before it opens the store.
+The file is trusted only while its schema is the one the installed MLflow last opened it at
+(`note_opened`): after an MLflow upgrade, MLflow opens it first, and a schema it cannot use
+stops the run before training. A fingerprint that may be there, or a file that cannot be read
+that way, is left to MLflow too.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import json
 import sqlite3
 import subprocess
@@ -121,7 +125,7 @@ class EarlierRunLookup:
             self._cancel()
             return
         try:
-            self._proc.communicate(timeout=_STOP_WAIT_S)  # closes its stdin: no fingerprint will come
+            self._proc.communicate(timeout=_STOP_WAIT_S)  # it may be opening the store: let it finish
         except subprocess.TimeoutExpired:
             self._proc.kill()
             self._proc.wait()
@@ -129,19 +133,57 @@ class EarlierRunLookup:
 
 def may_hold(db: Path, fingerprint: str | None) -> bool:
     """Whether the embedded store's SQLite file `db` may hold a run tagged with `fingerprint` (None:
-    whether MLflow must open it at all). False only when the file could be read and holds none;
-    the file is never created or written here."""
+    whether MLflow must open it at all). False only when the file could be read, is at the schema
+    the installed MLflow last opened it at, and holds none; the file is never created or written here."""
     if not db.exists():
         return False
     try:
-        with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=10)) as con:
+        with contextlib.closing(_read_only(db)) as con:
             # MLflow's own table of run tags: should a later MLflow keep them elsewhere, the query
             # fails and MLflow is asked (and tests/test_pipeline.py's check of this function fails).
             found = con.execute("SELECT 1 FROM tags WHERE key = ? AND value = ? LIMIT 1",
                                 (FINGERPRINT_TAG, fingerprint or "")).fetchone()
+            opened = _opened(con)
     except sqlite3.Error:  # not a store, damaged, locked: MLflow says what is wrong
         return True
+    if opened != _read_opened(db):  # MLflow has to check this schema first
+        return True
     return fingerprint is not None and found is not None
+
+
+def note_opened(db: Path) -> None:
+    """Remember that the installed MLflow opened the embedded store `db`, and at which schema, for
+    `may_hold`; without the note the next run asks MLflow (a wait, no error)."""
+    try:
+        with contextlib.closing(_read_only(db)) as con:
+            opened = _opened(con)
+        note = _note_file(db)
+        tmp = note.with_name(f"{note.name}.tmp")
+        tmp.write_text(json.dumps(opened), encoding="utf-8")
+        tmp.replace(note)
+    except (sqlite3.Error, OSError):
+        pass
+
+
+def _read_only(db: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=10)
+
+
+def _opened(con: sqlite3.Connection) -> dict[str, Any]:
+    """The installed MLflow's version and the store's schema revisions (Alembic's, as MLflow keeps them)."""
+    schema = sorted(row[0] for row in con.execute("SELECT version_num FROM alembic_version"))
+    return {"mlflow": importlib.metadata.version("mlflow"), "schema": schema}
+
+
+def _note_file(db: Path) -> Path:
+    return db.with_name(f"{db.name}.opened.json")
+
+
+def _read_opened(db: Path) -> Any:
+    try:
+        return json.loads(_note_file(db).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def find(client: "MlflowClient", experiment_id: str, fingerprint: str) -> dict[str, Any] | None:
