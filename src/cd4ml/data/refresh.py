@@ -78,19 +78,9 @@ def refresh(project: Project) -> RefreshResult:
     missing = [c for c in required if gaps[c].any()]
     frame = frame[~incomplete]
     table = TrainingTable.for_project(project)
-    new = _not_in_table(table, frame, cfg.schema_.keys)
+    new = table.rows_by_key(frame, cfg.schema_.keys, stored=False) if table.exists() else frame
     if new.empty:
         return RefreshResult(candidates, 0, len(frame), int(incomplete.sum()), missing, None)
     result = store_frame(project, new, source=f"prediction store {project.monitor_dir}", mode="append",
                          origin="production")
     return RefreshResult(candidates, len(new), len(frame) - len(new), int(incomplete.sum()), missing, result)
-
-
-def _not_in_table(table: TrainingTable, frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    import duckdb
-
-    if not table.exists():
-        return frame
-    existing = table.dataset()  # noqa: F841 - read by DuckDB by name
-    on = " AND ".join(f'e."{k}" = f."{k}"' for k in keys)
-    return duckdb.sql(f"SELECT f.* FROM frame f ANTI JOIN existing e ON {on}").df()

@@ -169,13 +169,21 @@ class TrainingTable:
         """The latest version as a pyarrow dataset (for DuckDB queries that need not load it all)."""
         return self._open().to_pyarrow_dataset()
 
-    def _refuse_duplicate_keys(self, frame: pd.DataFrame) -> None:
+    def rows_by_key(self, frame: pd.DataFrame, keys: list[str], *, stored: bool) -> pd.DataFrame:
+        """The rows of `frame` whose `keys` the latest version holds (`stored`) or does not hold (not `stored`),
+        found by DuckDB without loading the table."""
         import duckdb
 
-        existing = self.dataset()  # noqa: F841 - read by DuckDB by name
-        incoming = frame[self.keys]  # noqa: F841
-        on = " AND ".join(f'e."{k}" = i."{k}"' for k in self.keys)
-        dupes = duckdb.sql(f"SELECT i.* FROM incoming i JOIN existing e ON {on}").df()
+        on = " AND ".join(f'e."{k}" = i."{k}"' for k in keys)
+        # A connection of its own, closed here: DuckDB's default one would live until the interpreter's
+        # teardown, where a DuckDB connection can abort the process (duckdb/duckdb#13904).
+        with duckdb.connect() as con:
+            con.register("incoming", frame)
+            con.register("existing", self.dataset())
+            return con.sql(f"SELECT i.* FROM incoming i {'SEMI' if stored else 'ANTI'} JOIN existing e ON {on}").df()
+
+    def _refuse_duplicate_keys(self, frame: pd.DataFrame) -> None:
+        dupes = self.rows_by_key(frame[self.keys], self.keys, stored=True)
         if len(dupes):
             raise DataRejected(
                 f"{len(dupes)} row(s) repeat keys {self.keys} already in the table, e.g. "

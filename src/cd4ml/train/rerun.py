@@ -6,7 +6,8 @@ the features, and the lookup has to answer before anything is trained. So the lo
 a child process (`python -m cd4ml.train.rerun`), started as early as the store is known and
 done before the data loads. In a process that has MLflow loaded already (a notebook, a test
 session) there is nothing to keep out, and the lookup runs in that process. Either way it opens
-the store, so a store that cannot be reached stops the run before training, even with --force.
+the store (unless the embedded store's file answers, below), so a store that cannot be reached
+stops the run before training, even with --force.
 The child imports MLflow while the run imports its own libraries, and opens the store only once
 it has the fingerprint (the run knows it first, about a second earlier): until then it can be
 stopped at once, with nothing half written.
