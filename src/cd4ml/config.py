@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cd4ml.errors import ConfigError
+from cd4ml.yamlfile import parse_yaml, read_yaml_file
 
 PROJECT_FILE = "cd4ml.yaml"
 
@@ -45,11 +46,22 @@ class SourceConfig(_Strict):
         return self
 
 
-class ColumnSpec(_Strict):
-    type: ColumnType
-    nullable: bool = False
+class Bound(_Strict):
+    """An inclusive range; either end may be open."""
+
     min: float | None = None
     max: float | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Bound":
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min:g} is above max {self.max:g}")
+        return self
+
+
+class ColumnSpec(Bound):
+    type: ColumnType
+    nullable: bool = False
     categories: list[Any] | None = None
 
 
@@ -146,11 +158,6 @@ class MetricsConfig(_Strict):
 
 class BaselineConfig(_Strict):
     group_by: list[str] = Field(default_factory=list)
-
-
-class Bound(_Strict):
-    min: float | None = None
-    max: float | None = None
 
 
 class AcceptanceConfig(_Strict):
@@ -364,10 +371,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set {item!r} must look like dotted.key=value", key=item)
-        try:
-            overrides[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"value {raw!r} is not valid YAML: {exc}", key=key) from None
+        overrides[key.strip()] = parse_yaml(raw, key=f"--set {key.strip()}") if raw.strip() else ""
     return overrides
 
 
@@ -392,7 +396,7 @@ def edit_project_file(root: Path | str, settings: dict[str, Any]) -> None:
     For tools that change a project as a developer would (the demo's commits).
     """
     path = Path(root) / PROJECT_FILE
-    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    raw = read_yaml_file(path)
     for dotted, value in settings.items():
         _apply_override(raw, dotted, value, str(path))
     path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
@@ -421,10 +425,7 @@ def load_project(root: Path | str = ".", overrides: dict[str, Any] | None = None
     file = str(path)
     if not path.is_file():
         raise ConfigError(f"no {PROJECT_FILE} here; run 'cd4ml init DIR' to create a project", file=file)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"not valid YAML: {exc}", file=file) from None
+    raw = read_yaml_file(path)
     if not isinstance(raw, dict):
         raise ConfigError("must be a mapping of keys to values", file=file)
     overrides = dict(overrides or {})
