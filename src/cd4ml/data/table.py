@@ -20,6 +20,7 @@ from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
 from cd4ml.errors import Cd4mlError, DataRejected
+from cd4ml.locking import exclusive_lock
 
 if TYPE_CHECKING:
     from cd4ml.config import Project
@@ -141,8 +142,14 @@ class TrainingTable:
               origin: str = "ingest") -> int:
         """Store validated rows as a new version; returns the version number.
 
-        Appending rows whose keys already exist is refused (nothing is written).
+        Appending rows whose keys already exist is refused (nothing is written). Writers of one table
+        take turns: Delta lets two appends commit side by side, so a key check that ran before the
+        other's commit would let duplicates in.
         """
+        with exclusive_lock(self.path.parent / f".{self.path.name}.lock"):
+            return self._write(frame, mode=mode, source=source, origin=origin)
+
+    def _write(self, frame: pd.DataFrame, *, mode: Literal["overwrite", "append"], source: str, origin: str) -> int:
         if mode == "append" and self.exists() and self.keys:
             self._refuse_duplicate_keys(frame)
         times = [str(t) for t in (frame[self.time_column].min(), frame[self.time_column].max()) if len(frame)]
@@ -185,9 +192,10 @@ class TrainingTable:
     def _refuse_duplicate_keys(self, frame: pd.DataFrame) -> None:
         dupes = self.rows_by_key(frame[self.keys], self.keys, stored=True)
         if len(dupes):
-            raise DataRejected(
-                f"{len(dupes)} row(s) repeat keys {self.keys} already in the table, e.g. "
-                f"{dupes.head(3).to_dict('records')}; nothing was written")
+            examples = "; ".join(", ".join(f"{k}={v}" for k, v in row.items())
+                                 for row in dupes.head(3).astype(str).to_dict("records"))
+            raise DataRejected(f"{len(dupes)} row(s) repeat keys ({', '.join(self.keys)}) already in the table, "
+                               f"e.g. {examples}; nothing was written")
 
     def versions(self) -> list[TableVersion]:
         """Every version, newest first."""

@@ -37,13 +37,11 @@ Durability contract:
 from __future__ import annotations
 
 import bisect
-import contextlib
 import datetime as dt
-import fcntl
 import functools
 import logging
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
@@ -56,6 +54,7 @@ from deltalake.exceptions import DeltaError
 from pydantic import TypeAdapter, ValidationError
 
 from cd4ml.errors import Cd4mlError, DataRejected
+from cd4ml.locking import exclusive_lock
 
 if TYPE_CHECKING:
     import duckdb
@@ -213,7 +212,7 @@ class PredictionStore:
     def compact(self) -> CompactResult:
         """Append the log lines completed since the last compaction: at most one Delta version per table."""
         result = CompactResult()
-        with self._locked():
+        with exclusive_lock(self.directory / ".lock"):
             result.predictions = self._compact(PREDICTIONS, self.predictions_path, self._predictions, result)
             result.actuals = self._compact(ACTUALS, self.actuals_path, self._actuals, result)
         if result.bad:
@@ -232,7 +231,7 @@ class PredictionStore:
             shown = "; ".join(f"event {i}: {reason}" for i, reason in sorted(bad.items())[:5])
             raise DataRejected(f"{len(bad)} of {len(events)} actuals event(s) are malformed, nothing was "
                                f"stored: {shown}")
-        with self._locked():
+        with exclusive_lock(self.directory / ".lock"):
             # The offsets move forward unchanged, so the latest commit always holds them.
             self._write(self.actuals_path, table, self._offsets(self.actuals_path), "append_actuals")
         return table.num_rows
@@ -343,14 +342,6 @@ class PredictionStore:
                 if _OFFSETS in entry:
                     return orjson.loads(entry[_OFFSETS])
         return {}
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        # flock locks an open file description, so it also serializes threads of one process.
-        with (self.directory / ".lock").open("ab") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            yield
 
     # -- reading ---------------------------------------------------------------------------------
 
