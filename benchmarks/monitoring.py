@@ -435,7 +435,6 @@ def child_report_split(root: Path) -> dict[str, Any]:
 def make_report_project(work: Path) -> tuple[Any, dict[str, Any]]:
     import numpy as np
 
-    from cd4ml import tracking
     from cd4ml.config import edit_project_file, load_project
     from cd4ml.data.ingest import ingest
     from cd4ml.examples.groceries import GroceryWorld
@@ -461,7 +460,7 @@ def make_report_project(work: Path) -> tuple[Any, dict[str, Any]]:
 
     t0 = time.perf_counter()
     cfg = project.config
-    registry = Registry(tracking.connect(project), cfg.registry.model_name)
+    registry = Registry.for_project(project)
     release = registry.load(registry.champion().version, project.state_dir / "cache" / "releases")
     sales = GroceryWorld(**WORLD).sales(*PRODUCTION)
     preds = release.predict_frame(sales[["date", "store_nbr", "item_nbr", "onpromotion"]])

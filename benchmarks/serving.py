@@ -468,11 +468,10 @@ class BoosterCeiling:
     (one thread, no HTTP): the most rows/s any one-worker server of this model can answer."""
 
     def __init__(self, proj: Any, scratch: Path) -> None:
-        from cd4ml import tracking
         from cd4ml.release.registry import Registry
         from cd4ml.serve.schema import RequestSchema
 
-        registry = Registry(tracking.connect(proj), proj.config.registry.model_name)
+        registry = Registry.for_project(proj)
         release = registry.load(str(registry.champion().version), scratch / "release-cache")
         schema = RequestSchema(proj.config)
         self.X = release.plan.transform(schema.to_batch(schema.validate(batch_records())))
@@ -770,7 +769,7 @@ def main() -> None:
         proj = load_project(project)
         model = proj.config.registry.model_name
         uri = tracking.tracking_uri(proj)
-        champion = Registry(tracking.connect(proj), model).champion()
+        champion = Registry.for_project(proj).champion()
         if champion is None:
             raise SystemExit(f"{project}: model {model} has no champion (run `cd4ml run`)")
         log(f"project {project}: {model}@champion = version {champion.version}; tracking {uri}")

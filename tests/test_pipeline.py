@@ -26,8 +26,7 @@ def _run(root: Path, *sets: str, **kw):
 
 
 def _registry(root: Path) -> Registry:
-    project = load_project(root)
-    return Registry(tracking.connect(project), project.config.registry.model_name)
+    return Registry.for_project(load_project(root))
 
 
 def _holdout(root: Path):
@@ -296,7 +295,7 @@ def test_registry_reads_not_found_as_none_and_other_failures_as_errors(tmp_path:
     from cd4ml.errors import ReleaseError
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    store = Registry(MlflowClient(tracking_uri=uri, registry_uri=uri), "m")
+    store = Registry(MlflowClient(tracking_uri=uri, registry_uri=uri), "m", tmp_path)
     assert store.champion() is None and store.versions() == []  # no such model
     store.client.create_registered_model("m")
     assert store.champion() is None and store.versions() == []  # no champion alias
@@ -307,7 +306,7 @@ def test_registry_reads_not_found_as_none_and_other_failures_as_errors(tmp_path:
         s.bind(("127.0.0.1", 0))
         down = f"http://127.0.0.1:{s.getsockname()[1]}"
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    offline = Registry(MlflowClient(tracking_uri=down, registry_uri=down), "m")
+    offline = Registry(MlflowClient(tracking_uri=down, registry_uri=down), "m", tmp_path)
     for call in (offline.champion, offline.versions, lambda: offline.version("1")):
         with pytest.raises(ReleaseError, match="the model registry failed"):
             call()

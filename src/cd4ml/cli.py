@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from cd4ml.errors import Cd4mlError, DataRejected, GateRejected
@@ -156,7 +157,7 @@ def run(
         _print_json({"run_id": result.run_id, "version": result.version, "data_version": result.data_version,
                      "metrics": result.metrics, "baseline": result.baseline, "oracle": result.oracle,
                      "gate": result.gate.to_dict(), "promoted": result.promoted, "seconds": result.seconds,
-                     "skipped_as": result.skipped_as})
+                     "skipped_as": result.skipped_as, "note": result.note})
     else:
         _print_run(project, result)
     if not result.gate.passed:
@@ -170,6 +171,10 @@ def _print_run(project: "Project", result: Any) -> None:
         console.print(f"Nothing changed since run {result.skipped_as[:8]} (same data version "
                       f"{result.data_version}, feature code and config): it registered version {result.version}, "
                       f"which {verdict} the gate. Not run again; use --force to retrain.")
+        if result.note:
+            console.print(f"Version {result.version}: {result.note}.")
+        if result.promoted:
+            _print_promoted(result)
         return
     primary = project.config.metrics.primary
     table = Table(title=f"Run {result.run_id[:8]} on data version {result.data_version}: holdout metrics")
@@ -184,11 +189,15 @@ def _print_run(project: "Project", result: Any) -> None:
     console.print(table)
     _print_gate(result.gate, result.version)
     if result.promoted:
-        before = f" (was v{result.champion_before})" if result.champion_before else ""
-        console.print(f"[green]Version {result.version} is now champion[/]{before}.")
+        _print_promoted(result)
     elif result.gate.passed:
         console.print(f"Version {result.version} passed the gate; champion not moved (auto-promote off).")
     console.print(f"Stage seconds: {result.seconds}")
+
+
+def _print_promoted(result: Any) -> None:
+    before = f" (was v{result.champion_before})" if result.champion_before else ""
+    console.print(f"[green]Version {result.version} is now champion[/]{before}.")
 
 
 def _print_gate(report: "GateReport", version: str) -> None:
@@ -204,11 +213,10 @@ def _print_gate(report: "GateReport", version: str) -> None:
 
 
 def _registry(project_dir: Path) -> Any:
-    from cd4ml import tracking
     from cd4ml.release.registry import Registry
 
     project = _load(project_dir)
-    return Registry(tracking.connect(project), project.config.registry.model_name), project
+    return Registry.for_project(project), project
 
 
 @app.command()
@@ -216,11 +224,17 @@ def releases(
     project_dir: Path = ProjectDir,
     as_json: bool = typer.Option(False, "--json"),
     history: bool = typer.Option(False, "--history", help="Show every move of the champion alias."),
+    clean: bool = typer.Option(False, "--clean", help="Settle a move of champion that a killed command left "
+                                                      "half done; mark versions whose run died before the "
+                                                      "gate's verdict 'abandoned'."),
 ) -> None:
     """List registered versions (champion marked), or the release history."""
     from cd4ml.release.listing import list_releases
 
     registry, project = _registry(project_dir)
+    if clean:
+        _clean_releases(registry)
+        return
     if history:
         events = registry.history()
         if as_json:
@@ -230,7 +244,8 @@ def releases(
         for col in ("when (UTC)", "event", "from", "to", "who", "why"):
             table.add_column(col, overflow="fold")
         for e in events:
-            table.add_row(f"{e.time:%Y-%m-%d %H:%M:%S}", e.kind, e.from_version or "-", e.to_version, e.who, e.why)
+            table.add_row(f"{e.time:%Y-%m-%d %H:%M:%S}", e.kind, e.from_version or "-", e.to_version,
+                          escape(e.who), escape(e.why))
         console.print(table)
         return
     rows = list_releases(registry, project.config.metrics.primary)
@@ -248,6 +263,26 @@ def releases(
                       (r["git_commit"] or "")[:8], (r["run_id"] or "")[:8])
     console.print(table)
     console.print("* = champion")
+    for e in registry.interrupted_moves():
+        console.print(f"[yellow]A move of champion ({e.kind} v{e.from_version or '-'} -> v{e.to_version}, begun "
+                      f"{e.time:%Y-%m-%d %H:%M:%S} UTC) is not marked done[/]: it is under way, or its command was "
+                      "killed; the next promote, rollback or run settles it, or `cd4ml releases --clean`.")
+    for left in registry.leftovers():
+        console.print(f"[yellow]Version {left.version} is pending, but the run that registered it (pid {left.pid}) "
+                      "is gone[/]: `cd4ml releases --clean` marks it abandoned.")
+
+
+def _clean_releases(registry: Any) -> None:
+    settled, abandoned = registry.clean()
+    for s in settled:
+        outcome = "recorded as done (the alias had moved)" if s.done else "dropped (the alias had not moved)"
+        console.print(f"interrupted move {s.event.kind} v{s.event.from_version or '-'} -> v{s.event.to_version}: "
+                      f"{outcome}")
+    for left in abandoned:
+        console.print(f"version {left.version}: abandoned (its run {(left.run_id or '?')[:8]} died before the "
+                      "gate's verdict)")
+    if not settled and not abandoned:
+        console.print("nothing to clean: no interrupted move, no version left pending by a dead run")
 
 
 @app.command()

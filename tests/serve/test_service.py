@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cd4ml import tracking
 from cd4ml.config import load_project
 from cd4ml.data.table import TrainingTable
 from cd4ml.release.registry import Registry
@@ -38,8 +37,7 @@ def _records(frame) -> list[dict]:
 
 
 def _registry(root: Path) -> Registry:
-    project = load_project(root)
-    return Registry(tracking.connect(project), project.config.registry.model_name)
+    return Registry.for_project(load_project(root))
 
 
 def test_http_predictions_equal_the_registry_model(service: Service, served_shop: Path) -> None:
@@ -151,7 +149,7 @@ def test_a_restart_resumes_the_last_champion_then_follows_the_registry(champion_
         assert service.client.post("/predict", json=GOOD).status_code == 503
 
 
-def test_a_release_that_cannot_load_is_not_switched_to(champion_shop: Path) -> None:
+def test_a_release_that_cannot_load_is_not_switched_to_and_is_tried_again(champion_shop: Path) -> None:
     broken = train(champion_shop, "model.params.n_estimators=61", promote=False)
     registry = _registry(champion_shop)
     # Break version 2 where the service will fetch it from: the model file in the artifact store.
@@ -160,6 +158,7 @@ def test_a_release_that_cannot_load_is_not_switched_to(champion_shop: Path) -> N
     stored = Path(urlparse(registry.client.get_model_version_download_uri(registry.name, broken.version)).path)
     model_file = stored / "artifacts" / "release" / "estimator" / "model.txt"
     assert model_file.is_file()
+    good_model = model_file.read_text()
     model_file.write_text("this is not a LightGBM model\n")
     shutil.rmtree(champion_shop / ".cd4ml" / "cache")  # the gate's verified copy must not hide the damage
     record = _records(_holdout(champion_shop, 1))[0]
@@ -173,7 +172,24 @@ def test_a_release_that_cannot_load_is_not_switched_to(champion_shop: Path) -> N
         assert ready["model_version"] == "1" and "version 2 not switched to" in ready["last_error"]
         resp = service.client.post("/predict", json=record)
         assert resp.status_code == 200 and resp.json()["model_version"] == "1"
-        # Rolling the alias back clears the report: the live release is the champion again.
+        # Repaired in the store, the version is loaded on a later try: the alias need not move again.
+        model_file.write_text(good_model)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and service.client.get("/ready").json()["model_version"] != "2":
+            time.sleep(0.1)
+        ready = service.client.get("/ready").json()
+        assert ready["model_version"] == "2" and ready["last_error"] is None
+        # Broken again and rolled back to: the report clears once the live release is the champion again.
+        cli(champion_shop, "promote", "1", check=0)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and service.client.get("/ready").json()["model_version"] != "1":
+            time.sleep(0.1)
+        model_file.write_text("this is not a LightGBM model\n")
+        shutil.rmtree(champion_shop / ".cd4ml" / "cache")
+        cli(champion_shop, "promote", broken.version, check=0)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not service.client.get("/ready").json()["last_error"]:
+            time.sleep(0.1)
         cli(champion_shop, "rollback", check=0)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and service.client.get("/ready").json()["last_error"]:

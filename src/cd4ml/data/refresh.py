@@ -37,7 +37,6 @@ class RefreshResult:
 
 def refresh(project: Project) -> RefreshResult:
     """Append production rows with actuals to the training table; raises DataRejected if they fail validation."""
-    from cd4ml import tracking
     from cd4ml.monitor.live import LiveData, with_attributes
     from cd4ml.monitor.store import PredictionStore
     from cd4ml.release.registry import Registry
@@ -57,7 +56,7 @@ def refresh(project: Project) -> RefreshResult:
 
     release = None
     if cfg.features.lookups:
-        registry = Registry(tracking.connect(project), cfg.registry.model_name)
+        registry = Registry.for_project(project)
         champion = registry.champion()
         if champion is not None:
             release = registry.load(str(champion.version), project.state_dir / "cache" / "releases")

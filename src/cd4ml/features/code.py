@@ -22,6 +22,16 @@ from cd4ml.errors import ConfigError
 TRANSFORMS_MODULE = "_cd4ml_transforms"
 
 
+def folder_digest(path: Path) -> str:
+    """SHA-256 over every file's relative path and bytes, in path order (compiled `__pycache__` aside)."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        h.update(f.relative_to(path).as_posix().encode())
+        h.update(b"\0")
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
 @dataclass(frozen=True)
 class CodeSnapshot:
     """A folder holding cd4ml's transforms and the project's feature modules."""
@@ -30,12 +40,7 @@ class CodeSnapshot:
 
     @property
     def digest(self) -> str:
-        h = hashlib.sha256()
-        for f in sorted(p for p in self.path.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
-            h.update(f.relative_to(self.path).as_posix().encode())
-            h.update(b"\0")
-            h.update(f.read_bytes())
-        return h.hexdigest()
+        return folder_digest(self.path)
 
     @property
     def namespace(self) -> str:

@@ -150,7 +150,6 @@ def _checks(cfg: ProjectConfig, windows: list[dict[str, Any]], champion: dict[st
 
 def build_report(project: Project, *, compact: bool = True) -> dict[str, Any]:
     """Compact the log (unless `compact` is False) and compute the report document."""
-    from cd4ml import tracking
     from cd4ml.monitor.store import PredictionStore
     from cd4ml.release.listing import list_releases
     from cd4ml.release.registry import Registry
@@ -159,7 +158,7 @@ def build_report(project: Project, *, compact: bool = True) -> dict[str, Any]:
     store = PredictionStore(project)
     if compact:
         store.compact()
-    registry = Registry(tracking.connect(project), cfg.registry.model_name)
+    registry = Registry.for_project(project)
     listed = list_releases(registry, cfg.metrics.primary)
     history = registry.history()
     champion_mv = registry.champion()

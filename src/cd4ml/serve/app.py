@@ -57,7 +57,7 @@ def create_app(project: Project, *, log_predictions: bool = True, poll_seconds: 
     schema = RequestSchema(cfg)
 
     def registry() -> Registry:
-        return Registry(tracking.connect(project), cfg.registry.model_name)
+        return Registry.for_project(project)
 
     cache = project.state_dir / "cache" / "releases"
     store = hashlib.sha256(tracking.tracking_uri(project).encode()).hexdigest()[:16]

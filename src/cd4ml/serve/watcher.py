@@ -5,8 +5,10 @@ champion is downloaded, loaded (with its own feature code snapshot), warmed up
 on its packaged example rows and checked (finite predictions of the right
 shape); only then is one reference switched. Requests read that reference
 once, so a request in flight finishes on the release it started with. A
-release that fails any step is not switched to: the old one keeps serving, and
-the failure is reported (log + /ready) until the alias moves again.
+release that fails any step is not switched to: the old one keeps serving, the
+failure is reported (log + /ready), and the load is tried again with a growing
+pause (a download cut short is worth another try; a broken release costs one try
+every few minutes) until it succeeds or the alias moves.
 
 A restart resumes from the last champion this host served (a pointer file next to
 the cached releases), loaded and checked like any release, and asks the registry
@@ -24,6 +26,7 @@ import json
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -31,8 +34,18 @@ from typing import Any, Callable
 import numpy as np
 
 from cd4ml.release.package import Release, frame_to_batch
+from cd4ml.release.registry import RELEASE_DIGEST, TAG, release_folder_digest
 
 log = logging.getLogger("cd4ml.serve")
+
+RETRY_MAX_SECONDS = 300.0
+
+
+@dataclass(frozen=True)
+class _Failure:
+    message: str
+    attempts: int
+    retry_at: float  # time.monotonic() after which the load is tried again
 
 
 @dataclass(frozen=True)
@@ -65,7 +78,7 @@ class ReleaseWatcher:
         self.last_error: str | None = None
         self.swaps = 0
         self.registry_checked = False  # whether the registry has answered since start
-        self._failed: dict[str, str] = {}
+        self._failed: dict[str, _Failure] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._registry: Any = None
@@ -85,11 +98,23 @@ class ReleaseWatcher:
             return False
         try:
             doc = json.loads(self._resume_file.read_text(encoding="utf-8"))
-            self._switch(self._checked(Release(Path(doc["folder"])), doc["version"], doc["info"]))
+            self._switch(self._checked(Release(self._trusted_folder(doc)), doc["version"], doc["info"]))
         except Exception as exc:  # a stale or damaged pointer: the registry decides, as without one
             log.warning("not resuming from %s: %s: %s", self._resume_file, type(exc).__name__, exc)
             return False
         return True
+
+    def _trusted_folder(self, doc: dict[str, Any]) -> Path:
+        """The pointer's release folder, if it lies in the release cache and its files have the digest
+        recorded for it (the registry compares that digest with its own once it answers)."""
+        folder = Path(doc["folder"]).resolve()
+        if not folder.is_relative_to(Path(self._cache).resolve()):
+            raise ValueError(f"{folder} is outside the release cache {self._cache}")
+        digest = doc["info"].get(RELEASE_DIGEST)
+        if not digest or release_folder_digest(folder) != digest:
+            raise ValueError(f"the files in {folder} differ from the release digest recorded for version "
+                             f"{doc['version']}")
+        return folder
 
     def stop(self) -> None:
         self._stop.set()
@@ -125,16 +150,26 @@ class ReleaseWatcher:
             return
         version = str(champion.version)
         if self.current is not None and self.current.version == version:
-            self.last_error = None  # a release that failed earlier is no longer the champion
-            return
-        if version in self._failed:
+            registered = (getattr(champion, "tags", None) or {}).get(f"{TAG}{RELEASE_DIGEST}")
+            if registered is None or self.current.info.get(RELEASE_DIGEST) == registered:
+                self.last_error = None  # a release that failed earlier is no longer the champion
+                return
+            log.warning("version %s, resumed from %s, is not the release registered: loading it from the "
+                        "registry", version, self._resume_file)
+        failed = self._failed.get(version)
+        if failed is not None and time.monotonic() < failed.retry_at:
             return
         try:
             live = self._load(version, champion)
         except Exception as exc:
-            self._failed[version] = f"version {version} not switched to: {type(exc).__name__}: {exc}"
-            self._report(self._failed[version])
+            attempts = failed.attempts + 1 if failed else 1
+            pause = min(self.poll_seconds * 2 ** attempts, RETRY_MAX_SECONDS)
+            self._failed[version] = _Failure(f"version {version} not switched to (attempt {attempts}, next in "
+                                             f"{pause:.0f} s): {type(exc).__name__}: {exc}", attempts,
+                                             time.monotonic() + pause)
+            self._report(self._failed[version].message)
             return
+        self._failed.pop(version, None)
         self._switch(live)
         self._remember(live)
 
@@ -166,6 +201,7 @@ class ReleaseWatcher:
             "model_name": self._registry.name, "model_version": version,
             "data_version": info.get("data_version"), "git_commit": info.get("git_commit"),
             "run_id": getattr(champion, "run_id", None),
+            RELEASE_DIGEST: (getattr(champion, "tags", None) or {}).get(f"{TAG}{RELEASE_DIGEST}"),
             "release_time": (dt.datetime.fromtimestamp(created / 1000, tz=dt.timezone.utc).isoformat()
                              if created else None),
         })

@@ -3,7 +3,7 @@
 `algorithm: lightgbm` is LightGBM's regressor, stored as LightGBM's own text
 model. Any scikit-learn regressor is named by import path
 (`sklearn.ensemble.HistGradientBoostingRegressor`) and stored with skops,
-loading only types from an explicit allow-list of trusted modules.
+loading only names that are classes of scikit-learn, NumPy or SciPy.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ import numpy as np
 from cd4ml.config import ModelConfig
 from cd4ml.errors import ConfigError, ReleaseError
 
-# skops refuses to load any type not named here: model files never run arbitrary code.
-TRUSTED_MODULE_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.", "collections.")
+# Beyond skops's own defaults, a model file may name only classes of these packages: a name that is
+# a function (builtins.eval, numpy.load) or lives elsewhere is refused, so loading never runs code.
+TRUSTED_PACKAGES = ("sklearn", "numpy", "scipy")
 
 
 class Predictor(Protocol):
@@ -123,11 +124,26 @@ def load(folder: Path, meta: dict[str, str], threads: int = 1) -> Predictor:
         import skops.io as sio
 
         untrusted = sio.get_untrusted_types(file=path)
-        refused = [t for t in untrusted if not t.startswith(TRUSTED_MODULE_PREFIXES)]
+        refused = [t for t in untrusted if not _trusted_class(t)]
         if refused:
-            raise ReleaseError(f"{path}: refusing to load types outside the trusted modules: {refused}")
+            raise ReleaseError(f"{path}: refusing to load names that are not classes of "
+                               f"{', '.join(TRUSTED_PACKAGES)}: {refused}")
         return sio.load(path, trusted=untrusted)
     raise ReleaseError(f"{path}: unknown estimator kind {meta['kind']!r}")
+
+
+def _trusted_class(name: str) -> bool:
+    """Whether `name` (module.Qualified) is a class defined in one of TRUSTED_PACKAGES."""
+    import importlib
+
+    module, _, attr = name.rpartition(".")
+    if module.split(".")[0] not in TRUSTED_PACKAGES:
+        return False
+    try:
+        found = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError):
+        return False
+    return isinstance(found, type) and (found.__module__ or "").split(".")[0] in TRUSTED_PACKAGES
 
 
 def import_lightgbm() -> Any:

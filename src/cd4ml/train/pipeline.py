@@ -29,12 +29,14 @@ from cd4ml.errors import Cd4mlError, ConfigError, FeatureTestsFailed
 from cd4ml.evaluate.baseline import naive_baseline, slice_scores
 from cd4ml.evaluate.metrics import row_weights, score
 from cd4ml.evaluate.plots import RunPlotsProcess
-from cd4ml.features.code import take_snapshot
+from cd4ml.features.code import folder_digest, take_snapshot
 from cd4ml.gate.checks import Check, Evidence, GateReport, evaluate
 from cd4ml.monitor.profile import build_reference, save as save_profile
 from cd4ml.release.package import Release, frame_to_batch, request_columns, save_release
-from cd4ml.release.registry import PASSED, PENDING, REJECTED, Registry
+from cd4ml.faults import crash_point
+from cd4ml.release.registry import PASSED, PENDING, REJECTED, RELEASE_DIGEST, Registry, run_owner
 from cd4ml.train import estimators, rerun
+from cd4ml.train.rerun import GATE_CHAMPION_TAG, PROMOTION_TAG
 from cd4ml.train.lineage import git_state, package_versions
 from cd4ml.train.split import time_split
 
@@ -54,6 +56,7 @@ class RunResult:
     champion_before: str | None
     seconds: dict[str, float] = field(default_factory=dict)
     skipped_as: str | None = None  # the earlier run this one would have repeated
+    note: str | None = None  # what a skipped run did about the earlier run's interrupted promotion
 
 
 def run_fingerprint(cfg: ProjectConfig, table: str, data_version: int, code_digest: str) -> str:
@@ -63,11 +66,35 @@ def run_fingerprint(cfg: ProjectConfig, table: str, data_version: int, code_dige
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _skipped(earlier: dict[str, Any]) -> RunResult:
-    """The result of the earlier run this one would repeat (`rerun.find`'s fields)."""
+def _skipped(earlier: dict[str, Any], project: Project, promote: bool | None) -> RunResult:
+    """The result of the earlier run this one would repeat (`rerun.find`'s fields).
+
+    If that run was killed after its version passed the gate and before the promotion was carried
+    out, the promotion is carried out now, provided the champion is still the one it was judged against.
+    """
     gate = GateReport([Check(**c) for c in earlier["checks"]])
-    return RunResult(earlier["run_id"], earlier["version"], earlier["data_version"], earlier["metrics"],
-                     earlier["baseline"], earlier["oracle"], gate, False, None, skipped_as=earlier["run_id"])
+    result = RunResult(earlier["run_id"], earlier["version"], earlier["data_version"], earlier["metrics"],
+                       earlier["baseline"], earlier["oracle"], gate, False, None, skipped_as=earlier["run_id"])
+    auto = project.config.registry.auto_promote if promote is None else promote
+    if earlier.get("judged_against") is None or not auto:
+        return result
+    registry = Registry.for_project(project)
+    with registry.moving():
+        champion = registry.champion()
+        now = str(champion.version) if champion else ""
+        if now == result.version:  # killed after the promotion, before it was noted on the run
+            registry.client.set_tag(result.run_id, PROMOTION_TAG, "promoted")
+            return result
+        if now != earlier["judged_against"]:
+            result.note = (f"its promotion was interrupted, and the champion is now v{now or '-'}, not the "
+                           f"v{earlier['judged_against'] or '-'} it was judged against: use --force to judge it again")
+            return result
+        registry.promote(result.version, kind="auto-promote",
+                         why=f"passed the acceptance gate in run {result.run_id} (promotion resumed)")
+        registry.client.set_tag(result.run_id, PROMOTION_TAG, "promoted")
+    result.promoted, result.champion_before = True, now or None
+    result.note = "its promotion had been interrupted: carried out now"
+    return result
 
 
 class _Connecting:
@@ -203,7 +230,7 @@ def run_pipeline(project: Project, *, data_version: int | None = None, on_stage:
         with stage("earlier_run"):
             earlier = lookup.result()
         if earlier is not None:
-            return _skipped(earlier)
+            return _skipped(earlier, project, promote)
 
         with stage("load"):
             frame, pinned = table.read(pinned)
@@ -253,7 +280,7 @@ def run_pipeline(project: Project, *, data_version: int | None = None, on_stage:
         client = store.client()
         import mlflow
 
-        registry = Registry(client, cfg.registry.model_name)
+        registry = Registry.for_project(project, client)
 
         with stage("evaluate"):
             X_hold = plan.transform(frame_to_batch(hold_df, request_columns(spec, list(hold_df.columns))))
@@ -296,7 +323,9 @@ def run_pipeline(project: Project, *, data_version: int | None = None, on_stage:
                 registry.tag(version, {"run_id": run_id, "git_commit": commit, "git_dirty": dirty,
                                        "data_version": pinned, "primary_metric": cfg.metrics.primary,
                                        cfg.metrics.primary: f"{metrics[cfg.metrics.primary]:.6f}",
-                                       "gate": PENDING})
+                                       "gate": PENDING, RELEASE_DIGEST: folder_digest(release_dir),
+                                       **run_owner()})
+                crash_point("run.registered")
 
             with stage("gate"):
                 evidence = Evidence(primary=cfg.metrics.primary, candidate=metrics, baseline=baseline,
@@ -305,24 +334,32 @@ def run_pipeline(project: Project, *, data_version: int | None = None, on_stage:
                 evidence.parity_max_abs_diff = float(np.max(np.abs(reloaded.predict_frame(hold_df) - pred)))
                 served = Release(reloaded.folder)  # one thread, as a service predicts
                 evidence.latency_p99_ms = float(np.percentile(served.latency_ms(hold_df), 99))
-                champion = registry.champion()
-                if champion is not None:
-                    _score_champion(evidence, registry, str(champion.version), cache, hold_df, derived_hold, cfg, w)
-                report = evaluate(cfg.acceptance, evidence)
-                verdict = PASSED if report.passed else REJECTED
-                mlflow.log_dict(report.to_dict(), "gate/report.json")
-                mlflow.log_metrics({"gate.passed": float(report.passed), "latency.p99_ms": evidence.latency_p99_ms,
-                                    "parity.max_abs_diff": evidence.parity_max_abs_diff})
-                mlflow.set_tag("cd4ml.gate", verdict)
-                registry.tag(version, {"gate": verdict, "gate_failed": ",".join(c.name for c in report.failed)})
+                # From reading the champion to promoting, runs take turns: an overlapping run is judged
+                # against the champion this one may make, not against the one both started with.
+                with registry.moving():
+                    champion = registry.champion()
+                    if champion is not None:
+                        _score_champion(evidence, registry, str(champion.version), cache, hold_df, derived_hold,
+                                        cfg, w)
+                    report = evaluate(cfg.acceptance, evidence)
+                    verdict = PASSED if report.passed else REJECTED
+                    mlflow.log_dict(report.to_dict(), "gate/report.json")
+                    mlflow.log_metrics({"gate.passed": float(report.passed),
+                                        "latency.p99_ms": evidence.latency_p99_ms,
+                                        "parity.max_abs_diff": evidence.parity_max_abs_diff})
+                    mlflow.set_tags({"cd4ml.gate": verdict,
+                                     GATE_CHAMPION_TAG: str(champion.version) if champion else ""})
+                    registry.tag(version, {"gate": verdict, "gate_failed": ",".join(c.name for c in report.failed)})
+                    crash_point("run.judged")
+                    auto = cfg.registry.auto_promote if promote is None else promote
+                    promoted = report.passed and auto
+                    if promoted:
+                        registry.promote(version, kind="auto-promote",
+                                         why=f"passed the acceptance gate in run {run_id}")
+                    mlflow.set_tag(PROMOTION_TAG, "promoted" if promoted else "not promoted")
             with stage("plots"):
                 plots.wait()
                 mlflow.log_artifacts(str(plots_dir), "plots")
-    auto = cfg.registry.auto_promote if promote is None else promote
-    promoted = False
-    if report.passed and auto:
-        registry.promote(version, kind="auto-promote", why=f"passed the acceptance gate in run {run_id}")
-        promoted = True
     return RunResult(run_id, version, pinned, metrics, baseline, oracle, report, promoted,
                      str(champion.version) if champion else None, stage.seconds)
 

@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from cd4ml.config import Project
 
 FINGERPRINT_TAG = "cd4ml.fingerprint"
+GATE_CHAMPION_TAG = "cd4ml.gate.champion"  # the champion version the gate compared with ("" for none)
+PROMOTION_TAG = "cd4ml.promotion"  # set once the promotion decision is carried out
 
 # Once it has the fingerprint, the child may be creating or migrating the store (MLflow does both
 # on opening): after a run stops early it is left to finish, not killed mid-way.
@@ -199,8 +201,11 @@ def find(client: "MlflowClient", experiment_id: str, fingerprint: str) -> dict[s
             continue
         path = client.download_artifacts(run.info.run_id, "gate/report.json")
         split = lambda prefix: {k.removeprefix(prefix): v for k, v in metrics.items() if k.startswith(prefix)}  # noqa: E731
+        # Killed between the verdict and the promotion: the rerun may carry the promotion out.
+        unpromoted = tags["cd4ml.gate"] == PASSED and PROMOTION_TAG not in tags and GATE_CHAMPION_TAG in tags
         return {"run_id": run.info.run_id, "version": tags["cd4ml.model_version"],
                 "data_version": int(tags["cd4ml.data_version"]),
+                "judged_against": tags[GATE_CHAMPION_TAG] if unpromoted else None,
                 "metrics": {k: v for k, v in metrics.items() if "." not in k},
                 "baseline": split("baseline."), "oracle": split("oracle.") or None,
                 "checks": json.loads(Path(path).read_text())["checks"]}
