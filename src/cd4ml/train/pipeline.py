@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from cd4ml import __version__, tracking
-from cd4ml.config import PROJECT_FILE, Project, ProjectConfig
+from cd4ml.config import PROJECT_FILE, AcceptanceConfig, Project, ProjectConfig
 from cd4ml.data.table import TrainingTable
 from cd4ml.errors import Cd4mlError, ConfigError, FeatureTestsFailed
 from cd4ml.evaluate.baseline import naive_baseline, slice_scores
@@ -334,34 +334,43 @@ def run_pipeline(project: Project, *, data_version: int | None = None, on_stage:
                 evidence.parity_max_abs_diff = float(np.max(np.abs(reloaded.predict_frame(hold_df) - pred)))
                 served = Release(reloaded.folder)  # one thread, as a service predicts
                 evidence.latency_p99_ms = float(np.percentile(served.latency_ms(hold_df), 99))
-                # From reading the champion to promoting, runs take turns: an overlapping run is judged
-                # against the champion this one may make, not against the one both started with.
-                with registry.moving():
-                    champion = registry.champion()
-                    if champion is not None:
-                        _score_champion(evidence, registry, str(champion.version), cache, hold_df, derived_hold,
-                                        cfg, w)
-                    report = evaluate(cfg.acceptance, evidence)
-                    verdict = PASSED if report.passed else REJECTED
-                    mlflow.log_dict(report.to_dict(), "gate/report.json")
-                    mlflow.log_metrics({"gate.passed": float(report.passed),
-                                        "latency.p99_ms": evidence.latency_p99_ms,
-                                        "parity.max_abs_diff": evidence.parity_max_abs_diff})
-                    mlflow.set_tags({"cd4ml.gate": verdict,
-                                     GATE_CHAMPION_TAG: str(champion.version) if champion else ""})
-                    registry.tag(version, {"gate": verdict, "gate_failed": ",".join(c.name for c in report.failed)})
-                    crash_point("run.judged")
-                    auto = cfg.registry.auto_promote if promote is None else promote
-                    promoted = report.passed and auto
-                    if promoted:
-                        registry.promote(version, kind="auto-promote",
-                                         why=f"passed the acceptance gate in run {run_id}")
-                    mlflow.set_tag(PROMOTION_TAG, "promoted" if promoted else "not promoted")
+                auto = cfg.registry.auto_promote if promote is None else promote
+                report, champion_before, promoted = _judge_and_promote(
+                    registry, evidence, version, run_id, cfg.acceptance, auto,
+                    lambda champ: _score_champion(evidence, registry, champ, cache, hold_df, derived_hold, cfg, w))
             with stage("plots"):
                 plots.wait()
                 mlflow.log_artifacts(str(plots_dir), "plots")
-    return RunResult(run_id, version, pinned, metrics, baseline, oracle, report, promoted,
-                     str(champion.version) if champion else None, stage.seconds)
+    return RunResult(run_id, version, pinned, metrics, baseline, oracle, report, promoted, champion_before,
+                     stage.seconds)
+
+
+def _judge_and_promote(registry: Registry, evidence: Evidence, version: str, run_id: str,
+                       acceptance: AcceptanceConfig, auto: bool,
+                       score_champion: Callable[[str], None]) -> tuple[GateReport, str | None, bool]:
+    """The gate's verdict and the promotion in one turn of the registry's lock: of two overlapping runs,
+    the second is judged against the champion the first may have made. Returns the report, the
+    champion judged against and whether the version was promoted."""
+    import mlflow
+
+    with registry.moving():
+        champion = registry.champion()
+        before = str(champion.version) if champion else None
+        if before is not None:
+            score_champion(before)
+        report = evaluate(acceptance, evidence)
+        verdict = PASSED if report.passed else REJECTED
+        mlflow.log_dict(report.to_dict(), "gate/report.json")
+        mlflow.log_metrics({"gate.passed": float(report.passed), "latency.p99_ms": evidence.latency_p99_ms,
+                            "parity.max_abs_diff": evidence.parity_max_abs_diff})
+        mlflow.set_tags({"cd4ml.gate": verdict, GATE_CHAMPION_TAG: before or ""})
+        registry.tag(version, {"gate": verdict, "gate_failed": ",".join(c.name for c in report.failed)})
+        crash_point("run.judged")
+        promoted = report.passed and auto
+        if promoted:
+            registry.promote(version, kind="auto-promote", why=f"passed the acceptance gate in run {run_id}")
+        mlflow.set_tag(PROMOTION_TAG, "promoted" if promoted else "not promoted")
+    return report, before, promoted
 
 
 class FeatureTests:
