@@ -11,9 +11,8 @@ import pytest
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
 
-from helpers import Service, make_grocery_project, train
+from helpers import Service, make_grocery_project, system_tool, train
 
-CHROMIUM = Path("/usr/bin/chromium")  # Debian's package (.ci/run installs it): no browser download
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--no-first-run", "--disable-dev-shm-usage"]
 
@@ -71,9 +70,8 @@ def browser() -> Iterator["Browser"]:
     """One real headless Chromium (Playwright) for every page test of the session."""
     from playwright.sync_api import sync_playwright
 
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is not installed (apt-get install -y chromium)")
+    chromium = system_tool("chromium", "chromium")  # Debian's: no browser download
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         yield browser
         browser.close()
