@@ -16,10 +16,17 @@ from helpers import Service, make_grocery_project, system_tool, train
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--no-first-run", "--disable-dev-shm-usage"]
 
+# The longest tests by far: with `pytest -n 2 --dist loadfile` (make test) each starts first on a
+# worker, and the rest fill in around them.
+LONGEST_FIRST = ("tests/test_demo.py", "tests/test_plain_install.py")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # The demo is the longest test by far: with `pytest -n 2` (make test) it starts first on one
-    # worker while the other works through the rest.
-    items.sort(key=lambda item: item.nodeid.split("::")[0] != "tests/test_demo.py")
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid.split("::")[0]
+        return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)
 
 
 @pytest.fixture(scope="session")

@@ -49,14 +49,25 @@ def edit_yaml(root: Path, **changes: Any) -> None:
     edit_project_file(root, {k.replace("__", "."): v for k, v in changes.items()})
 
 
-def make_grocery_project(root: Path) -> Path:
-    init_project(root, "groceries")
+def shrink_grocery_project(root: Path, *, feature_tests: bool = False) -> None:
+    """The grocery example's cd4ml.yaml on SMALL_WORLD and SMALL_MODEL."""
     # The latency budget is the gate's own business (unit-tested); a busy test machine must not flake it.
+    # The feature-tests stage has its own test; elsewhere it only costs time.
     edit_yaml(root, source__options=SMALL_WORLD, model__params=SMALL_MODEL,
               acceptance__thresholds={"nwrmsle": {"max": 1.0}}, acceptance__latency_p99_ms=1000,
-              feature_tests=None)  # the feature-tests stage has its own test; elsewhere it only costs time
+              **({} if feature_tests else {"feature_tests": None}))
+
+
+def git_init(root: Path) -> None:
+    """A git repository at `root` with everything in it committed."""
     _git(root, "init", "-q")
     commit_all(root, "init")
+
+
+def make_grocery_project(root: Path) -> Path:
+    init_project(root, "groceries")
+    shrink_grocery_project(root)
+    git_init(root)
     return root
 
 
