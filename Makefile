@@ -1,10 +1,11 @@
-# The two entry points the README opens with. Each creates or refreshes .venv itself.
+# The two entry points the README opens with. Each creates or refreshes .venv itself;
+# `make test` also installs the Debian packages the tests use (scripts/system-packages.sh).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup clean
+.PHONY: demo test setup clean system-packages
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,17 +18,22 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/cd4ml demo --report build/cd4ml-demo-report.html
 
-test: $(STAMP)
+# First, so a machine where they cannot be installed stops before the venv is built.
+system-packages:
+	@bash scripts/system-packages.sh
+
+test: system-packages $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile  # 2 cores: the demo runs next to the rest
 
 clean:
 	rm -rf $(VENV) .pytest_cache
 
-# Benchmarks, one after another (needs wrk: apt-get install -y wrk); a few minutes on 2 cores.
+# Benchmarks, one after another (wrk is installed like the tests' packages); a few minutes on 2 cores.
 # Results in benchmarks/results/. Extra options: make bench BENCH_ARGS="--project DIR --profile 5"
 BENCH_ARGS ?=
 .PHONY: bench
 bench: $(STAMP)
+	@bash scripts/system-packages.sh wrk:wrk
 	$(BIN)/python benchmarks/startup.py
 	$(BIN)/python benchmarks/serving.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/pipeline.py --sizes 0.1,1

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import yaml
 
 from cd4ml.config import edit_project_file, load_project, parse_overrides
@@ -19,6 +21,16 @@ from cd4ml.train.pipeline import RunResult, run_pipeline
 # A grocery world small enough for seconds-long runs, big enough to learn from.
 SMALL_WORLD = {"n_stores": 3, "n_items": 40, "seed": 7, "start": "2024-01-01", "end": "2024-08-31"}
 SMALL_MODEL = {"n_estimators": 60, "learning_rate": 0.1, "num_leaves": 31, "min_child_samples": 20, "n_jobs": 1}
+
+
+def system_tool(command: str, package: str) -> str:
+    """The path of a command from a Debian package the tests use; a missing one fails the test, never
+    skips it (`make test` installs these packages: scripts/system-packages.sh)."""
+    path = shutil.which(command)
+    if path is None:
+        pytest.fail(f"{command} not found on PATH: install Debian's `{package}` package "
+                    f"(`make test` does it, or: apt-get install -y {package})")
+    return path
 
 
 def _git(root: Path, *args: str) -> None:
@@ -37,14 +49,25 @@ def edit_yaml(root: Path, **changes: Any) -> None:
     edit_project_file(root, {k.replace("__", "."): v for k, v in changes.items()})
 
 
-def make_grocery_project(root: Path) -> Path:
-    init_project(root, "groceries")
+def shrink_grocery_project(root: Path, *, feature_tests: bool = False) -> None:
+    """The grocery example's cd4ml.yaml on SMALL_WORLD and SMALL_MODEL."""
     # The latency budget is the gate's own business (unit-tested); a busy test machine must not flake it.
+    # The feature-tests stage has its own test; elsewhere it only costs time.
     edit_yaml(root, source__options=SMALL_WORLD, model__params=SMALL_MODEL,
               acceptance__thresholds={"nwrmsle": {"max": 1.0}}, acceptance__latency_p99_ms=1000,
-              feature_tests=None)  # the feature-tests stage has its own test; elsewhere it only costs time
+              **({} if feature_tests else {"feature_tests": None}))
+
+
+def git_init(root: Path) -> None:
+    """A git repository at `root` with everything in it committed."""
     _git(root, "init", "-q")
     commit_all(root, "init")
+
+
+def make_grocery_project(root: Path) -> Path:
+    init_project(root, "groceries")
+    shrink_grocery_project(root)
+    git_init(root)
     return root
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import collections
 import json
-import shutil
 import signal
 import subprocess
 import time
@@ -19,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cd4ml.config import load_project
 from cd4ml.serve.process import free_port
-from helpers import Service
+from helpers import Service, system_tool
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
 GOOD = {"date": "2024-08-20", "store_nbr": 2, "item_nbr": 100005, "onpromotion": 1}
@@ -164,10 +163,7 @@ def test_the_monitoring_report_is_exposed_at_scrape_time(service: Service, serve
 
 
 def _promtool(*args: str) -> subprocess.CompletedProcess:
-    exe = shutil.which("promtool")
-    if exe is None:
-        pytest.fail("promtool not found: install Debian's `prometheus` package (`apt-get install -y prometheus`; "
-                    ".ci/run does it)")
+    exe = system_tool("promtool", "prometheus")
     return subprocess.run([exe, *args], cwd=DEPLOY, capture_output=True, text=True, timeout=60)
 
 
@@ -183,9 +179,7 @@ class PrometheusServer:
     """A real Prometheus on 127.0.0.1 scraping one target every second, from the shipped config."""
 
     def __init__(self, workdir: Path, target: str) -> None:
-        exe = shutil.which("prometheus")
-        if exe is None:
-            pytest.fail("prometheus not found: install Debian's `prometheus` package (.ci/run does it)")
+        exe = system_tool("prometheus", "prometheus")
         config = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
         config["global"].update(scrape_interval="1s", evaluation_interval="1s")
         config["rule_files"] = [str(DEPLOY / f) for f in config["rule_files"]]

@@ -165,3 +165,29 @@ def test_page_makes_no_request_outside_the_service(page_service: Service, page: 
     assert {"/", "/static/app.js", "/static/style.css", "/inputs", "/version", "/predict"} <= paths, paths
     assert sum(url == base + "/version" for url in requests) >= 2  # the release header polls
     assert not failed and not errors, (failed, errors)
+
+
+def test_api_docs_render_every_operation_offline(page_service: Service, page: Page) -> None:
+    base = page_service.url
+    requests: list[str] = []
+    failed: list[str] = []
+    errors: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.on("requestfailed", lambda r: failed.append(f"{r.url}: {r.failure}"))
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.context.route(re.compile(r"^(?!" + re.escape(base) + r"/)"), lambda route: route.abort())
+    operations = [(method, route) for route, item in page_service.client.get("/openapi.json").json()["paths"].items()
+                  for method in item]
+    assert ("post", "/predict") in operations
+
+    page.goto(base + "/docs")
+    for method, route in operations:  # each operation is rendered by Swagger UI's own script
+        block = page.locator(f".opblock-{method} .opblock-summary-path[data-path='{route}']")
+        expect(block).to_have_count(1)
+        expect(block).to_be_visible()
+
+    assert all(url.startswith(base + "/") for url in requests), [u for u in requests if not u.startswith(base)]
+    assert any(url.endswith("/swagger-ui-bundle.js") for url in requests)  # served by the service itself
+    assert not failed and not errors, (failed, errors)
+    # ReDoc would fetch its logo from a CDN: not served at all.
+    assert page_service.client.get("/redoc").status_code == 404

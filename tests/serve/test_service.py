@@ -60,6 +60,44 @@ def test_http_predictions_equal_the_registry_model(service: Service, served_shop
         "application/json"]["schema"]["anyOf"][0]["properties"].keys() >= set(INPUTS)
 
 
+def _outside(values: list) -> object:
+    """A value of the same type that is not among `values`."""
+    return max(values) + 1 if isinstance(values[0], int) else "".join(map(str, values)) + "?"
+
+
+def test_openapi_documents_what_the_service_enforces(service: Service, served_shop: Path) -> None:
+    columns = load_project(served_shop).config.schema_.columns
+    body = service.client.get("/openapi.json").json()["paths"]["/predict"]["post"]["requestBody"]
+    props = body["content"]["application/json"]["schema"]["anyOf"][0]["properties"]
+    valid = _records(_holdout(served_shop, n=1))[0]
+    documented = {"enum": 0, "minimum": 0, "maximum": 0}
+    for name, prop in props.items():
+        spec = columns[name]
+        typed = [s for s in prop.get("anyOf", [prop]) if s.get("type") != "null"]
+        assert len(typed) == 1, prop
+        # An int column without a bound has int64's: numpy holds nothing larger.
+        low, high = (-2 ** 63, 2 ** 63 - 1) if spec.type == "int" else (None, None)
+        assert (typed[0].get("enum"), typed[0].get("minimum"), typed[0].get("maximum")) == \
+            (spec.categories, low if spec.min is None else spec.min, high if spec.max is None else spec.max), name
+        documented = {k: n + (k in typed[0]) for k, n in documented.items()}
+        # What the schema documents is what /predict does: inside accepted, outside refused naming the field.
+        cases = []
+        if spec.categories:
+            cases += [(v, 200) for v in spec.categories] + [(_outside(spec.categories), 422)]
+        if spec.min is not None:
+            cases += [(spec.min, 200), (spec.min - 1, 422)]
+        if spec.max is not None:
+            cases += [(spec.max, 200), (spec.max + 1, 422)]
+        if spec.type == "int":
+            cases += [(2 ** 63, 422), (-2 ** 63 - 1, 422), (10 ** 30, 422)]
+        for value, status in cases:
+            resp = service.client.post("/predict", json={**valid, name: value})
+            assert resp.status_code == status, (name, value, resp.text)
+            if status == 422:
+                assert [e["field"] for e in resp.json()["errors"]] == [name]
+    assert all(documented.values()), documented  # the example's schema has each kind: none was skipped
+
+
 def _client_loop(service: Service, record: dict, stop: threading.Event, seen: list, errors: list) -> None:
     import httpx
 

@@ -26,6 +26,7 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from pydantic import ValidationError
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
@@ -87,10 +88,12 @@ def create_app(project: Project, *, log_predictions: bool = True, poll_seconds: 
         metrics.stop(watcher, predlog)
 
     telemetry = serving.opentelemetry
-    app = FastAPI(title=f"cd4ml: {cfg.project}", lifespan=lifespan,
-                  telemetry={"tracing": telemetry, "metrics": telemetry, "logs": telemetry},
-                  description=f"Predictions of `{cfg.target}` from the champion release of "
-                              f"`{cfg.registry.model_name}`.")
+    # /docs loads Swagger UI's script and styles from fastapi-offline's package, so it works offline.
+    # No /redoc: ReDoc fetches its logo from a CDN whatever is served.
+    app = FastAPIOffline(title=f"cd4ml: {cfg.project}", lifespan=lifespan, redoc_url=None,
+                         telemetry={"tracing": telemetry, "metrics": telemetry, "logs": telemetry},
+                         description=f"Predictions of `{cfg.target}` from the champion release of "
+                                     f"`{cfg.registry.model_name}`.")
     app.state.watcher = watcher
     app.state.predlog = predlog
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

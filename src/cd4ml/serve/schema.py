@@ -11,7 +11,10 @@ import datetime as dt
 from typing import Annotated, Any, Optional
 
 import numpy as np
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
+from pydantic import (BaseModel, ConfigDict, Field, GetCoreSchemaHandler, GetJsonSchemaHandler, TypeAdapter,
+                      ValidationError, create_model)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, core_schema, to_jsonable_python
 
 from cd4ml.config import ColumnSpec, ProjectConfig
 
@@ -20,28 +23,42 @@ _PY_TYPES: dict[str, type] = {"int": int, "float": float, "str": str, "bool": bo
 _NUMPY_TYPES: dict[str, Any] = {"int": np.int64, "float": np.float64, "str": str, "bool": np.int64,
                                 "date": "datetime64[D]", "datetime": "datetime64[us]"}
 _UNIX_EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
+_INT64 = np.iinfo(np.int64)
 
 
-def _allowed(values: list[Any]) -> AfterValidator:
-    allowed = frozenset(values)
-    shown = ", ".join(map(str, values[:20])) + (", ..." if len(values) > 20 else "")
+class _Allowed:
+    """The schema's `categories`: checked after the type's own validation, documented as the JSON
+    schema's `enum` (so /docs and /openapi.json show what the service accepts)."""
 
-    def check(v: Any) -> Any:
-        if v is not None and v not in allowed:
-            raise ValueError(f"{v!r} is not an allowed value (allowed: {shown})")
+    def __init__(self, values: list[Any]) -> None:
+        self.allowed = frozenset(values)
+        self.enum = to_jsonable_python(values)
+        self.shown = ", ".join(map(str, values[:20])) + (", ..." if len(values) > 20 else "")
+
+    def check(self, v: Any) -> Any:
+        if v is not None and v not in self.allowed:
+            raise ValueError(f"{v!r} is not an allowed value (allowed: {self.shown})")
         return v
 
-    return AfterValidator(check)
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return core_schema.no_info_after_validator_function(self.check, handler(source))
+
+    def __get_pydantic_json_schema__(self, schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        return {**handler(schema), "enum": self.enum}
 
 
 def column_field(spec: ColumnSpec, required: bool) -> tuple[Any, Any]:
-    typ: Any = _PY_TYPES[spec.type]
+    low, high = spec.min, spec.max
+    if spec.type == "int":  # past int64 numpy cannot hold a value: refused (422) here, not a 500 in the batch
+        low = _INT64.min if low is None else max(low, _INT64.min)
+        high = _INT64.max if high is None else min(high, _INT64.max)
+    # Bounds on the value's own type, inside Optional: so the JSON schema says `minimum`/`maximum` there.
+    typ: Any = Annotated[_PY_TYPES[spec.type], Field(ge=low, le=high)]
     if spec.categories is not None:
-        typ = Annotated[typ, _allowed(spec.categories)]
+        typ = Annotated[typ, _Allowed(spec.categories)]
     if spec.nullable or not required:
         typ = Optional[typ]
-    default = ... if required and not spec.nullable else None
-    return typ, Field(default, ge=spec.min, le=spec.max)
+    return typ, Field(... if required and not spec.nullable else None)
 
 
 def record_model(cfg: ProjectConfig) -> type[BaseModel]:
