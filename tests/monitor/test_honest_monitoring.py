@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 import pandas as pd
@@ -19,6 +19,9 @@ import pytest
 
 from cd4ml.config import load_project
 from helpers import Service, cli, edit_yaml, make_csv_project, train
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 pytestmark = pytest.mark.slow
 
@@ -84,7 +87,27 @@ def _check(report: dict[str, Any], name: str) -> dict[str, Any]:
     return next(c for c in report["checks"] if c["name"] == name)
 
 
-def test_one_hourly_series_says_not_judged_with_count_and_minimum(meter: tuple[Path, Service]) -> None:
+def _dashboard_checks(root: Path, browser: "Browser") -> dict[str, str]:
+    """The real `cd4ml ui` in Chromium: each check's badge as the page shows it."""
+    from playwright.sync_api import expect
+
+    from cd4ml.serve.process import ServiceProcess
+
+    ui = ServiceProcess(root, command="ui")
+    context = browser.new_context()
+    try:
+        ui.wait_until("/", 200)
+        page = context.new_page()
+        page.goto(ui.url)
+        expect(page.locator("#checks-list .check")).to_have_count(4, timeout=60_000)
+        return {c.get_attribute("id"): c.locator(".badge").inner_text() for c in page.locator(".check").all()}
+    finally:
+        context.close()
+        ui.stop()
+
+
+def test_one_hourly_series_says_not_judged_with_count_and_minimum(meter: tuple[Path, Service],
+                                                                   browser: "Browser") -> None:
     root, svc = meter
     week = _hours(WEEK_1, 7, seed=2)
     answer = _predict(svc, week)
@@ -104,6 +127,8 @@ def test_one_hourly_series_says_not_judged_with_count_and_minimum(meter: tuple[P
     assert "No retraining due, but not judged (too little evidence): drift, accuracy, coverage." in out
     page = (load_project(root).monitor_dir / "report.html").read_text()
     assert "Not judged (too little evidence): drift, accuracy, coverage" in page
+    assert _dashboard_checks(root, browser) == {"check-drift": "NOT JUDGED", "check-accuracy": "NOT JUDGED",
+                                                "check-coverage": "NOT JUDGED", "check-age": "OK"}
 
     _feedback(svc, answer, week, range(60, 168))
     svc.wait_logged(168, 168)

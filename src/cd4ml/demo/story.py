@@ -23,6 +23,7 @@ import httpx
 import numpy as np
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from cd4ml.errors import Cd4mlError
@@ -253,7 +254,9 @@ def _in_the_wild(story: Story, service: ServiceProcess, tally: Any) -> tuple[lis
     options = dict(cfg.source.options)
     end = np.datetime64(str(options.pop("end")), "D")
     options.pop("start")
-    opens = str(end + NEW_STORE_DAY)
+    # Production starts on the Monday after the training data: a week of it is one calendar window.
+    start = end + 1 + (-(end + 1 - np.datetime64("1970-01-05", "D")).astype(int)) % 7
+    opens = str(start + NEW_STORE_DAY - 1)
     world = GroceryWorld(**options, regime_changes=[RegimeChange("new_store", opens, NEW_STORE)])
     story.commit("split: gate on the latest week: the team retrains weekly on production data",
                  **{"split.holdout_days": 7})
@@ -262,7 +265,7 @@ def _in_the_wild(story: Story, service: ServiceProcess, tally: Any) -> tuple[lis
     reports: list[dict[str, Any]] = []
     champions = []
     for week in range(PRODUCTION_WEEKS):
-        first = end + 1 + 7 * week
+        first = start + 7 * week
         via_file = week % 2 == 1  # actuals arrive over HTTP one week, as a file the next: both paths
         week_days, actuals = _forecast_week(story, service, world, str(first), str(first + 6), tally, via_file)
         days.extend(week_days)
@@ -366,9 +369,10 @@ def _monitor(story: Story) -> dict[str, Any]:
                           for f in latest["features"] if f["alarm"])
         story.say(f"monitor, window {latest['start']}..{latest['end']}: "
                   + (f"[red]drift[/] in {named or ', '.join(latest['drifted'])}" if latest["alarm"] else "no drift"))
+    marks = {"due": "[red]retrain[/]", "ok": "[green]ok[/]", "not judged": "[yellow]not judged[/]"}
     for c in report["checks"]:
         if c["enabled"]:
-            story.say(f"  {c['name']}: {'[red]retrain[/]' if c['due'] else '[green]ok[/]'} - {c['detail']}")
+            story.say(f"  {c['name']}: {marks[c['status']]} - {escape(c['detail'])}")
     story.say("cd4ml monitor --check: " + ("[red]exit 5, retraining is due[/]" if report["retrain_due"]
                                            else "[green]exit 0[/]"))
     return report

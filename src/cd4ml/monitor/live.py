@@ -10,6 +10,11 @@ Joining rules (each actual is counted once, whatever arrives):
 - An actual matching no stored prediction is `unknown` (it may match after the next
   compaction); one received more than `monitoring.late_after_days` after its last matched
   prediction is `late` (still scored).
+- By keys, a counted prediction is scored before test traffic or one dated out of range.
+
+What counts: predictions of live traffic (not `X-Cd4ml-Traffic: test`) whose date is within
+`monitoring.plausible_days` of the usual distance between a prediction's date and the day it
+was served. The others are counted in `excluded` and never reach a window.
 """
 
 from __future__ import annotations
@@ -174,7 +179,6 @@ class LiveData:
             UNION ALL
             SELECT a.ident, a.received_at, a."values", pr.pid, pr.model_version, pr.served_at, pr.counted
             FROM a_ranked a JOIN pr ON {on_keys} WHERE a.nth = 1 AND a.request_id IS NULL""")
-        # By keys, an actual scores a counted prediction before test traffic or an out-of-range one.
         con.execute("""CREATE TEMP TABLE best AS SELECT * FROM (
             SELECT *, row_number() OVER (PARTITION BY ident, model_version
                                          ORDER BY counted DESC, served_at DESC, pid DESC) AS r
