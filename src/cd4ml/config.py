@@ -227,12 +227,13 @@ class MonitoringConfig(_Strict):
     """Prediction store, actuals, drift and the retraining policy of `cd4ml monitor --check`."""
 
     store: str = ".cd4ml/monitor"
-    window_days: int = Field(7, gt=0, description="drift and accuracy windows, in days of the time column")
+    window_days: int = Field(7, gt=0, le=36_600, description="drift and accuracy windows, in days of the time "
+                                                             "column, counted from Monday 1970-01-05")
     windows: int = Field(4, gt=0, description="how many recent windows a report covers")
     late_after_days: float = Field(7.0, gt=0, description="actuals received later than this after the "
                                                           "prediction are counted as late (still used)")
     plausible_days: int | None = Field(
-        90, gt=0, description="a prediction whose time column is further than this from the usual distance "
+        90, gt=0, le=3_000_000, description="a prediction whose time column is further than this from the usual distance "
                               "to its serving time is flagged out of range and kept out of windows; null: off")
     drift: DriftConfig = DriftConfig()
     accuracy: AccuracyConfig = AccuracyConfig()

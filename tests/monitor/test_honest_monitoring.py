@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any, Iterator
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import Service, cli, edit_yaml, make_csv_project, train
 
 from cd4ml.config import load_project
-from helpers import Service, cli, edit_yaml, make_csv_project, train
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser

@@ -28,7 +28,6 @@ import pandas as pd
 
 from cd4ml.config import ProjectConfig
 
-
 _EPOCH = dt.date(1970, 1, 5)  # a Monday: windows of 7 days are Monday..Sunday weeks
 _EXAMPLES = 5  # out-of-range days named in a report
 

@@ -54,7 +54,7 @@ def build_reference(cfg: ProjectConfig, columns: Mapping[str, np.ndarray], predi
                                   segment_groups(cfg), seed=cfg.seed)
     profile["target_transform"] = spec["target_transform"]
     # How much evidence a production window can be expected to hold (the accuracy check's default minimum).
-    profile["holdout"] = {"rows": int(len(prediction)), "days": int(days)}
+    profile["holdout"] = {"rows": len(prediction), "days": int(days)}
     return profile
 
 

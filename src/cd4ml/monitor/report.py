@@ -23,7 +23,8 @@ from cd4ml.evaluate.metrics import METRICS, row_weights, score
 from cd4ml.features.transforms import forward_target
 from cd4ml.monitor import drift
 from cd4ml.monitor.live import LiveData, Window, with_attributes
-from cd4ml.monitor.profile import load as load_profile, rows_per_day
+from cd4ml.monitor.profile import load as load_profile
+from cd4ml.monitor.profile import rows_per_day
 from cd4ml.release.package import Release
 
 REPORT_FILE = "report.json"
@@ -244,12 +245,11 @@ def build_report(project: Project, *, compact: bool = True) -> dict[str, Any]:
     versions = f["model_version"].astype(str).to_numpy()
     days = f["day"].dt.date.to_numpy() if not f.empty else np.array([])
 
-    accuracy = []
-    for day in sorted(set(days[scored])):
-        for version in sorted(set(versions[scored & (days == day)]), key=int):
-            m = scored & (days == day) & (versions == version)
-            accuracy.append({"day": day.isoformat(), "model_version": version, "rows": int(m.sum()),
-                             "metrics": _metrics(cfg, actual[m], pred[m], _weights(cfg, watched, m))})
+    accuracy = [{"day": day.isoformat(), "model_version": version, "rows": int(m.sum()),
+                 "metrics": _metrics(cfg, actual[m], pred[m], _weights(cfg, watched, m))}
+                for day in sorted(set(days[scored]))
+                for version in sorted(set(versions[scored & (days == day)]), key=int)
+                for m in [scored & (days == day) & (versions == version)]]
 
     releases = []
     for row in reversed(listed):
