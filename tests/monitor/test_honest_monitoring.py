@@ -207,3 +207,4 @@ def test_test_traffic_stays_out_and_a_far_future_record_hides_no_drift(meter: tu
     out, report = _monitor(root, 5)
     assert _check(report, "drift") == drifted
     assert report["excluded"]["out_of_range_days"] == ["9999-12-31"] and "9999-12-31" in out
+    assert 'cd4ml_drift_alarm{feature="x"} 1.0' in svc.client.get("/metrics").text  # what alerting sees

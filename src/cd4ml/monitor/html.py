@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from cd4ml.evaluate.plots import figure, png_tag
+from cd4ml.monitor.verdicts import judged_window
 
 _PALETTE = ["#2a7ab9", "#e67e22", "#27ae60", "#8e44ad", "#c0392b", "#16a085"]
 
@@ -46,8 +47,6 @@ def _accuracy_plot(report: dict[str, Any]) -> str:
 
 
 def _drift_plot(report: dict[str, Any]) -> str:
-    from cd4ml.monitor.report import judged_window
-
     w = judged_window(report)
     if w is None:
         return "<p>No drift windows yet.</p>"

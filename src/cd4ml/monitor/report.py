@@ -25,10 +25,10 @@ from cd4ml.monitor import drift
 from cd4ml.monitor.live import LiveData, Window, with_attributes
 from cd4ml.monitor.profile import load as load_profile
 from cd4ml.monitor.profile import rows_per_day
+from cd4ml.monitor.verdicts import NOT_JUDGED, judged_window
 from cd4ml.release.package import Release
 
 REPORT_FILE = "report.json"
-NOT_JUDGED = "not judged"
 HTML_FILE = "report.html"
 
 
@@ -307,12 +307,6 @@ def write_report(project: Project, report: dict[str, Any], html: Path | None = N
     return path, html
 
 
-def judged_window(report: dict[str, Any]) -> dict[str, Any] | None:
-    """The drift window the drift check judged (the latest with enough rows), else the latest; None for none."""
-    windows = report["drift"]["windows"]
-    return next((w for w in reversed(windows) if w.get("judged", True)), windows[-1] if windows else None)
-
-
 def print_report(report: dict[str, Any], console: Any) -> None:
     """The report for a terminal: per release, the latest drift window, the checks."""
     from rich.markup import escape
@@ -365,7 +359,8 @@ def print_report(report: dict[str, Any], console: Any) -> None:
                       + (f" (e.g. {', '.join(excluded['out_of_range_days'])}; more than "
                          f"{excluded['plausible_days']} days from the usual lead)" if excluded["out_of_range"] else ""),
                       markup=False)
-    marks = {"due": ("retrain", "red"), "ok": ("ok", "green"), NOT_JUDGED: (NOT_JUDGED, "yellow"), "off": ("off", "dim")}
+    marks = {"due": ("retrain", "red"), "ok": ("ok", "green"), NOT_JUDGED: (NOT_JUDGED, "yellow"),
+             "off": ("off", "dim")}
     for c in report["checks"]:
         text, style = marks[c["status"]]
         console.print(f"  {escape(c['name']):<9} [{style}]{text:<10}[/] {escape(c['detail'])}")

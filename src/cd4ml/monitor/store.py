@@ -13,7 +13,8 @@ Tables (one row per predicted record / per actual):
                  inputs struct<one field per `input_columns` column, typed; absent -> null>,
                  traffic string ("live" or "test"; null, read as live, in older lines and tables)
     actuals:     received_at timestamp[us, UTC], request_id string?, record int32?,
-                 keys struct<`schema.keys` columns>? (absent without keys), values struct<every non-input schema column?>,
+                 keys struct<`schema.keys` columns>? (no column without keys),
+                 values struct<every non-input schema column?>,
                  source string
 
 Config types map to Arrow as int -> int64, float -> float64, str -> string, bool -> bool,
