@@ -27,6 +27,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from cd4ml.errors import Cd4mlError
+from cd4ml.monitor.verdicts import judged_window
 from cd4ml.serve.process import ServiceProcess
 
 # The first model the team ships: store x item level and weekday only. Later commits add the
@@ -285,7 +286,7 @@ def _in_the_wild(story: Story, service: ServiceProcess, tally: Any) -> tuple[lis
             story.check(not report["retrain_due"], "monitoring raised an alarm on the unchanged world: "
                         f"{[c['detail'] for c in report['checks'] if c['due']]}")
         elif week == 1:
-            latest = report["drift"]["windows"][-1]
+            latest = judged_window(report) or {"drifted": []}
             story.check(report["retrain_due"] and "store_nbr" in latest["drifted"],
                         f"monitoring did not flag the new store: drifted {latest['drifted']}")
         if report["retrain_due"]:
@@ -363,7 +364,7 @@ def _monitor(story: Story) -> dict[str, Any]:
     proc = story.cd4ml("monitor", "--check", "--json", expect=(0, 5))
     report = json.loads(proc.stdout)
     story.check((proc.returncode == 5) == report["retrain_due"], "monitor --check exit code disagrees with its report")
-    latest = report["drift"]["windows"][-1] if report["drift"]["windows"] else None
+    latest = judged_window(report)
     if latest:
         named = ", ".join(f"{f['name']} (PSI {f['psi']:.2f}{', new: ' + ', '.join(f['new_values']) if f['new_values'] else ''})"
                           for f in latest["features"] if f["alarm"])
@@ -408,7 +409,7 @@ def _summary(story: Story, tally: Any, logged: int, elapsed: float) -> None:
     story.console.print(table)
     for report in story.monitoring:
         week = story.production[7 * (report["week"] - 1): 7 * report["week"]]
-        latest = report["drift"]["windows"][-1] if report["drift"]["windows"] else None
+        latest = judged_window(report)
         story.console.print(
             f"week {report['week']}: live nwrmsle {np.mean([d['nwrmsle'] for d in week]):.4f} by version(s) "
             f"{', '.join(sorted({v for d in week for v in d['versions']}))}; drift: "
