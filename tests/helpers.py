@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,16 @@ class Service(ServiceProcess):
     def stop(self) -> int:
         self.client.close()
         return super().stop()
+
+    def wait_logged(self, predictions: int, actuals: int) -> None:
+        """Until the service's log writers have written this many predictions and actuals (20 s at most)."""
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            ready = self.client.get("/ready").json()
+            if ready["predictions_logged"] >= predictions and ready["actuals_logged"] >= actuals:
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"log not flushed: {ready}, wanted {predictions} predictions, {actuals} actuals")
 
     def __enter__(self) -> "Service":
         self.wait_until("/health", 200)

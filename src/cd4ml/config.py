@@ -216,7 +216,9 @@ class DriftConfig(_Strict):
 class AccuracyConfig(_Strict):
     margin: float = Field(0.10, ge=0, description="relative: live primary metric worse than offline by more "
                                                   "than this means retraining is due")
-    min_rows: int = Field(1000, ge=1, description="joined rows needed before live accuracy is judged")
+    min_rows: int | None = Field(
+        None, ge=1, description="scored rows of the champion a window needs before live accuracy is judged; "
+                                "null: half the rows a window of the champion's holdout held, within 30..1000")
 
 
 class RetrainConfig(_Strict):
@@ -232,10 +234,14 @@ class MonitoringConfig(_Strict):
     """Prediction store, actuals, drift and the retraining policy of `cd4ml monitor --check`."""
 
     store: str = ".cd4ml/monitor"
-    window_days: int = Field(7, gt=0, description="drift and accuracy windows, in days of the time column")
+    window_days: int = Field(7, gt=0, le=36_600, description="drift and accuracy windows, in days of the time "
+                                                             "column, counted from Monday 1970-01-05")
     windows: int = Field(4, gt=0, description="how many recent windows a report covers")
     late_after_days: float = Field(7.0, gt=0, description="actuals received later than this after the "
                                                           "prediction are counted as late (still used)")
+    plausible_days: int | None = Field(
+        90, gt=0, le=3_000_000, description="a prediction whose time column is further than this from the usual distance "
+                              "to its serving time is flagged out of range and kept out of windows; null: off")
     drift: DriftConfig = DriftConfig()
     accuracy: AccuracyConfig = AccuracyConfig()
     retrain: RetrainConfig = RetrainConfig()

@@ -224,6 +224,32 @@ def test_empty_report_shows_the_empty_states(watched: Callable[[str], Watched]) 
         assert not w.console, w.console
 
 
+def test_checks_not_judged_and_traffic_kept_out_are_shown(watched: Callable[[str], Watched]) -> None:
+    report = copy.deepcopy(SAMPLE)
+    report["checks"] = [
+        {"name": "drift", "enabled": True, "status": "ok", "due": False, "judged": True,
+         "detail": "window 2024-09-09..2024-09-15: no drift in 840 rows", "rows": 840, "min_rows": 200},
+        {"name": "accuracy", "enabled": True, "status": "not judged", "due": False, "judged": False,
+         "detail": "at most 119 scored rows of the champion in a window (1,000 needed)", "rows": 119,
+         "min_rows": 1000}]
+    report |= {"retrain_due": False, "not_judged": ["accuracy"],
+               "excluded": {"test": 1000, "out_of_range": 1, "out_of_range_days": ["9999-12-31"],
+                            "plausible_days": 90}}
+    with running(lambda: report) as base:
+        page = watched(base).open()
+        _drawn(page)
+        expect(page.locator("#status")).to_have_attribute("data-state", "unjudged")
+        expect(page.locator("#status-text")).to_have_text("Not judged: accuracy")
+        accuracy = page.locator("#check-accuracy")
+        expect(accuracy).to_have_attribute("data-state", "unjudged")
+        expect(accuracy.locator(".badge")).to_have_text("not judged")
+        expect(accuracy.locator(".badge")).to_have_attribute("title", re.compile("119 rows, 1,000 needed"))
+        expect(page.locator("#check-drift")).to_have_attribute("data-state", "ok")
+        expect(page.locator("#traffic-excluded")).to_have_text(
+            "Kept out of windows, accuracy and checks: 1,000 test-traffic predictions, 1 dated out of range "
+            "(e.g. 9999-12-31; more than 90 days from the usual lead).")
+
+
 def test_report_failure_is_shown_and_answered_503(watched: Callable[[str], Watched]) -> None:
     message = "no prediction log under /srv/shop/.cd4ml/predictions: run `cd4ml serve` first"
 

@@ -39,16 +39,6 @@ def _actuals(day: pd.DataFrame) -> list[dict[str, Any]]:
         date=day["date"].dt.strftime("%Y-%m-%d")).to_dict("records")
 
 
-def _wait_logged(svc: Service, predictions: int, actuals: int) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        ready = svc.client.get("/ready").json()
-        if ready["predictions_logged"] >= predictions and ready["actuals_logged"] >= actuals:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"log not flushed: {ready}, wanted {predictions} predictions, {actuals} actuals")
-
-
 @pytest.fixture(scope="module")
 def served(ingested_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Service]]:
     root = tmp_path_factory.mktemp("loop") / "shop"
@@ -91,7 +81,7 @@ def week(served: tuple[Path, Service], tmp_path_factory: pytest.TempPathFactory)
     unknown = [{**a, "date": "2024-10-01"} for a in _actuals(days[1])[:5]]
     assert svc.client.post("/feedback", json=dupes + unknown).status_code == 202
     sent_actuals += 15
-    _wait_logged(svc, sent_predictions, sent_actuals)
+    svc.wait_logged(sent_predictions, sent_actuals)
     # Day 7's actuals come late, as a file.
     time.sleep(LATE_SECONDS + 1)
     csv = tmp_path_factory.mktemp("actuals") / "day7.csv"
@@ -161,13 +151,13 @@ def test_check_exits_5_naming_the_drifted_column_when_a_store_opens(
     root, svc = served
     logged = svc.client.get("/ready").json()["predictions_logged"]
     n = 0
-    for day in WORLD.days("2024-09-08", "2024-09-14"):
+    for day in WORLD.days("2024-09-09", "2024-09-15"):  # Monday..Sunday: one calendar window
         records = _records(day)
         store_4 = [{**r, "store_nbr": 4} for r in records if r["store_nbr"] == 1]  # a store the model never saw
         resp = svc.client.post("/predict", json=records + store_4)
         assert resp.status_code == 200 and sum(resp.json()["fallback"]) == len(store_4)
         n += len(records) + len(store_4)
-    _wait_logged(svc, logged + n, 0)
+    svc.wait_logged(logged + n, 0)
     proc = cli(root, "monitor", "--check")
     assert proc.returncode == 5, proc.stdout + proc.stderr
     assert "retraining is due (drift" in proc.stderr

@@ -72,12 +72,12 @@ def test_compaction_types_and_values(shop: Path) -> None:
         pa.field("served_at", pa.timestamp("us", tz="UTC"), nullable=False), ("model_version", pa.string()),
         ("prediction", pa.float64()), ("fallback", pa.bool_()), ("latency_ms", pa.float64()),
         pa.field("inputs", pa.struct([("date", pa.date32()), ("store_nbr", pa.int64()), ("item_nbr", pa.int64()),
-                                      ("onpromotion", pa.int64())]), nullable=False)])
+                                      ("onpromotion", pa.int64())]), nullable=False), ("traffic", pa.string())])
     rows = sorted(table.to_pylist(), key=lambda r: r["request_id"])
     assert rows[0] == {"request_id": "a", "record": 0, "model_version": "1", "prediction": 3.25, "fallback": False,
                        "served_at": dt.datetime(2026, 11, 26, 14, 0, 0, 123456, tzinfo=dt.timezone.utc),
                        "latency_ms": 0.8, "inputs": {"date": dt.date(2024, 8, 1), "store_nbr": 2,
-                                                     "item_nbr": 100007, "onpromotion": 1}}
+                                                     "item_nbr": 100007, "onpromotion": 1}, "traffic": None}
     assert rows[1]["inputs"] == {"date": dt.date(2024, 8, 2), "store_nbr": 3, "item_nbr": 100001, "onpromotion": None}
     assert (rows[1]["record"], rows[1]["prediction"], rows[1]["fallback"]) == (4, None, True)
 
@@ -234,6 +234,36 @@ def test_duckdb_queries_the_store(shop: Path) -> None:
         .fetchall() == [(5.0, 4.0)]
     assert store.connect().sql("SELECT inputs.store_nbr, count(*) FROM predictions GROUP BY 1 ORDER BY 1") \
         .fetchall() == [(2, 2), (9, 1)]
+
+
+def test_lines_and_tables_from_before_the_traffic_field_read_as_live(shop: Path) -> None:
+    import shutil
+
+    from deltalake import CommitProperties, write_deltalake
+
+    from cd4ml.monitor.live import LiveData
+
+    project = load_project(shop)
+    store = PredictionStore(project)
+    _write(shop, [_event("a"), _event("b")])  # lines as the service wrote them before the field existed
+    store.compact()
+    # The table as an earlier cd4ml wrote it: no traffic column, the same offsets in its commit.
+    offsets = DeltaTable(str(store.predictions_path)).history(1)[0]["cd4ml.offsets"]
+    old = store.predictions().to_table().drop_columns(["traffic"])
+    shutil.rmtree(store.predictions_path)
+    write_deltalake(str(store.predictions_path), old,
+                    commit_properties=CommitProperties(custom_metadata={"cd4ml.offsets": offsets}))
+    live = LiveData(project.config, store.predictions(), None, windows=project.config.monitoring.windows)
+    assert sorted(live.frame["request_id"]) == ["a", "b"] and live.excluded.test == 0
+
+    _write(shop, [_event("c", traffic="live"), _event("d", traffic="test")])
+    assert store.compact().predictions == 2  # the column is added to the old table
+    rows = store.predictions().to_table(columns=["request_id", "traffic"]).to_pylist()
+    assert sorted((r["request_id"], r["traffic"]) for r in rows) == [
+        ("a", None), ("b", None), ("c", "live"), ("d", "test")]
+    live = LiveData(project.config, store.predictions(), None, windows=project.config.monitoring.windows)
+    assert sorted(live.frame["request_id"]) == ["a", "b", "c"]
+    assert (live.excluded.test, live.excluded.out_of_range) == (1, 0)
 
 
 # -- the real service under load ------------------------------------------------------------------

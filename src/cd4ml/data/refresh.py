@@ -21,9 +21,6 @@ from cd4ml.data.ingest import IngestResult, store_frame
 from cd4ml.data.table import TrainingTable
 from cd4ml.errors import ConfigError
 
-# Prediction-store rows older than this are not fed back (the whole store, in practice).
-_ALL_DAYS = 1_000_000
-
 
 @dataclass(frozen=True)
 class RefreshResult:
@@ -47,7 +44,8 @@ def refresh(project: Project) -> RefreshResult:
                           key="schema.keys")
     store = PredictionStore(project)
     store.compact()
-    live = LiveData(cfg, store.predictions(), store.actuals(), days=_ALL_DAYS)
+    # Every day of the store; test traffic and predictions dated out of range never become training rows.
+    live = LiveData(cfg, store.predictions(), store.actuals(), windows=None)
     rows = live.frame[live.has_actual] if not live.frame.empty else live.frame
     candidates = len(rows)
     if rows.empty:

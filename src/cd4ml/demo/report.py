@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from cd4ml.evaluate.plots import figure, png_tag
+from cd4ml.monitor.verdicts import judged_window
 
 
 def _metrics_plot(releases: list[dict[str, Any]]) -> str:
@@ -57,7 +58,7 @@ def _production_plots(days: list[dict[str, Any]], weeks: list[dict[str, Any]]) -
 def _monitor_rows(weeks: list[dict[str, Any]]) -> list[list[Any]]:
     rows = []
     for w in weeks:
-        latest = w["drift"]["windows"][-1] if w["drift"]["windows"] else None
+        latest = judged_window(w)
         champion = next((r for r in w["releases"] if r["champion"]), None)
         acc = next((c["detail"] for c in w["checks"] if c["name"] == "accuracy"), "")
         drifted = ", ".join(latest["drifted"]) if latest and latest["alarm"] else "none"

@@ -23,9 +23,11 @@ import httpx
 import numpy as np
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from cd4ml.errors import Cd4mlError
+from cd4ml.monitor.verdicts import judged_window
 from cd4ml.serve.process import ServiceProcess
 
 # The first model the team ships: store x item level and weekday only. Later commits add the
@@ -253,7 +255,9 @@ def _in_the_wild(story: Story, service: ServiceProcess, tally: Any) -> tuple[lis
     options = dict(cfg.source.options)
     end = np.datetime64(str(options.pop("end")), "D")
     options.pop("start")
-    opens = str(end + NEW_STORE_DAY)
+    # Production starts on the Monday after the training data: a week of it is one calendar window.
+    start = end + 1 + (-(end + 1 - np.datetime64("1970-01-05", "D")).astype(int)) % 7
+    opens = str(start + NEW_STORE_DAY - 1)
     world = GroceryWorld(**options, regime_changes=[RegimeChange("new_store", opens, NEW_STORE)])
     story.commit("split: gate on the latest week: the team retrains weekly on production data",
                  **{"split.holdout_days": 7})
@@ -262,7 +266,7 @@ def _in_the_wild(story: Story, service: ServiceProcess, tally: Any) -> tuple[lis
     reports: list[dict[str, Any]] = []
     champions = []
     for week in range(PRODUCTION_WEEKS):
-        first = end + 1 + 7 * week
+        first = start + 7 * week
         via_file = week % 2 == 1  # actuals arrive over HTTP one week, as a file the next: both paths
         week_days, actuals = _forecast_week(story, service, world, str(first), str(first + 6), tally, via_file)
         days.extend(week_days)
@@ -282,7 +286,7 @@ def _in_the_wild(story: Story, service: ServiceProcess, tally: Any) -> tuple[lis
             story.check(not report["retrain_due"], "monitoring raised an alarm on the unchanged world: "
                         f"{[c['detail'] for c in report['checks'] if c['due']]}")
         elif week == 1:
-            latest = report["drift"]["windows"][-1]
+            latest = judged_window(report) or {"drifted": []}
             story.check(report["retrain_due"] and "store_nbr" in latest["drifted"],
                         f"monitoring did not flag the new store: drifted {latest['drifted']}")
         if report["retrain_due"]:
@@ -360,15 +364,16 @@ def _monitor(story: Story) -> dict[str, Any]:
     proc = story.cd4ml("monitor", "--check", "--json", expect=(0, 5))
     report = json.loads(proc.stdout)
     story.check((proc.returncode == 5) == report["retrain_due"], "monitor --check exit code disagrees with its report")
-    latest = report["drift"]["windows"][-1] if report["drift"]["windows"] else None
+    latest = judged_window(report)
     if latest:
         named = ", ".join(f"{f['name']} (PSI {f['psi']:.2f}{', new: ' + ', '.join(f['new_values']) if f['new_values'] else ''})"
                           for f in latest["features"] if f["alarm"])
         story.say(f"monitor, window {latest['start']}..{latest['end']}: "
                   + (f"[red]drift[/] in {named or ', '.join(latest['drifted'])}" if latest["alarm"] else "no drift"))
+    marks = {"due": "[red]retrain[/]", "ok": "[green]ok[/]", "not judged": "[yellow]not judged[/]"}
     for c in report["checks"]:
         if c["enabled"]:
-            story.say(f"  {c['name']}: {'[red]retrain[/]' if c['due'] else '[green]ok[/]'} - {c['detail']}")
+            story.say(f"  {c['name']}: {marks[c['status']]} - {escape(c['detail'])}")
     story.say("cd4ml monitor --check: " + ("[red]exit 5, retraining is due[/]" if report["retrain_due"]
                                            else "[green]exit 0[/]"))
     return report
@@ -404,7 +409,7 @@ def _summary(story: Story, tally: Any, logged: int, elapsed: float) -> None:
     story.console.print(table)
     for report in story.monitoring:
         week = story.production[7 * (report["week"] - 1): 7 * report["week"]]
-        latest = report["drift"]["windows"][-1] if report["drift"]["windows"] else None
+        latest = judged_window(report)
         story.console.print(
             f"week {report['week']}: live nwrmsle {np.mean([d['nwrmsle'] for d in week]):.4f} by version(s) "
             f"{', '.join(sorted({v for d in week for v in d['versions']}))}; drift: "

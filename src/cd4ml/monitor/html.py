@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from cd4ml.evaluate.plots import figure, png_tag
+from cd4ml.monitor.verdicts import judged_window
 
 _PALETTE = ["#2a7ab9", "#e67e22", "#27ae60", "#8e44ad", "#c0392b", "#16a085"]
 
@@ -46,10 +47,9 @@ def _accuracy_plot(report: dict[str, Any]) -> str:
 
 
 def _drift_plot(report: dict[str, Any]) -> str:
-    windows = report["drift"]["windows"]
-    if not windows:
+    w = judged_window(report)
+    if w is None:
         return "<p>No drift windows yet.</p>"
-    w = windows[-1]
     entries = [(f["name"], f["psi"] or 0.0, f["alarm"]) for f in w["features"]]
     entries += [(k, w[k]["psi"], w[k]["alarm"]) for k in ("prediction", "target") if w.get(k)]
     fig = figure(7, 0.32 * len(entries) + 1.4)
@@ -82,6 +82,14 @@ def _prediction_plot(report: dict[str, Any]) -> str:
     return png_tag(fig)
 
 
+def _not_judged(report: dict[str, Any]) -> str:
+    names = report.get("not_judged") or []
+    if not names:
+        return ""
+    return (' <b class="not-judged" style="color:#a16207">Not judged (too little evidence): '
+            f"{html.escape(', '.join(names))}</b>.")
+
+
 def render_page(report: dict[str, Any]) -> str:
     """The report as an HTML document (str)."""
     from rich.console import Console
@@ -96,7 +104,7 @@ def render_page(report: dict[str, Any]) -> str:
 body{{font:15px/1.5 system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#1d2733}}
 h1{{color:#0f3b57}} img{{max-width:100%}} .terminal{{font-size:12px;background:#fafbfc;padding:1em;overflow-x:auto}}
 </style></head><body><h1>{title}</h1>
-<p><b>{'Retraining is due' if report['retrain_due'] else 'No retraining due'}</b>.
+<p><b>{'Retraining is due' if report['retrain_due'] else 'No retraining due'}</b>.{_not_judged(report)}
 Feedback: {', '.join(f'{k} {v:,}' for k, v in report['feedback'].items())}.</p>
 {terminal}
 <h2>Live accuracy</h2>{_accuracy_plot(report)}

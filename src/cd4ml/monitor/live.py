@@ -10,11 +10,17 @@ Joining rules (each actual is counted once, whatever arrives):
 - An actual matching no stored prediction is `unknown` (it may match after the next
   compaction); one received more than `monitoring.late_after_days` after its last matched
   prediction is `late` (still scored).
+- By keys, a counted prediction is scored before test traffic or one dated out of range.
+
+What counts: predictions of live traffic (not `X-Cd4ml-Traffic: test`) whose date is within
+`monitoring.plausible_days` of the usual distance between a prediction's date and the day it
+was served. The others are counted in `excluded` and never reach a window.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -22,28 +28,69 @@ import pandas as pd
 
 from cd4ml.config import ProjectConfig
 
+_EPOCH = dt.date(1970, 1, 5)  # a Monday: windows of 7 days are Monday..Sunday weeks
+_EXAMPLES = 5  # out-of-range days named in a report
+
 
 def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-class LiveData:
-    """The stored predictions of the report's period, each with its matched actual (or none).
+@dataclass(frozen=True)
+class Window:
+    """A calendar window of the time column, both ends included."""
 
-    `frame`: one row per stored prediction of the last `days` days (by the time column),
+    start: dt.date
+    end: dt.date
+
+
+def _day(number: int) -> dt.date:
+    # Clamped: with the range check off, a day such as 9999-12-31 can bound a window.
+    return dt.date.fromordinal(min(max(number, 1), dt.date.max.toordinal()))
+
+
+def calendar_window(index: int, size: int) -> Window:
+    """Window `index` of `size` days counted from Monday 1970-01-05 (its bounds depend on the calendar only)."""
+    first = _EPOCH.toordinal() + index * size
+    return Window(_day(first), _day(first + size - 1))
+
+
+def window_index(day: dt.date, size: int) -> int:
+    return (day.toordinal() - _EPOCH.toordinal()) // size
+
+
+@dataclass
+class Excluded:
+    """Stored predictions kept out of the windows: marked as test traffic, or dated out of range."""
+
+    test: int = 0
+    out_of_range: int = 0
+    out_of_range_days: list[str] = field(default_factory=list)  # the furthest few, ISO dates
+    plausible_days: int | None = None
+
+
+class LiveData:
+    """The stored predictions of the report's windows, each with its matched actual (or none).
+
+    `frame`: one row per live prediction in the calendar windows (by the time column),
     ordered by serving time, with columns `request_id`, `record`, `served_at`,
     `model_version`, `prediction`, `fallback`, `latency_ms`, `day` (date), the request
     inputs, and `actual_<column>` for every non-input schema column an actual may carry
-    (NaN/None where no actual is matched).
+    (NaN/None where no actual is matched). Test traffic and predictions dated out of range
+    (see `Excluded`) are counted in `excluded`, never in `frame`. `windows`: the calendar
+    windows the frame covers, oldest first (empty without live predictions).
     """
 
-    def __init__(self, cfg: ProjectConfig, predictions: Any, actuals: Any, *, days: int) -> None:
-        """`predictions`, `actuals`: pyarrow datasets of the prediction store, or None when empty."""
+    def __init__(self, cfg: ProjectConfig, predictions: Any, actuals: Any, *, windows: int | None) -> None:
+        """`predictions`, `actuals`: pyarrow datasets of the prediction store, or None when empty;
+        `windows`: how many calendar windows of `monitoring.window_days` (None: every day)."""
         import duckdb
 
         self.cfg = cfg
         self.value_columns = [c for c in cfg.schema_.columns if c not in set(cfg.input_columns)]
         self.counts = {"received": 0, "matched": 0, "duplicate": 0, "unknown": 0, "late": 0}
+        self.excluded = Excluded(plausible_days=cfg.monitoring.plausible_days)
+        self.windows: list[Window] = []
         if predictions is None:
             self.frame = pd.DataFrame(columns=["request_id", "record", "served_at", "model_version", "prediction",
                                                "fallback", "latency_ms", "day", *cfg.input_columns,
@@ -53,12 +100,8 @@ class LiveData:
             return
         con = duckdb.connect()
         con.register("p_store", predictions)
-        day = f"CAST(inputs.{_q(cfg.time_column)} AS DATE)"
-        con.execute(f"""CREATE TEMP TABLE pr AS
-            SELECT row_number() OVER (ORDER BY served_at, request_id, record) - 1 AS pid, *, {day} AS day
-            FROM p_store""")
-        # Actuals match against every stored prediction; the frame keeps the report's period only.
-        period = f"WHERE day > (SELECT max(day) FROM pr) - INTERVAL {int(days)} DAY"
+        self._flag(con, "traffic" in predictions.schema.names)
+        period = self._period(con, windows)
         values = ", ".join(f"NULL::VARCHAR AS {_q('actual_' + c)}" for c in self.value_columns)
         if actuals is not None and actuals.count_rows():
             con.register("a_store", actuals)
@@ -68,30 +111,76 @@ class LiveData:
         else:
             joined = f"SELECT pr.*, {values} FROM pr {period} ORDER BY pid"
         table = con.sql(joined).to_arrow_table()
-        flat = table.drop_columns(["inputs"])
+        flat = table.drop_columns(["inputs", "pid", "traffic", "lead", "counted"])
         inputs = table.column("inputs").combine_chunks()
-        for i, field in enumerate(inputs.type):
-            flat = flat.append_column(field.name, inputs.field(i))
-        self.frame = flat.drop_columns(["pid"]).to_pandas(date_as_object=False)
+        for i, field_ in enumerate(inputs.type):
+            flat = flat.append_column(field_.name, inputs.field(i))
+        self.frame = flat.to_pandas(date_as_object=False)
         con.close()
+
+    def _flag(self, con: Any, has_traffic: bool) -> None:
+        """Table `pr`: every stored prediction with `counted` (live and in range) and `lead`, its day minus
+        the day it was served. Out of range: a lead further than `plausible_days` from the median lead."""
+        cfg = self.cfg
+        day = f"CAST(inputs.{_q(cfg.time_column)} AS DATE)"
+        # Lines logged before the traffic field existed are live traffic.
+        traffic = "* REPLACE (coalesce(traffic, 'live') AS traffic)" if has_traffic else "*, 'live' AS traffic"
+        con.execute(f"""CREATE TEMP TABLE flagged AS
+            SELECT row_number() OVER (ORDER BY served_at, request_id, record) - 1 AS pid, {traffic}, {day} AS day,
+                   date_diff('day', DATE '1970-01-01', {day}) - floor(epoch(served_at) / 86400)::BIGINT AS lead
+            FROM p_store""")
+        typical = con.execute("SELECT quantile_disc(lead, 0.5) FROM flagged WHERE traffic = 'live'").fetchall()[0][0]
+        limit = cfg.monitoring.plausible_days
+        in_range = f"abs(lead - {int(typical)}) <= {int(limit)}" if limit and typical is not None else "TRUE"
+        con.execute(f"CREATE TEMP TABLE pr AS SELECT *, traffic = 'live' AND {in_range} AS counted FROM flagged")
+        test, out = con.execute("SELECT count(*) FILTER (traffic <> 'live'), "
+                                "count(*) FILTER (traffic = 'live' AND NOT counted) FROM pr").fetchall()[0]
+        self.excluded.test, self.excluded.out_of_range = int(test), int(out)
+        if out:
+            far = con.execute(f"SELECT day FROM pr WHERE traffic = 'live' AND NOT counted GROUP BY day "
+                              f"ORDER BY max(abs(lead - {int(typical)})) DESC, day LIMIT {_EXAMPLES}").fetchall()
+            self.excluded.out_of_range_days = [d.isoformat() for (d,) in far]
+
+    def _period(self, con: Any, windows: int | None) -> str:
+        """The WHERE clause of the frame (every counted row for None), and `self.windows`.
+
+        The report ends at the latest window with `monitoring.drift.min_rows` counted rows (else the
+        latest with any) and covers the `windows` before it, plus any later windows: those hold too
+        few rows to be judged, so a stray record dated ahead shows up without moving the report.
+        """
+        if windows is None:
+            return "WHERE pr.counted"
+        cfg = self.cfg
+        size, need = cfg.monitoring.window_days, cfg.monitoring.drift.min_rows
+        start = f"DATE '{_EPOCH.isoformat()}'"
+        rows = dict(con.execute(f"SELECT floor(date_diff('day', {start}, day) / {size})::BIGINT AS w, count(*) "
+                                f"FROM pr WHERE counted GROUP BY w").fetchall())
+        if not rows:
+            return "WHERE FALSE"
+        anchor = max((w for w, n in rows.items() if n >= need), default=max(rows))
+        first = anchor - windows + 1
+        self.windows = [calendar_window(w, size) for w in
+                        [*range(first, anchor + 1), *sorted(w for w in rows if w > anchor)]]
+        return f"WHERE pr.counted AND pr.day >= DATE '{calendar_window(first, size).start.isoformat()}'"
 
     def _match(self, con: Any) -> None:
         cfg = self.cfg
         keys = list(cfg.schema_.keys)
         ident = ("CASE WHEN request_id IS NOT NULL THEN 'r:' || request_id || '#' || CAST(record AS VARCHAR) "
-                 "ELSE 'k:' || CAST(to_json(keys) AS VARCHAR) END")
+                 + ("ELSE 'k:' || CAST(to_json(keys) AS VARCHAR) END" if keys else "END"))
         con.execute(f"""CREATE TEMP TABLE a_ranked AS
             SELECT *, row_number() OVER (PARTITION BY ident ORDER BY received_at, source) AS nth
             FROM (SELECT *, {ident} AS ident FROM a_store)""")
         on_keys = " AND ".join(f"pr.inputs.{_q(k)} = a.keys.{_q(k)}" for k in keys) or "FALSE"
         con.execute(f"""CREATE TEMP TABLE matched AS
-            SELECT a.ident, a.received_at, a."values", pr.pid, pr.model_version, pr.served_at
+            SELECT a.ident, a.received_at, a."values", pr.pid, pr.model_version, pr.served_at, pr.counted
             FROM a_ranked a JOIN pr ON a.request_id = pr.request_id AND a.record = pr.record WHERE a.nth = 1
             UNION ALL
-            SELECT a.ident, a.received_at, a."values", pr.pid, pr.model_version, pr.served_at
+            SELECT a.ident, a.received_at, a."values", pr.pid, pr.model_version, pr.served_at, pr.counted
             FROM a_ranked a JOIN pr ON {on_keys} WHERE a.nth = 1 AND a.request_id IS NULL""")
         con.execute("""CREATE TEMP TABLE best AS SELECT * FROM (
-            SELECT *, row_number() OVER (PARTITION BY ident, model_version ORDER BY served_at DESC, pid DESC) AS r
+            SELECT *, row_number() OVER (PARTITION BY ident, model_version
+                                         ORDER BY counted DESC, served_at DESC, pid DESC) AS r
             FROM matched) WHERE r = 1""")
         late = dt.timedelta(days=cfg.monitoring.late_after_days)
         received, duplicate = con.execute("SELECT count(*), count(*) FILTER (nth > 1) FROM a_ranked").fetchall()[0]

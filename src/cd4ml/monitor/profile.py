@@ -45,14 +45,23 @@ def segment_groups(cfg: ProjectConfig) -> list[list[str]]:
 
 
 def build_reference(cfg: ProjectConfig, columns: Mapping[str, np.ndarray], prediction: np.ndarray,
-                    target: np.ndarray, spec: Mapping[str, Any]) -> dict[str, Any]:
-    """The profile of holdout rows: `columns` (watched columns, length n), predictions and targets (n,)."""
+                    target: np.ndarray, spec: Mapping[str, Any], days: int) -> dict[str, Any]:
+    """The profile of holdout rows: `columns` (watched columns, length n), predictions and targets (n,);
+    `days`: the distinct days of the time column the holdout spans."""
     kinds = column_kinds(cfg)
     residual = forward_target(spec, target) - forward_target(spec, prediction)
     profile = drift.build_profile({c: np.asarray(columns[c]) for c in kinds}, kinds, prediction, target, residual,
                                   segment_groups(cfg), seed=cfg.seed)
     profile["target_transform"] = spec["target_transform"]
+    # How much evidence a production window can be expected to hold (the accuracy check's default minimum).
+    profile["holdout"] = {"rows": len(prediction), "days": int(days)}
     return profile
+
+
+def rows_per_day(profile: Mapping[str, Any] | None) -> float | None:
+    """Holdout rows per day of the time column, or None for a profile saved before it was recorded."""
+    holdout = (profile or {}).get("holdout")
+    return holdout["rows"] / holdout["days"] if holdout and holdout.get("days") else None
 
 
 def save(folder: Path, profile: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,10 @@ from cd4ml.config import Project, ProjectConfig
 from cd4ml.evaluate.metrics import METRICS, row_weights, score
 from cd4ml.features.transforms import forward_target
 from cd4ml.monitor import drift
-from cd4ml.monitor.live import LiveData, with_attributes
+from cd4ml.monitor.live import LiveData, Window, with_attributes
 from cd4ml.monitor.profile import load as load_profile
+from cd4ml.monitor.profile import rows_per_day
+from cd4ml.monitor.verdicts import NOT_JUDGED, judged_window
 from cd4ml.release.package import Release
 
 REPORT_FILE = "report.json"
@@ -50,21 +53,13 @@ def _weights(cfg: ProjectConfig, watched: dict[str, np.ndarray], mask: np.ndarra
     return row_weights(cfg, pd.DataFrame({cfg.metrics.weight.column: watched[cfg.metrics.weight.column][mask]}))
 
 
-def _windows(cfg: ProjectConfig, days: pd.Series) -> list[tuple[dt.date, dt.date, np.ndarray]]:
-    """The last `monitoring.windows` windows of `window_days`, ending at the latest day; oldest first."""
-    if days.empty:
+def _masks(live: LiveData) -> list[tuple[Window, np.ndarray]]:
+    """The report's calendar windows that hold rows, each with its rows of the frame; oldest first."""
+    if live.frame.empty:
         return []
-    d = days.dt.date.to_numpy()
-    last = max(d)
-    size = cfg.monitoring.window_days
-    out = []
-    for k in reversed(range(cfg.monitoring.windows)):
-        end = last - dt.timedelta(days=k * size)
-        start = end - dt.timedelta(days=size - 1)
-        mask = (d >= start) & (d <= end)
-        if mask.any():
-            out.append((start, end, mask))
-    return out
+    d = live.frame["day"].dt.date.to_numpy()
+    masks = [(w, (d >= w.start) & (d <= w.end)) for w in live.windows]
+    return [(w, m) for w, m in masks if m.any()]
 
 
 def _drift_windows(cfg: ProjectConfig, live: LiveData, watched: dict[str, np.ndarray], version: str,
@@ -81,11 +76,12 @@ def _drift_windows(cfg: ProjectConfig, live: LiveData, watched: dict[str, np.nda
     # Inputs drift whoever served them; predictions and residuals are the reference release's own.
     residual = np.where(scored, forward_target(spec, actual) - forward_target(spec, pred), np.nan)
     out = []
-    for start, end, m in _windows(cfg, f["day"]):
+    for w, m in _masks(live):
         own, ok = m & mine, m & scored
         window = drift.compare(profile, {c: v[m] for c, v in inputs.items()}, pred[own] if own.any() else None,
                                actual[ok] if ok.any() else None, residual[m] if ok.any() else None, **limits)
-        out.append({"start": start.isoformat(), "end": end.isoformat(), **window})
+        out.append({"start": w.start.isoformat(), "end": w.end.isoformat(), "judged": window["rows"] >= d.min_rows,
+                    **window})
     return out
 
 
@@ -104,48 +100,113 @@ def _prediction_histogram(live: LiveData, version: str, profile: dict[str, Any])
             "live": (counts / counts.sum()).tolist()}
 
 
-def _checks(cfg: ProjectConfig, windows: list[dict[str, Any]], champion: dict[str, Any] | None,
-            releases: list[dict[str, Any]], recent: dict[str, Any] | None) -> list[dict[str, Any]]:
-    r = cfg.monitoring.retrain
-    primary = cfg.metrics.primary
-    checks = []
+@dataclass(frozen=True)
+class ChampionWindow:
+    """The champion's evidence in one calendar window: its predictions, those with an actual, their metrics."""
+
+    window: Window
+    served: int
+    scored: int
+    metrics: dict[str, float] | None
+    fallback_share: float | None
+
+
+def _champion_windows(cfg: ProjectConfig, live: LiveData, watched: dict[str, np.ndarray], version: str,
+                      actual: np.ndarray, pred: np.ndarray) -> list[ChampionWindow]:
+    f = live.frame
+    mine = (f["model_version"].astype(str) == version).to_numpy()
+    fallback = f["fallback"].to_numpy(dtype=bool)
+    out = []
+    for w, m in _masks(live):
+        served = m & mine
+        ok = served & live.has_actual
+        out.append(ChampionWindow(w, int(served.sum()), int(ok.sum()),
+                                  _metrics(cfg, actual[ok], pred[ok], _weights(cfg, watched, ok)) if ok.any() else None,
+                                  float(fallback[served].mean()) if served.any() else None))
+    return out
+
+
+def accuracy_min_rows(cfg: ProjectConfig, profile: dict[str, Any] | None) -> int:
+    """Scored rows a window needs before live accuracy is judged: `monitoring.accuracy.min_rows`, else half
+    the rows a window of the champion's holdout held, within 30..1000 (1000 without a holdout record)."""
+    if cfg.monitoring.accuracy.min_rows is not None:
+        return cfg.monitoring.accuracy.min_rows
+    per_day = rows_per_day(profile)
+    if per_day is None:
+        return 1000
+    return int(min(1000, max(30, round(per_day * cfg.monitoring.window_days / 2))))
+
+
+def _check(name: str, enabled: bool, status: str, detail: str, **evidence: Any) -> dict[str, Any]:
+    """One retraining check: `status` is "due", "ok" or "not judged" (too little evidence); "off" when disabled."""
+    return {"name": name, "enabled": enabled, "status": status if enabled else "off",
+            "due": enabled and status == "due", "judged": status != NOT_JUDGED, "detail": detail, **evidence}
+
+
+def _span(w: Window | dict[str, Any]) -> str:
+    start, end = (w.start.isoformat(), w.end.isoformat()) if isinstance(w, Window) else (w["start"], w["end"])
+    return f"window {start}..{end}"
+
+
+def _drift_check(cfg: ProjectConfig, windows: list[dict[str, Any]], profiled: bool) -> dict[str, Any]:
+    on, need = cfg.monitoring.retrain.on_drift, cfg.monitoring.drift.min_rows
+    judged = [w for w in windows if w["judged"]]
     latest = windows[-1] if windows else None
-    if latest is None:
-        detail, due = "no production data yet", False
-    elif latest["alarm"]:
-        detail, due = f"window {latest['start']}..{latest['end']}: drifted: {', '.join(latest['drifted'])}", True
-    else:
-        detail, due = f"window {latest['start']}..{latest['end']}: no drift in {latest['rows']} rows", False
-    checks.append({"name": "drift", "enabled": r.on_drift, "due": due and r.on_drift, "detail": detail})
+    if not profiled:
+        return _check("drift", on, NOT_JUDGED, "no champion with a reference profile", rows=0, min_rows=need)
+    if not judged:
+        rows = latest["rows"] if latest else 0
+        where = f"{_span(latest)}: " if latest else "no production data yet: "
+        return _check("drift", on, NOT_JUDGED, f"{where}{rows:,} rows ({need:,} needed)", rows=rows, min_rows=need)
+    w = judged[-1]
+    later = "" if w is latest else f"; later {_span(latest)} not judged ({latest['rows']:,} rows, {need:,} needed)"
+    if w["alarm"]:
+        return _check("drift", on, "due", f"{_span(w)}: drifted: {', '.join(w['drifted'])}{later}",
+                      rows=w["rows"], min_rows=need)
+    return _check("drift", on, "ok", f"{_span(w)}: no drift in {w['rows']:,} rows{later}", rows=w["rows"],
+                  min_rows=need)
 
-    offline = next((x["offline"].get(primary) for x in releases if champion and x["version"] == champion["version"]),
-                   None)
-    need = cfg.monitoring.accuracy.min_rows
-    if champion is None or offline is None:
-        detail, due = "no champion with offline metrics", False
-    elif recent is None or recent["metrics"] is None or recent["rows"] < need:
-        detail, due = f"{recent['rows'] if recent else 0} scored rows in the latest window (need {need})", False
-    else:
-        worse = METRICS[primary].worse_by(recent["metrics"][primary], offline)
-        due = worse > cfg.monitoring.accuracy.margin
-        detail = (f"live {primary} {recent['metrics'][primary]:.4f} vs offline {offline:.4f} "
-                  f"({worse:+.1%}; retrain beyond {cfg.monitoring.accuracy.margin:+.0%}) over {recent['rows']} rows")
-    checks.append({"name": "accuracy", "enabled": r.on_accuracy, "due": due and r.on_accuracy, "detail": detail})
 
-    share, limit = (recent or {}).get("fallback_share"), r.max_fallback_share
-    due = share is not None and limit is not None and share > limit
-    detail = "no predictions by the champion in the latest window" if share is None else (
-        f"{share:.1%} of the champion's predictions in the latest window were for inputs it never saw"
-        + (f" (limit {limit:.1%})" if limit is not None else ""))
-    checks.append({"name": "coverage", "enabled": limit is not None, "due": due, "detail": detail})
+def _accuracy_check(cfg: ProjectConfig, windows: list[ChampionWindow], offline: float | None,
+                    need: int) -> dict[str, Any]:
+    on, primary, margin = cfg.monitoring.retrain.on_accuracy, cfg.metrics.primary, cfg.monitoring.accuracy.margin
+    if offline is None:
+        return _check("accuracy", on, NOT_JUDGED, "no champion with offline metrics", rows=0, min_rows=need)
+    judged = [c for c in windows if c.scored >= need and c.metrics is not None]
+    if not judged:
+        most = max((c.scored for c in windows), default=0)
+        return _check("accuracy", on, NOT_JUDGED, f"at most {most:,} scored rows of the champion in a window "
+                                                  f"({need:,} needed)", rows=most, min_rows=need)
+    c = judged[-1]
+    live = c.metrics[primary]  # type: ignore[index]
+    worse = METRICS[primary].worse_by(live, offline)
+    detail = (f"{_span(c.window)}: live {primary} {live:.4f} vs offline {offline:.4f} ({worse:+.1%}; retrain "
+              f"beyond {margin:+.0%}) over {c.scored:,} rows")
+    return _check("accuracy", on, "due" if worse > margin else "ok", detail, rows=c.scored, min_rows=need)
 
-    age = champion["age_days"] if champion else None
-    limit = r.max_age_days
-    due = age is not None and limit is not None and age > limit
-    detail = "no champion" if age is None else f"champion is {age:.1f} days old" + (
-        f" (limit {limit:g})" if limit is not None else " (no limit)")
-    checks.append({"name": "age", "enabled": limit is not None, "due": due, "detail": detail})
-    return checks
+
+def _coverage_check(cfg: ProjectConfig, windows: list[ChampionWindow]) -> dict[str, Any]:
+    limit, need = cfg.monitoring.retrain.max_fallback_share, cfg.monitoring.drift.min_rows
+    judged = [c for c in windows if c.served >= need and c.fallback_share is not None]
+    if not judged:
+        most = max((c.served for c in windows), default=0)
+        return _check("coverage", limit is not None, NOT_JUDGED, f"at most {most:,} predictions by the champion "
+                                                                 f"in a window ({need:,} needed)",
+                      rows=most, min_rows=need)
+    c = judged[-1]
+    share = c.fallback_share or 0.0
+    detail = (f"{_span(c.window)}: {share:.1%} of the champion's {c.served:,} predictions were for inputs it never "
+              "saw" + (f" (limit {limit:.1%})" if limit is not None else ""))
+    return _check("coverage", limit is not None, "due" if limit is not None and share > limit else "ok", detail,
+                  rows=c.served, min_rows=need)
+
+
+def _age_check(cfg: ProjectConfig, champion: dict[str, Any] | None) -> dict[str, Any]:
+    age, limit = (champion or {}).get("age_days"), cfg.monitoring.retrain.max_age_days
+    if age is None:
+        return _check("age", limit is not None, NOT_JUDGED, "no champion")
+    detail = f"champion is {age:.1f} days old" + (f" (limit {limit:g})" if limit is not None else " (no limit)")
+    return _check("age", limit is not None, "due" if limit is not None and age > limit else "ok", detail)
 
 
 def build_report(project: Project, *, compact: bool = True) -> dict[str, Any]:
@@ -174,8 +235,7 @@ def build_report(project: Project, *, compact: bool = True) -> dict[str, Any]:
         release = registry.load(version, project.state_dir / "cache" / "releases")
         profile = load_profile(release.folder)
 
-    period = cfg.monitoring.window_days * cfg.monitoring.windows
-    live = LiveData(cfg, store.predictions(), store.actuals(), days=period)
+    live = LiveData(cfg, store.predictions(), store.actuals(), windows=cfg.monitoring.windows)
     f = live.frame
     watched = _watched(cfg, release, f) if not f.empty else {}
     scored = live.has_actual if not f.empty else np.zeros(0, dtype=bool)
@@ -184,12 +244,11 @@ def build_report(project: Project, *, compact: bool = True) -> dict[str, Any]:
     versions = f["model_version"].astype(str).to_numpy()
     days = f["day"].dt.date.to_numpy() if not f.empty else np.array([])
 
-    accuracy = []
-    for day in sorted(set(days[scored])):
-        for version in sorted(set(versions[scored & (days == day)]), key=int):
-            m = scored & (days == day) & (versions == version)
-            accuracy.append({"day": day.isoformat(), "model_version": version, "rows": int(m.sum()),
-                             "metrics": _metrics(cfg, actual[m], pred[m], _weights(cfg, watched, m))})
+    accuracy = [{"day": day.isoformat(), "model_version": version, "rows": int(m.sum()),
+                 "metrics": _metrics(cfg, actual[m], pred[m], _weights(cfg, watched, m))}
+                for day in sorted(set(days[scored]))
+                for version in sorted(set(versions[scored & (days == day)]), key=int)
+                for m in [scored & (days == day) & (versions == version)]]
 
     releases = []
     for row in reversed(listed):
@@ -201,18 +260,16 @@ def build_report(project: Project, *, compact: bool = True) -> dict[str, Any]:
                          if m.any() else None})
 
     windows: list[dict[str, Any]] = []
-    recent = None
+    evidence: list[ChampionWindow] = []
     if champion is not None and not f.empty:
         if profile is not None:
             windows = _drift_windows(cfg, live, watched, champion["version"], profile)
-        last = max(days)
-        served = (versions == champion["version"]) & (days > last - dt.timedelta(days=cfg.monitoring.window_days))
-        m = scored & served
-        recent = {"rows": int(m.sum()), "metrics": _metrics(cfg, actual[m], pred[m], _weights(cfg, watched, m))
-                  if m.any() else None,
-                  "fallback_share": float(f["fallback"].to_numpy()[served].mean()) if served.any() else None}
-
-    checks = _checks(cfg, windows, champion, releases, recent)
+        evidence = _champion_windows(cfg, live, watched, champion["version"], actual, pred)
+    offline = next((x["offline"].get(cfg.metrics.primary) for x in releases
+                    if champion and x["version"] == champion["version"]), None)
+    checks = [_drift_check(cfg, windows, profile is not None),
+              _accuracy_check(cfg, evidence, offline, accuracy_min_rows(cfg, profile)),
+              _coverage_check(cfg, evidence), _age_check(cfg, champion)]
     return {
         "format": 1, "project": cfg.project, "model_name": cfg.registry.model_name, "generated_at": _iso(now),
         "primary_metric": cfg.metrics.primary,
@@ -226,8 +283,10 @@ def build_report(project: Project, *, compact: bool = True) -> dict[str, Any]:
                       "by": e.who, "why": e.why} for e in history],
         "feedback": live.counts,
         "drift": {"reference_version": champion["version"] if champion and profile else None, "windows": windows},
+        "excluded": asdict(live.excluded),
         "checks": checks,
-        "retrain_due": any(c["due"] for c in checks if c["enabled"]),
+        "retrain_due": any(c["due"] for c in checks),
+        "not_judged": [c["name"] for c in checks if c["enabled"] and not c["judged"]],
     }
 
 
@@ -249,6 +308,7 @@ def write_report(project: Project, report: dict[str, Any], html: Path | None = N
 
 def print_report(report: dict[str, Any], console: Any) -> None:
     """The report for a terminal: per release, the latest drift window, the checks."""
+    from rich.markup import escape
     from rich.table import Table
 
     primary = report["primary_metric"]
@@ -274,10 +334,10 @@ def print_report(report: dict[str, Any], console: Any) -> None:
                       f"{live['metrics'][primary]:.4f}" if live else "", f"{live['rows']:,}" if live else "",
                       f"{int(t['predictions']):,}" if t else "", f"{t['p99']:.1f}" if t else "")
     console.print(table)
-    windows = report["drift"]["windows"]
-    if windows:
-        w = windows[-1]
-        table = Table(title=f"Drift {w['start']}..{w['end']} ({w['rows']:,} rows) vs the reference of "
+    w = judged_window(report)
+    if w:
+        table = Table(title=f"Drift {w['start']}..{w['end']} ({w['rows']:,} rows"
+                            f"{'' if w.get('judged', True) else ', too few to judge'}) vs the reference of "
                             f"v{report['drift']['reference_version']}")
         for col in ("column", "PSI", "KS", "new values", "drifted"):
             table.add_column(col)
@@ -291,7 +351,26 @@ def print_report(report: dict[str, Any], console: Any) -> None:
                 table.add_row(f"{s['feature']} = {s['value']}", "", "", f"bias {s['bias']:+.2f} sd "
                               f"({s['rows']} rows)", "[red]yes[/]")
         console.print(table)
+    excluded = report.get("excluded") or {}
+    if excluded.get("test") or excluded.get("out_of_range"):
+        console.print(f"Kept out of windows, accuracy and checks: {excluded['test']:,} test-traffic prediction(s), "
+                      f"{excluded['out_of_range']:,} dated out of range"
+                      + (f" (e.g. {', '.join(excluded['out_of_range_days'])}; more than "
+                         f"{excluded['plausible_days']} days from the usual lead)" if excluded["out_of_range"] else ""),
+                      markup=False)
+    marks = {"due": ("retrain", "red"), "ok": ("ok", "green"), NOT_JUDGED: (NOT_JUDGED, "yellow"),
+             "off": ("off", "dim")}
     for c in report["checks"]:
-        mark = "[red]retrain[/]" if c["due"] and c["enabled"] else ("[dim]off[/]" if not c["enabled"] else "[green]ok[/]")
-        console.print(f"  {c['name']:<9} {mark}  {c['detail']}")
-    console.print("[bold red]Retraining is due.[/]" if report["retrain_due"] else "[green]No retraining due.[/]")
+        text, style = marks[c["status"]]
+        console.print(f"  {escape(c['name']):<9} [{style}]{text:<10}[/] {escape(c['detail'])}")
+    console.print(verdict(report))
+
+
+def verdict(report: dict[str, Any]) -> str:
+    """The report's last line, in Rich markup: retraining due, or not, and which checks could not be judged."""
+    unjudged = report.get("not_judged") or []
+    if report["retrain_due"]:
+        return "[bold red]Retraining is due.[/]" + (f" Not judged: {', '.join(unjudged)}." if unjudged else "")
+    if unjudged:
+        return f"[yellow]No retraining due, but not judged (too little evidence): {', '.join(unjudged)}.[/]"
+    return "[green]No retraining due.[/]"

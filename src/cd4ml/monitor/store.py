@@ -10,9 +10,11 @@ Tables (one row per predicted record / per actual):
 
     predictions: request_id string, record int32, served_at timestamp[us, UTC],
                  model_version string, prediction float64, fallback bool, latency_ms float64,
-                 inputs struct<one field per `input_columns` column, typed; absent -> null>
+                 inputs struct<one field per `input_columns` column, typed; absent -> null>,
+                 traffic string ("live" or "test"; null, read as live, in older lines and tables)
     actuals:     received_at timestamp[us, UTC], request_id string?, record int32?,
-                 keys struct<`schema.keys` columns>?, values struct<every non-input schema column?>,
+                 keys struct<`schema.keys` columns>? (no column without keys),
+                 values struct<every non-input schema column?>,
                  source string
 
 Config types map to Arrow as int -> int64, float -> float64, str -> string, bool -> bool,
@@ -200,10 +202,12 @@ class PredictionStore:
             _Field("request_id", pa.string(), True), _Field("record", pa.int32(), True),
             _Field("time", _UTC_US, True), _Field("model_version", pa.string()), _Field("output", pa.float64()),
             _Field("fallback", pa.bool_()), _Field("latency_ms", pa.float64()),
-            _struct("inputs", [(c, cols[c].type) for c in inputs], True)]
+            _struct("inputs", [(c, cols[c].type) for c in inputs], True),
+            _Field("traffic", pa.string())]  # "live" or "test"; null in lines logged before it existed
         self._actual_fields = [
             _Field("received_at", _UTC_US, True), _Field("request_id", pa.string()), _Field("record", pa.int32()),
-            _struct("keys", [(c, cols[c].type) for c in cfg.schema_.keys], False),
+            # Without schema.keys there is no keys column: Parquet cannot store an empty struct.
+            *([_struct("keys", [(c, cols[c].type) for c in cfg.schema_.keys], False)] if cfg.schema_.keys else []),
             _struct("values", [(c, spec.type) for c, spec in cols.items() if c not in inputs], True),
             _Field("source", pa.string(), True)]
 
@@ -242,7 +246,9 @@ class PredictionStore:
 
     def _actuals(self, events: list[Any]) -> tuple[pa.Table, dict[int, str]]:
         table, bad = _table(events, self._actual_fields)
-        unidentified = pc.and_(table["request_id"].is_null(), table["keys"].is_null())
+        unidentified = table["request_id"].is_null()
+        if "keys" in table.column_names:
+            unidentified = pc.and_(unidentified, table["keys"].is_null())
         if pc.any(unidentified).as_py():
             # An actual that names neither its request nor its keys can never be matched.
             kept = [i for i in range(len(events)) if i not in bad]

@@ -40,6 +40,9 @@ from cd4ml.serve.schema import RequestSchema, describe_errors
 from cd4ml.serve.watcher import ReleaseWatcher
 
 STATIC = Path(__file__).parent / "static"
+# Test traffic is answered and logged as such, and kept out of monitoring's windows and checks.
+TRAFFIC_HEADER = "x-cd4ml-traffic"
+TRAFFIC_KINDS = ("live", "test")
 log = logging.getLogger("cd4ml.serve")
 
 
@@ -135,6 +138,10 @@ def create_app(project: Project, *, log_predictions: bool = True, poll_seconds: 
     async def _predict(request: Request, started: float, live: Any) -> Response:
         if live is None:
             return _json(503, no_champion)
+        traffic = request.headers.get(TRAFFIC_HEADER, "live")
+        if traffic not in TRAFFIC_KINDS:
+            return _json(400, {"detail": f"header {TRAFFIC_HEADER}: {traffic[:40]!r} is not one of "
+                                         f"{', '.join(TRAFFIC_KINDS)} (or absent, meaning live)"})
         records = await read_records(request)
         if isinstance(records, Response):
             return records
@@ -157,7 +164,7 @@ def create_app(project: Project, *, log_predictions: bool = True, poll_seconds: 
             now = dt.datetime.now(dt.timezone.utc).isoformat()
             predlog.emit_many([
                 {"request_id": request_id, "record": i, "time": now, "model_version": live.version,
-                 "inputs": rec, "output": p, "fallback": f, "latency_ms": latency_ms}
+                 "inputs": rec, "output": p, "fallback": f, "latency_ms": latency_ms, "traffic": traffic}
                 for i, (rec, p, f) in enumerate(zip(records, pred.tolist(), fallback.tolist()))])
         if single:
             doc = {"request_id": request_id, "model_version": live.version, "prediction": float(pred[0]),
@@ -167,14 +174,22 @@ def create_app(project: Project, *, log_predictions: bool = True, poll_seconds: 
         else:
             doc = {"request_id": request_id, "model_version": live.version, "predictions": pred,
                    "fallback": fallback}
+        if traffic != "live":
+            doc["traffic"] = traffic
         return _json(200, doc)
 
     app.router.routes.append(Route("/predict", _AsgiEndpoint(predict), methods=["POST"]))
     predict_doc = {"post": {
         "summary": "Predict", "operationId": "predict",
-        "description": "Predict for one record (a JSON object) or a list of records.",
+        "description": "Predict for one record (a JSON object) or a list of records. Send the header "
+                       "`X-Cd4ml-Traffic: test` for probes and test batches: they are answered and logged as test "
+                       "traffic and kept out of drift, live accuracy and the retraining checks.",
+        "parameters": [{"name": "X-Cd4ml-Traffic", "in": "header", "required": False,
+                        "description": "`test` marks test traffic; `live` (the default when absent) is real traffic",
+                        "schema": {"type": "string", "enum": list(TRAFFIC_KINDS), "default": "live"}}],
         "requestBody": {"required": True, "content": {"application/json": {"schema": schema.json_schema()}}},
         "responses": {"200": {"description": "prediction(s), model version, request id"},
+                      "400": {"description": "an X-Cd4ml-Traffic header other than test or live"},
                       "413": {"description": "too many records or too large a body"},
                       "422": {"description": "invalid records: each error names the record, field and reason"},
                       "503": {"description": "no champion release yet"}}}}

@@ -15,7 +15,7 @@ What is measured (units in the names: seconds, counts; values are the model's ow
   `cd4ml_release_swaps_total`: releases switched to (with N workers, each worker counts its own swaps).
 - `cd4ml_prediction_log_events_total{outcome="written"|"dropped"}`.
 - From `<monitor_dir>/report.json` (written by `cd4ml monitor`), read at scrape time:
-  `cd4ml_drift_psi{feature}`, `cd4ml_drift_alarm{feature}` (the latest drift window; the
+  `cd4ml_drift_psi{feature}`, `cd4ml_drift_alarm{feature}` (the latest judged drift window; the
   prediction's own drift as `feature="prediction"`), `cd4ml_live_metric{metric,model_version}`,
   `cd4ml_offline_metric{metric,model_version}`, `cd4ml_live_rows{model_version}`,
   `cd4ml_retrain_due`, `cd4ml_monitor_report_timestamp_seconds`.
@@ -42,6 +42,8 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess, values
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from cd4ml.monitor.verdicts import judged_window
 
 log = logging.getLogger("cd4ml.serve")
 
@@ -291,13 +293,12 @@ def _number(value: Any) -> float | None:
 
 
 def _drift(doc: dict[str, Any]) -> Iterator[Metric]:
-    windows = (doc.get("drift") or {}).get("windows") or []
-    if not windows:
+    last = judged_window(doc)
+    if last is None:
         return
-    last = windows[-1]
-    psi = GaugeMetricFamily("cd4ml_drift_psi", "Population stability index per feature, latest drift window.",
+    psi = GaugeMetricFamily("cd4ml_drift_psi", "Population stability index per feature, latest judged drift window.",
                             labels=["feature"])
-    alarm = GaugeMetricFamily("cd4ml_drift_alarm", "1 if the feature drifted in the latest drift window.",
+    alarm = GaugeMetricFamily("cd4ml_drift_alarm", "1 if the feature drifted in the latest judged drift window.",
                               labels=["feature"])
     entries = [(str(f.get("name")), f) for f in last.get("features") or []]
     if isinstance(last.get("prediction"), dict):

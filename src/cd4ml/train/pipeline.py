@@ -192,6 +192,11 @@ def _flat(prefix: str, value: Any) -> dict[str, Any]:
     return {prefix: value}
 
 
+def _distinct_days(times: pd.Series) -> int:
+    """Days of the calendar a time column covers (a column of whole periods such as years counts its values)."""
+    return int(times.dt.normalize().nunique() if pd.api.types.is_datetime64_any_dtype(times) else times.nunique())
+
+
 def run_pipeline(project: Project, *, data_version: int | None = None, on_stage: StageHook | None = None,
                  promote: bool | None = None, force: bool = False,
                  lookup: rerun.EarlierRunLookup | None = None) -> RunResult:
@@ -294,7 +299,8 @@ def run_pipeline(project: Project, *, data_version: int | None = None, on_stage:
             oracle = (score(names, y_hold, hold_df[cfg.oracle_column].to_numpy(dtype=np.float64), w)
                       if cfg.oracle_column else None)
             slices = slice_scores(derived_hold, cfg.slices, [cfg.metrics.primary], y_hold, pred, w)
-            reference = build_reference(cfg, derived_hold, pred, y_hold, spec)
+            reference = build_reference(cfg, derived_hold, pred, y_hold, spec,
+                                        days=_distinct_days(hold_df[cfg.time_column]))
             base_slices = slice_scores(derived_hold, cfg.slices, [cfg.metrics.primary], y_hold, base_pred, w)
         # Drawn by a child process while the run registers and gates (on the other core).
         plots_dir = Path(tmp_name) / "plots"

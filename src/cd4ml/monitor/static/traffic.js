@@ -7,11 +7,23 @@ import * as fmt from "./format.js";
 
 const sum = (rows, key) => rows.reduce((total, r) => total + (Number.isFinite(r[key]) ? r[key] : 0), 0);
 
+/** Predictions kept out of every window: test traffic and days far from when they were served. */
+function excludedNote(report) {
+  const ex = report.excluded;
+  if (!ex || !(ex.test || ex.out_of_range)) return null;
+  const days = (ex.out_of_range_days || []).join(", ");
+  const text = `Kept out of windows, accuracy and checks: ${fmt.count(ex.test)} test-traffic predictions, `
+    + `${fmt.count(ex.out_of_range)} dated out of range`
+    + (ex.out_of_range ? ` (e.g. ${days}; more than ${ex.plausible_days} days from the usual lead)` : "") + ".";
+  return h("p", {class: "note", id: "traffic-excluded", text});
+}
+
 export function renderTraffic(body, report, width) {
   const rows = report.traffic || [];
+  const excluded = excludedNote(report);
   if (!rows.length) {
     body.replaceChildren(empty("No predictions logged yet: traffic appears once the service answers requests.",
-      "traffic-empty"));
+      "traffic-empty"), ...(excluded ? [excluded] : []));
     return;
   }
   const color = versionColors(report);
@@ -50,6 +62,7 @@ export function renderTraffic(body, report, width) {
 
   body.replaceChildren(
     stats,
+    ...(excluded ? [excluded] : []),
     legend(versions.map((v) => ({label: fmt.version(v), color: color(v)})), "Model versions"),
     h("figure", {id: "traffic-volume"}, h("figcaption", {class: "chart-title", text: "Predictions per day"}), volume),
     h("figure", {id: "traffic-latency"},
