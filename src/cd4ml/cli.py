@@ -173,7 +173,7 @@ def _print_run(project: "Project", result: Any) -> None:
         return
     primary = project.config.metrics.primary
     table = Table(title=f"Run {result.run_id[:8]} on data version {result.data_version}: holdout metrics")
-    table.add_column("metric")
+    table.add_column("metric", no_wrap=True)
     for col in ("model", "naive baseline", *(["oracle"] if result.oracle else [])):
         table.add_column(col, justify="right")
     for name, value in result.metrics.items():
@@ -188,13 +188,24 @@ def _print_run(project: "Project", result: Any) -> None:
         console.print(f"[green]Version {result.version} is now champion[/]{before}.")
     elif result.gate.passed:
         console.print(f"Version {result.version} passed the gate; champion not moved (auto-promote off).")
-    console.print(f"Stage seconds: {result.seconds}")
+    _print_stage_seconds(result.seconds)
+
+
+def _print_stage_seconds(seconds: dict[str, float]) -> None:
+    table = Table(title="Stage seconds")
+    table.add_column("stage", no_wrap=True)
+    table.add_column("seconds", justify="right")
+    for name, value in seconds.items():
+        table.add_row(name, f"{value:.2f}")
+    table.add_row("[bold]total[/]", f"[bold]{sum(seconds.values()):.2f}[/]")
+    console.print(table)
 
 
 def _print_gate(report: "GateReport", version: str) -> None:
     verdict = "[green]PASSED[/]" if report.passed else "[red]REJECTED[/]"
     table = Table(title=f"Acceptance gate for version {version}: {verdict}")
-    for col in ("check", "value", "threshold", "champion", "result", "why"):
+    table.add_column("check", no_wrap=True)
+    for col in ("value", "threshold", "champion", "result", "why"):
         table.add_column(col, overflow="fold")
     for c in report.checks:
         fmt = (lambda v: "" if v is None else f"{v:.4g}")
@@ -444,6 +455,19 @@ def _return_freed_memory() -> None:
     libc.mallopt(m_mmap_threshold, 128 * 1024)
 
 
+# Rich lays out a pipe or a CI log as 80 columns and wraps names ("slice:weathers it"); such
+# output has no edge to fit, so it gets this width unless COLUMNS says otherwise.
+PIPE_WIDTH = 200
+
+
+def _fit_width_to_pipes(*consoles: Console) -> None:
+    if "COLUMNS" in os.environ:
+        return  # Rich honours it
+    for c in consoles:
+        if not c.is_terminal:
+            c.width = PIPE_WIDTH
+
+
 def main() -> None:
     """Console entry: maps cd4ml errors to exit codes with a clear message, no traceback.
 
@@ -451,6 +475,7 @@ def main() -> None:
     """
     for name, value in OPENMP_DEFAULTS.items():
         os.environ.setdefault(name, value)
+    _fit_width_to_pipes(console, err)
     try:
         app()
     except Cd4mlError as exc:

@@ -53,7 +53,10 @@ class LiveData:
             return
         con = duckdb.connect()
         con.register("p_store", predictions)
-        day = f"CAST(inputs.{_q(cfg.time_column)} AS DATE)"
+        time = f"inputs.{_q(cfg.time_column)}"
+        # An int time column holds years: a year's day is its 1 January.
+        day = f"make_date(CAST({time} AS BIGINT), 1, 1)" if cfg.schema_.columns[cfg.time_column].type == "int" \
+            else f"CAST({time} AS DATE)"
         con.execute(f"""CREATE TEMP TABLE pr AS
             SELECT row_number() OVER (ORDER BY served_at, request_id, record) - 1 AS pid, *, {day} AS day
             FROM p_store""")
