@@ -240,3 +240,67 @@ def test_slot_settings_that_cannot_work_exit_2(tmp_path: Path, features: dict, k
     root = _half_hourly_project(tmp_path / "power", features=features)
     stderr = _one_line(cli(root, "data", "ingest", check=2).stderr)
     assert key in stderr and words in stderr and "slot_minutes" in stderr
+
+
+# -- item 7: rejected values in the tool's own words --------------------------------------------------------
+
+def _table_version(root: Path) -> int | None:
+    table = TrainingTable.for_project(load_project(root))
+    return table.version_number(None) if table.exists() else None
+
+
+def test_each_rejected_value_gets_one_line_with_row_column_value_and_rule(tmp_path: Path) -> None:
+    root = _yearly_project(tmp_path / "gdp", schema__columns__x={"type": "float", "min": 0, "max": 100})
+    cli(root, "data", "ingest", check=0)
+    before = _table_version(root)
+    lines = (root / "data.csv").read_text().splitlines()
+    bad = [lines[0]]
+    for i, line in enumerate(lines[1:], start=1):
+        year, region, x, y = line.split(",")
+        if i <= 8:
+            x = "about 5"  # eight values that are not numbers: five shown, three counted
+        elif i == 9:
+            x = "120"
+        elif i == 10:
+            region = "[red]west[/]"  # markup in a value is shown as it is
+        bad.append(",".join([year, region, x, y]))
+    (root / "bad.csv").write_text("\n".join(bad) + "\n")
+
+    proc = cli(root, "data", "ingest", "--path", "bad.csv", check=4)
+
+    err = proc.stderr.splitlines()
+    assert 'row 1, column \'x\': "about 5": expected a number' in err
+    assert 'row 5, column \'x\': "about 5": expected a number' in err
+    assert not any(line.startswith("row 6, column 'x'") for line in err)
+    assert "  ... and 3 more row(s) in column 'x': expected a number (8 in all)" in err
+    assert 'row 9, column \'x\': "120": above max 100' in err  # as given: the column was text
+    assert "row 10, column 'region': \"[red]west[/]\": not one of the categories (north, south, east)" in err
+    for leak in ("coerce_dtype", "dtype(", "TypeError", "float64", "Traceback", "isin(", "less_than"):
+        assert leak not in proc.stderr, leak
+    assert _table_version(root) == before
+    report = json.loads(sorted((root / ".cd4ml" / "reports").glob("validation-*.json"))[-1].read_text())
+    assert sorted((f["rule"], f["column"], f["rows"], len(f["examples"])) for f in report["failures"]) == [
+        ("above max 100", "x", 1, 1), ("expected a number", "x", 8, 5),
+        ("not one of the categories (north, south, east)", "region", 1, 1)]
+
+
+@pytest.mark.parametrize(("year_type", "value", "line"), [
+    ("date", "2019", "row 1, column 'year': 2019: expected a date (YYYY-MM-DD, no time of day), not a number: "
+                     "for whole years give the column type int"),
+    ("int", "20190101", "row 1, column 'year': 20190101: expected a year (a whole number from 1 to 9999)"),
+    ("int", "2019.5", "row 1, column 'year': 2019.5: expected a year (a whole number from 1 to 9999)"),
+    ("int", "MMXIX", "row 1, column 'year': \"MMXIX\": expected a year (a whole number from 1 to 9999)"),
+])
+def test_a_year_that_is_not_a_whole_year_is_rejected_saying_what_a_time_column_may_be(
+        tmp_path: Path, year_type: str, value: str, line: str) -> None:
+    if year_type == "date":  # the project: the year declared a date (here an input, beside the time)
+        columns = {"t": {"type": "date"}, "year": {"type": "date"}, "x": {"type": "float"}, "y": {"type": "float"}}
+        root = make_csv_project(tmp_path / "dated", f"t,year,x,y\n2024-01-01,{value},1,2\n", columns,
+                                split={"holdout_rows": 1}, features={"numeric": ["x"]})
+    else:
+        root = _yearly_project(tmp_path / "gdp")
+        rows = (root / "data.csv").read_text().splitlines()
+        rows[1] = ",".join([value, *rows[1].split(",")[1:]])
+        (root / "data.csv").write_text("\n".join(rows) + "\n")
+    proc = cli(root, "data", "ingest", check=4)
+    assert line in proc.stderr.splitlines(), proc.stderr

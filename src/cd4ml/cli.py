@@ -88,17 +88,15 @@ def data_ingest(
 def _print_validation(report: "ValidationReport", project: "Project") -> None:
     import datetime as dt
 
-    table = Table(title=f"Data rejected: {len(report.failures)} failed check(s) in {report.rows:,} rows")
-    for col in ("column", "check", "rows", "examples"):
-        table.add_column(col, overflow="fold")
-    for f in report.failures:
-        examples = "\n".join(json.dumps(e, default=str) for e in f.examples[:2])
-        table.add_row(f.column or "(table)", f.check, f"{f.rows:,}", examples)
-    err.print(table)
+    err.print(f"Data rejected: {len(report.failures)} rule(s) broken in {report.rows:,} rows "
+              "(row 1 is the first row of data)", highlight=False)
+    for failure in report.failures:
+        for line in failure.lines():
+            err.print(line, markup=False, highlight=False, soft_wrap=True)  # values are the file's, not markup
     out = project.state_dir / "reports" / f"validation-{dt.datetime.now():%Y%m%dT%H%M%S}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report.to_dict(), indent=2, default=str), encoding="utf-8")
-    err.print(f"Full report: {out}. The table was not changed.")
+    err.print(f"Full report: {out}. The table was not changed.", highlight=False)
 
 
 @data_app.command("versions")
