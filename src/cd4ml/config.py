@@ -429,16 +429,22 @@ def edit_project_file(root: Path | str, settings: dict[str, Any]) -> None:
 
 
 def _format_validation_error(exc: ValidationError, file: str) -> ConfigError:
-    lines = []
+    lines, keys = [], []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"] if p != "schema_") or "(top level)"
         msg = err["msg"].removeprefix("Value error, ")
+        key = ".".join(str(p) for p in err["loc"] if p != "schema_") or _key_named_first(msg)
         if err["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; see the README's project file reference)"
-        lines.append(f"{file}: {loc}: {msg}")
-    first = exc.errors()[0]
-    key = ".".join(str(p) for p in first["loc"])
-    return ConfigError("invalid project file\n  " + "\n  ".join(lines), key=key or None)
+        lines.append(f"{file}: {key or '(top level)'}: {msg}")
+        keys.append(key)
+    return ConfigError("invalid project file\n  " + "\n  ".join(lines), key=keys[0] or None)
+
+
+def _key_named_first(message: str) -> str:
+    """The key a whole-file check's message starts with ("split.holdout_days counts days ..."), or ""."""
+    match = re.match(r"([a-z_]+(?:\.[a-z_]+)*)\b", message)
+    top = match.group(1).split(".")[0] if match else ""
+    return match.group(1) if top in ProjectConfig.model_fields or top == "schema" else ""
 
 
 def load_project(root: Path | str = ".", overrides: dict[str, Any] | None = None) -> Project:
