@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from cd4ml.errors import Cd4mlError, DataRejected, GateRejected
@@ -96,7 +97,7 @@ def _print_validation(report: "ValidationReport", project: "Project") -> None:
     out = project.state_dir / "reports" / f"validation-{dt.datetime.now():%Y%m%dT%H%M%S}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report.to_dict(), indent=2, default=str), encoding="utf-8")
-    err.print(f"Full report: {out}. The table was not changed.", highlight=False)
+    err.print(f"Full report: {out}. The table was not changed.", markup=False, highlight=False)
 
 
 @data_app.command("versions")
@@ -477,7 +478,8 @@ def main() -> None:
     try:
         app()
     except Cd4mlError as exc:
-        err.print(f"[red]error[/] ({type(exc).__name__}): {exc}", highlight=False)
+        # Messages quote the user's values and paths: "[" in them is text, not Rich markup.
+        err.print(f"[red]error[/] ({type(exc).__name__}): {escape(str(exc))}", highlight=False)
         sys.exit(exc.exit_code)
     except Exception as exc:  # last resort: one clear line, traceback only on request
         if os.environ.get("CD4ML_DEBUG"):

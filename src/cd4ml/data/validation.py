@@ -1,8 +1,10 @@
 """Validation of a dataset against the project's schema, before anything is stored.
 
-A pandera schema is built from cd4ml.yaml (types, ranges, categories, unique
-keys), plus row-count and null-rate checks. Every failed check is reported
-with its column, the number of failing rows and example rows.
+Values that are not of their column's type are found first (pandera's own
+messages for them name its internals); then a pandera schema built from
+cd4ml.yaml checks ranges, categories, empty values and unique keys, plus
+row-count and null-rate checks. Every broken rule is reported in the tool's own
+words with its column, the number of rows and their first values.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ _DTYPES = {"int": "int64", "float": "float64", "str": str, "bool": "bool",
 # Null cannot be held by int64 or bool: nullable columns use pandas' nullable types.
 _NULLABLE_DTYPES = {"int": "Int64", "bool": "boolean"}
 _BOOL_TEXT = {"true": True, "false": False, "1": True, "0": False}
-EXAMPLES = 5  # rejected values listed per rule; the rest are counted
+_EXAMPLES = 5  # rejected values listed per rule; the rest are counted
 _SHOWN_CATEGORIES = 10
 _INT64_LIMIT = 2.0**63
 # What a value of each type must be, in the words every rejected value is reported with.
@@ -114,7 +116,7 @@ def build_schema(config: ProjectConfig) -> tuple[pa.DataFrameSchema, dict[str, l
 
 def _examples(raw: pd.DataFrame, column: str | list[str], index: list[Any]) -> list[dict[str, Any]]:
     """The first rejected values of `index` (rows of `raw`), as given in the file."""
-    rows = [i for i in index if i is not None and i in raw.index][:EXAMPLES]
+    rows = [i for i in index if i is not None and i in raw.index][:_EXAMPLES]
     if isinstance(column, list):
         return [{"row": int(i) + 1, "value": [_plain(raw.at[i, c]) for c in column]} for i in rows]
     return [{"row": int(i) + 1, "value": _plain(raw.at[i, column])} for i in rows]
