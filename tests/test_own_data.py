@@ -97,6 +97,11 @@ def test_yearly_model_is_served_and_monitored_by_year(tmp_path: Path) -> None:
     report = json.loads(cli(root, "monitor", "--json", check=0).stdout)
     assert [(r["day"], r["predictions"]) for r in report["traffic"]] == [("2021-01-01", 2)]
     assert [(r["day"], r["rows"]) for r in report["accuracy"]] == [("2021-01-01", 1)]
+    cli(root, "data", "refresh", check=0)  # the production row with its actual, through the same validation
+    versions = json.loads(cli(root, "data", "versions", "--json", check=0).stdout)
+    assert (versions[0]["origin"], versions[0]["time_max"]) == ("production", "2021")
+    frame, _ = TrainingTable.for_project(load_project(root)).read()
+    assert frame["year"].dtype == np.int64 and frame[frame["year"] == 2021]["region"].tolist() == ["north"]
 
 
 @pytest.mark.parametrize(("changes", "key", "words"), [
