@@ -46,7 +46,7 @@ def test_overrides_are_applied_and_validated(project_dir: Path) -> None:
         (["model.nope=1"], {}, "model.nope", "unknown key"),
         (["split.holdout_days=-3"], {}, "split.holdout_days", "greater than 0"),
         (["metrics.primary=accuracy"], {}, "metrics", "unknown metric 'accuracy'"),
-        ([], {"target": "sales"}, "(top level)", "target 'sales' is not a column"),
+        ([], {"target": "sales"}, "cd4ml.yaml: target: ", "target 'sales' is not a column"),
         ([], {"schema__columns__date": {"type": "timestamp"}}, "schema.columns.date.type", "Input should be"),
         (["target"], {}, "target", "must look like dotted.key=value"),
     ],

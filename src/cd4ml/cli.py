@@ -89,17 +89,15 @@ def data_ingest(
 def _print_validation(report: "ValidationReport", project: "Project") -> None:
     import datetime as dt
 
-    table = Table(title=f"Data rejected: {len(report.failures)} failed check(s) in {report.rows:,} rows")
-    for col in ("column", "check", "rows", "examples"):
-        table.add_column(col, overflow="fold")
-    for f in report.failures:
-        examples = "\n".join(json.dumps(e, default=str) for e in f.examples[:2])
-        table.add_row(f.column or "(table)", f.check, f"{f.rows:,}", examples)
-    err.print(table)
+    err.print(f"Data rejected: {len(report.failures)} rule(s) broken in {report.rows:,} rows "
+              "(row 1 is the first row of data)", highlight=False)
+    for failure in report.failures:
+        for line in failure.lines():
+            err.print(line, markup=False, highlight=False, soft_wrap=True)  # values are the file's, not markup
     out = project.state_dir / "reports" / f"validation-{dt.datetime.now():%Y%m%dT%H%M%S}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report.to_dict(), indent=2, default=str), encoding="utf-8")
-    err.print(f"Full report: {out}. The table was not changed.")
+    err.print(f"Full report: {out}. The table was not changed.", markup=False, highlight=False)
 
 
 @data_app.command("versions")
@@ -178,7 +176,7 @@ def _print_run(project: "Project", result: Any) -> None:
         return
     primary = project.config.metrics.primary
     table = Table(title=f"Run {result.run_id[:8]} on data version {result.data_version}: holdout metrics")
-    table.add_column("metric")
+    table.add_column("metric", no_wrap=True)
     for col in ("model", "naive baseline", *(["oracle"] if result.oracle else [])):
         table.add_column(col, justify="right")
     for name, value in result.metrics.items():
@@ -192,7 +190,17 @@ def _print_run(project: "Project", result: Any) -> None:
         _print_promoted(result)
     elif result.gate.passed:
         console.print(f"Version {result.version} passed the gate; champion not moved (auto-promote off).")
-    console.print(f"Stage seconds: {result.seconds}")
+    _print_stage_seconds(result.seconds)
+
+
+def _print_stage_seconds(seconds: dict[str, float]) -> None:
+    table = Table(title="Stage seconds")
+    table.add_column("stage", no_wrap=True)
+    table.add_column("seconds", justify="right")
+    for name, value in seconds.items():
+        table.add_row(name, f"{value:.2f}")
+    table.add_row("[bold]total[/]", f"[bold]{sum(seconds.values()):.2f}[/]")
+    console.print(table)
 
 
 def _print_promoted(result: Any) -> None:
@@ -203,7 +211,8 @@ def _print_promoted(result: Any) -> None:
 def _print_gate(report: "GateReport", version: str) -> None:
     verdict = "[green]PASSED[/]" if report.passed else "[red]REJECTED[/]"
     table = Table(title=f"Acceptance gate for version {version}: {verdict}")
-    for col in ("check", "value", "threshold", "champion", "result", "why"):
+    table.add_column("check", no_wrap=True)
+    for col in ("value", "threshold", "champion", "result", "why"):
         table.add_column(col, overflow="fold")
     for c in report.checks:
         fmt = (lambda v: "" if v is None else f"{v:.4g}")
@@ -479,6 +488,19 @@ def _return_freed_memory() -> None:
     libc.mallopt(m_mmap_threshold, 128 * 1024)
 
 
+# Rich lays out a pipe or a CI log as 80 columns and wraps names ("slice:weathers it"); such
+# output has no edge to fit, so it gets this width unless COLUMNS says otherwise.
+PIPE_WIDTH = 200
+
+
+def _fit_width_to_pipes(*consoles: Console) -> None:
+    if "COLUMNS" in os.environ:
+        return  # Rich honours it
+    for c in consoles:
+        if not c.is_terminal:
+            c.width = PIPE_WIDTH
+
+
 def main() -> None:
     """Console entry: maps cd4ml errors to exit codes with a clear message, no traceback.
 
@@ -486,10 +508,12 @@ def main() -> None:
     """
     for name, value in OPENMP_DEFAULTS.items():
         os.environ.setdefault(name, value)
+    _fit_width_to_pipes(console, err)
     try:
         app()
     except Cd4mlError as exc:
-        err.print(f"[red]error[/] ({type(exc).__name__}): {exc}", highlight=False)
+        # Messages quote the user's values and paths: "[" in them is text, not Rich markup.
+        err.print(f"[red]error[/] ({type(exc).__name__}): {escape(str(exc))}", highlight=False)
         sys.exit(exc.exit_code)
     except Exception as exc:  # last resort: one clear line, traceback only on request
         if os.environ.get("CD4ML_DEBUG"):

@@ -22,8 +22,13 @@ PROJECT_FILE = "cd4ml.yaml"
 
 ColumnType = Literal["int", "float", "str", "bool", "date", "datetime"]
 CalendarPart = Literal[
-    "year", "month", "day", "dayofweek", "dayofyear", "weekofyear", "hour", "is_weekend", "is_month_end"
+    "year", "month", "day", "dayofweek", "dayofyear", "weekofyear", "hour", "minute", "slot", "is_weekend",
+    "is_month_end"
 ]
+# What a time column may be: a date, a date and time, or a whole year (2019) held as an int.
+TIME_TYPES = ("date", "datetime", "int")
+# Calendar parts that are always 0 without a time of day.
+TIME_OF_DAY_PARTS = ("hour", "minute", "slot")
 
 
 class _Strict(BaseModel):
@@ -92,6 +97,7 @@ class HolidaySpec(_Strict):
 class FeaturesConfig(_Strict):
     lookups: list[LookupSpec] = Field(default_factory=list)
     calendar: list[CalendarPart] = Field(default_factory=list)
+    slot_minutes: int | None = Field(None, gt=0, le=1440, description="the length of a 'slot' in minutes")
     holidays: HolidaySpec | None = None
     custom: list[str] = Field(default_factory=list, description="module:function in the project")
     target_encodings: list[list[str]] = Field(default_factory=list)
@@ -106,17 +112,25 @@ class FeaturesConfig(_Strict):
         for spec in self.custom:
             if ":" not in spec:
                 raise ValueError(f"custom feature {spec!r} must be 'module:function'")
+        if ("slot" in self.calendar) != (self.slot_minutes is not None):
+            raise ValueError("calendar part 'slot' (minutes since midnight // slot_minutes) and "
+                             "'slot_minutes' (e.g. 30 for half-hourly data) go together: give both or neither")
+        if self.slot_minutes is not None and 1440 % self.slot_minutes:
+            raise ValueError(f"slot_minutes {self.slot_minutes} must divide a day (1440 minutes) evenly, "
+                             "e.g. 5, 10, 15, 30, 60")
         return self
 
 
 class SplitConfig(_Strict):
     holdout_days: int | None = Field(None, gt=0)
+    holdout_periods: int | None = Field(None, gt=0, description="the last N distinct times (years, hours, ...)")
     holdout_rows: int | None = Field(None, gt=0)
 
     @model_validator(mode="after")
     def _one_split(self) -> "SplitConfig":
-        if (self.holdout_days is None) == (self.holdout_rows is None):
-            raise ValueError("give exactly one of 'holdout_days' or 'holdout_rows'")
+        given = [v for v in (self.holdout_days, self.holdout_periods, self.holdout_rows) if v is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of 'holdout_days', 'holdout_periods' or 'holdout_rows'")
         return self
 
 
@@ -281,8 +295,11 @@ class ProjectConfig(_Strict):
                           ("oracle_column", self.oracle_column)]:
             if name is not None and name not in cols:
                 raise ValueError(f"{key} {name!r} is not a column under schema.columns")
-        if cols[self.time_column].type not in ("date", "datetime"):
-            raise ValueError(f"time_column {self.time_column!r} must have type date or datetime")
+        time_type = cols[self.time_column].type
+        if time_type not in TIME_TYPES:
+            raise ValueError(f"time_column {self.time_column!r} has type {time_type}: a time column must have "
+                             "type date, datetime, or int for whole years (2019)")
+        self._check_time_grid(time_type)
         if cols[self.target].type not in ("int", "float"):
             raise ValueError(f"target {self.target!r} must have type int or float")
         for key in self.schema_.keys:
@@ -323,6 +340,19 @@ class ProjectConfig(_Strict):
                 raise ValueError(f"acceptance.thresholds names metric {name!r}, which is not computed; "
                                  f"add it to metrics.report (computed: {', '.join(sorted(computed))})")
         return self
+
+    def _check_time_grid(self, time_type: str) -> None:
+        """Settings that make no sense for the time column's type (years have no days, dates no hours)."""
+        if time_type == "int" and self.split.holdout_days is not None:
+            raise ValueError(f"split.holdout_days counts days, but time_column {self.time_column!r} holds years: "
+                             "use split.holdout_periods instead (holdout_periods: 3 holds out the last 3 years)")
+        if time_type == "int" and self.features.holidays is not None:
+            raise ValueError(f"features.holidays flags days, but time_column {self.time_column!r} holds years")
+        if time_type != "datetime":
+            for part in self.features.calendar:
+                if part in TIME_OF_DAY_PARTS:
+                    raise ValueError(f"features.calendar part {part!r} needs a time of day, but time_column "
+                                     f"{self.time_column!r} has type {time_type}: it would always be 0")
 
     @property
     def label_columns(self) -> list[str]:
@@ -409,16 +439,22 @@ def edit_project_file(root: Path | str, settings: dict[str, Any]) -> None:
 
 
 def _format_validation_error(exc: ValidationError, file: str) -> ConfigError:
-    lines = []
+    lines, keys = [], []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"] if p != "schema_") or "(top level)"
         msg = err["msg"].removeprefix("Value error, ")
+        key = ".".join(str(p) for p in err["loc"] if p != "schema_") or _key_named_first(msg)
         if err["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; see the README's project file reference)"
-        lines.append(f"{file}: {loc}: {msg}")
-    first = exc.errors()[0]
-    key = ".".join(str(p) for p in first["loc"])
-    return ConfigError("invalid project file\n  " + "\n  ".join(lines), key=key or None)
+        lines.append(f"{file}: {key or '(top level)'}: {msg}")
+        keys.append(key)
+    return ConfigError("invalid project file\n  " + "\n  ".join(lines), key=keys[0] or None)
+
+
+def _key_named_first(message: str) -> str:
+    """The key a whole-file check's message starts with ("split.holdout_days counts days ..."), or ""."""
+    match = re.match(r"([a-z_]+(?:\.[a-z_]+)*)\b", message)
+    top = match.group(1).split(".")[0] if match else ""
+    return match.group(1) if top in ProjectConfig.model_fields or top == "schema" else ""
 
 
 def load_project(root: Path | str = ".", overrides: dict[str, Any] | None = None) -> Project:

@@ -43,7 +43,7 @@ def store_frame(project: Project, frame: pd.DataFrame, *, source: str, mode: Lit
     existing = table.row_count() if mode == "append" and table.exists() else 0
     clean, report = validate(frame, project.config, existing_rows=existing)
     if not report.ok:
-        raise DataRejected(f"{source}: {len(report.failures)} validation check(s) failed; "
+        raise DataRejected(f"{source}: {len(report.failures)} validation rule(s) broken; "
                            "nothing was written", report)
     if mode == "append" and table.exists():
         mismatch = table.append_mismatch(clean)

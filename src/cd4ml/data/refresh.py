@@ -64,7 +64,8 @@ def refresh(project: Project) -> RefreshResult:
                attributes[c] if c in lookups and c in attributes else rows[f"actual_{c}"].to_numpy()
                for c in cfg.schema_.columns}
     frame = pd.DataFrame(columns)
-    frame[cfg.time_column] = pd.to_datetime(frame[cfg.time_column])
+    if cfg.schema_.columns[cfg.time_column].type != "int":  # an int time column holds years, not times
+        frame[cfg.time_column] = pd.to_datetime(frame[cfg.time_column])
     for c, spec in cfg.schema_.columns.items():
         if spec.type in ("int", "float") and frame[c].dtype == object:
             frame[c] = pd.to_numeric(frame[c])

@@ -1,12 +1,15 @@
 """Validation of a dataset against the project's schema, before anything is stored.
 
-A pandera schema is built from cd4ml.yaml (types, ranges, categories, unique
-keys), plus row-count and null-rate checks. Every failed check is reported
-with its column, the number of failing rows and example rows.
+Values that are not of their column's type are found first (pandera's own
+messages for them name its internals); then a pandera schema built from
+cd4ml.yaml checks ranges, categories, empty values and unique keys, plus
+row-count and null-rate checks. Every broken rule is reported in the tool's own
+words with its column, the number of rows and their first values.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,19 +24,42 @@ _DTYPES = {"int": "int64", "float": "float64", "str": str, "bool": "bool",
 # Null cannot be held by int64 or bool: nullable columns use pandas' nullable types.
 _NULLABLE_DTYPES = {"int": "Int64", "bool": "boolean"}
 _BOOL_TEXT = {"true": True, "false": False, "1": True, "0": False}
-_EXAMPLES = 3
+_EXAMPLES = 5  # rejected values listed per rule; the rest are counted
+_SHOWN_CATEGORIES = 10
+_INT64_LIMIT = 2.0**63
+# What a value of each type must be, in the words every rejected value is reported with.
+_EXPECTED = {"int": "expected a whole number", "float": "expected a number",
+             "bool": "expected true, false, 1 or 0", "date": "expected a date (YYYY-MM-DD, no time of day)",
+             "datetime": "expected a date and time (YYYY-MM-DD HH:MM:SS)"}
+_YEAR = "expected a year (a whole number from 1 to 9999)"
 
 
 @dataclass
 class Failure:
-    check: str
+    """One rule broken by `rows` rows; `examples` are the first rejected values: {"row", "value"}.
+
+    Rows count from 1 for the first row of data (line 2 of a CSV with its header).
+    """
+
+    rule: str
     column: str | None
     rows: int
     examples: list[dict[str, Any]] = field(default_factory=list)
 
     def describe(self) -> str:
         where = f"column {self.column!r}" if self.column else "table"
-        return f"{where}: {self.check} failed for {self.rows} row(s)"
+        return f"{where}: {self.rule} ({self.rows:,} row(s))"
+
+    def lines(self) -> list[str]:
+        """One line per rejected value shown, then how many more there are."""
+        where = f"column {self.column!r}" if self.column else "table"
+        if not self.examples:
+            return [f"{where}: {self.rule}"]
+        lines = [f"row {e['row']}, {where}: {_shown(e['value'])}: {self.rule}" for e in self.examples]
+        if self.rows > len(self.examples):
+            lines.append(f"  ... and {self.rows - len(self.examples):,} more row(s) in {where}: {self.rule} "
+                         f"({self.rows:,} in all)")
+        return lines
 
 
 @dataclass
@@ -50,28 +76,50 @@ class ValidationReport:
                 "failures": [f.__dict__ for f in self.failures]}
 
 
-def _column(spec: ColumnSpec) -> pa.Column:
-    checks = []
+def _shown(value: Any) -> str:
+    """A value on one line as JSON shows it (quotes, escaped line breaks), cut if long."""
+    text = json.dumps(value, default=str, ensure_ascii=False)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _categories(values: list[Any]) -> str:
+    shown = ", ".join(str(v) for v in values[:_SHOWN_CATEGORIES])
+    return shown + (f", ... ({len(values)} in all)" if len(values) > _SHOWN_CATEGORIES else "")
+
+
+def _column(spec: ColumnSpec, is_year: bool) -> tuple[pa.Column, list[str]]:
+    """The pandera column and, in the order of its checks, the rule each check stands for."""
+    checks: list[tuple[pa.Check, str]] = []
+    if is_year:
+        checks.append((pa.Check.in_range(1, 9999), _YEAR))
     if spec.min is not None:
-        checks.append(pa.Check.ge(spec.min))
+        checks.append((pa.Check.ge(spec.min), f"below min {spec.min:g}"))
     if spec.max is not None:
-        checks.append(pa.Check.le(spec.max))
+        checks.append((pa.Check.le(spec.max), f"above max {spec.max:g}"))
     if spec.categories is not None:
-        checks.append(pa.Check.isin(spec.categories))
+        checks.append((pa.Check.isin(spec.categories), f"not one of the categories ({_categories(spec.categories)})"))
     dtype = _NULLABLE_DTYPES.get(spec.type, _DTYPES[spec.type]) if spec.nullable else _DTYPES[spec.type]
-    return pa.Column(dtype, checks=checks, nullable=spec.nullable, coerce=True)
+    column = pa.Column(dtype, checks=[c for c, _ in checks], nullable=spec.nullable, coerce=True)
+    return column, [rule for _, rule in checks]
 
 
-def build_schema(config: ProjectConfig) -> pa.DataFrameSchema:
-    """The pandera schema of the project's table (`validate` drops the columns not in it first)."""
-    columns = {name: _column(spec) for name, spec in config.schema_.columns.items()}
+def build_schema(config: ProjectConfig) -> tuple[pa.DataFrameSchema, dict[str, list[str]]]:
+    """The pandera schema of the project's table (`validate` drops the columns not in it first), and
+    per column the rules of its checks in order."""
+    built = {name: _column(spec, name == config.time_column and spec.type == "int")
+             for name, spec in config.schema_.columns.items()}
     keys = config.schema_.keys or None
-    return pa.DataFrameSchema(columns, unique=keys, report_duplicates="all", ordered=False)
+    schema = pa.DataFrameSchema({name: col for name, (col, _) in built.items()}, unique=keys,
+                                report_duplicates="all", ordered=False)
+    return schema, {name: rules for name, (_, rules) in built.items()}
 
 
-def _examples(frame: pd.DataFrame, index: list[Any]) -> list[dict[str, Any]]:
-    rows = [i for i in index if i is not None and i in frame.index][:_EXAMPLES]
-    return [{"row": int(i), **{k: _plain(v) for k, v in frame.loc[i].items()}} for i in rows]
+def _examples(raw: pd.DataFrame, column: str | list[str], index: list[Any]) -> list[dict[str, Any]]:
+    """The first rejected values of `index` (rows of `raw`), as given in the file."""
+    rows = [i for i in index if i is not None and i in raw.index][:_EXAMPLES]
+    if isinstance(column, list):
+        return [{"row": int(i) + 1, "value": [_plain(raw.at[i, c]) for c in column]} for i in rows]
+    return [{"row": int(i) + 1, "value": _plain(raw.at[i, column])} for i in rows]
 
 
 def _plain(value: Any) -> Any:
@@ -96,34 +144,98 @@ def _as_bool(value: Any) -> Any:
     return value
 
 
-def _exact_values(raw: pd.DataFrame, config: ProjectConfig) -> tuple[pd.DataFrame, list[Failure]]:
-    """Reject values that coercion would silently change: 2.5 in an int column, "no" in a bool column.
+def _typed(column: pd.Series, spec: ColumnSpec, is_year: bool) -> tuple[pd.Series, pd.Series, str] | None:
+    """(the column as pandera should get it, rows whose value cannot be of the type, the rule they break);
+    None when the column is already of its type.
 
-    Returns the rows for pandera (bool columns as exact booleans, failed rows
-    left out: they are reported once, here) and the failures.
+    Values that coercion would fail on, or silently change (2.5 in an int column, "no" in a bool
+    column), are found here, each reported in the tool's words, so pandera sees only typed values.
     """
+    kind = column.dtype.kind
+    given = column.notna()
+    if spec.type in ("int", "float"):
+        if kind in ("iub" if spec.type == "int" else "iufb"):
+            return None
+        numbers = pd.to_numeric(column, errors="coerce")
+        bad = given & numbers.isna()
+        if spec.type == "int":  # the text itself goes on to pandera: a float would round 19-digit numbers
+            bad |= numbers.notna() & ((numbers != np.floor(numbers)) | (numbers.abs() >= _INT64_LIMIT))
+            return column, bad, _YEAR if is_year else _EXPECTED["int"]
+        return numbers, bad, _EXPECTED["float"]
+    if spec.type == "bool":
+        if kind == "b":
+            return None
+        values = column.map(_as_bool).astype(object)
+        bad = ~values.map(lambda v: v is None or isinstance(v, bool)).astype(bool)
+        return pd.Series(pd.array(values.where(~bad, None).tolist(), dtype="boolean"), index=column.index), \
+            bad, _EXPECTED["bool"]
+    if spec.type in ("date", "datetime"):
+        return _typed_times(column, spec)
+    return None
+
+
+def _typed_times(column: pd.Series, spec: ColumnSpec) -> tuple[pd.Series, pd.Series, str] | None:
+    given = column.notna()
+    if column.dtype.kind in "iufb":
+        return column, given, f"{_EXPECTED[spec.type]}, not a number: for whole years give the column type int"
+    if column.dtype.kind == "M":
+        times = column
+    else:
+        try:
+            times = column.astype("datetime64[us]")
+        except (ValueError, TypeError):  # one value or more is not a time: find which
+            times = pd.to_datetime(column, errors="coerce", format="mixed")
+    bad = given & times.isna()
+    if spec.type == "date":  # dates are stored as midnight timestamps: a time of day is a data error
+        bad |= times.notna() & (times != times.dt.normalize())
+    return times, bad, _EXPECTED[spec.type]
+
+
+def _typed_values(raw: pd.DataFrame, config: ProjectConfig) -> tuple[pd.DataFrame, list[Failure]]:
+    """Every column as pandera should check it, with the rows holding values not of their column's
+    type left out (each reported once, here), and the failures."""
     checked = raw.copy(deep=False)  # copy-on-write: replacing its columns leaves `raw` as it was
     failures: list[Failure] = []
     bad_rows = pd.Index([])
     for name, spec in config.schema_.columns.items():
-        exact = {"int": "iub", "bool": "b"}.get(spec.type)  # dtype kinds that coerce without loss
-        if exact is None or name not in raw or raw[name].dtype.kind in exact:
+        if name not in raw:
             continue
-        column = raw[name]
-        if spec.type == "int":
-            numbers = pd.to_numeric(column, errors="coerce")  # text is pandera's coerce_dtype failure
-            bad = numbers.notna() & (numbers != np.floor(numbers))
-            check = "is a whole number"
-        else:
-            values = column.map(_as_bool).astype(object)
-            bad = ~values.map(lambda v: v is None or isinstance(v, bool)).astype(bool)
-            checked[name] = pd.array(values.where(~bad, None).tolist(), dtype="boolean")
-            check = "is true, false, 1 or 0"
+        typed = _typed(raw[name], spec, name == config.time_column and spec.type == "int")
+        if typed is None:
+            continue
+        checked[name], bad, rule = typed
         if bad.any():
-            index = raw.index[bad]
-            failures.append(Failure(check, name, len(index), _examples(raw, index.tolist())))
+            index = raw.index[bad.to_numpy()]
+            failures.append(Failure(rule, name, len(index), _examples(raw, name, index.tolist())))
             bad_rows = bad_rows.union(index)
     return (checked.drop(index=bad_rows) if len(bad_rows) else checked), failures  # drop() copies every row
+
+
+def _schema_failures(cases: pd.DataFrame, raw: pd.DataFrame, rules: dict[str, list[str]],
+                     keys: list[str]) -> list[Failure]:
+    """pandera's failure cases in the tool's words: one Failure per broken rule."""
+    failures: list[Failure] = []
+    duplicates: set[int] = set()
+    for (column, check, number), group in cases.groupby(["column", "check", "check_number"], dropna=False,
+                                                        sort=False):
+        idx = [int(i) for i in group["index"].tolist() if i is not None and not pd.isna(i)]
+        if check == "column_in_dataframe":
+            failures += [Failure("column is missing", str(missing), len(raw)) for missing in group["failure_case"]]
+        elif "uniqueness" in str(check) or str(check) == "unique":
+            duplicates.update(idx)
+        elif check == "not_nullable":
+            failures.append(Failure("is empty, and the column is not nullable", str(column), len(idx),
+                                    _examples(raw, str(column), idx)))
+        else:
+            column_rules = rules.get(str(column), [])
+            known = not pd.isna(number) and int(number) < len(column_rules)
+            rule = column_rules[int(number)] if known else f"failed check {check}"
+            failures.append(Failure(rule, str(column), max(len(idx), 1), _examples(raw, str(column), idx)))
+    if duplicates:
+        rows = sorted(duplicates)
+        failures.append(Failure(f"repeats the key ({', '.join(keys)}) of another row", ", ".join(keys), len(rows),
+                                _examples(raw, keys, rows)))
+    return failures
 
 
 def validate(frame: pd.DataFrame, config: ProjectConfig,
@@ -133,9 +245,9 @@ def validate(frame: pd.DataFrame, config: ProjectConfig,
     `existing_rows`: rows already in the table this frame is appended to
     (the row-count minimum applies to the table after the load).
     """
-    schema = build_schema(config)
+    schema, rules = build_schema(config)
     raw = frame.reset_index(drop=True)
-    checked, failures = _exact_values(raw, config)
+    checked, failures = _typed_values(raw, config)
     checked = checked[[c for c in checked.columns if c in config.schema_.columns]]
     try:
         # In place: `checked` is this function's own (copy-on-write) frame, and pandera's own copy
@@ -143,32 +255,18 @@ def validate(frame: pd.DataFrame, config: ProjectConfig,
         clean = schema.validate(checked, lazy=True, inplace=True)
     except pa.errors.SchemaErrors as exc:
         clean = raw
-        cases = exc.failure_cases
-        for (column, check), group in cases.groupby(["column", "check"], dropna=False, sort=False):
-            column = None if pd.isna(column) else str(column)
-            if check == "column_in_dataframe":
-                for missing in group["failure_case"]:
-                    failures.append(Failure("column is missing", str(missing), len(raw)))
-                continue
-            idx = [i for i in group["index"].tolist() if i is not None and not pd.isna(i)]
-            examples = _examples(raw, idx) or [{"value": _plain(v)} for v in group["failure_case"][:_EXAMPLES]]
-            failures.append(Failure(str(check), column, max(len(idx), 1), examples))
+        failures += _schema_failures(exc.failure_cases, raw, rules, list(config.schema_.keys))
     if len(raw) == 0:
-        failures.append(Failure("has rows", None, 0))
+        failures.append(Failure("no rows", None, 0))
     elif len(raw) + existing_rows < config.data.min_rows:
-        failures.append(Failure(f"row count >= {config.data.min_rows}", None, len(raw) + existing_rows))
+        failures.append(Failure(f"{len(raw) + existing_rows:,} row(s), fewer than data.min_rows "
+                                f"({config.data.min_rows:,})", None, len(raw) + existing_rows))
     for name, spec in config.schema_.columns.items():
         if spec.nullable and name in raw:
-            rate = float(raw[name].isna().mean()) if len(raw) else 0.0
+            empty = raw[name].isna()
+            rate = float(empty.mean()) if len(raw) else 0.0
             if rate > config.data.max_null_rate:
-                failures.append(Failure(f"null rate {rate:.1%} <= {config.data.max_null_rate:.1%}", name,
-                                        int(raw[name].isna().sum()), _examples(raw, raw.index[raw[name].isna()].tolist())))
-    # Dates are stored as midnight timestamps; a time of day in a 'date' column is a data error.
-    if not failures:
-        for name, spec in config.schema_.columns.items():
-            if spec.type == "date":
-                bad = clean[name].notna() & (clean[name] != clean[name].dt.normalize())
-                if bad.any():
-                    failures.append(Failure("is a date (no time of day)", name, int(bad.sum()),
-                                            _examples(raw, raw.index[bad].tolist())))
+                failures.append(Failure(f"{rate:.1%} of the rows are empty, more than data.max_null_rate "
+                                        f"({config.data.max_null_rate:.1%})", name, int(empty.sum()),
+                                        _examples(raw, name, raw.index[empty].tolist())))
     return clean, ValidationReport(len(raw), failures)

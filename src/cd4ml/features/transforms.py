@@ -29,15 +29,24 @@ _ASSEMBLE_ROWS = 4096
 
 
 def as_time(values: Any) -> np.ndarray:
-    """Dates or timestamps (datetime64, ISO strings, pandas) -> datetime64[s]."""
+    """Dates or timestamps (datetime64, ISO strings, pandas), or whole years (ints) -> datetime64[s].
+
+    A year stands for its first moment, 1 January 00:00.
+    """
     arr = np.asarray(values)
     if arr.dtype.kind == "M":
         return arr.astype("datetime64[s]")
+    if arr.dtype.kind in "iu":
+        return (arr.astype(np.int64) - 1970).astype("datetime64[Y]").astype("datetime64[s]")
     return np.asarray(arr.astype(str), dtype="datetime64[s]")
 
 
-def calendar_part(t: np.ndarray, part: str) -> np.ndarray:
-    """One calendar part of datetime64[s] values, as int64 (dayofweek: Monday=0)."""
+def calendar_part(t: np.ndarray, part: str, slot_minutes: int | None = None) -> np.ndarray:
+    """One calendar part of datetime64[s] values, as int64 (dayofweek: Monday=0).
+
+    `minute` is the minute of the hour; `slot` numbers the day's slots of `slot_minutes` from
+    midnight (with 30: 00:00-00:29 is 0, 23:30-23:59 is 47).
+    """
     days = t.astype("datetime64[D]")
     dow = (days.astype(np.int64) + 3) % 7  # 1970-01-01 was a Thursday
     if part == "dayofweek":
@@ -56,6 +65,12 @@ def calendar_part(t: np.ndarray, part: str) -> np.ndarray:
         return (thursday - thursday.astype("datetime64[Y]")).astype(np.int64) // 7 + 1
     if part == "hour":
         return (t - days).astype("timedelta64[h]").astype(np.int64)
+    if part == "minute":
+        return (t - days).astype("timedelta64[m]").astype(np.int64) % 60
+    if part == "slot":
+        if not slot_minutes:
+            raise ValueError("calendar part 'slot' needs slot_minutes")
+        return (t - days).astype("timedelta64[m]").astype(np.int64) // slot_minutes
     if part == "is_weekend":
         return (dow >= 5).astype(np.int64)
     if part == "is_month_end":
@@ -502,7 +517,7 @@ class FeaturePlan:
                     work[c] = np.where(found, known[idx] if len(known) else fill, fill)
         t = as_time(work[self.spec["time_column"]])
         for part in self.spec["calendar"]:
-            work[part] = calendar_part(t, part)
+            work[part] = calendar_part(t, part, self.spec.get("slot_minutes"))
         if self.spec["holidays"]:
             days = t.astype("datetime64[D]")
             hol = self.arrays["holidays"]

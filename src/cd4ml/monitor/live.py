@@ -122,7 +122,10 @@ class LiveData:
         """Table `pr`: every stored prediction with `counted` (live and in range) and `lead`, its day minus
         the day it was served. Out of range: a lead further than `plausible_days` from the median lead."""
         cfg = self.cfg
-        day = f"CAST(inputs.{_q(cfg.time_column)} AS DATE)"
+        time = f"inputs.{_q(cfg.time_column)}"
+        # An int time column holds years: a year's day is its 1 January.
+        day = f"make_date(CAST({time} AS BIGINT), 1, 1)" if cfg.schema_.columns[cfg.time_column].type == "int" \
+            else f"CAST({time} AS DATE)"
         # Lines logged before the traffic field existed are live traffic.
         traffic = "* REPLACE (coalesce(traffic, 'live') AS traffic)" if has_traffic else "*, 'live' AS traffic"
         con.execute(f"""CREATE TEMP TABLE flagged AS

@@ -45,12 +45,29 @@ def make_estimator(model: ModelConfig, seed: int) -> Any:
         cls = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError):
         raise ConfigError(f"{model.algorithm!r} cannot be imported", key="model.algorithm") from None
+    if not isinstance(cls, type):
+        raise ConfigError(f"{model.algorithm!r} is not an estimator class; only regressors are supported for now",
+                          key="model.algorithm")
     if "random_state" in inspect.signature(cls).parameters:
         params.setdefault("random_state", seed)
     try:
-        return cls(**params)
+        estimator = cls(**params)
     except TypeError as exc:
         raise ConfigError(f"{model.algorithm}: {exc}", key="model.params") from None
+    _require_regressor(estimator, model.algorithm)
+    return estimator
+
+
+def _require_regressor(estimator: Any, algorithm: str) -> None:
+    """Refuse what is not a scikit-learn regressor (by its own estimator tags): a classifier would be
+    fitted on the target and scored as if it were one."""
+    from sklearn.base import is_classifier, is_regressor
+
+    if not is_regressor(estimator):
+        kind = "a classifier" if is_classifier(estimator) else "not a regressor"
+        raise ConfigError(f"{algorithm} is {kind}; only regressors are supported for now (there is no "
+                          "classification yet): use 'lightgbm' or a scikit-learn regressor such as "
+                          "sklearn.ensemble.HistGradientBoostingRegressor", key="model.algorithm")
 
 
 class Handover:

@@ -143,6 +143,7 @@ def feature_spec(cfg: ProjectConfig) -> dict[str, Any]:
         "lookups": [{"key": lk.key, "columns": list(lk.columns)} for lk in f.lookups],
         "lookup_columns": [c for lk in f.lookups for c in lk.columns],
         "calendar": list(f.calendar),
+        "slot_minutes": f.slot_minutes,
         "holidays": f.holidays is not None,
         "custom": list(f.custom),
         "target_encodings": [list(cols) for cols in f.target_encodings],
@@ -220,6 +221,8 @@ def run_pipeline(project: Project, *, data_version: int | None = None, on_stage:
         lookup = lookup or rerun.EarlierRunLookup.for_project(project)
         cleanup.callback(lookup.stop)
         estimators.import_lightgbm()  # before MLflow, whose threads may import what it hides meanwhile
+        # Built before anything runs or loads: a wrong algorithm (a classifier) is refused at once.
+        model = estimators.make_estimator(cfg.model, cfg.seed)
         # The project's tests run even before a rerun can be skipped: they guard code the model may not use.
         tests = FeatureTests(project)
         cleanup.callback(tests.stop)
@@ -240,7 +243,7 @@ def run_pipeline(project: Project, *, data_version: int | None = None, on_stage:
         with stage("load"):
             frame, pinned = table.read(pinned)
             _check_table_columns(project, frame, pinned)
-            train_df, hold_df = time_split(frame, cfg.time_column, cfg.split)
+            train_df, hold_df = time_split(frame, cfg.time_column, cfg.split, file=str(project.root / PROJECT_FILE))
             del frame
 
         with stage("features"):
@@ -270,7 +273,6 @@ def run_pipeline(project: Project, *, data_version: int | None = None, on_stage:
             del derived_train
 
         with stage("fit"):
-            model = estimators.make_estimator(cfg.model, cfg.seed)
             handover = estimators.Handover(X_train)  # the fit frees X once it holds what it needs
             del X_train
             # MLflow comes in (a thread) while the model trains: not under the peak of binning X.
