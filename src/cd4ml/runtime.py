@@ -13,9 +13,10 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable, MutableMapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, MutableMapping
+from typing import Any
 
 log = logging.getLogger(__name__)
 
