@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from cd4ml import runtime
+
 Rows = list[dict[str, Any]]
 
 
@@ -111,6 +113,7 @@ class MicroBatcher:
             X, unknown = release.features_checked(batch)
             if 0 < self.offload_rows <= len(X):
                 if self._worker is None:
+                    runtime.quick_gil_handoff()
                     self._worker = ThreadPoolExecutor(1, thread_name_prefix="cd4ml-predict")
                 done = asyncio.get_running_loop().run_in_executor(self._worker, release.predict_features, X)
                 done.add_done_callback(lambda f: self._deliver(chunk, f.exception() or f.result(), unknown))
