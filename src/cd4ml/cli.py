@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from cd4ml import runtime
 from cd4ml.errors import Cd4mlError, DataRejected, GateRejected
 
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ def data_ingest(
     append: bool = typer.Option(False, "--append", help="Add rows to the table instead of replacing them."),
 ) -> None:
     """Validate the source data and store it as a new version of the training table."""
-    _return_freed_memory()
+    runtime.return_freed_memory()
     from cd4ml.data.ingest import ingest
 
     project = _load(project_dir)
@@ -130,7 +131,8 @@ def run(
                                                       "and config."),
 ) -> None:
     """Run the pipeline: pinned data -> features -> train -> evaluate -> register -> gate -> promote."""
-    _return_freed_memory()
+    wait_policy = runtime.openmp_for_fit()  # first: the run's own work would count as load
+    runtime.return_freed_memory()
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from cd4ml.train.rerun import EarlierRunLookup
@@ -155,7 +157,8 @@ def run(
         _print_json({"run_id": result.run_id, "version": result.version, "data_version": result.data_version,
                      "metrics": result.metrics, "baseline": result.baseline, "oracle": result.oracle,
                      "gate": result.gate.to_dict(), "promoted": result.promoted, "seconds": result.seconds,
-                     "skipped_as": result.skipped_as, "note": result.note})
+                     "skipped_as": result.skipped_as, "note": result.note,
+                     "openmp_wait_policy": wait_policy.to_dict()})
     else:
         _print_run(project, result)
     if not result.gate.passed:
@@ -460,34 +463,6 @@ def demo(
     console.print(f"[green]Demo passed.[/] Report: {path}")
 
 
-# OpenMP threads (LightGBM) that spin while waiting made fits 2-6x slower next to any other busy
-# process on a 2-core machine; sleeping threads cost about 10% of a fit when the machine is idle.
-OPENMP_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE"}
-
-
-def _return_freed_memory() -> None:
-    """For commands that hold a whole table: freed memory goes back to the system at once.
-
-    Arrow's own allocator (mimalloc) keeps freed pages counted in the process's memory, so Arrow
-    uses the system allocator (unless ARROW_DEFAULT_MEMORY_POOL is set). glibc, by default, raises
-    its threshold for mapping large blocks as they are freed (up to 32 MiB), so the columns a run
-    frees stayed resident while the next large array was mapped fresh; here every block of 128 KiB
-    or more is mapped and unmapped. At 1M rows `cd4ml run` peaked at 586 MB instead of 800. Both are read
-    when first used: call this before anything reads data. Elsewhere than glibc, only the Arrow part
-    applies.
-    """
-    import ctypes
-
-    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
-
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return
-    m_mmap_threshold = -3  # malloc.h; setting it also turns off glibc's dynamic adjustment
-    libc.mallopt(m_mmap_threshold, 128 * 1024)
-
-
 # Rich lays out a pipe or a CI log as 80 columns and wraps names ("slice:weathers it"); such
 # output has no edge to fit, so it gets this width unless COLUMNS says otherwise.
 PIPE_WIDTH = 200
@@ -506,8 +481,6 @@ def main() -> None:
 
     Usage errors are Typer's own (it prints them and exits 2).
     """
-    for name, value in OPENMP_DEFAULTS.items():
-        os.environ.setdefault(name, value)
     _fit_width_to_pipes(console, err)
     try:
         app()

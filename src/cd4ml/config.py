@@ -206,6 +206,9 @@ class ServingConfig(_Strict):
     max_body_bytes: int = Field(2_000_000, gt=0)
     merge_max_rows: int = Field(
         256, gt=0, description="concurrent requests are predicted together up to this many rows per call (1: never)")
+    offload_rows: int = Field(
+        32, ge=0, description="a call of at least this many rows predicts on a worker thread while the event loop "
+                              "serves the next requests (LightGBM predicts without the GIL); 0: always inline")
     poll_seconds: float = Field(2.0, gt=0)
     opentelemetry: bool = Field(
         False, description="FastAPI's OpenTelemetry spans and metrics per request, for a process with an "

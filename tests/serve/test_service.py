@@ -384,16 +384,20 @@ def test_merged_requests_answer_exactly_as_alone(served_shop: Path, tmp_path: Pa
     requests = [schema.validate(r) for r in _requests(served_shop)]
     alone = [release.predict_checked(schema.to_batch(rows)) for rows in requests]
 
-    def merged(max_rows: int) -> tuple[list, int]:
+    def merged(max_rows: int, offload_rows: int) -> tuple[list, int]:
         calls: list[int] = []
-        batcher = MicroBatcher(max_rows, schema.to_batch, on_call=lambda: calls.append(1))
+        batcher = MicroBatcher(max_rows, schema.to_batch, on_call=lambda: calls.append(1), offload_rows=offload_rows)
 
         async def all_at_once() -> list:
-            return await asyncio.gather(*(batcher.predict(release, rows, schema.nulls(rows)) for rows in requests))
+            try:
+                return await asyncio.gather(*(batcher.predict(release, rows, schema.nulls(rows)) for rows in requests))
+            finally:
+                batcher.close()
         return _in_own_loop(all_at_once), len(calls)
 
-    for max_rows, want_calls in ((256, 2), (8, 7)):
-        answers, calls = merged(max_rows)
+    # offload_rows: 0 predicts every call inline, 1 every call on the worker thread, 8 some of each.
+    for max_rows, want_calls, offload_rows in ((256, 2, 0), (256, 2, 1), (8, 7, 0), (8, 7, 8)):
+        answers, calls = merged(max_rows, offload_rows)
         # Queued in one event-loop turn: one call for the rows that give only inputs, one for the new
         # store, which gives lookup attributes (other columns); with 8 rows a call, 6 + 1.
         assert calls == want_calls

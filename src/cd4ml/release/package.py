@@ -113,11 +113,19 @@ class Release:
     def predict_checked(self, batch: Mapping[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """`predict`, and per input column whose values the model learned (lookup keys, categories)
         a bool mask (n,) of values it never saw in training."""
+        X, unknown = self.features_checked(batch)
+        return self.predict_features(X), unknown
+
+    def features_checked(self, batch: Mapping[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The feature matrix of `batch` and the unknown-value masks of `predict_checked`."""
         checked = getattr(self.plan, "transform_checked", None)
         if checked is None:  # feature code packaged before the one-pass transform
-            return self.predict(batch), self.plan.unknown_inputs(batch)
-        X, unknown = checked(batch)
-        return self.plan.inverse_target(self.estimator.predict(X)), unknown
+            return self.plan.transform(batch), self.plan.unknown_inputs(batch)
+        return checked(batch)
+
+    def predict_features(self, X: np.ndarray) -> np.ndarray:
+        """Predictions in target units from a feature matrix of `features_checked`."""
+        return self.plan.inverse_target(self.estimator.predict(X))
 
     def predict_frame(self, frame: pd.DataFrame) -> np.ndarray:
         missing = [c for c in self.input_names if c not in frame.columns]

@@ -70,7 +70,7 @@ def create_app(project: Project, *, log_predictions: bool = True, poll_seconds: 
     predlog = PredictionLog(project.resolve(serving.log_dir), max_bytes=serving.log_max_bytes) if log_predictions \
         else None
     metrics = ServiceMetrics(project.monitor_dir, multiproc_dir=multiprocess_dir())
-    batcher = MicroBatcher(serving.merge_max_rows, schema.to_batch, metrics.calls.inc)
+    batcher = MicroBatcher(serving.merge_max_rows, schema.to_batch, metrics.calls.inc, serving.offload_rows)
 
     # Actuals are kept even with --no-log: a client that sends them wants them stored.
     actuals_log = PredictionLog(project.resolve(serving.log_dir), max_bytes=serving.log_max_bytes, prefix="actuals")
@@ -85,6 +85,7 @@ def create_app(project: Project, *, log_predictions: bool = True, poll_seconds: 
         metrics.start(watcher, predlog)
         yield
         watcher.stop()
+        batcher.close()  # predictions still in flight are answered and logged before the log closes
         if predlog is not None:
             predlog.close()
         actuals_log.close()

@@ -12,15 +12,29 @@ merged, so the merged column batch has the columns and dtypes each request's own
 have; features are computed row by row and the estimator predicts each row on its own,
 so a record's answer is the same whether it was predicted alone or merged (checked by
 the service tests).
+
+The one speed trick that costs clarity lives here: a call of at least `offload_rows` rows
+(`serving.offload_rows`)
+computes its features on the event loop, then hands the estimator's predict to one worker
+thread and answers when it is done. LightGBM predicts without the GIL, so on a second core
+it predicts one call while the loop reads, validates and logs the next requests (a
+100-record request spends most of its time in the booster). Smaller calls, a single
+record above all, are predicted inline: a thread hand-off would cost more than it
+overlaps. `benchmarks/serving.py` measures both (`cd4ml` against `cd4ml-inline`, which
+serves with `serving.offload_rows: 0`).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
+
+from cd4ml import runtime
 
 Rows = list[dict[str, Any]]
 
@@ -47,16 +61,19 @@ class MicroBatcher:
     """Queue validated records and answer them in merged calls of at most `max_rows` rows
     (a larger request goes alone). `to_batch` turns records into a column batch.
 
-    Must be used from one event loop (the service's).
+    Must be used from one event loop (the service's); `close()` stops the worker thread.
     """
 
     def __init__(self, max_rows: int, to_batch: Callable[[Rows], Mapping[str, np.ndarray]],
-                 on_call: Callable[[], None] = lambda: None) -> None:
-        """`on_call()` is called once per merged call (a metrics counter)."""
+                 on_call: Callable[[], None] = lambda: None, offload_rows: int = 0) -> None:
+        """`on_call()` is called once per merged call (a metrics counter). Calls of at least `offload_rows`
+        rows predict on the worker thread (0: every call inline; the service's `serving.offload_rows`)."""
         self.max_rows = max_rows
         self.to_batch = to_batch
         self.on_call = on_call
+        self.offload_rows = offload_rows
         self._pending: list[_Pending] = []
+        self._worker: ThreadPoolExecutor | None = None  # started by the first offloaded call
 
     async def predict(self, release: Any, rows: Rows, nulls: tuple[str, ...]) -> Answer:
         """Predictions for `rows`, whose fields in `nulls` (and no others) are None somewhere."""
@@ -66,6 +83,12 @@ class MicroBatcher:
         item = _Pending(release, rows, nulls, loop.create_future())
         self._pending.append(item)
         return await item.future
+
+    def close(self) -> None:
+        """Wait for the predictions in flight and stop the worker thread."""
+        if self._worker is not None:
+            self._worker.shutdown(wait=True)
+            self._worker = None
 
     def _flush(self) -> None:
         pending, self._pending = self._pending, []
@@ -87,15 +110,31 @@ class MicroBatcher:
         release = chunk[0].release
         try:
             batch = self.to_batch(chunk[0].rows if len(chunk) == 1 else [r for p in chunk for r in p.rows])
-            pred, unknown = release.predict_checked(batch)
-            fallback = np.zeros(len(pred), dtype=bool)
-            for mask in unknown.values():
-                fallback |= mask
+            X, unknown = release.features_checked(batch)
+            if 0 < self.offload_rows <= len(X):
+                if self._worker is None:
+                    runtime.quick_gil_handoff()
+                    self._worker = ThreadPoolExecutor(1, thread_name_prefix="cd4ml-predict")
+                done = asyncio.get_running_loop().run_in_executor(self._worker, release.predict_features, X)
+                done.add_done_callback(lambda f: self._deliver(chunk, f.exception() or f.result(), unknown))
+                return
+            pred = release.predict_features(X)
         except Exception as exc:  # every request of the call gets the error (answered as a 500)
+            self._deliver(chunk, exc, {})
+            return
+        self._deliver(chunk, pred, unknown)
+
+    @staticmethod
+    def _deliver(chunk: list[_Pending], pred: np.ndarray | BaseException, unknown: dict[str, np.ndarray]) -> None:
+        """Each request of the call gets its slice of the answer, or the call's error."""
+        if isinstance(pred, BaseException):
             for p in chunk:
                 if not p.future.done():
-                    p.future.set_exception(exc)
+                    p.future.set_exception(pred)
             return
+        fallback = np.zeros(len(pred), dtype=bool)
+        for mask in unknown.values():
+            fallback |= mask
         start = 0
         for p in chunk:
             end = start + len(p.rows)
