@@ -284,6 +284,7 @@ def build_report(project: Project, *, compact: bool = True) -> dict[str, Any]:
         "feedback": live.counts,
         "drift": {"reference_version": champion["version"] if champion and profile else None, "windows": windows},
         "excluded": asdict(live.excluded),
+        "quarantined": store.quarantined(),
         "checks": checks,
         "retrain_due": any(c["due"] for c in checks),
         "not_judged": [c["name"] for c in checks if c["enabled"] and not c["judged"]],
@@ -358,6 +359,11 @@ def print_report(report: dict[str, Any], console: Any) -> None:
                       + (f" (e.g. {', '.join(excluded['out_of_range_days'])}; more than "
                          f"{excluded['plausible_days']} days from the usual lead)" if excluded["out_of_range"] else ""),
                       markup=False)
+    quarantined = report.get("quarantined") or {}
+    if any(quarantined.values()):
+        console.print(f"Quarantined: {quarantined.get('predictions', 0):,} prediction and "
+                      f"{quarantined.get('actuals', 0):,} actuals log line(s) that could not be stored, kept "
+                      "as they were in the prediction store's quarantine/ folder", markup=False)
     marks = {"due": ("retrain", "red"), "ok": ("ok", "green"), NOT_JUDGED: (NOT_JUDGED, "yellow"),
              "off": ("off", "dim")}
     for c in report["checks"]:
