@@ -314,7 +314,7 @@ def print_report(report: dict[str, Any], console: Any) -> None:
 
     primary = report["primary_metric"]
     champion = report["champion"]
-    console.print(f"[bold]{report['project']}[/]: model {report['model_name']}, champion "
+    console.print(f"[bold]{escape(report['project'])}[/]: model {escape(report['model_name'])}, champion "
                   f"{'v' + champion['version'] if champion else 'none'}; feedback: "
                   + ", ".join(f"{k} {v:,}" for k, v in report["feedback"].items()))
     traffic: dict[str, dict[str, float]] = {}
@@ -342,14 +342,16 @@ def print_report(report: dict[str, Any], console: Any) -> None:
                             f"v{report['drift']['reference_version']}")
         for col in ("column", "PSI", "KS", "new values", "drifted"):
             table.add_column(col)
-        rows = [(f["name"], f["psi"], f["ks"], ", ".join(f["new_values"][:5]), f["alarm"]) for f in w["features"]]
+        # Values come from requests: escaped, so "[link=...]" or "x[/]" is shown as text, never read as markup.
+        rows = [(escape(f["name"]), f["psi"], f["ks"], escape(", ".join(map(str, f["new_values"][:5]))), f["alarm"])
+                for f in w["features"]]
         rows += [(k, w[k]["psi"], w[k].get("ks"), "", w[k]["alarm"]) for k in ("prediction", "target") if w.get(k)]
         for name, psi, ks, new, alarm in rows:
             table.add_row(name, f"{psi:.3f}" if psi is not None else "", f"{ks:.3f}" if ks is not None else "",
                           new, "[red]yes[/]" if alarm else "")
         for s in w["segments"]:
             if s["alarm"]:
-                table.add_row(f"{s['feature']} = {s['value']}", "", "", f"bias {s['bias']:+.2f} sd "
+                table.add_row(escape(f"{s['feature']} = {s['value']}"), "", "", f"bias {s['bias']:+.2f} sd "
                               f"({s['rows']} rows)", "[red]yes[/]")
         console.print(table)
     excluded = report.get("excluded") or {}
