@@ -59,10 +59,10 @@ def init(
     from cd4ml.scaffold import init_project
 
     files = init_project(directory, example)
-    console.print(f"[green]Created[/] {directory} ({example or 'template'}):")
+    console.print(f"[green]Created[/] {escape(str(directory))} ({example or 'template'}):")
     for f in files:
-        console.print(f"  {f}")
-    console.print(f"Next: cd {directory} && cd4ml data ingest && cd4ml run")
+        console.print(f"  {f}", markup=False)
+    console.print(f"Next: cd {directory} && cd4ml data ingest && cd4ml run", markup=False)
 
 
 @data_app.command("ingest")
@@ -83,8 +83,8 @@ def data_ingest(
             if exc.report is not None:
                 _print_validation(exc.report, project)
             raise
-    console.print(f"[green]Accepted[/] {result.rows:,} rows from {result.source} "
-                  f"-> table version [bold]{result.version}[/] ({project.table_path})")
+    console.print(f"[green]Accepted[/] {result.rows:,} rows from {escape(result.source)} "
+                  f"-> table version [bold]{result.version}[/] ({escape(str(project.table_path))})")
 
 
 def _print_validation(report: "ValidationReport", project: "Project") -> None:
@@ -116,7 +116,7 @@ def data_versions(project_dir: Path = ProjectDir, as_json: bool = typer.Option(F
     for v in versions:
         table.add_row(str(v.version), f"{v.timestamp:%Y-%m-%d %H:%M:%S}", v.operation,
                       f"{v.rows:,}" if v.rows is not None else "?", v.time_min or "", v.time_max or "",
-                      v.origin or "", v.source or "")
+                      v.origin or "", escape(v.source or ""))
     console.print(table)
 
 
@@ -219,8 +219,8 @@ def _print_gate(report: "GateReport", version: str) -> None:
         table.add_column(col, overflow="fold")
     for c in report.checks:
         fmt = (lambda v: "" if v is None else f"{v:.4g}")
-        table.add_row(c.name, fmt(c.value), c.threshold, fmt(c.champion),
-                      "[green]pass[/]" if c.passed else "[red]FAIL[/]", c.reason)
+        table.add_row(escape(c.name), fmt(c.value), escape(c.threshold), fmt(c.champion),
+                      "[green]pass[/]" if c.passed else "[red]FAIL[/]", escape(c.reason))
     console.print(table)
 
 
@@ -341,7 +341,7 @@ def serve(
     import_lightgbm()  # before the service's threads start: one of them imports MLflow
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     console.print(f"cd4ml serve: {project.config.project} on http://{host}:{port} "
-                  f"(model {project.config.registry.model_name}@champion, {workers} worker(s))")
+                  f"(model {project.config.registry.model_name}@champion, {workers} worker(s))", markup=False)
     options = {"host": host, "port": port, "log_level": "warning", "access_log": False}
     if workers == 1:
         os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)  # one process: metrics stay in its memory
@@ -381,7 +381,7 @@ def data_refresh(project_dir: Path = ProjectDir) -> None:
             raise
     if result.incomplete:
         console.print(f"[yellow]Left out[/] {result.incomplete:,} row(s) whose actuals lack required column(s): "
-                      f"{', '.join(result.missing_columns)}")
+                      f"{escape(', '.join(result.missing_columns))}")
     if result.ingest is None:
         console.print(f"Nothing new: {result.candidates:,} production row(s) with actuals, "
                       f"{result.already_in_table:,} already in the table; no version written.")
@@ -403,7 +403,7 @@ def feedback(
     project = _load(project_dir)
     events = read_actuals(project.config, file)
     added = PredictionStore(project).append_actuals(events)
-    console.print(f"[green]Stored[/] {added:,} actuals from {file}. Next: cd4ml monitor")
+    console.print(f"[green]Stored[/] {added:,} actuals from {escape(str(file))}. Next: cd4ml monitor")
 
 
 @app.command()
@@ -426,7 +426,7 @@ def monitor(
         _print_json(report)
     else:
         print_report(report, console)
-        console.print(f"Report: {path} and {page}")
+        console.print(f"Report: {path} and {page}", markup=False)
     if check and report["retrain_due"]:
         due = [c["name"] for c in report["checks"] if c["enabled"] and c["due"]]
         raise RetrainDue(f"retraining is due ({', '.join(due)}): run `cd4ml data refresh` then `cd4ml run`")
@@ -445,7 +445,7 @@ def ui(
     from cd4ml.monitor.ui import create_ui_app
 
     project = _load(project_dir)
-    console.print(f"cd4ml ui: {project.config.project} on http://{host}:{port}")
+    console.print(f"cd4ml ui: {project.config.project} on http://{host}:{port}", markup=False)
     uvicorn.run(create_ui_app(lambda: build_report(project), title=f"cd4ml: {project.config.project}"),
                 host=host, port=port, log_level="warning", access_log=False)
 
@@ -460,7 +460,7 @@ def demo(
     from cd4ml.demo.story import run_demo
 
     path = run_demo(directory, keep, report, console)
-    console.print(f"[green]Demo passed.[/] Report: {path}")
+    console.print(f"[green]Demo passed.[/] Report: {escape(str(path))}")
 
 
 # Rich lays out a pipe or a CI log as 80 columns and wraps names ("slice:weathers it"); such

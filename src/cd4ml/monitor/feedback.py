@@ -26,6 +26,9 @@ from cd4ml.config import ProjectConfig
 from cd4ml.serve.schema import column_field
 
 
+RECORD_MAX = 2**31 - 1  # the stores keep a record index as int32
+
+
 def _iso(value: Any) -> Any:
     return value.isoformat() if isinstance(value, (dt.date, dt.datetime)) else value
 
@@ -40,7 +43,7 @@ class FeedbackSchema:
         self.values = [c for c in cols if c not in inputs]
         self.target = cfg.target
         fields: dict[str, Any] = {"request_id": (Optional[str], Field(None, min_length=1, max_length=200)),
-                                  "record": (Optional[int], Field(None, ge=0))}
+                                  "record": (Optional[int], Field(None, ge=0, le=RECORD_MAX))}
         for name in dict.fromkeys([*self.keys, *self.values]):
             fields[name] = column_field(cols[name], False)
         keys, target = self.keys, self.target

@@ -284,6 +284,7 @@ def build_report(project: Project, *, compact: bool = True) -> dict[str, Any]:
         "feedback": live.counts,
         "drift": {"reference_version": champion["version"] if champion and profile else None, "windows": windows},
         "excluded": asdict(live.excluded),
+        "quarantined": store.quarantined(),
         "checks": checks,
         "retrain_due": any(c["due"] for c in checks),
         "not_judged": [c["name"] for c in checks if c["enabled"] and not c["judged"]],
@@ -313,7 +314,7 @@ def print_report(report: dict[str, Any], console: Any) -> None:
 
     primary = report["primary_metric"]
     champion = report["champion"]
-    console.print(f"[bold]{report['project']}[/]: model {report['model_name']}, champion "
+    console.print(f"[bold]{escape(report['project'])}[/]: model {escape(report['model_name'])}, champion "
                   f"{'v' + champion['version'] if champion else 'none'}; feedback: "
                   + ", ".join(f"{k} {v:,}" for k, v in report["feedback"].items()))
     traffic: dict[str, dict[str, float]] = {}
@@ -341,14 +342,16 @@ def print_report(report: dict[str, Any], console: Any) -> None:
                             f"v{report['drift']['reference_version']}")
         for col in ("column", "PSI", "KS", "new values", "drifted"):
             table.add_column(col)
-        rows = [(f["name"], f["psi"], f["ks"], ", ".join(f["new_values"][:5]), f["alarm"]) for f in w["features"]]
+        # Values come from requests: escaped, so "[link=...]" or "x[/]" is shown as text, never read as markup.
+        rows = [(escape(f["name"]), f["psi"], f["ks"], escape(", ".join(map(str, f["new_values"][:5]))), f["alarm"])
+                for f in w["features"]]
         rows += [(k, w[k]["psi"], w[k].get("ks"), "", w[k]["alarm"]) for k in ("prediction", "target") if w.get(k)]
         for name, psi, ks, new, alarm in rows:
             table.add_row(name, f"{psi:.3f}" if psi is not None else "", f"{ks:.3f}" if ks is not None else "",
                           new, "[red]yes[/]" if alarm else "")
         for s in w["segments"]:
             if s["alarm"]:
-                table.add_row(f"{s['feature']} = {s['value']}", "", "", f"bias {s['bias']:+.2f} sd "
+                table.add_row(escape(f"{s['feature']} = {s['value']}"), "", "", f"bias {s['bias']:+.2f} sd "
                               f"({s['rows']} rows)", "[red]yes[/]")
         console.print(table)
     excluded = report.get("excluded") or {}
@@ -358,6 +361,11 @@ def print_report(report: dict[str, Any], console: Any) -> None:
                       + (f" (e.g. {', '.join(excluded['out_of_range_days'])}; more than "
                          f"{excluded['plausible_days']} days from the usual lead)" if excluded["out_of_range"] else ""),
                       markup=False)
+    quarantined = report.get("quarantined") or {}
+    if any(quarantined.values()):
+        console.print(f"Quarantined: {quarantined.get('predictions', 0):,} prediction and "
+                      f"{quarantined.get('actuals', 0):,} actuals log line(s) that could not be stored, kept "
+                      "as they were in the prediction store's quarantine/ folder", markup=False)
     marks = {"due": ("retrain", "red"), "ok": ("ok", "green"), NOT_JUDGED: (NOT_JUDGED, "yellow"),
              "off": ("off", "dim")}
     for c in report["checks"]:

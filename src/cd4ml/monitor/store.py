@@ -128,7 +128,7 @@ def _typed(values: list[Any], t: pa.DataType, where: str, bad: dict[int, str]) -
         if pa.types.is_date(t) or pa.types.is_timestamp(t):  # JSON carries them as ISO text
             return pa.array(values, pa.string()).cast(t)
         return pa.array(values, t)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):  # OverflowError: an int past int64
         pass
     # Slow path, only for a column holding something the fast path refused: the service's own
     # lax rules ("5" -> 5, "2024-01-01T00:00" -> date) value by value.
@@ -284,9 +284,27 @@ class PredictionStore:
             if i not in unparsable:
                 k = bisect.bisect_right(starts, i) - 1
                 result._problem(lambda: f"{chunks[k].path}:{chunks[k].line_number(i - starts[k])}: {reason}")
+        self._quarantine(prefix, chunks, starts, sorted(set(bad) | unparsable))
         # Committed even when every new line was malformed: the offsets must move past them.
         self._write(path, table, new_offsets, "compact")
         return table.num_rows
+
+    def _quarantine(self, prefix: str, chunks: list[_Chunk], starts: list[int], indices: list[int]) -> None:
+        """Keep the lines compaction skips, as they were, in `quarantine/<prefix>.jsonl` (one JSON line
+        each: file, line text): out of every report's way, never lost. A crash before the commit that
+        follows quarantines them again on the next compaction."""
+        if not indices:
+            return
+        lines = [chunk.data.split(b"\n")[:-1] for chunk in chunks]
+        out = bytearray()
+        for i in indices:
+            k = bisect.bisect_right(starts, i) - 1
+            out += orjson.dumps({"file": chunks[k].path.name,
+                                 "line": lines[k][i - starts[k]].decode("utf-8", "replace")}) + b"\n"
+        folder = self.directory / "quarantine"
+        folder.mkdir(parents=True, exist_ok=True)
+        with (folder / f"{prefix}.jsonl").open("ab") as f:
+            f.write(out)
 
     def _read_new(self, prefix: str, offsets: dict[str, int],
                   result: CompactResult) -> tuple[list[_Chunk], dict[str, int]]:
@@ -318,6 +336,17 @@ class PredictionStore:
                 new_offsets[path.name] = start + end
         result.files += len(chunks)
         return chunks, new_offsets
+
+    def quarantined(self) -> dict[str, int]:
+        """Lines set aside by compaction so far, per table."""
+        out = {}
+        for prefix in (PREDICTIONS, ACTUALS):
+            try:
+                with (self.directory / "quarantine" / f"{prefix}.jsonl").open("rb") as f:
+                    out[prefix] = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+            except FileNotFoundError:
+                out[prefix] = 0
+        return out
 
     def _log_files(self) -> list[Path]:
         try:
