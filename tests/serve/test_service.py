@@ -113,12 +113,11 @@ def _client_loop(service: Service, record: dict, stop: threading.Event, seen: li
                 errors.append(repr(exc))
 
 
-def _wait_for_version(seen: list, version: str, since: float, timeout: float) -> float:
+def _wait_for_version(seen: list, version: str, since: float, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        hits = [t for t, v in list(seen) if v == version and t >= since]
-        if hits:
-            return hits[0] - since
+        if any(v == version and t >= since for t, v in list(seen)):
+            return
         time.sleep(0.02)
     raise AssertionError(f"responses never showed version {version}")
 
