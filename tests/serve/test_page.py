@@ -141,16 +141,22 @@ def test_page_forecasts_what_the_api_predicts_and_shows_errors(page_service: Ser
     assert _shown_number(page.inner_text("#prediction"))[0] == pytest.approx(shown, abs=10 ** -decimals)
 
 
-def test_page_makes_no_request_outside_the_service(page_service: Service, page: Page) -> None:
-    base = page_service.url
+def _loopback_only(page: Page, base: str) -> tuple[list[str], list[str], list[str]]:
+    """Abort every request not to `base` (no network but loopback: anything else fails and is recorded);
+    returns the lists the page's requests, failed requests and script errors are recorded in."""
     requests: list[str] = []
     failed: list[str] = []
     errors: list[str] = []
     page.on("request", lambda r: requests.append(r.url))
     page.on("requestfailed", lambda r: failed.append(f"{r.url}: {r.failure}"))
     page.on("pageerror", lambda e: errors.append(str(e)))
-    # No network but loopback: anything else would fail here (and be recorded above).
     page.context.route(re.compile(r"^(?!" + re.escape(base) + r"/)"), lambda route: route.abort())
+    return requests, failed, errors
+
+
+def test_page_makes_no_request_outside_the_service(page_service: Service, page: Page) -> None:
+    base = page_service.url
+    requests, failed, errors = _loopback_only(page, base)
 
     page.goto(base + "/")
     expect(page.locator("#release-version")).to_have_text("1")
@@ -169,13 +175,7 @@ def test_page_makes_no_request_outside_the_service(page_service: Service, page: 
 
 def test_api_docs_render_every_operation_offline(page_service: Service, page: Page) -> None:
     base = page_service.url
-    requests: list[str] = []
-    failed: list[str] = []
-    errors: list[str] = []
-    page.on("request", lambda r: requests.append(r.url))
-    page.on("requestfailed", lambda r: failed.append(f"{r.url}: {r.failure}"))
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.context.route(re.compile(r"^(?!" + re.escape(base) + r"/)"), lambda route: route.abort())
+    requests, failed, errors = _loopback_only(page, base)
     operations = [(method, route) for route, item in page_service.client.get("/openapi.json").json()["paths"].items()
                   for method in item]
     assert ("post", "/predict") in operations
