@@ -306,3 +306,13 @@ def test_a_year_that_is_not_a_whole_year_is_rejected_saying_what_a_time_column_m
         (root / "data.csv").write_text("\n".join(rows) + "\n")
     proc = cli(root, "data", "ingest", check=4)
     assert line in proc.stderr.splitlines(), proc.stderr
+
+
+def test_an_empty_value_where_none_is_allowed_is_one_line_of_its_own(tmp_path: Path) -> None:
+    columns = {"t": {"type": "datetime"}, "n": {"type": "int"}, "b": {"type": "bool"}, "y": {"type": "float"}}
+    root = make_csv_project(tmp_path / "p", "t,n,b,y\n2024-01-01,1,true,1\n2024-01-02,,,2\n", columns)
+    proc = cli(root, "data", "ingest", check=4)
+    err = proc.stderr.splitlines()
+    assert "row 2, column 'n': null: is empty, and the column is not nullable" in err
+    assert "row 2, column 'b': null: is empty, and the column is not nullable" in err
+    assert "coerce_dtype" not in proc.stderr and "dtype(" not in proc.stderr and "check" not in proc.stderr
