@@ -127,17 +127,13 @@ def test_years_are_times_in_the_features_copied_into_releases() -> None:
 
 # -- item 8: holdouts that do not fit, and what the terminal shows ----------------------------------------
 
-@pytest.mark.parametrize(("setting", "key"), [
-    ("split.holdout_periods=40", "split.holdout_periods"),
-    ("split.holdout_rows=93", "split.holdout_rows"),
-])
-def test_a_holdout_longer_than_the_data_exits_2_naming_the_key(tmp_path: Path, setting: str, key: str) -> None:
-    root = _yearly_project(tmp_path / "gdp")
+@pytest.mark.parametrize(("key", "value"), [("split.holdout_periods", 40), ("split.holdout_rows", 93)])
+def test_a_holdout_longer_than_the_data_exits_2_naming_the_key(tmp_path: Path, key: str, value: int) -> None:
+    root = _yearly_project(tmp_path / "gdp")  # 31 years, 93 rows
     cli(root, "data", "ingest", check=0)
-    split = setting.split("=")[0].split(".")[1]
-    proc = cli(root, "run", "--set", f"split=null", "--set", f"split.{split}={setting.split('=')[1]}", check=2)
+    proc = cli(root, "run", "--set", "split=null", "--set", f"{key}={value}", check=2)
     stderr = _one_line(proc.stderr)
-    assert key in stderr and "0 for training" in stderr and "1990 to 2020" in stderr, stderr
+    assert f"cd4ml.yaml: {key}:" in stderr and "0 for training" in stderr and "1990 to 2020" in stderr, stderr
     assert "Traceback" not in stderr and "internal error" not in stderr
 
 
@@ -199,7 +195,8 @@ def test_an_algorithm_that_is_not_a_regressor_is_refused_before_training(tmp_pat
     cli(root, "data", "ingest", check=0)
     proc = cli(root, "run", check=2)
     stderr = _one_line(proc.stderr)
-    assert "model.algorithm" in stderr and kind in stderr and "only regressors are supported" in stderr, stderr
+    assert "cd4ml.yaml: model.algorithm:" in stderr and kind in stderr, stderr
+    assert "only regressors are supported" in stderr
     assert "Traceback" not in stderr
     assert not (root / ".cd4ml" / "mlartifacts").exists() or not any((root / ".cd4ml" / "mlartifacts").rglob("*.skops"))
 
@@ -309,3 +306,13 @@ def test_a_year_that_is_not_a_whole_year_is_rejected_saying_what_a_time_column_m
         (root / "data.csv").write_text("\n".join(rows) + "\n")
     proc = cli(root, "data", "ingest", check=4)
     assert line in proc.stderr.splitlines(), proc.stderr
+
+
+def test_an_empty_value_where_none_is_allowed_is_one_line_of_its_own(tmp_path: Path) -> None:
+    columns = {"t": {"type": "datetime"}, "n": {"type": "int"}, "b": {"type": "bool"}, "y": {"type": "float"}}
+    root = make_csv_project(tmp_path / "p", "t,n,b,y\n2024-01-01,1,true,1\n2024-01-02,,,2\n", columns)
+    proc = cli(root, "data", "ingest", check=4)
+    err = proc.stderr.splitlines()
+    assert "row 2, column 'n': null: is empty, and the column is not nullable" in err
+    assert "row 2, column 'b': null: is empty, and the column is not nullable" in err
+    assert "coerce_dtype" not in proc.stderr and "dtype(" not in proc.stderr and "check" not in proc.stderr

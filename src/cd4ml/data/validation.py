@@ -32,6 +32,7 @@ _EXPECTED = {"int": "expected a whole number", "float": "expected a number",
              "bool": "expected true, false, 1 or 0", "date": "expected a date (YYYY-MM-DD, no time of day)",
              "datetime": "expected a date and time (YYYY-MM-DD HH:MM:SS)"}
 _YEAR = "expected a year (a whole number from 1 to 9999)"
+_EMPTY = "is empty, and the column is not nullable"
 
 
 @dataclass
@@ -200,20 +201,26 @@ def _typed_values(raw: pd.DataFrame, config: ProjectConfig) -> tuple[pd.DataFram
     for name, spec in config.schema_.columns.items():
         if name not in raw:
             continue
+        found: list[tuple[pd.Series, str]] = []
+        if not spec.nullable:  # found here: an empty int or bool is otherwise a coercion failure in pandera
+            found.append((raw[name].isna(), _EMPTY))
         typed = _typed(raw[name], spec, name == config.time_column and spec.type == "int")
-        if typed is None:
-            continue
-        checked[name], bad, rule = typed
-        if bad.any():
-            index = raw.index[bad.to_numpy()]
-            failures.append(Failure(rule, name, len(index), _examples(raw, name, index.tolist())))
-            bad_rows = bad_rows.union(index)
+        if typed is not None:
+            checked[name], bad, rule = typed
+            found.append((bad, rule))
+        for bad, rule in found:
+            if bad.any():
+                index = raw.index[bad.to_numpy()]
+                failures.append(Failure(rule, name, len(index), _examples(raw, name, index.tolist())))
+                bad_rows = bad_rows.union(index)
     return (checked.drop(index=bad_rows) if len(bad_rows) else checked), failures  # drop() copies every row
 
 
 def _schema_failures(cases: pd.DataFrame, raw: pd.DataFrame, rules: dict[str, list[str]],
-                     keys: list[str]) -> list[Failure]:
+                     config: ProjectConfig) -> list[Failure]:
     """pandera's failure cases in the tool's words: one Failure per broken rule."""
+    keys = list(config.schema_.keys)
+    types = {name: _EXPECTED.get(spec.type, f"expected a {spec.type}") for name, spec in config.schema_.columns.items()}
     failures: list[Failure] = []
     duplicates: set[int] = set()
     for (column, check, number), group in cases.groupby(["column", "check", "check_number"], dropna=False,
@@ -224,12 +231,12 @@ def _schema_failures(cases: pd.DataFrame, raw: pd.DataFrame, rules: dict[str, li
         elif "uniqueness" in str(check) or str(check) == "unique":
             duplicates.update(idx)
         elif check == "not_nullable":
-            failures.append(Failure("is empty, and the column is not nullable", str(column), len(idx),
-                                    _examples(raw, str(column), idx)))
+            failures.append(Failure(_EMPTY, str(column), len(idx), _examples(raw, str(column), idx)))
         else:
             column_rules = rules.get(str(column), [])
             known = not pd.isna(number) and int(number) < len(column_rules)
-            rule = column_rules[int(number)] if known else f"failed check {check}"
+            # Types are checked before pandera; should one of its own checks still fail, say what was expected.
+            rule = column_rules[int(number)] if known else types.get(str(column), "expected a valid value")
             failures.append(Failure(rule, str(column), max(len(idx), 1), _examples(raw, str(column), idx)))
     if duplicates:
         rows = sorted(duplicates)
@@ -255,7 +262,7 @@ def validate(frame: pd.DataFrame, config: ProjectConfig,
         clean = schema.validate(checked, lazy=True, inplace=True)
     except pa.errors.SchemaErrors as exc:
         clean = raw
-        failures += _schema_failures(exc.failure_cases, raw, rules, list(config.schema_.keys))
+        failures += _schema_failures(exc.failure_cases, raw, rules, config)
     if len(raw) == 0:
         failures.append(Failure("no rows", None, 0))
     elif len(raw) + existing_rows < config.data.min_rows:

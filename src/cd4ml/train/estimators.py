@@ -29,8 +29,9 @@ class Predictor(Protocol):
     def predict(self, X: np.ndarray) -> np.ndarray: ...
 
 
-def make_estimator(model: ModelConfig, seed: int) -> Any:
-    """An unfitted estimator for `model.algorithm` with `model.params` (seeded)."""
+def make_estimator(model: ModelConfig, seed: int, file: str | None = None) -> Any:
+    """An unfitted estimator for `model.algorithm` with `model.params` (seeded); `file`: the project
+    file its config errors name."""
     params = dict(model.params)
     if model.algorithm == "lightgbm":
         # Deterministic histogram building makes the same data give the same trees.
@@ -40,25 +41,25 @@ def make_estimator(model: ModelConfig, seed: int) -> Any:
     if not module.startswith("sklearn."):
         raise ConfigError(f"unknown algorithm {model.algorithm!r}: use 'lightgbm' or a scikit-learn "
                           "regressor's import path, e.g. sklearn.ensemble.HistGradientBoostingRegressor",
-                          key="model.algorithm")
+                          file=file, key="model.algorithm")
     try:
         cls = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError):
-        raise ConfigError(f"{model.algorithm!r} cannot be imported", key="model.algorithm") from None
+        raise ConfigError(f"{model.algorithm!r} cannot be imported", file=file, key="model.algorithm") from None
     if not isinstance(cls, type):
         raise ConfigError(f"{model.algorithm!r} is not an estimator class; only regressors are supported for now",
-                          key="model.algorithm")
+                          file=file, key="model.algorithm")
     if "random_state" in inspect.signature(cls).parameters:
         params.setdefault("random_state", seed)
     try:
         estimator = cls(**params)
     except TypeError as exc:
-        raise ConfigError(f"{model.algorithm}: {exc}", key="model.params") from None
-    _require_regressor(estimator, model.algorithm)
+        raise ConfigError(f"{model.algorithm}: {exc}", file=file, key="model.params") from None
+    _require_regressor(estimator, model.algorithm, file)
     return estimator
 
 
-def _require_regressor(estimator: Any, algorithm: str) -> None:
+def _require_regressor(estimator: Any, algorithm: str, file: str | None) -> None:
     """Refuse what is not a scikit-learn regressor (by its own estimator tags): a classifier would be
     fitted on the target and scored as if it were one."""
     from sklearn.base import is_classifier, is_regressor
@@ -67,7 +68,7 @@ def _require_regressor(estimator: Any, algorithm: str) -> None:
         kind = "a classifier" if is_classifier(estimator) else "not a regressor"
         raise ConfigError(f"{algorithm} is {kind}; only regressors are supported for now (there is no "
                           "classification yet): use 'lightgbm' or a scikit-learn regressor such as "
-                          "sklearn.ensemble.HistGradientBoostingRegressor", key="model.algorithm")
+                          "sklearn.ensemble.HistGradientBoostingRegressor", file=file, key="model.algorithm")
 
 
 class Handover:

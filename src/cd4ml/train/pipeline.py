@@ -222,7 +222,7 @@ def run_pipeline(project: Project, *, data_version: int | None = None, on_stage:
         cleanup.callback(lookup.stop)
         estimators.import_lightgbm()  # before MLflow, whose threads may import what it hides meanwhile
         # Built before anything runs or loads: a wrong algorithm (a classifier) is refused at once.
-        model = estimators.make_estimator(cfg.model, cfg.seed)
+        model = estimators.make_estimator(cfg.model, cfg.seed, file=str(project.root / PROJECT_FILE))
         # The project's tests run even before a rerun can be skipped: they guard code the model may not use.
         tests = FeatureTests(project)
         cleanup.callback(tests.stop)
