@@ -160,7 +160,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(service: Ser
     junit = tmp_path / "st.xml"
     done = subprocess.run(
         [sys.executable, "-m", "schemathesis.cli", "run", f"{service.url}/openapi.json",
-         "--checks", "not_a_server_error,response_schema_conformance", "--max-examples", "20", "--seed", "15",
+         "--checks", "not_a_server_error,response_schema_conformance", "--max-examples", "40", "--seed", "15",
          "--phases", "examples,coverage,fuzzing", "--generation-database", "none", "--workers", "1",
          "--request-timeout", "20", "--report", "junit", "--report-junit-path", str(junit)],
         capture_output=True, text=True, timeout=300, cwd=tmp_path)
