@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import httpx
+import orjson
 import psutil
 import pytest
 
@@ -154,7 +155,6 @@ def test_bodies_that_are_not_json_are_a_415(service: Service, path: str, content
 @pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8",
                                           "Application/JSON;charset=UTF-8", "application/vnd.cd4ml+json"])
 def test_json_media_types_are_taken(service: Service, content_type: str) -> None:
-    import orjson
     resp = service.client.post("/predict", content=orjson.dumps(GOOD), headers={"content-type": content_type})
     assert resp.status_code == 200, resp.text
 
@@ -177,7 +177,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(service: Ser
          "--checks", "not_a_server_error,response_schema_conformance", "--max-examples", "40", "--seed", "15",
          "--phases", "examples,coverage,fuzzing", "--generation-database", "none", "--workers", "1",
          "--request-timeout", "20", "--report", "junit", "--report-junit-path", str(junit)],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        capture_output=True, text=True, timeout=300, cwd=tmp_path, check=False)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     report = junit.read_text()
     for path in ("/predict", "/feedback", "/health", "/ready", "/version", "/inputs", "/metrics"):

@@ -422,21 +422,25 @@ def test_a_failing_merged_call_fails_only_the_request_that_cannot_be_predicted(s
     good = schema.validate([GOOD])
     broken = [{**good[0], "date": "not a date object"}]  # what to_batch cannot convert
     alone = release.predict_checked(schema.to_batch(good))[0]
-    for offload_rows in (0, 1):  # inline and on the worker thread
+
+    def merged(offload_rows: int) -> tuple[list, int]:
         calls: list[int] = []
         batcher = MicroBatcher(256, schema.to_batch, on_call=lambda: calls.append(1), offload_rows=offload_rows)
 
-        async def merged() -> list:
+        async def at_once() -> list:
             try:
                 return await asyncio.gather(batcher.predict(release, good, ()), batcher.predict(release, broken, ()),
                                             batcher.predict(release, good, ()), return_exceptions=True)
             finally:
                 batcher.close()
-        first, bad, last = _in_own_loop(merged)
+        return _in_own_loop(at_once), len(calls)
+
+    for offload_rows in (0, 1):  # inline and on the worker thread
+        (first, bad, last), calls = merged(offload_rows)
         assert isinstance(bad, AttributeError)
         for answer in (first, last):
             np.testing.assert_array_equal(answer.predictions, alone)
-        assert len(calls) == 4  # the merged call, then each request alone
+        assert calls == 4  # the merged call, then each request alone
 
 
 def test_a_release_packaged_before_the_one_pass_transform_still_answers(served_shop: Path, tmp_path: Path) -> None:
