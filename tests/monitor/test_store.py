@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import duckdb
@@ -273,15 +272,16 @@ RECORDS = [{"date": f"2024-08-{1 + i % 28:02d}", "store_nbr": 1 + i % 3, "item_n
 
 
 class Load:
-    """Client threads posting single records and 10-record batches with their own request ids.
+    """Client threads posting single records and 10-record batches.
 
-    `ok`: (request_id, records, monotonic time of the 200 response); `sent`: every request id tried.
+    `ok`: (the request_id the service answered, records, monotonic time of the 200 response);
+    `sent`: one entry per request tried.
     Leaving the `with` block waits for the clients; setting `stop` ends them sooner.
     """
 
     def __init__(self, url: str, threads: int = 8, requests: int = 60) -> None:
         self.ok: list[tuple[str, int, float]] = []
-        self.sent: set[str] = set()
+        self.sent: list[int] = []  # one entry per request tried (appends are thread safe)
         self.failed = 0
         self.stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, args=(url, t, requests)) for t in range(threads)]
@@ -300,16 +300,15 @@ class Load:
             for i in range(requests):
                 if self.stop.is_set():
                     return
-                request_id = uuid.uuid4().hex
                 body = RECORDS[(t * 7 + i) % 200] if i % 2 else RECORDS[(t + i) % 190:(t + i) % 190 + 10]
-                self.sent.add(request_id)
+                self.sent.append(t)
                 try:
-                    resp = client.post("/predict", json=body, headers={"x-request-id": request_id})
+                    resp = client.post("/predict", json=body)
                 except httpx.HTTPError:
                     self.failed += 1
                     continue
                 if resp.status_code == 200:
-                    self.ok.append((request_id, 1 if i % 2 else 10, time.monotonic()))
+                    self.ok.append((resp.json()["request_id"], 1 if i % 2 else 10, time.monotonic()))
                 else:
                     self.failed += 1
 
@@ -368,7 +367,7 @@ def test_after_sigkill_only_the_last_flush_interval_is_missing(served_shop: Path
           f"{max(ages, default=0):.3f} s before the kill; {len(unanswered)} stored requests unanswered")
     assert result.bad == 0 and len(stored) == result.predictions
     # A request logged in the instant between the writer's flush and its response being sent is
-    # stored but unanswered: one at most per client thread, and never one that was not sent.
-    assert unanswered <= load.sent and len(unanswered) <= 8
+    # stored but unanswered: one at most per client thread, and never more requests than were sent.
+    assert len({rid for rid, _ in stored}) <= len(load.sent) and len(unanswered) <= 8
     assert len(expected & stored) > 0
     assert max(ages, default=0) < 1.0  # PredictionLog's flush interval (0.5 s) plus scheduling on a busy machine

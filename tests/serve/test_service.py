@@ -410,7 +410,8 @@ def test_merged_requests_answer_exactly_as_alone(served_shop: Path, tmp_path: Pa
     assert answers[0].fallback.tolist() == [False]
 
 
-def test_a_failing_merged_call_fails_each_of_its_requests(served_shop: Path, tmp_path: Path) -> None:
+def test_a_failing_merged_call_fails_only_the_request_that_cannot_be_predicted(served_shop: Path,
+                                                                               tmp_path: Path) -> None:
     import asyncio
 
     from cd4ml.serve.batching import MicroBatcher
@@ -420,17 +421,26 @@ def test_a_failing_merged_call_fails_each_of_its_requests(served_shop: Path, tmp
     schema = RequestSchema(load_project(served_shop).config)
     good = schema.validate([GOOD])
     broken = [{**good[0], "date": "not a date object"}]  # what to_batch cannot convert
-    batcher = MicroBatcher(256, schema.to_batch)
+    alone = release.predict_checked(schema.to_batch(good))[0]
 
-    async def both() -> list:
-        return await asyncio.gather(batcher.predict(release, good, ()), batcher.predict(release, broken, ()),
-                                    return_exceptions=True)
-    outcomes = _in_own_loop(both)
-    assert all(isinstance(o, AttributeError) for o in outcomes)
+    def merged(offload_rows: int) -> tuple[list, int]:
+        calls: list[int] = []
+        batcher = MicroBatcher(256, schema.to_batch, on_call=lambda: calls.append(1), offload_rows=offload_rows)
 
-    async def good_alone():  # the next turn is a new call: the good request alone is answered
-        return await batcher.predict(release, good, ())
-    assert _in_own_loop(good_alone).predictions.shape == (1,)
+        async def at_once() -> list:
+            try:
+                return await asyncio.gather(batcher.predict(release, good, ()), batcher.predict(release, broken, ()),
+                                            batcher.predict(release, good, ()), return_exceptions=True)
+            finally:
+                batcher.close()
+        return _in_own_loop(at_once), len(calls)
+
+    for offload_rows in (0, 1):  # inline and on the worker thread
+        (first, bad, last), calls = merged(offload_rows)
+        assert isinstance(bad, AttributeError)
+        for answer in (first, last):
+            np.testing.assert_array_equal(answer.predictions, alone)
+        assert calls == 4  # the merged call, then each request alone
 
 
 def test_a_release_packaged_before_the_one_pass_transform_still_answers(served_shop: Path, tmp_path: Path) -> None:

@@ -34,9 +34,11 @@ from starlette.types import Receive, Scope, Send
 from cd4ml.config import Project, load_project
 from cd4ml.monitor.feedback import FeedbackSchema
 from cd4ml.serve.batching import MicroBatcher
+from cd4ml.serve.door import (REQUEST_ID_HEADER, REQUEST_ID_MAX, REQUEST_ID_PATTERN, media_type_refusal, read_body,
+                              request_id_refusal)
 from cd4ml.serve.metrics import CONTENT_TYPE, ServiceMetrics, multiprocess_dir
 from cd4ml.serve.predlog import PredictionLog
-from cd4ml.serve.schema import RequestSchema, describe_errors
+from cd4ml.serve.schema import RequestSchema, describe_errors, one_or_many
 from cd4ml.serve.watcher import ReleaseWatcher
 
 STATIC = Path(__file__).parent / "static"
@@ -105,14 +107,17 @@ def create_app(project: Project, *, log_predictions: bool = True, poll_seconds: 
 
     async def read_records(request: Request) -> list[Any] | tuple[Any] | Response:
         """The body's records (a 1-tuple for a single JSON object), or the error answer."""
+        refused = media_type_refusal(request.headers.get("content-type"))
+        if refused:
+            return _json(415, {"detail": refused})
         declared = request.headers.get("content-length", "0")
         if not declared.isdigit():
             return _json(400, {"detail": "Content-Length is not a number"})
         if int(declared) > serving.max_body_bytes:
             return _json(413, {"detail": f"body of {declared} bytes exceeds {serving.max_body_bytes}"})
-        body = await request.body()
-        if len(body) > serving.max_body_bytes:
-            return _json(413, {"detail": f"body of {len(body)} bytes exceeds {serving.max_body_bytes}"})
+        body = await read_body(request, serving.max_body_bytes)
+        if body is None:
+            return _json(413, {"detail": f"body exceeds {serving.max_body_bytes} bytes"})
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
@@ -143,6 +148,10 @@ def create_app(project: Project, *, log_predictions: bool = True, poll_seconds: 
         if traffic not in TRAFFIC_KINDS:
             return _json(400, {"detail": f"header {TRAFFIC_HEADER}: {traffic[:40]!r} is not one of "
                                          f"{', '.join(TRAFFIC_KINDS)} (or absent, meaning live)"})
+        client_id = request.headers.get("x-request-id")
+        refused = request_id_refusal(client_id)
+        if refused:
+            return _json(400, {"detail": refused})
         records = await read_records(request)
         if isinstance(records, Response):
             return records
@@ -159,13 +168,15 @@ def create_app(project: Project, *, log_predictions: bool = True, poll_seconds: 
                       for col, mask in unknown.items() for i in np.flatnonzero(mask)]
             return _json(422, {"detail": "unknown categories", "errors": errors})
         metrics.predicted(live.version, pred, int(fallback.sum()))
-        request_id = request.headers.get("x-request-id") or secrets.token_hex(16)
+        # Always the service's own id, so ids are unique whatever clients send; theirs is kept beside it.
+        request_id = secrets.token_hex(16)
         latency_ms = (time.perf_counter() - started) * 1000.0
         if predlog is not None:
             now = dt.datetime.now(dt.timezone.utc).isoformat()
             predlog.emit_many([
                 {"request_id": request_id, "record": i, "time": now, "model_version": live.version,
-                 "inputs": rec, "output": p, "fallback": f, "latency_ms": latency_ms, "traffic": traffic}
+                 "inputs": rec, "output": p, "fallback": f, "latency_ms": latency_ms, "traffic": traffic,
+                 "client_request_id": client_id}
                 for i, (rec, p, f) in enumerate(zip(records, pred.tolist(), fallback.tolist()))])
         if single:
             doc = {"request_id": request_id, "model_version": live.version, "prediction": float(pred[0]),
@@ -177,9 +188,13 @@ def create_app(project: Project, *, log_predictions: bool = True, poll_seconds: 
                    "fallback": fallback}
         if traffic != "live":
             doc["traffic"] = traffic
+        if client_id is not None:
+            doc["client_request_id"] = client_id
         return _json(200, doc)
 
     app.router.routes.append(Route("/predict", _AsgiEndpoint(predict), methods=["POST"]))
+    body_errors = {"413": {"description": "too many records or too large a body"},
+                   "415": {"description": "a body that is not application/json"}}
     predict_doc = {"post": {
         "summary": "Predict", "operationId": "predict",
         "description": "Predict for one record (a JSON object) or a list of records. Send the header "
@@ -187,11 +202,15 @@ def create_app(project: Project, *, log_predictions: bool = True, poll_seconds: 
                        "traffic and kept out of drift, live accuracy and the retraining checks.",
         "parameters": [{"name": "X-Cd4ml-Traffic", "in": "header", "required": False,
                         "description": "`test` marks test traffic; `live` (the default when absent) is real traffic",
-                        "schema": {"type": "string", "enum": list(TRAFFIC_KINDS), "default": "live"}}],
+                        "schema": {"type": "string", "enum": list(TRAFFIC_KINDS), "default": "live"}},
+                       {"name": REQUEST_ID_HEADER, "in": "header", "required": False,
+                        "description": "the client's own id for the request: answered and logged as "
+                                       "`client_request_id`; `request_id` is always the service's (unique)",
+                        "schema": {"type": "string", "pattern": REQUEST_ID_PATTERN, "maxLength": REQUEST_ID_MAX}}],
         "requestBody": {"required": True, "content": {"application/json": {"schema": schema.json_schema()}}},
         "responses": {"200": {"description": "prediction(s), model version, request id"},
-                      "400": {"description": "an X-Cd4ml-Traffic header other than test or live"},
-                      "413": {"description": "too many records or too large a body"},
+                      "400": {"description": "an X-Cd4ml-Traffic or X-Request-ID header that is not accepted"},
+                      **body_errors,
                       "422": {"description": "invalid records: each error names the record, field and reason"},
                       "503": {"description": "no champion release yet"}}}}
 
@@ -203,8 +222,13 @@ def create_app(project: Project, *, log_predictions: bool = True, poll_seconds: 
 
     app.openapi = openapi  # type: ignore[method-assign]
 
-    @app.post("/feedback", status_code=202, openapi_extra={"requestBody": {"required": True}},
+    feedback_body = {"required": True, "content": {"application/json": {
+        "schema": one_or_many(feedback_schema.model.model_json_schema())}}}
+
+    @app.post("/feedback", status_code=202, openapi_extra={"requestBody": feedback_body},
               responses={202: {"description": "actuals accepted for the prediction store"},
+                         400: {"description": "a Content-Length that is not a number"},
+                         **{int(code): doc for code, doc in body_errors.items()},
                          422: {"description": "invalid actuals: each error names the record, field and reason"}})
     async def feedback(request: Request) -> Response:
         """Actuals for served predictions, by request id (+ record) or by the key columns.

@@ -11,7 +11,8 @@ Only requests for the same release whose records are null in the same fields are
 merged, so the merged column batch has the columns and dtypes each request's own would
 have; features are computed row by row and the estimator predicts each row on its own,
 so a record's answer is the same whether it was predicted alone or merged (checked by
-the service tests).
+the service tests). A merged call that fails is retried request by request, so one
+request that cannot be predicted fails alone.
 
 The one speed trick that costs clarity lives here: a call of at least `offload_rows` rows
 (`serving.offload_rows`)
@@ -116,11 +117,20 @@ class MicroBatcher:
                     runtime.quick_gil_handoff()
                     self._worker = ThreadPoolExecutor(1, thread_name_prefix="cd4ml-predict")
                 done = asyncio.get_running_loop().run_in_executor(self._worker, release.predict_features, X)
-                done.add_done_callback(lambda f: self._deliver(chunk, f.exception() or f.result(), unknown))
+                done.add_done_callback(lambda f: self._settle(chunk, f.exception() or f.result(), unknown))
                 return
             pred = release.predict_features(X)
-        except Exception as exc:  # every request of the call gets the error (answered as a 500)
-            self._deliver(chunk, exc, {})
+        except Exception as exc:
+            self._settle(chunk, exc, {})
+            return
+        self._deliver(chunk, pred, unknown)
+
+    def _settle(self, chunk: list[_Pending], pred: np.ndarray | BaseException, unknown: dict[str, np.ndarray]) -> None:
+        """Deliver a call's outcome; a merged call that failed is predicted again one request at a time,
+        so only the request that cannot be predicted gets the error (answered as a 500)."""
+        if isinstance(pred, BaseException) and len(chunk) > 1:
+            for p in chunk:
+                self._answer([p])
             return
         self._deliver(chunk, pred, unknown)
 

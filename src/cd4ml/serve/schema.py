@@ -11,6 +11,7 @@ import datetime as dt
 from typing import Annotated, Any, Optional
 
 import numpy as np
+import orjson
 from pydantic import (BaseModel, ConfigDict, Field, GetCoreSchemaHandler, GetJsonSchemaHandler, TypeAdapter,
                       ValidationError, create_model)
 from pydantic.json_schema import JsonSchemaValue
@@ -113,8 +114,12 @@ class RequestSchema:
 
     def json_schema(self) -> dict[str, Any]:
         """OpenAPI schema of the request body: one record or a list of records."""
-        record = self.model.model_json_schema()
-        return {"anyOf": [record, {"type": "array", "items": record}]}
+        return one_or_many(self.model.model_json_schema())
+
+
+def one_or_many(record: dict[str, Any]) -> dict[str, Any]:
+    """JSON schema of a body that is one record (object) or a list of them, as the service reads it."""
+    return {"anyOf": [record, {"type": "array", "items": record}]}
 
 
 def describe_errors(exc: ValidationError, single: bool) -> list[dict[str, Any]]:
@@ -128,5 +133,23 @@ def describe_errors(exc: ValidationError, single: bool) -> list[dict[str, Any]]:
         if err["type"] == "extra_forbidden":
             reason = "unknown field"
         out.append({"record": None if single else record, "field": field, "reason": reason,
-                    "value": err.get("input") if err["type"] != "missing" else None})
+                    "value": _shown(err.get("input")) if err["type"] != "missing" else None})
     return out
+
+
+_SHOWN_MAX = 200
+
+
+def _shown(value: Any) -> Any:
+    """A rejected value as the 422 echoes it: as sent when it is small, else a short note.
+
+    The answer must encode whatever came in: JSON nested hundreds of levels deep, or
+    an integer beyond 64 bits, cannot be written back as JSON."""
+    try:
+        text = orjson.dumps(value)
+    except (orjson.JSONEncodeError, TypeError):
+        text = b""
+    if text and len(text) <= _SHOWN_MAX:
+        return value
+    kind = type(value).__name__
+    return f"({kind} not shown: too large, too deep or not representable in JSON)"
