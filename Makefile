@@ -23,7 +23,9 @@ system-packages:
 	@bash scripts/system-packages.sh
 
 test: system-packages $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile  # 2 cores: the demo runs next to the rest
+	# 2 cores: the longest files start first (conftest orders them), the rest fill in; xdist would
+	# otherwise queue files by test count, which puts the one-test demo last.
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 clean:
 	rm -rf $(VENV) .pytest_cache
