@@ -15,7 +15,7 @@ from cd4ml.train.rerun import GATE_CHAMPION_TAG
 from helpers import cli, train
 
 ROLLBACK_TRIALS = 10
-RUN_TRIALS = 3  # each trial trains two models: the suite's time is bounded
+RUN_TRIALS = 2  # each trial trains two models: the suite's time is bounded
 
 
 def _start(root: Path, *args: str) -> subprocess.Popen:
