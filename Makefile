@@ -22,9 +22,9 @@ demo: $(STAMP)
 system-packages:
 	@bash scripts/system-packages.sh
 
+# 2 cores: the longest files start first (conftest orders them), the rest fill in; xdist would
+# otherwise queue files by test count, which puts the one-test demo last.
 test: system-packages $(STAMP)
-	# 2 cores: the longest files start first (conftest orders them), the rest fill in; xdist would
-	# otherwise queue files by test count, which puts the one-test demo last.
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 clean:
