@@ -28,7 +28,7 @@ LOAD_SAMPLE_SECONDS = 0.2
 PROC_STAT = Path("/proc/stat")
 _USER_SETTINGS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 #: GIL switch interval (s) once a service predicts on a worker thread; Python's default is 5 ms.
-GIL_SWITCH_SECONDS = 0.0005  # set by the user: theirs, never overridden
+GIL_SWITCH_SECONDS = 0.0005
 
 
 @dataclass(frozen=True)
@@ -84,9 +84,9 @@ def openmp_for_fit(environ: MutableMapping[str, str] = os.environ,
 
     libgomp reads the variable once, when it is loaded: when LightGBM is imported, at the start of a
     run. So call this before anything of the run starts (its own child processes would count as load)
-    and before LightGBM's import. Spinning threads made fits 2-6x slower next to one busy process on
-    2 cores; sleeping ones made a fit on a quiet machine 1.5x slower. Neither changes the model: the
-    thread count, which does, stays as configured. `measure()` gives the busy cores (None: unknown).
+    and before LightGBM's import. Spinning threads slow a fit down badly next to a busy process;
+    sleeping ones cost a fit on a quiet machine (benchmarks/results/pipeline.md). Neither changes the
+    model: the thread count, which does, stays as configured. `measure()` gives the busy cores (None: unknown).
     """
     given = [name for name in _USER_SETTINGS if name in environ]
     if given:
@@ -107,7 +107,7 @@ def return_freed_memory() -> None:
     uses the system allocator (unless ARROW_DEFAULT_MEMORY_POOL is set). glibc, by default, raises
     its threshold for mapping large blocks as they are freed (up to 32 MiB), so the columns a run
     frees stayed resident while the next large array was mapped fresh; here every block of 128 KiB
-    or more is mapped and unmapped. At 1M rows `cd4ml run` peaked at 586 MB instead of 800. Both are read
+    or more is mapped and unmapped (the run's peak: benchmarks/results/pipeline.md). Both are read
     when first used: call this before anything reads data. Elsewhere than glibc, only the Arrow part
     applies.
     """
@@ -125,6 +125,6 @@ def return_freed_memory() -> None:
 def quick_gil_handoff() -> None:
     """For a service whose worker thread predicts without the GIL (serve/batching.py): back from
     LightGBM, the thread needs the GIL for a moment to hand its answer over, and a busy event loop
-    keeps it for up to the switch interval. At Python's 5 ms that wait was longer than predicting
-    100 rows (about 2.5 ms), and the worker took its next call only after it."""
+    keeps it for up to the switch interval. Python's 5 ms is longer than predicting a 100-row call
+    takes, and the worker would take its next call only after that wait."""
     sys.setswitchinterval(GIL_SWITCH_SECONDS)
