@@ -36,7 +36,7 @@ def media_type_refusal(content_type: str | None) -> str | None:
 
 def request_id_refusal(value: str | None) -> str | None:
     """Why a client's X-Request-ID is refused (400), or None when absent or well formed."""
-    if value is None or _REQUEST_ID.match(value):
+    if value is None or _REQUEST_ID.fullmatch(value):  # fullmatch: `$` alone lets a final newline in
         return None
     return (f"header {REQUEST_ID_HEADER}: {value[:40]!r}{'...' if len(value) > 40 else ''} is not 1 to "
             f"{REQUEST_ID_MAX} characters of A-Z a-z 0-9 . _ : -")
