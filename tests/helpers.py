@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import httpx
 import pytest
@@ -16,11 +18,13 @@ import yaml
 
 from cd4ml.config import edit_project_file, load_project, parse_overrides
 from cd4ml.scaffold import init_project
-from cd4ml.serve.process import ServiceProcess
+from cd4ml.serve.process import ServiceProcess, free_port
 from cd4ml.train.pipeline import RunResult, run_pipeline
 
 # A grocery world small enough for seconds-long runs, big enough to learn from.
 SMALL_WORLD = {"n_stores": 3, "n_items": 40, "seed": 7, "start": "2024-01-01", "end": "2024-08-31"}
+# One valid /predict record of that world.
+GOOD_REQUEST = {"date": "2024-08-20", "store_nbr": 2, "item_nbr": 100005, "onpromotion": 1}
 SMALL_MODEL = {"n_estimators": 60, "learning_rate": 0.1, "num_leaves": 31, "min_child_samples": 20, "n_jobs": 1}
 
 
@@ -132,3 +136,30 @@ def make_csv_project(root: Path, csv: str, columns: dict[str, dict[str, Any]], *
     (root / "cd4ml.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     edit_yaml(root, **changes)
     return root
+
+
+@contextlib.contextmanager
+def mlflow_server(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> Iterator[str]:
+    """A real `mlflow server` on 127.0.0.1 with these extra arguments; yields its URL once healthy."""
+    port = free_port()
+    base = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                             "--workers", "1", *args], cwd=cwd, env={**base, **(env or {})},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    try:
+        while True:
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+                if resp.status == 200:
+                    break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("mlflow server did not start")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()

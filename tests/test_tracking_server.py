@@ -3,53 +3,27 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
-from cd4ml.serve.process import free_port
-from helpers import cli
+from helpers import cli, mlflow_server
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def mlflow_server(tmp_path: Path):
-    port = free_port()
+def server_store(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     store = tmp_path / "server"
     store.mkdir()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}", "--artifacts-destination",
-         (store / "artifacts").as_uri(), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
-                if resp.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("mlflow server did not start")
-        time.sleep(0.5)
-    yield url, store
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    with mlflow_server("--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}", "--artifacts-destination",
+                       (store / "artifacts").as_uri()) as url:
+        yield url, store
 
 
-def test_pipeline_and_rollback_against_an_mlflow_server(shop: Path, mlflow_server) -> None:
-    url, store = mlflow_server
+def test_pipeline_and_rollback_against_an_mlflow_server(shop: Path, server_store: tuple[str, Path]) -> None:
+    url, store = server_store
     env = {"MLFLOW_TRACKING_URI": url}
     first = json.loads(cli(shop, "run", "--json", check=0, env=env).stdout)
     second = json.loads(cli(shop, "run", "--json", "--set", "model.params.n_estimators=61", check=0, env=env).stdout)

@@ -3,6 +3,10 @@
 Precedence: the MLFLOW_TRACKING_URI environment variable, then `tracking.uri`
 in cd4ml.yaml, then the embedded default: a SQLite database and an artifact
 folder under the project's `.cd4ml/`. Any MLflow server URI works unchanged.
+
+The embedded store names its artifacts `cd4ml-state:/mlartifacts/...`, a location relative to the
+folder that holds the store's database (an MLflow artifact-repository plugin, registered in
+pyproject.toml), so a project folder can be moved, copied or checked out elsewhere.
 """
 
 from __future__ import annotations
@@ -12,17 +16,21 @@ import os
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import unquote, urlsplit
 
 if TYPE_CHECKING:
+    from mlflow.store.artifact.artifact_repo import ArtifactRepository
     from mlflow.tracking import MlflowClient
 
     from cd4ml.config import Project
 
 _EMBEDDED_DB = "mlflow.db"
+_SQLITE = "sqlite:///"
+STATE_SCHEME = "cd4ml-state"
 
 
 def embedded_uri(project: Project) -> str:
-    return f"sqlite:///{project.state_dir / _EMBEDDED_DB}"
+    return f"{_SQLITE}{project.state_dir / _EMBEDDED_DB}"
 
 
 # MLflow's set_tracking_uri writes MLFLOW_TRACKING_URI into os.environ (for child
@@ -81,8 +89,30 @@ def embedded_db(project: Project) -> Path | None:
 def artifact_location(project: Project) -> str | None:
     """With the embedded store, artifacts go to `.cd4ml/mlartifacts`; with a server, the server decides."""
     if embedded_db(project) is not None:
-        return (project.state_dir / "mlartifacts").as_uri()
+        return f"{STATE_SCHEME}:/mlartifacts"
     return None
+
+
+def state_artifact_repository(artifact_uri: str, tracking_uri: str | None = None,
+                              registry_uri: str | None = None) -> "ArtifactRepository":
+    """MLflow's local repository for a `cd4ml-state:/<path>` URI: `<path>` under the folder of the
+    SQLite store in use: the tracking URI MLflow passes, else the one it was pointed at, else (in
+    `mlflow ui`) the server's MLFLOW_BACKEND_STORE_URI."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
+
+    store = (tracking_uri or (mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None)
+             or os.environ.get("MLFLOW_BACKEND_STORE_URI", ""))
+    if not store.startswith(_SQLITE):
+        raise MlflowException(f"{artifact_uri} lies in a cd4ml project's embedded store, but the tracking URI is "
+                              f"{store or 'not set'}: open the project with cd4ml, or set MLFLOW_TRACKING_URI "
+                              "(MLFLOW_BACKEND_STORE_URI for `mlflow ui`) to sqlite:///<project>/.cd4ml/mlflow.db")
+    relative = unquote(urlsplit(artifact_uri).path).lstrip("/")
+    if ".." in Path(relative).parts:
+        raise MlflowException(f"{artifact_uri} leaves the project's state folder")
+    folder = Path(store[len(_SQLITE):]).resolve().parent / relative  # `sqlite:///rel.db`: from the cwd
+    return LocalArtifactRepository(folder.as_uri(), tracking_uri=tracking_uri, registry_uri=registry_uri)
 
 
 def experiment_id(project: Project, client: "MlflowClient", name: str | None = None) -> str:

@@ -14,9 +14,8 @@ import psutil
 import pytest
 
 from cd4ml.serve.predlog import read_events
-from helpers import Service
+from helpers import GOOD_REQUEST as GOOD, Service
 
-GOOD = {"date": "2024-08-20", "store_nbr": 2, "item_nbr": 100005, "onpromotion": 1}
 JSON = {"content-type": "application/json"}
 
 

@@ -18,10 +18,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cd4ml.config import load_project
 from cd4ml.serve.process import free_port
-from helpers import Service, system_tool
+from helpers import GOOD_REQUEST as GOOD, Service, system_tool
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
-GOOD = {"date": "2024-08-20", "store_nbr": 2, "item_nbr": 100005, "onpromotion": 1}
 UNKNOWN_ITEM = {**GOOD, "item_nbr": 100099}  # within the schema's range, never seen in training
 WAIT = 30.0  # seconds: the bound on every wait below
 

@@ -17,7 +17,7 @@ from cd4ml.data.table import TrainingTable
 from cd4ml.release.registry import Registry
 from cd4ml.serve.predlog import read_events
 from cd4ml.train.split import time_split
-from helpers import Service, cli, commit_all, edit_yaml, train
+from helpers import GOOD_REQUEST as GOOD, Service, cli, commit_all, edit_yaml, train
 
 pytestmark = pytest.mark.slow
 INPUTS = ["date", "store_nbr", "item_nbr", "onpromotion"]
@@ -271,7 +271,6 @@ def test_each_release_serves_with_its_own_feature_code(champion_shop: Path) -> N
         np.testing.assert_array_equal(served("1"), v1_offline)
 
 
-GOOD = {"date": "2024-08-20", "store_nbr": 2, "item_nbr": 100005, "onpromotion": 1}
 
 
 @pytest.mark.parametrize(("case", "body", "status", "field", "reason"), [

@@ -107,7 +107,7 @@ class ReleaseWatcher:
     def _trusted_folder(self, doc: dict[str, Any]) -> Path:
         """The pointer's release folder, if it lies in the release cache and its files have the digest
         recorded for it (the registry compares that digest with its own once it answers)."""
-        folder = Path(doc["folder"]).resolve()
+        folder = (Path(self._cache) / doc["folder"]).resolve()
         if not folder.is_relative_to(Path(self._cache).resolve()):
             raise ValueError(f"{folder} is outside the release cache {self._cache}")
         digest = doc["info"].get(RELEASE_DIGEST)
@@ -187,7 +187,9 @@ class ReleaseWatcher:
         try:
             self._resume_file.parent.mkdir(parents=True, exist_ok=True)
             tmp = self._resume_file.with_name(f"{self._resume_file.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps({"version": live.version, "folder": str(live.release.folder),
+            # Relative to the cache, so the pointer still holds once the project folder is moved.
+            folder = Path(live.release.folder).resolve().relative_to(Path(self._cache).resolve())
+            tmp.write_text(json.dumps({"version": live.version, "folder": str(folder),
                                        "info": live.info}), encoding="utf-8")
             tmp.replace(self._resume_file)  # atomic: workers that restart read a whole file
         except OSError as exc:

@@ -59,9 +59,12 @@ class RunResult:
     note: str | None = None  # what a skipped run did about the earlier run's interrupted promotion
 
 
-def run_fingerprint(cfg: ProjectConfig, table: str, data_version: int, code_digest: str) -> str:
-    """What determines a run's model and verdict: data version, feature code, resolved config, cd4ml."""
-    doc = {"table": table, "data_version": data_version, "code": code_digest, "cd4ml": __version__,
+def run_fingerprint(cfg: ProjectConfig, data_version: int, code_digest: str) -> str:
+    """What determines a run's model and verdict: data version, feature code, resolved config, cd4ml.
+
+    Nothing in it names the project's folder: a moved or copied project repeats its runs.
+    """
+    doc = {"data_version": data_version, "code": code_digest, "cd4ml": __version__,
            "config": cfg.model_dump(mode="json", by_alias=True)}
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -230,7 +233,7 @@ def run_pipeline(project: Project, *, data_version: int | None = None, on_stage:
         table = TrainingTable.for_project(project)
         pinned = table.version_number(data_version)
         snapshot = take_snapshot(project.root, cfg.features.custom, release_dir / "code")
-        fingerprint = run_fingerprint(cfg, str(project.table_path), pinned, snapshot.digest)
+        fingerprint = run_fingerprint(cfg, pinned, snapshot.digest)
         lookup.ask(None if force else fingerprint)
         # Both children end before the data loads: their memory is not added to this process's.
         with stage("tests"):
@@ -457,7 +460,8 @@ def _log_run(project: Project, pinned: int, commit: str, dirty: bool, digest: st
                         **({f"oracle.{k}": v for k, v in oracle.items()} if oracle else {}),
                         "rows.train": n_train, "rows.holdout": n_hold})
     mlflow.set_tags({"cd4ml.version": __version__, "cd4ml.git_commit": commit, "cd4ml.git_dirty": str(dirty),
-                     "cd4ml.data_table": str(project.table_path), "cd4ml.data_version": str(pinned),
+                     "cd4ml.data_table": cfg.data.table,  # as configured: relative to the project
+                     "cd4ml.data_version": str(pinned),
                      "cd4ml.code_digest": digest, "cd4ml.overrides": json.dumps(project.overrides, default=str),
                      **{f"cd4ml.pkg.{k}": v for k, v in package_versions().items()}})
     mlflow.log_dict(cfg.model_dump(mode="json", by_alias=True), "config/cd4ml.resolved.json")
