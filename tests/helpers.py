@@ -116,6 +116,18 @@ class Service(ServiceProcess):
         self.stop()
 
 
+def stored_release(root: Path, version: str) -> Path:
+    """The folder of the artifact store (not the cache) that holds `version`'s model: where the service
+    and the gate fetch it from."""
+    from cd4ml.release.registry import Registry
+    from cd4ml.tracking import STATE_SCHEME
+
+    registry = Registry.for_project(load_project(root))
+    uri = registry.client.get_model_version_download_uri(registry.name, version)
+    assert uri.startswith(f"{STATE_SCHEME}:/"), uri  # the embedded store: relative to the project's .cd4ml/
+    return root / ".cd4ml" / uri.removeprefix(f"{STATE_SCHEME}:/")
+
+
 def train(root: Path, *sets: str, promote: bool | None = None) -> RunResult:
     return run_pipeline(load_project(root, parse_overrides(list(sets))), promote=promote)
 

@@ -7,7 +7,6 @@ import json
 import shutil
 import time
 from pathlib import Path
-from urllib.parse import urlparse
 
 import numpy as np
 import pytest
@@ -16,7 +15,7 @@ from cd4ml.config import load_project
 from cd4ml.data.table import TrainingTable
 from cd4ml.release.registry import RELEASE_DIGEST, TAG, Registry
 from cd4ml.train.split import time_split
-from helpers import Service, cli, train
+from helpers import Service, cli, stored_release, train
 
 pytestmark = pytest.mark.slow
 RECORD = {"date": "2024-08-20", "store_nbr": 1, "item_nbr": 100003, "onpromotion": 0}
@@ -42,9 +41,7 @@ def _cached_features(root: Path, version: str) -> Path:
 
 
 def _stored_features(root: Path, version: str) -> Path:
-    registry = _registry(root)
-    stored = Path(urlparse(registry.client.get_model_version_download_uri(registry.name, version)).path)
-    return stored / "artifacts" / "release" / "code" / "features.py"
+    return stored_release(root, version) / "artifacts" / "release" / "code" / "features.py"
 
 
 def test_a_tampered_cached_release_is_fetched_again_and_its_code_never_runs(champion_shop: Path,

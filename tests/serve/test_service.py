@@ -17,7 +17,7 @@ from cd4ml.data.table import TrainingTable
 from cd4ml.release.registry import Registry
 from cd4ml.serve.predlog import read_events
 from cd4ml.train.split import time_split
-from helpers import GOOD_REQUEST as GOOD, Service, cli, commit_all, edit_yaml, train
+from helpers import GOOD_REQUEST as GOOD, Service, cli, commit_all, edit_yaml, stored_release, train
 
 pytestmark = pytest.mark.slow
 INPUTS = ["date", "store_nbr", "item_nbr", "onpromotion"]
@@ -190,10 +190,7 @@ def test_a_release_that_cannot_load_is_not_switched_to_and_is_tried_again(champi
     broken = train(champion_shop, "model.params.n_estimators=61", promote=False)
     registry = _registry(champion_shop)
     # Break version 2 where the service will fetch it from: the model file in the artifact store.
-    from urllib.parse import urlparse
-
-    stored = Path(urlparse(registry.client.get_model_version_download_uri(registry.name, broken.version)).path)
-    model_file = stored / "artifacts" / "release" / "estimator" / "model.txt"
+    model_file = stored_release(champion_shop, broken.version) / "artifacts" / "release" / "estimator" / "model.txt"
     assert model_file.is_file()
     good_model = model_file.read_text()
     model_file.write_text("this is not a LightGBM model\n")
