@@ -188,7 +188,6 @@ def test_a_restart_resumes_the_last_champion_then_follows_the_registry(champion_
 
 def test_a_release_that_cannot_load_is_not_switched_to_and_is_tried_again(champion_shop: Path) -> None:
     broken = train(champion_shop, "model.params.n_estimators=61", promote=False)
-    registry = _registry(champion_shop)
     # Break version 2 where the service will fetch it from: the model file in the artifact store.
     model_file = stored_release(champion_shop, broken.version) / "artifacts" / "release" / "estimator" / "model.txt"
     assert model_file.is_file()
