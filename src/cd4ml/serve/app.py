@@ -32,7 +32,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from cd4ml.config import Project, load_project
-from cd4ml.monitor.feedback import FeedbackSchema
+from cd4ml.serve.schema import FeedbackSchema
 from cd4ml.serve.batching import MicroBatcher
 from cd4ml.serve.door import (REQUEST_ID_HEADER, REQUEST_ID_MAX, REQUEST_ID_PATTERN, media_type_refusal, read_body,
                               request_id_refusal)
@@ -319,7 +319,7 @@ class _AsgiEndpoint:
 
 def app_from_env() -> FastAPI:
     """Factory for `uvicorn --factory` with several workers: the project comes from the environment."""
-    from cd4ml.train.estimators import import_lightgbm
+    from cd4ml.release.estimators import import_lightgbm
 
     import_lightgbm()  # before the service's threads start: one of them imports MLflow
     project = load_project(os.environ["CD4ML_PROJECT_DIR"])
