@@ -438,9 +438,9 @@ def make_report_project(work: Path) -> tuple[Any, dict[str, Any]]:
     from cd4ml.config import edit_project_file, load_project
     from cd4ml.data.ingest import ingest
     from cd4ml.examples.groceries import GroceryWorld
-    from cd4ml.monitor.feedback import FeedbackSchema
     from cd4ml.release.registry import Registry
     from cd4ml.scaffold import init_project
+    from cd4ml.serve.schema import FeedbackSchema
     from cd4ml.train.pipeline import run_pipeline
 
     info: dict[str, Any] = {}

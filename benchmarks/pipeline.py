@@ -67,7 +67,7 @@ BASELINE_IMPORTS = {
     "ingest": "import cd4ml.cli, cd4ml.data.ingest, cd4ml.data.validation, cd4ml.examples.groceries, pandera, deltalake",
     # A run imports MLflow only once its model trains, after the features (its peak) are built.
     "run": "import cd4ml.cli, cd4ml.train.pipeline, cd4ml.tracking, deltalake; "
-           "from cd4ml.train.estimators import import_lightgbm; import_lightgbm()",
+           "from cd4ml.release.estimators import import_lightgbm; import_lightgbm()",
 }
 
 RUN_VS_BARE_MAX = 1.5
@@ -194,8 +194,8 @@ def bare_fit(root: Path) -> dict[str, Any]:
     from cd4ml.config import load_project
     from cd4ml.data.table import TrainingTable
     from cd4ml.features.code import take_snapshot
+    from cd4ml.release import estimators
     from cd4ml.release.package import frame_to_batch
-    from cd4ml.train import estimators
     from cd4ml.train.pipeline import feature_spec, holiday_dates
     from cd4ml.train.split import time_split
 

@@ -538,7 +538,7 @@ def profile(run: Running, wrk: str, script: Path, seconds: float, out_dir: Path)
     return out
 
 
-HANDLER = "create_app.<locals>.predict ("
+HANDLER = "predict (cd4ml/serve/app.py:"
 BATCHER = "MicroBatcher._flush ("  # the features and the estimator: called by the event loop, not the handler
 PREDICT = "Release.predict_checked ("
 

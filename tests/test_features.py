@@ -92,7 +92,7 @@ def test_skops_refuses_names_that_are_not_trusted_classes(tmp_path, func) -> Non
     from sklearn.preprocessing import FunctionTransformer
 
     from cd4ml.errors import ReleaseError
-    from cd4ml.train import estimators
+    from cd4ml.release import estimators
 
     sio.dump(FunctionTransformer(func=func), tmp_path / "model.skops")
     with pytest.raises(ReleaseError, match="refusing to load names that are not classes of sklearn, numpy, scipy"):
@@ -115,7 +115,7 @@ def test_lightgbm_through_its_native_api_grows_the_trees_of_lgbmregressor(tmp_pa
     import sys
 
     from cd4ml.config import ModelConfig
-    from cd4ml.train import estimators
+    from cd4ml.release import estimators
 
     rng = np.random.default_rng(7)
     X = np.column_stack([rng.normal(size=3000), rng.integers(0, 12, 3000), rng.uniform(size=3000)])
@@ -146,7 +146,7 @@ def test_lightgbm_is_imported_without_scikit_learn() -> None:
     import subprocess
     import sys
 
-    code = ("import sys; from cd4ml.train import estimators; lgb = estimators.import_lightgbm(); "
+    code = ("import sys; from cd4ml.release import estimators; lgb = estimators.import_lightgbm(); "
             "print(lgb.Booster.__name__, 'sklearn' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["Booster", "False"]

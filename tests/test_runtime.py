@@ -64,7 +64,7 @@ def test_the_users_setting_wins(busy_neighbour: subprocess.Popen) -> None:
 
 def test_too_late_once_lightgbm_is_loaded(busy_neighbour: subprocess.Popen) -> None:
     """libgomp reads the policy when LightGBM's import loads it: after that, setting it would be a lie."""
-    got = _fresh("from cd4ml.train.estimators import import_lightgbm\nimport_lightgbm()\n" + CHOOSE)
+    got = _fresh("from cd4ml.release.estimators import import_lightgbm\nimport_lightgbm()\n" + CHOOSE)
     assert (got["policy"], got["env"]) == ("unchanged", None), got
 
 
@@ -77,7 +77,7 @@ from pathlib import Path
 maps = lambda: "libgomp" in Path("/proc/self/maps").read_text()
 import cd4ml.cli
 before = maps()
-from cd4ml.train.estimators import import_lightgbm
+from cd4ml.release.estimators import import_lightgbm
 import_lightgbm()
 print(json.dumps({"before": before, "after": maps()}))
 """)

@@ -335,7 +335,7 @@ def serve(
 
     import uvicorn
 
-    from cd4ml.train.estimators import import_lightgbm
+    from cd4ml.release.estimators import import_lightgbm
 
     project = _load(project_dir)
     import_lightgbm()  # before the service's threads start: one of them imports MLflow
@@ -369,7 +369,7 @@ def serve(
 @data_app.command("refresh")
 def data_refresh(project_dir: Path = ProjectDir) -> None:
     """Append production rows that have actuals to the training table (a new version, origin production)."""
-    from cd4ml.data.refresh import refresh
+    from cd4ml.refresh import refresh
 
     project = _load(project_dir)
     with console.status("Joining stored predictions with their actuals..."):

@@ -10,13 +10,17 @@ from __future__ import annotations
 import datetime as dt
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cd4ml.errors import ConfigError
 from cd4ml.yamlfile import parse_yaml, read_yaml_file
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
 
 PROJECT_FILE = "cd4ml.yaml"
 
@@ -168,6 +172,23 @@ class MetricsConfig(_Strict):
             if name not in METRICS:
                 raise ValueError(f"unknown metric {name!r}; known: {', '.join(sorted(METRICS))}")
         return self
+
+    def row_weights(self, frame: pd.DataFrame) -> np.ndarray | None:
+        """Per-row weights from `weight` (None: unweighted); `frame` holds the weight column."""
+        import numpy as np
+        import pandas as pd
+
+        spec = self.weight
+        if spec is None:
+            return None
+        column = frame[spec.column]
+        if pd.api.types.is_float_dtype(column) and bool((column.dropna() % 1 == 0).all()):
+            column = column.astype("Int64")  # 1.0 (a lookup filled through NaN-able floats) is the value "1"
+        keys = column.astype(str).to_numpy()
+        w = np.full(len(frame), spec.default, dtype=np.float64)
+        for value, weight in spec.values.items():
+            w[keys == value] = weight
+        return w
 
 
 class BaselineConfig(_Strict):

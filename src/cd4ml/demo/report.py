@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from cd4ml.evaluate.plots import figure, png_tag
-from cd4ml.monitor.verdicts import judged_window
+from cd4ml.verdicts import judged_window
 
 
 def _metrics_plot(releases: list[dict[str, Any]]) -> str:

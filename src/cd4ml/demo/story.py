@@ -27,8 +27,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from cd4ml.errors import Cd4mlError
-from cd4ml.monitor.verdicts import judged_window
 from cd4ml.serve.process import ServiceProcess
+from cd4ml.verdicts import judged_window
 
 # The first model the team ships: store x item level and weekday only. Later commits add the
 # project's full feature set (promotions, calendar, holidays, paydays) and more trees.

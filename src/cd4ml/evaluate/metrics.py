@@ -7,14 +7,9 @@ predictions `p` and optional non-negative weights `w` (default 1).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import numpy as np
-
-if TYPE_CHECKING:
-    import pandas as pd
-
-    from cd4ml.config import ProjectConfig
 
 MetricFn = Callable[[np.ndarray, np.ndarray, np.ndarray], float]
 
@@ -77,20 +72,3 @@ METRICS: dict[str, Metric] = {
 def score(names: list[str], y: np.ndarray, p: np.ndarray, w: np.ndarray | None = None) -> dict[str, float]:
     """Compute each named metric; returns {name: value}."""
     return {name: METRICS[name](y, p, w) for name in dict.fromkeys(names)}
-
-
-def row_weights(cfg: "ProjectConfig", frame: "pd.DataFrame") -> np.ndarray | None:
-    """Per-row weights from `metrics.weight` (None: unweighted); `frame` holds the weight column."""
-    import pandas as pd
-
-    spec = cfg.metrics.weight
-    if spec is None:
-        return None
-    column = frame[spec.column]
-    if pd.api.types.is_float_dtype(column) and bool((column.dropna() % 1 == 0).all()):
-        column = column.astype("Int64")  # 1.0 (a lookup filled through NaN-able floats) is the value "1"
-    keys = column.astype(str).to_numpy()
-    w = np.full(len(frame), spec.default, dtype=np.float64)
-    for value, weight in spec.values.items():
-        w[keys == value] = weight
-    return w

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from cd4ml.evaluate.plots import figure, png_tag
-from cd4ml.monitor.verdicts import judged_window
+from cd4ml.verdicts import judged_window
 
 _PALETTE = ["#2a7ab9", "#e67e22", "#27ae60", "#8e44ad", "#c0392b", "#16a085"]
 

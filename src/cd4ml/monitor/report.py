@@ -19,14 +19,14 @@ import numpy as np
 import pandas as pd
 
 from cd4ml.config import Project, ProjectConfig
-from cd4ml.evaluate.metrics import METRICS, row_weights, score
+from cd4ml.evaluate.metrics import METRICS, score
 from cd4ml.features.transforms import forward_target
 from cd4ml.monitor import drift
 from cd4ml.monitor.live import LiveData, Window, with_attributes
 from cd4ml.monitor.profile import load as load_profile
 from cd4ml.monitor.profile import rows_per_day
-from cd4ml.monitor.verdicts import NOT_JUDGED, judged_window
 from cd4ml.release.package import Release
+from cd4ml.verdicts import NOT_JUDGED, judged_window
 
 REPORT_FILE = "report.json"
 HTML_FILE = "report.html"
@@ -50,7 +50,7 @@ def _metrics(cfg: ProjectConfig, actual: np.ndarray, pred: np.ndarray, weights: 
 def _weights(cfg: ProjectConfig, watched: dict[str, np.ndarray], mask: np.ndarray) -> np.ndarray | None:
     if cfg.metrics.weight is None or cfg.metrics.weight.column not in watched:
         return None
-    return row_weights(cfg, pd.DataFrame({cfg.metrics.weight.column: watched[cfg.metrics.weight.column][mask]}))
+    return cfg.metrics.row_weights(pd.DataFrame({cfg.metrics.weight.column: watched[cfg.metrics.weight.column][mask]}))
 
 
 def _masks(live: LiveData) -> list[tuple[Window, np.ndarray]]:

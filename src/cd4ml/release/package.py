@@ -25,7 +25,7 @@ import pandas as pd
 from cd4ml.errors import ReleaseError
 from cd4ml.features import transforms
 from cd4ml.features.code import CodeSnapshot
-from cd4ml.train import estimators
+from cd4ml.release import estimators
 
 RELEASE_FILE = "release.json"
 EXAMPLE_FILE = "example.json"

@@ -12,17 +12,19 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import logging
 import os
 import secrets
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 import numpy as np
 import orjson
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -31,20 +33,27 @@ from pydantic import ValidationError
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from cd4ml.config import Project, load_project
-from cd4ml.monitor.feedback import FeedbackSchema
+from cd4ml.config import Project, ProjectConfig, ServingConfig, load_project
 from cd4ml.serve.batching import MicroBatcher
 from cd4ml.serve.door import (REQUEST_ID_HEADER, REQUEST_ID_MAX, REQUEST_ID_PATTERN, media_type_refusal, read_body,
                               request_id_refusal)
 from cd4ml.serve.metrics import CONTENT_TYPE, ServiceMetrics, multiprocess_dir
 from cd4ml.serve.predlog import PredictionLog
-from cd4ml.serve.schema import RequestSchema, describe_errors, one_or_many
+from cd4ml.serve.schema import FeedbackSchema, RequestSchema, describe_errors, one_or_many
 from cd4ml.serve.watcher import ReleaseWatcher
 
 STATIC = Path(__file__).parent / "static"
 # Test traffic is answered and logged as such, and kept out of monitoring's windows and checks.
 TRAFFIC_HEADER = "x-cd4ml-traffic"
 TRAFFIC_KINDS = ("live", "test")
+NO_CHAMPION = {"detail": "no champion release yet: run `cd4ml run` until a model passes the acceptance gate"}
+BODY_ERRORS = {"413": {"description": "too many records or too large a body"},
+               "415": {"description": "a body that is not application/json"}}
+FEEDBACK_RESPONSES: dict[int | str, dict[str, Any]] = {
+    202: {"description": "actuals accepted for the prediction store"},
+    400: {"description": "a Content-Length that is not a number"},
+    **{int(code): doc for code, doc in BODY_ERRORS.items()},
+    422: {"description": "invalid actuals: each error names the record, field and reason"}}
 log = logging.getLogger("cd4ml.serve")
 
 
@@ -53,149 +62,182 @@ def _json(status: int, doc: Any) -> Response:
                     media_type="application/json")
 
 
+@dataclass(slots=True)
+class Service:
+    """What the endpoints share, one per app (`app.state.service`): the live release, logs, metrics."""
+
+    cfg: ProjectConfig
+    schema: RequestSchema
+    feedback_schema: FeedbackSchema
+    watcher: ReleaseWatcher
+    predlog: PredictionLog | None
+    actuals_log: PredictionLog
+    metrics: ServiceMetrics
+    batcher: MicroBatcher
+
+    @classmethod
+    def for_project(cls, project: Project, *, log_predictions: bool, poll_seconds: float | None) -> Service:
+        from cd4ml import tracking
+        from cd4ml.release.registry import Registry
+
+        cfg = project.config
+        serving = cfg.serving
+        schema = RequestSchema(cfg)
+        cache = project.state_dir / "cache" / "releases"
+        store = hashlib.sha256(tracking.tracking_uri(project).encode()).hexdigest()[:16]
+        watcher = ReleaseWatcher(lambda: Registry.for_project(project), cache, poll_seconds or serving.poll_seconds,
+                                 resume_file=cache / cfg.registry.model_name / f"champion-{store}.json")
+        predlog = PredictionLog(project.resolve(serving.log_dir), max_bytes=serving.log_max_bytes) \
+            if log_predictions else None
+        # Actuals are kept even with --no-log: a client that sends them wants them stored.
+        actuals_log = PredictionLog(project.resolve(serving.log_dir), max_bytes=serving.log_max_bytes,
+                                    prefix="actuals")
+        metrics = ServiceMetrics(project.monitor_dir, multiproc_dir=multiprocess_dir())
+        batcher = MicroBatcher(serving.merge_max_rows, schema.to_batch, metrics.calls.inc, serving.offload_rows)
+        return cls(cfg, schema, FeedbackSchema(cfg), watcher, predlog, actuals_log, metrics, batcher)
+
+    def start(self) -> None:
+        if self.predlog is not None:
+            self.predlog.start()
+        self.actuals_log.start()
+        self.watcher.start()
+        self.metrics.start(self.watcher, self.predlog)
+
+    def stop(self) -> None:
+        self.watcher.stop()
+        self.batcher.close()  # predictions still in flight are answered and logged before the log closes
+        if self.predlog is not None:
+            self.predlog.close()
+        self.actuals_log.close()
+        self.metrics.stop(self.watcher, self.predlog)
+
+
 def create_app(project: Project, *, log_predictions: bool = True, poll_seconds: float | None = None) -> FastAPI:
     """The service for one project; it serves whatever release holds the `champion` alias."""
-    from cd4ml import tracking
-    from cd4ml.release.registry import Registry
-
-    cfg = project.config
-    serving = cfg.serving
-    schema = RequestSchema(cfg)
-
-    def registry() -> Registry:
-        return Registry.for_project(project)
-
-    cache = project.state_dir / "cache" / "releases"
-    store = hashlib.sha256(tracking.tracking_uri(project).encode()).hexdigest()[:16]
-    watcher = ReleaseWatcher(registry, cache, poll_seconds or serving.poll_seconds,
-                             resume_file=cache / cfg.registry.model_name / f"champion-{store}.json")
-    predlog = PredictionLog(project.resolve(serving.log_dir), max_bytes=serving.log_max_bytes) if log_predictions \
-        else None
-    metrics = ServiceMetrics(project.monitor_dir, multiproc_dir=multiprocess_dir())
-    batcher = MicroBatcher(serving.merge_max_rows, schema.to_batch, metrics.calls.inc, serving.offload_rows)
-
-    # Actuals are kept even with --no-log: a client that sends them wants them stored.
-    actuals_log = PredictionLog(project.resolve(serving.log_dir), max_bytes=serving.log_max_bytes, prefix="actuals")
-    feedback_schema = FeedbackSchema(cfg)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if predlog is not None:
-            predlog.start()
-        actuals_log.start()
-        watcher.start()
-        metrics.start(watcher, predlog)
-        yield
-        watcher.stop()
-        batcher.close()  # predictions still in flight are answered and logged before the log closes
-        if predlog is not None:
-            predlog.close()
-        actuals_log.close()
-        metrics.stop(watcher, predlog)
-
-    telemetry = serving.opentelemetry
+    service = Service.for_project(project, log_predictions=log_predictions, poll_seconds=poll_seconds)
+    cfg = service.cfg
+    telemetry = cfg.serving.opentelemetry
     # /docs loads Swagger UI's script and styles from fastapi-offline's package, so it works offline.
     # No /redoc: ReDoc fetches its logo from a CDN whatever is served.
     app = FastAPIOffline(title=f"cd4ml: {cfg.project}", lifespan=lifespan, redoc_url=None,
                          telemetry={"tracing": telemetry, "metrics": telemetry, "logs": telemetry},
                          description=f"Predictions of `{cfg.target}` from the champion release of "
                                      f"`{cfg.registry.model_name}`.")
-    app.state.watcher = watcher
-    app.state.predlog = predlog
+    app.state.service = service
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    no_champion = {"detail": "no champion release yet: run `cd4ml run` until a model passes the acceptance gate"}
+    app.router.routes.append(Route("/predict", _AsgiEndpoint(predict, service), methods=["POST"]))
+    app.openapi = functools.partial(openapi, app, predict_doc(service.schema))  # type: ignore[method-assign]
+    feedback_body = {"required": True, "content": {"application/json": {
+        "schema": one_or_many(service.feedback_schema.model.model_json_schema())}}}
+    app.add_api_route("/feedback", feedback, methods=["POST"], status_code=202,
+                      openapi_extra={"requestBody": feedback_body}, responses=FEEDBACK_RESPONSES)
+    # Routes appended as they are: include_router would put them behind a routing layer of its own.
+    app.router.routes.extend(router.routes)
+    return app
 
-    async def read_records(request: Request) -> list[Any] | tuple[Any] | Response:
-        """The body's records (a 1-tuple for a single JSON object), or the error answer."""
-        refused = media_type_refusal(request.headers.get("content-type"))
-        if refused:
-            return _json(415, {"detail": refused})
-        declared = request.headers.get("content-length", "0")
-        if not declared.isdigit():
-            return _json(400, {"detail": "Content-Length is not a number"})
-        if int(declared) > serving.max_body_bytes:
-            return _json(413, {"detail": f"body of {declared} bytes exceeds {serving.max_body_bytes}"})
-        body = await read_body(request, serving.max_body_bytes)
-        if body is None:
-            return _json(413, {"detail": f"body exceeds {serving.max_body_bytes} bytes"})
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            return _json(422, {"detail": f"body is not valid JSON: {exc}"})
-        records = (data,) if isinstance(data, dict) else data
-        if not isinstance(records, (list, tuple)) or not records:
-            return _json(422, {"detail": "body must be a record (JSON object) or a non-empty list of records"})
-        if len(records) > serving.max_records:
-            return _json(413, {"detail": f"{len(records)} records exceed the limit of {serving.max_records}"})
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    service: Service = app.state.service
+    service.start()
+    yield
+    service.stop()
+
+
+async def read_records(request: Request, serving: ServingConfig) -> list[Any] | tuple[Any] | Response:
+    """The body's records (a 1-tuple for a single JSON object), or the error answer."""
+    refused = media_type_refusal(request.headers.get("content-type"))
+    if refused:
+        return _json(415, {"detail": refused})
+    declared = request.headers.get("content-length", "0")
+    if not declared.isdigit():
+        return _json(400, {"detail": "Content-Length is not a number"})
+    if int(declared) > serving.max_body_bytes:
+        return _json(413, {"detail": f"body of {declared} bytes exceeds {serving.max_body_bytes}"})
+    body = await read_body(request, serving.max_body_bytes)
+    if body is None:
+        return _json(413, {"detail": f"body exceeds {serving.max_body_bytes} bytes"})
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        return _json(422, {"detail": f"body is not valid JSON: {exc}"})
+    records = (data,) if isinstance(data, dict) else data
+    if not isinstance(records, (list, tuple)) or not records:
+        return _json(422, {"detail": "body must be a record (JSON object) or a non-empty list of records"})
+    if len(records) > serving.max_records:
+        return _json(413, {"detail": f"{len(records)} records exceed the limit of {serving.max_records}"})
+    return records
+
+
+async def predict(service: Service, request: Request) -> Response:
+    """POST /predict (documented by `predict_doc`): one record or a list of records."""
+    started = time.perf_counter()
+    live = service.watcher.current
+    try:
+        response = await _predict(service, request, started, live)
+    except Exception:  # answered 500 by the server; counted so the error-rate alert sees it
+        service.metrics.request(live.version if live else None, 500, time.perf_counter() - started)
+        raise
+    service.metrics.request(live.version if live else None, response.status_code, time.perf_counter() - started)
+    return response
+
+
+async def _predict(service: Service, request: Request, started: float, live: Any) -> Response:
+    if live is None:
+        return _json(503, NO_CHAMPION)
+    traffic = request.headers.get(TRAFFIC_HEADER, "live")
+    if traffic not in TRAFFIC_KINDS:
+        return _json(400, {"detail": f"header {TRAFFIC_HEADER}: {traffic[:40]!r} is not one of "
+                                     f"{', '.join(TRAFFIC_KINDS)} (or absent, meaning live)"})
+    client_id = request.headers.get("x-request-id")
+    refused = request_id_refusal(client_id)
+    if refused:
+        return _json(400, {"detail": refused})
+    records = await read_records(request, service.cfg.serving)
+    if isinstance(records, Response):
         return records
+    single = isinstance(records, tuple)
+    schema = service.schema
+    try:
+        rows = schema.validate(records)
+    except ValidationError as exc:
+        return _json(422, {"detail": "invalid input", "errors": describe_errors(exc, single)})
+    answer = await service.batcher.predict(live.release, rows, schema.nulls(rows))
+    pred, fallback, unknown = answer.predictions, answer.fallback, answer.unknown
+    if fallback.any() and service.cfg.serving.unknown_categories == "reject":
+        errors = [{"record": None if single else int(i), "field": col, "reason": "never seen in training",
+                   "value": records[int(i)].get(col)}
+                  for col, mask in unknown.items() for i in np.flatnonzero(mask)]
+        return _json(422, {"detail": "unknown categories", "errors": errors})
+    service.metrics.predicted(live.version, pred, int(fallback.sum()))
+    # Always the service's own id, so ids are unique whatever clients send; theirs is kept beside it.
+    request_id = secrets.token_hex(16)
+    latency_ms = (time.perf_counter() - started) * 1000.0
+    if service.predlog is not None:
+        now = dt.datetime.now(dt.timezone.utc).isoformat()
+        service.predlog.emit_many([
+            {"request_id": request_id, "record": i, "time": now, "model_version": live.version,
+             "inputs": rec, "output": p, "fallback": f, "latency_ms": latency_ms, "traffic": traffic,
+             "client_request_id": client_id}
+            for i, (rec, p, f) in enumerate(zip(records, pred.tolist(), fallback.tolist()))])
+    if single:
+        doc = {"request_id": request_id, "model_version": live.version, "prediction": float(pred[0]),
+               "fallback": bool(fallback[0])}
+        if fallback[0]:
+            doc["unknown"] = [c for c, m in unknown.items() if m[0]]
+    else:
+        doc = {"request_id": request_id, "model_version": live.version, "predictions": pred,
+               "fallback": fallback}
+    if traffic != "live":
+        doc["traffic"] = traffic
+    if client_id is not None:
+        doc["client_request_id"] = client_id
+    return _json(200, doc)
 
-    async def predict(request: Request) -> Response:
-        """POST /predict (documented in `openapi` below): one record or a list of records."""
-        started = time.perf_counter()
-        live = watcher.current
-        try:
-            response = await _predict(request, started, live)
-        except Exception:  # answered 500 by the server; counted so the error-rate alert sees it
-            metrics.request(live.version if live else None, 500, time.perf_counter() - started)
-            raise
-        metrics.request(live.version if live else None, response.status_code, time.perf_counter() - started)
-        return response
 
-    async def _predict(request: Request, started: float, live: Any) -> Response:
-        if live is None:
-            return _json(503, no_champion)
-        traffic = request.headers.get(TRAFFIC_HEADER, "live")
-        if traffic not in TRAFFIC_KINDS:
-            return _json(400, {"detail": f"header {TRAFFIC_HEADER}: {traffic[:40]!r} is not one of "
-                                         f"{', '.join(TRAFFIC_KINDS)} (or absent, meaning live)"})
-        client_id = request.headers.get("x-request-id")
-        refused = request_id_refusal(client_id)
-        if refused:
-            return _json(400, {"detail": refused})
-        records = await read_records(request)
-        if isinstance(records, Response):
-            return records
-        single = isinstance(records, tuple)
-        try:
-            rows = schema.validate(records)
-        except ValidationError as exc:
-            return _json(422, {"detail": "invalid input", "errors": describe_errors(exc, single)})
-        answer = await batcher.predict(live.release, rows, schema.nulls(rows))
-        pred, fallback, unknown = answer.predictions, answer.fallback, answer.unknown
-        if fallback.any() and serving.unknown_categories == "reject":
-            errors = [{"record": None if single else int(i), "field": col, "reason": "never seen in training",
-                       "value": records[int(i)].get(col)}
-                      for col, mask in unknown.items() for i in np.flatnonzero(mask)]
-            return _json(422, {"detail": "unknown categories", "errors": errors})
-        metrics.predicted(live.version, pred, int(fallback.sum()))
-        # Always the service's own id, so ids are unique whatever clients send; theirs is kept beside it.
-        request_id = secrets.token_hex(16)
-        latency_ms = (time.perf_counter() - started) * 1000.0
-        if predlog is not None:
-            now = dt.datetime.now(dt.timezone.utc).isoformat()
-            predlog.emit_many([
-                {"request_id": request_id, "record": i, "time": now, "model_version": live.version,
-                 "inputs": rec, "output": p, "fallback": f, "latency_ms": latency_ms, "traffic": traffic,
-                 "client_request_id": client_id}
-                for i, (rec, p, f) in enumerate(zip(records, pred.tolist(), fallback.tolist()))])
-        if single:
-            doc = {"request_id": request_id, "model_version": live.version, "prediction": float(pred[0]),
-                   "fallback": bool(fallback[0])}
-            if fallback[0]:
-                doc["unknown"] = [c for c, m in unknown.items() if m[0]]
-        else:
-            doc = {"request_id": request_id, "model_version": live.version, "predictions": pred,
-                   "fallback": fallback}
-        if traffic != "live":
-            doc["traffic"] = traffic
-        if client_id is not None:
-            doc["client_request_id"] = client_id
-        return _json(200, doc)
-
-    app.router.routes.append(Route("/predict", _AsgiEndpoint(predict), methods=["POST"]))
-    body_errors = {"413": {"description": "too many records or too large a body"},
-                   "415": {"description": "a body that is not application/json"}}
-    predict_doc = {"post": {
+def predict_doc(schema: RequestSchema) -> dict[str, Any]:
+    """The OpenAPI path item of /predict, which FastAPI does not see (a bare ASGI route)."""
+    return {"post": {
         "summary": "Predict", "operationId": "predict",
         "description": "Predict for one record (a JSON object) or a list of records. Send the header "
                        "`X-Cd4ml-Traffic: test` for probes and test batches: they are answered and logged as test "
@@ -210,96 +252,102 @@ def create_app(project: Project, *, log_predictions: bool = True, poll_seconds: 
         "requestBody": {"required": True, "content": {"application/json": {"schema": schema.json_schema()}}},
         "responses": {"200": {"description": "prediction(s), model version, request id"},
                       "400": {"description": "an X-Cd4ml-Traffic or X-Request-ID header that is not accepted"},
-                      **body_errors,
+                      **BODY_ERRORS,
                       "422": {"description": "invalid records: each error names the record, field and reason"},
                       "503": {"description": "no champion release yet"}}}}
 
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-            app.openapi_schema = {**doc, "paths": {"/predict": predict_doc, **doc.get("paths", {})}}
-        return app.openapi_schema
 
-    app.openapi = openapi  # type: ignore[method-assign]
+def openapi(app: FastAPI, predict_path: dict[str, Any]) -> dict[str, Any]:
+    """FastAPI's document of the app, /predict first; built once."""
+    if app.openapi_schema is None:
+        doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        app.openapi_schema = {**doc, "paths": {"/predict": predict_path, **doc.get("paths", {})}}
+    return app.openapi_schema
 
-    feedback_body = {"required": True, "content": {"application/json": {
-        "schema": one_or_many(feedback_schema.model.model_json_schema())}}}
 
-    @app.post("/feedback", status_code=202, openapi_extra={"requestBody": feedback_body},
-              responses={202: {"description": "actuals accepted for the prediction store"},
-                         400: {"description": "a Content-Length that is not a number"},
-                         **{int(code): doc for code, doc in body_errors.items()},
-                         422: {"description": "invalid actuals: each error names the record, field and reason"}})
-    async def feedback(request: Request) -> Response:
-        """Actuals for served predictions, by request id (+ record) or by the key columns.
+async def feedback(request: Request) -> Response:
+    """Actuals for served predictions, by request id (+ record) or by the key columns.
 
-        Accepted actuals are logged (prefix `actuals`) and joined to predictions by
-        `cd4ml monitor`; duplicates and actuals for unknown predictions are counted there.
-        """
-        records = await read_records(request)
-        if isinstance(records, Response):
-            return records
-        try:
-            events = feedback_schema.events(list(records), source="http")
-        except ValidationError as exc:
-            return _json(422, {"detail": "invalid actuals",
-                               "errors": describe_errors(exc, isinstance(records, tuple))})
-        actuals_log.emit_many(events)
-        return _json(202, {"accepted": len(events)})
+    Accepted actuals are logged (prefix `actuals`) and joined to predictions by
+    `cd4ml monitor`; duplicates and actuals for unknown predictions are counted there.
+    """
+    service: Service = request.app.state.service
+    records = await read_records(request, service.cfg.serving)
+    if isinstance(records, Response):
+        return records
+    try:
+        events = service.feedback_schema.events(list(records), source="http")
+    except ValidationError as exc:
+        return _json(422, {"detail": "invalid actuals",
+                           "errors": describe_errors(exc, isinstance(records, tuple))})
+    service.actuals_log.emit_many(events)
+    return _json(202, {"accepted": len(events)})
 
-    @app.get("/metrics", responses={200: {"content": {CONTENT_TYPE: {}}}})
-    def prometheus_metrics() -> Response:
-        """Prometheus metrics, text exposition format (all workers' when there are several)."""
-        metrics.sync(watcher, predlog)
-        return Response(metrics.exposition(), media_type=CONTENT_TYPE)
 
-    @app.get("/health")
-    async def health() -> Response:
-        """The process is alive."""
-        return _json(200, {"status": "alive"})
+# The endpoints whose documentation is the same for every project; /feedback's body is the project's.
+router = APIRouter()
 
-    @app.get("/ready")
-    async def ready() -> Response:
-        """A release is loaded and serving (503 otherwise); a failed swap is reported here.
 
-        `registry_checked` is false while the service serves the last champion it remembers and the
-        registry has not answered since the start."""
-        live = watcher.current
-        doc = {"ready": live is not None, "model_version": live.version if live else None,
-               "last_error": watcher.last_error, "swaps": watcher.swaps,
-               "registry_checked": watcher.registry_checked,
-               "predictions_logged": predlog.written if predlog else None,
-               "predictions_dropped": predlog.dropped if predlog else None,
-               "actuals_logged": actuals_log.written, "actuals_dropped": actuals_log.dropped}
-        if live is None:
-            doc["detail"] = no_champion["detail"]
-        return _json(200 if live else 503, doc)
+@router.get("/metrics", responses={200: {"content": {CONTENT_TYPE: {}}}})
+def prometheus_metrics(request: Request) -> Response:
+    """Prometheus metrics, text exposition format (all workers' when there are several)."""
+    service: Service = request.app.state.service
+    service.metrics.sync(service.watcher, service.predlog)
+    return Response(service.metrics.exposition(), media_type=CONTENT_TYPE)
 
-    @app.get("/version")
-    async def version() -> Response:
-        """The live release: model version, data version, git commit, release time."""
-        live = watcher.current
-        return _json(200, live.info) if live else _json(503, no_champion)
 
-    @app.get("/inputs")
-    async def inputs() -> Response:
-        """The request fields, their types and ranges, and the values the live model knows."""
-        live = watcher.current
-        fields = []
-        for name, kind in schema.types.items():
-            spec = cfg.schema_.columns[name]
-            known = live.release.plan.known_values(name) if live else None
-            fields.append({"name": name, "type": kind, "required": name in schema.required,
-                           "min": spec.min, "max": spec.max, "categories": spec.categories,
-                           "known_values": None if known is None else known[:1000].tolist()})
-        return _json(200, {"project": cfg.project, "target": cfg.target, "time_column": cfg.time_column,
-                           "model_version": live.version if live else None, "fields": fields})
+@router.get("/health")
+async def health() -> Response:
+    """The process is alive."""
+    return _json(200, {"status": "alive"})
 
-    @app.get("/", include_in_schema=False)
-    async def page() -> FileResponse:
-        return FileResponse(STATIC / "index.html")
 
-    return app
+@router.get("/ready")
+async def ready(request: Request) -> Response:
+    """A release is loaded and serving (503 otherwise); a failed swap is reported here.
+
+    `registry_checked` is false while the service serves the last champion it remembers and the
+    registry has not answered since the start."""
+    service: Service = request.app.state.service
+    watcher, predlog, actuals_log = service.watcher, service.predlog, service.actuals_log
+    live = watcher.current
+    doc = {"ready": live is not None, "model_version": live.version if live else None,
+           "last_error": watcher.last_error, "swaps": watcher.swaps,
+           "registry_checked": watcher.registry_checked,
+           "predictions_logged": predlog.written if predlog else None,
+           "predictions_dropped": predlog.dropped if predlog else None,
+           "actuals_logged": actuals_log.written, "actuals_dropped": actuals_log.dropped}
+    if live is None:
+        doc["detail"] = NO_CHAMPION["detail"]
+    return _json(200 if live else 503, doc)
+
+
+@router.get("/version")
+async def version(request: Request) -> Response:
+    """The live release: model version, data version, git commit, release time."""
+    live = request.app.state.service.watcher.current
+    return _json(200, live.info) if live else _json(503, NO_CHAMPION)
+
+
+@router.get("/inputs")
+async def inputs(request: Request) -> Response:
+    """The request fields, their types and ranges, and the values the live model knows."""
+    service: Service = request.app.state.service
+    cfg, schema, live = service.cfg, service.schema, service.watcher.current
+    fields = []
+    for name, kind in schema.types.items():
+        spec = cfg.schema_.columns[name]
+        known = live.release.plan.known_values(name) if live else None
+        fields.append({"name": name, "type": kind, "required": name in schema.required,
+                       "min": spec.min, "max": spec.max, "categories": spec.categories,
+                       "known_values": None if known is None else known[:1000].tolist()})
+    return _json(200, {"project": cfg.project, "target": cfg.target, "time_column": cfg.time_column,
+                       "model_version": live.version if live else None, "fields": fields})
+
+
+@router.get("/", include_in_schema=False)
+async def page() -> FileResponse:
+    return FileResponse(STATIC / "index.html")
 
 
 class _AsgiEndpoint:
@@ -309,17 +357,18 @@ class _AsgiEndpoint:
     exception wrapper; for a one-record prediction those cost about a third of the request.
     """
 
-    def __init__(self, handler: Callable[[Request], Awaitable[Response]]) -> None:
+    def __init__(self, handler: Callable[[Service, Request], Awaitable[Response]], service: Service) -> None:
         self.handler = handler
+        self.service = service
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = await self.handler(Request(scope, receive))
+        response = await self.handler(self.service, Request(scope, receive))
         await response(scope, receive, send)
 
 
 def app_from_env() -> FastAPI:
     """Factory for `uvicorn --factory` with several workers: the project comes from the environment."""
-    from cd4ml.train.estimators import import_lightgbm
+    from cd4ml.release.estimators import import_lightgbm
 
     import_lightgbm()  # before the service's threads start: one of them imports MLflow
     project = load_project(os.environ["CD4ML_PROJECT_DIR"])

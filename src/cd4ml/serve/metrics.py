@@ -43,7 +43,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from cd4ml.monitor.verdicts import judged_window
+from cd4ml.verdicts import judged_window
 
 log = logging.getLogger("cd4ml.serve")
 

@@ -27,15 +27,16 @@ from cd4ml.config import PROJECT_FILE, AcceptanceConfig, Project, ProjectConfig
 from cd4ml.data.table import TrainingTable
 from cd4ml.errors import Cd4mlError, ConfigError, FeatureTestsFailed
 from cd4ml.evaluate.baseline import naive_baseline, slice_scores
-from cd4ml.evaluate.metrics import row_weights, score
+from cd4ml.evaluate.metrics import score
 from cd4ml.evaluate.plots import RunPlotsProcess
 from cd4ml.features.code import folder_digest, take_snapshot
 from cd4ml.gate.checks import Check, Evidence, GateReport, evaluate
 from cd4ml.monitor.profile import build_reference, save as save_profile
+from cd4ml.release import estimators
 from cd4ml.release.package import Release, frame_to_batch, request_columns, save_release
 from cd4ml.faults import crash_point
 from cd4ml.release.registry import PASSED, PENDING, REJECTED, RELEASE_DIGEST, Registry, run_owner
-from cd4ml.train import estimators, rerun
+from cd4ml.train import rerun
 from cd4ml.train.rerun import GATE_CHAMPION_TAG, PROMOTION_TAG
 from cd4ml.train.lineage import git_state, package_versions
 from cd4ml.train.split import time_split
@@ -296,7 +297,7 @@ def run_pipeline(project: Project, *, data_version: int | None = None, on_stage:
             X_hold = plan.transform(frame_to_batch(hold_df, request_columns(spec, list(hold_df.columns))))
             y_hold = hold_df[cfg.target].to_numpy(dtype=np.float64)
             pred = plan.inverse_target(model.predict(X_hold))
-            w = row_weights(cfg, hold_df)
+            w = cfg.metrics.row_weights(hold_df)
             names = [cfg.metrics.primary, *cfg.metrics.report]
             metrics = score(names, y_hold, pred, w)
             base_pred = plan.inverse_target(base_model_space)
