@@ -39,7 +39,7 @@ def test_two_rollbacks_at_once_roll_back_once(champion_shop: Path) -> None:
     assert train(root, "model.params.n_estimators=61", promote=False).gate.passed  # version 2
     registry = Registry.for_project(load_project(root))
     for trial in range(ROLLBACK_TRIALS):
-        cli(root, "promote", "2", check=0)
+        registry.promote("2", kind="promote", why="manual promote")  # in this process: the race is the rollbacks'
         outcomes = _together(root, ("rollback",), ("rollback",))
         codes = sorted(code for code, _ in outcomes)
         assert codes == [0, 1], f"trial {trial}: {outcomes}"
