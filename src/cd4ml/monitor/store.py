@@ -42,7 +42,6 @@ import bisect
 import datetime as dt
 import functools
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +56,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from cd4ml.errors import Cd4mlError, DataRejected
 from cd4ml.locking import exclusive_lock
+from cd4ml.serve.predlog import log_files
 
 if TYPE_CHECKING:
     import duckdb
@@ -313,10 +313,8 @@ class PredictionStore:
         Offsets of files no longer in the folder are dropped, so the metadata does not grow
         with every file retention ever removed.
         """
-        name = re.compile(re.escape(prefix) + r"-(\d{8}T\d{6})-(\d+)-(\d+)\.jsonl")  # PredictionLog's file names
-        found = sorted(((m[1], int(m[2]), int(m[3])), p) for p in self._log_files() if (m := name.fullmatch(p.name)))
         chunks, new_offsets = [], {}
-        for _, path in found:
+        for path in log_files(self._log_files(), prefix):
             start = new_offsets[path.name] = offsets.get(path.name, 0)
             try:
                 with path.open("rb") as f:
