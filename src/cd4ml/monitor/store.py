@@ -17,8 +17,8 @@ Tables (one row per predicted record / per actual):
                  values struct<every non-input schema column?>,
                  source string
 
-Config types map to Arrow as int -> int64, float -> float64, str -> string, bool -> bool,
-date -> date32 and datetime -> timestamp[us]; values are coerced the way the service
+Config types map to Arrow (`config.COLUMN_TYPES`) as int -> int64, float -> float64, str -> string,
+bool -> bool, date -> date32 and datetime -> timestamp[us]; values are coerced the way the service
 validated them (pydantic lax mode: "5" is an int 5).
 
 Durability contract:
@@ -54,6 +54,7 @@ from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import DeltaError
 from pydantic import TypeAdapter, ValidationError
 
+from cd4ml.config import COLUMN_TYPES
 from cd4ml.errors import Cd4mlError, DataRejected
 from cd4ml.locking import exclusive_lock
 from cd4ml.serve.predlog import log_files
@@ -72,8 +73,6 @@ _OFFSETS = "cd4ml.offsets"
 _SOURCE = "cd4ml.source"
 _MAX_PROBLEMS = 20  # problem messages kept per compaction; `bad` counts all of them
 _UTC_US = pa.timestamp("us", tz="UTC")
-_ARROW = {"int": pa.int64(), "float": pa.float64(), "str": pa.string(), "bool": pa.bool_(), "date": pa.date32(),
-          "datetime": pa.timestamp("us")}
 
 
 @dataclass
@@ -108,7 +107,7 @@ class _Field:
 
 
 def _struct(name: str, columns: list[tuple[str, str]], required: bool) -> _Field:
-    children = tuple(_Field(c, _ARROW[kind]) for c, kind in columns)
+    children = tuple(_Field(c, pa.type_for_alias(COLUMN_TYPES[kind].arrow)) for c, kind in columns)
     return _Field(name, pa.struct([c.arrow for c in children]), required, children)
 
 
