@@ -303,7 +303,7 @@ class _Columns:
 
 def _profile_rows(columns: Columns, kinds: Mapping[str, str], prediction: np.ndarray, target: np.ndarray,
                   residual: np.ndarray) -> int:
-    """The rows of a profile's inputs, checked to be one number > 0, and every column's kind checked."""
+    """The rows of the profile's inputs, once they are checked to be of one length > 0 and every column of a kind."""
     n = len(prediction)
     for name, values in [("target", target), ("residual", residual), *columns.items()]:
         if len(values) != n:
