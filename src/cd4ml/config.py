@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -29,6 +30,27 @@ CalendarPart = Literal[
     "year", "month", "day", "dayofweek", "dayofyear", "weekofyear", "hour", "minute", "slot", "is_weekend",
     "is_month_end"
 ]
+
+
+@dataclass(frozen=True)
+class TypeForms:
+    """How the libraries cd4ml passes a column through hold values of one column type."""
+
+    python: type  # a request field (pydantic)
+    batch: str | type  # numpy dtype of a served column batch; bools as 0/1 ints, as features are numbers
+    pandas: str | type  # dtype a table's column is validated as (pandera)
+    pandas_nullable: str | type  # the same for a nullable column: int64 and bool cannot hold a null
+    arrow: str  # pyarrow type alias (`pa.type_for_alias`) in the prediction store
+
+
+COLUMN_TYPES: dict[str, TypeForms] = {
+    "int": TypeForms(int, "int64", "int64", "Int64", "int64"),
+    "float": TypeForms(float, "float64", "float64", "float64", "float64"),
+    "str": TypeForms(str, str, str, str, "string"),
+    "bool": TypeForms(bool, "int64", "bool", "boolean", "bool"),
+    "date": TypeForms(dt.date, "datetime64[D]", "datetime64[us]", "datetime64[us]", "date32"),
+    "datetime": TypeForms(dt.datetime, "datetime64[us]", "datetime64[us]", "datetime64[us]", "timestamp[us]"),
+}
 # What a time column may be: a date, a date and time, or a whole year (2019) held as an int.
 TIME_TYPES = ("date", "datetime", "int")
 # Calendar parts that are always 0 without a time of day.

@@ -17,12 +17,8 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
-from cd4ml.config import ColumnSpec, ProjectConfig
+from cd4ml.config import COLUMN_TYPES, ColumnSpec, ProjectConfig
 
-_DTYPES = {"int": "int64", "float": "float64", "str": str, "bool": "bool",
-           "date": "datetime64[us]", "datetime": "datetime64[us]"}
-# Null cannot be held by int64 or bool: nullable columns use pandas' nullable types.
-_NULLABLE_DTYPES = {"int": "Int64", "bool": "boolean"}
 _BOOL_TEXT = {"true": True, "false": False, "1": True, "0": False}
 _EXAMPLES = 5  # rejected values listed per rule; the rest are counted
 _SHOWN_CATEGORIES = 10
@@ -99,7 +95,8 @@ def _column(spec: ColumnSpec, is_year: bool) -> tuple[pa.Column, list[str]]:
         checks.append((pa.Check.le(spec.max), f"above max {spec.max:g}"))
     if spec.categories is not None:
         checks.append((pa.Check.isin(spec.categories), f"not one of the categories ({_categories(spec.categories)})"))
-    dtype = _NULLABLE_DTYPES.get(spec.type, _DTYPES[spec.type]) if spec.nullable else _DTYPES[spec.type]
+    forms = COLUMN_TYPES[spec.type]
+    dtype = forms.pandas_nullable if spec.nullable else forms.pandas
     column = pa.Column(dtype, checks=[c for c, _ in checks], nullable=spec.nullable, coerce=True)
     return column, [rule for _, rule in checks]
 

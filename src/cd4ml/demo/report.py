@@ -10,7 +10,11 @@ from typing import Any
 import numpy as np
 
 from cd4ml.evaluate.plots import figure, png_tag
+from cd4ml.monitor.html import html_page
 from cd4ml.verdicts import judged_window
+
+_CSS = """table{border-collapse:collapse;margin:1em 0} td,th{border:1px solid #d5dde5;padding:.3em .7em;text-align:left}
+th{background:#eef3f7} .kpi{display:flex;gap:2em} .kpi div{background:#eef3f7;padding:.6em 1em;border-radius:6px}"""
 
 
 def _metrics_plot(releases: list[dict[str, Any]]) -> str:
@@ -84,14 +88,7 @@ def write_report(path: Path, releases: list[dict[str, Any]], days: list[dict[str
                      "yes" if r["promoted"] else ""] for r in releases]
     day_rows = [[d["date"], d["forecasts"], d["fallback"], ", ".join(d["versions"]), f"{d['nwrmsle']:.4f}",
                  f"{d['forecast_total']:.0f}", f"{d['actual_total']:.0f}"] for d in days]
-    doc = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
-<title>cd4ml demo report</title><style>
-body{{font:15px/1.5 system-ui,sans-serif;max-width:1040px;margin:2em auto;padding:0 1em;color:#1d2733}}
-h1{{color:#0f3b57}} table{{border-collapse:collapse;margin:1em 0}} td,th{{border:1px solid #d5dde5;
-padding:.3em .7em;text-align:left}} th{{background:#eef3f7}} img{{max-width:100%}}
-.kpi{{display:flex;gap:2em}} .kpi div{{background:#eef3f7;padding:.6em 1em;border-radius:6px}}
-</style></head><body>
-<h1>cd4ml demo: continuous delivery on the grocery world</h1>
+    body = f"""<h1>cd4ml demo: continuous delivery on the grocery world</h1>
 <p>Generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC} in {seconds:.0f} s.</p>
 <div class="kpi"><div><b>{tally.ok}</b> requests served</div><div><b>{tally.failed}</b> failed</div>
 <div><b>{tally.records}</b> predictions</div><div><b>{logged}</b> events in the prediction log</div></div>
@@ -106,8 +103,8 @@ and the gate decides.</p>
         _monitor_rows(weeks))}
 {_production_plots(days, weeks) if days else ""}
 {_table(["day", "forecasts", "unknown store/item", "served by", "live nwrmsle", "forecast units", "actual units"],
-        day_rows)}
-</body></html>"""
+        day_rows)}"""
+    doc = html_page("cd4ml demo report", body, width=1040, css=_CSS)
     path = Path(path).resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(doc, encoding="utf-8")

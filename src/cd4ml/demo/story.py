@@ -129,8 +129,7 @@ def _wait_for_version(service: ServiceProcess, version: str, timeout: float = 30
 def run_demo(directory: Path | None, keep: bool, report_path: Path, console: Console) -> Path:
     """Play all scenarios; returns the HTML report's path. Raises DemoFailed naming the step."""
     from cd4ml.demo.report import write_report
-    from cd4ml.demo.traffic import Tally, Traffic, post
-    from cd4ml.scaffold import init_project
+    from cd4ml.demo.traffic import Tally, Traffic
 
     root = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="cd4ml-demo-"))
     if directory and (root / "shop").exists():
@@ -141,86 +140,20 @@ def run_demo(directory: Path | None, keep: bool, report_path: Path, console: Con
     started = time.monotonic()
     try:
         story.chapter("1. Plumbing: project, versioned data, first champion, the service")
-        init_project(story.project, "groceries")
-        story.git("init", "-q")
-        story.git("add", "-A")
-        story.git("commit", "-qm", "groceries project from cd4ml init")
-        story.commit("first model: store x item level and weekday", **FIRST_MODEL)
-        story.cd4ml("data", "ingest")
-        story.say("table version 0: 10 stores x 100 items x 2 years, validated, in Delta Lake")
-        first = story.run()
-        story.check(first["promoted"], "the first model did not become champion")
+        first = _first_champion(story)
         service = ServiceProcess(story.project, poll=0.5, log_path=root / "serve.log")
         service.wait_until("/ready", 200)
-        # The clients of scenarios 1-5 ask for the last training day, so their thousands of identical
-        # requests stay out of the production weeks that scenario 6 monitors.
-        record = {"date": "2024-12-31", "store_nbr": 3, "item_nbr": 100007, "onpromotion": 1}
-        with httpx.Client(base_url=service.url, timeout=10) as client:
-            answer = post(client, record, tally)
-        story.check(answer is not None and answer["model_version"] == first["version"], "no prediction over HTTP")
-        story.say(f"service on {service.url}: POST /predict {json.dumps(record)} -> "
-                  f"{answer['prediction']:.2f} units (version {answer['model_version']})")
-
+        record = _first_prediction(story, service, first, tally)
         with Traffic(service.url, record, tally, threads=1, pause=0.05):
             story.chapter("2. Data science: the project's feature tests guard the pipeline")
-            features = story.project / "features.py"
-            features.write_text(features.read_text().replace("(day == 15)", "(day == 14)"))
-            story.git("commit", "-qam", "paydays on the 14th (a bug)")
-            proc = story.cd4ml("run", expect=(1,))
-            story.check("stopped before training" in proc.stderr, "the failing test did not stop the pipeline")
-            story.say("[red]feature tests failed[/]: the pipeline stopped before training; nothing registered")
-            story.git("revert", "--no-edit", "HEAD")
-            story.say("[dim]git revert: paydays back on the 15th[/]")
-
+            _failing_feature_test(story)
             story.chapter("3. ML engineering: better features, then more trees; each release goes live")
-            story.commit("features: promotions, calendar, holidays, paydays, more encodings",
-                         **_template_features())
-            better = story.run()
-            story.check(better["promoted"], "the richer features did not become champion")
-            story.say(f"service swapped to version {better['version']} in "
-                      f"{_wait_for_version(service, better['version']):.1f} s")
-            story.commit("params: 300 trees", **{"model.params.n_estimators": 300})
-            best = story.run()
-            story.check(best["promoted"], "the 300-tree model did not become champion")
-            story.say(f"service swapped to version {best['version']} in "
-                      f"{_wait_for_version(service, best['version']):.1f} s")
-
+            champions = _better_models(story, service)
             story.chapter("4. Continuous deployment: the gate stops a harmful change")
-            story.commit("params: 5 trees to save time (harmful)", **{"model.params.n_estimators": 5})
-            harmful = story.run(expect=(3,))
-            story.check(not harmful["gate"]["passed"], "the harmful model passed the gate")
-            live = httpx.get(f"{service.url}/version", timeout=5).json()["model_version"]
-            story.check(live == best["version"], f"the service moved to {live}")
-            story.say(f"the service still serves version {live}")
-
+            _harmful_change(story, service, champions.best)
             story.chapter("5. Undo: git revert reproduces the release; rollback under load")
-            story.git("revert", "--no-edit", "HEAD")
-            story.say("[dim]git revert: back to 300 trees[/]")
-            skipped = story.run("--no-promote")
-            story.check(skipped["skipped_as"] == best["run_id"],
-                        f"the reverted project was not recognised as version {best['version']}'s run")
-            story.say(f"nothing changed since version {best['version']}'s run: recognised and skipped")
-            again = story.run("--no-promote", "--force")
-            story.check(again["metrics"] == best["metrics"],
-                        f"the reverted code did not reproduce version {best['version']}'s metrics")
-            story.say(f"retrained with --force: version {again['version']} reproduces version "
-                      f"{best['version']}'s metrics exactly")
-        rollback_tally = Tally()
-        with Traffic(service.url, record, rollback_tally, threads=4, pause=0.0):
-            time.sleep(1.0)
-            t0 = time.monotonic()
-            story.cd4ml("rollback", "--reason", "demo: undo the last release")
-            swap = _wait_for_version(service, better["version"])
-            time.sleep(1.0)
-        seen = rollback_tally.version_since(0)
-        story.check(rollback_tally.failed == 0, f"{rollback_tally.failed} failed requests during the rollback: "
-                                                f"{rollback_tally.failures[:3]}")
-        story.check(seen[0] == best["version"] and seen[-1] == better["version"],
-                    f"responses did not move from {best['version']} to {better['version']}: {seen}")
-        story.say(f"rollback to version {better['version']}: live {time.monotonic() - t0 - 1.0:.1f} s after the "
-                  f"command started ({swap:.1f} s to swap once the alias moved), {rollback_tally.ok} requests "
-                  f"from 4 clients, 0 failed")
-        tally.add(rollback_tally)
+            _revert(story, champions.best)
+        _rollback_under_load(story, service, record, champions, tally)
 
         story.chapter(f"6. In the wild: {PRODUCTION_WEEKS} weeks of forecasts, actuals, monitoring, retraining")
         story.production, story.monitoring = _in_the_wild(story, service, tally)
@@ -236,6 +169,117 @@ def run_demo(directory: Path | None, keep: bool, report_path: Path, console: Con
     if not keep and directory is None:
         shutil.rmtree(root, ignore_errors=True)
     return report
+
+
+@dataclass(frozen=True)
+class _Champions:
+    """The releases of scenario 3 (`cd4ml run --json` results): richer features, then more trees."""
+
+    better: dict[str, Any]
+    best: dict[str, Any]
+
+
+def _first_champion(story: Story) -> dict[str, Any]:
+    """A project from `cd4ml init` in a new git repository, its data ingested, the first model trained."""
+    from cd4ml.scaffold import init_project
+
+    init_project(story.project, "groceries")
+    story.git("init", "-q")
+    story.git("add", "-A")
+    story.git("commit", "-qm", "groceries project from cd4ml init")
+    story.commit("first model: store x item level and weekday", **FIRST_MODEL)
+    story.cd4ml("data", "ingest")
+    story.say("table version 0: 10 stores x 100 items x 2 years, validated, in Delta Lake")
+    first = story.run()
+    story.check(first["promoted"], "the first model did not become champion")
+    return first
+
+
+def _first_prediction(story: Story, service: ServiceProcess, first: dict[str, Any], tally: Any) -> dict[str, Any]:
+    """One prediction over HTTP; returns the record the clients of scenarios 1-5 keep asking for."""
+    from cd4ml.demo.traffic import post
+
+    # The clients of scenarios 1-5 ask for the last training day, so their thousands of identical
+    # requests stay out of the production weeks that scenario 6 monitors.
+    record = {"date": "2024-12-31", "store_nbr": 3, "item_nbr": 100007, "onpromotion": 1}
+    with httpx.Client(base_url=service.url, timeout=10) as client:
+        answer = post(client, record, tally)
+    story.check(answer is not None and answer["model_version"] == first["version"], "no prediction over HTTP")
+    story.say(f"service on {service.url}: POST /predict {json.dumps(record)} -> "
+              f"{answer['prediction']:.2f} units (version {answer['model_version']})")
+    return record
+
+
+def _failing_feature_test(story: Story) -> None:
+    features = story.project / "features.py"
+    features.write_text(features.read_text().replace("(day == 15)", "(day == 14)"))
+    story.git("commit", "-qam", "paydays on the 14th (a bug)")
+    proc = story.cd4ml("run", expect=(1,))
+    story.check("stopped before training" in proc.stderr, "the failing test did not stop the pipeline")
+    story.say("[red]feature tests failed[/]: the pipeline stopped before training; nothing registered")
+    story.git("revert", "--no-edit", "HEAD")
+    story.say("[dim]git revert: paydays back on the 15th[/]")
+
+
+def _better_models(story: Story, service: ServiceProcess) -> _Champions:
+    story.commit("features: promotions, calendar, holidays, paydays, more encodings", **_template_features())
+    better = story.run()
+    story.check(better["promoted"], "the richer features did not become champion")
+    story.say(f"service swapped to version {better['version']} in "
+              f"{_wait_for_version(service, better['version']):.1f} s")
+    story.commit("params: 300 trees", **{"model.params.n_estimators": 300})
+    best = story.run()
+    story.check(best["promoted"], "the 300-tree model did not become champion")
+    story.say(f"service swapped to version {best['version']} in "
+              f"{_wait_for_version(service, best['version']):.1f} s")
+    return _Champions(better, best)
+
+
+def _harmful_change(story: Story, service: ServiceProcess, best: dict[str, Any]) -> None:
+    story.commit("params: 5 trees to save time (harmful)", **{"model.params.n_estimators": 5})
+    harmful = story.run(expect=(3,))
+    story.check(not harmful["gate"]["passed"], "the harmful model passed the gate")
+    live = httpx.get(f"{service.url}/version", timeout=5).json()["model_version"]
+    story.check(live == best["version"], f"the service moved to {live}")
+    story.say(f"the service still serves version {live}")
+
+
+def _revert(story: Story, best: dict[str, Any]) -> None:
+    story.git("revert", "--no-edit", "HEAD")
+    story.say("[dim]git revert: back to 300 trees[/]")
+    skipped = story.run("--no-promote")
+    story.check(skipped["skipped_as"] == best["run_id"],
+                f"the reverted project was not recognised as version {best['version']}'s run")
+    story.say(f"nothing changed since version {best['version']}'s run: recognised and skipped")
+    again = story.run("--no-promote", "--force")
+    story.check(again["metrics"] == best["metrics"],
+                f"the reverted code did not reproduce version {best['version']}'s metrics")
+    story.say(f"retrained with --force: version {again['version']} reproduces version "
+              f"{best['version']}'s metrics exactly")
+
+
+def _rollback_under_load(story: Story, service: ServiceProcess, record: dict[str, Any], champions: _Champions,
+                         tally: Any) -> None:
+    """`cd4ml rollback` while 4 clients send requests: every one answered, by the old release, then the new."""
+    from cd4ml.demo.traffic import Tally, Traffic
+
+    better, best = champions.better, champions.best
+    rollback_tally = Tally()
+    with Traffic(service.url, record, rollback_tally, threads=4, pause=0.0):
+        time.sleep(1.0)
+        t0 = time.monotonic()
+        story.cd4ml("rollback", "--reason", "demo: undo the last release")
+        swap = _wait_for_version(service, better["version"])
+        time.sleep(1.0)
+    seen = rollback_tally.version_since(0)
+    story.check(rollback_tally.failed == 0, f"{rollback_tally.failed} failed requests during the rollback: "
+                                            f"{rollback_tally.failures[:3]}")
+    story.check(seen[0] == best["version"] and seen[-1] == better["version"],
+                f"responses did not move from {best['version']} to {better['version']}: {seen}")
+    story.say(f"rollback to version {better['version']}: live {time.monotonic() - t0 - 1.0:.1f} s after the "
+              f"command started ({swap:.1f} s to swap once the alias moved), {rollback_tally.ok} requests "
+              f"from 4 clients, 0 failed")
+    tally.add(rollback_tally)
 
 
 def _template_features() -> dict[str, Any]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -37,6 +38,7 @@ _MAX_NEW_VALUES = 20
 _MAX_SEEN = 100_000
 
 Columns = Mapping[str, np.ndarray]
+Factor = tuple[list[str], np.ndarray]  # distinct text forms of a column, and each row's index into them
 
 
 # ---- categorical values as text ---------------------------------------------------------------
@@ -54,7 +56,7 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def _factorize(values: Any) -> tuple[list[str], np.ndarray]:
+def _factorize(values: Any) -> Factor:
     """Distinct text forms of ``values`` and each row's index into them.
 
     Returns ``labels`` (list of str, no duplicates) and ``codes`` (int array of shape (n,)).
@@ -175,7 +177,7 @@ def _rng(seed: int, name: str) -> np.random.Generator:
 
 # ---- segments ---------------------------------------------------------------------------------
 
-def _segment_codes(factors: Sequence[tuple[list[str], np.ndarray]]) -> tuple[list[str], np.ndarray]:
+def _segment_codes(factors: Sequence[Factor]) -> Factor:
     """Combine the factorized columns of one segment feature into labels like "BEVERAGES|1"."""
     if len(factors) == 1:
         return factors[0]
@@ -263,6 +265,45 @@ def build_profile(
     """
     if bins < 1 or max_categories < 1 or sample_size < 1:
         raise ValueError("bins, max_categories and sample_size must be >= 1")
+    n = _profile_rows(columns, kinds, prediction, target, residual)
+    binning = _Binning(bins, max_categories, sample_size, seed)
+    profiled = _column_profiles(columns, kinds, binning)
+    res = _as_float(residual)
+    finite = res[np.isfinite(res)]
+    groups = _segment_features({name: kinds[name] for name in columns}, segments)
+    return {
+        "format": PROFILE_FORMAT,
+        "rows": n,
+        "features": profiled.features,
+        "prediction": _outcome_profile(prediction, "prediction", binning),
+        "target": _outcome_profile(target, "target", binning),
+        "residual_mean": float(finite.mean()) if len(finite) else None,
+        "residual_std": float(finite.std()) if len(finite) else None,
+        "segments": [_segment_profile(group, profiled.factors, res, max_categories) for group in groups],
+    }
+
+
+@dataclass(frozen=True)
+class _Binning:
+    """How :func:`build_profile` summarises a column (its parameters of the same names)."""
+
+    bins: int
+    max_categories: int
+    sample_size: int
+    seed: int
+
+
+@dataclass
+class _Columns:
+    """The monitored columns' summaries, and the categorical ones factorized for the segments."""
+
+    features: list[dict[str, Any]]
+    factors: dict[str, Factor]
+
+
+def _profile_rows(columns: Columns, kinds: Mapping[str, str], prediction: np.ndarray, target: np.ndarray,
+                  residual: np.ndarray) -> int:
+    """The rows of the profile's inputs, once they are checked to be of one length > 0 and every column of a kind."""
     n = len(prediction)
     for name, values in [("target", target), ("residual", residual), *columns.items()]:
         if len(values) != n:
@@ -272,47 +313,41 @@ def build_profile(
     unknown = {name: kinds.get(name) for name in columns if kinds.get(name) not in ("numeric", "categorical")}
     if unknown:
         raise ValueError(f"kinds must be 'numeric' or 'categorical' for every column; got {unknown}")
+    return n
 
-    features: list[dict[str, Any]] = []
-    factors: dict[str, tuple[list[str], np.ndarray]] = {}
+
+def _column_profiles(columns: Columns, kinds: Mapping[str, str], binning: _Binning) -> _Columns:
+    out = _Columns([], {})
     for name, values in columns.items():
         if kinds[name] == "numeric":
-            summary = _numeric_profile(_as_float(values), bins, sample_size, _rng(seed, name))
+            summary = _numeric_profile(_as_float(values), binning.bins, binning.sample_size, _rng(binning.seed, name))
         else:
-            factors[name] = _factorize(values)
-            summary = _categorical_profile(*factors[name], max_categories)
-        features.append({"name": name, **summary})
+            out.factors[name] = _factorize(values)
+            summary = _categorical_profile(*out.factors[name], binning.max_categories)
+        out.features.append({"name": name, **summary})
+    return out
 
-    def outcome(values: np.ndarray, name: str) -> dict[str, Any]:
-        x = _as_float(values)
-        x = x[np.isfinite(x)]
-        if not len(x):
-            raise ValueError(f"{name} has no finite values")
-        return _numeric_profile(x, bins, sample_size, _rng(seed, name))
 
-    res = _as_float(residual)
-    finite = res[np.isfinite(res)]
-    segment_profiles = []
-    for group in _segment_features({name: kinds[name] for name in columns}, segments):
-        labels, codes = _segment_codes([factors[name] for name in group])
-        rows, sums = _segment_sums(labels, codes, res)
-        keep = sorted(np.flatnonzero(rows).tolist(), key=lambda i: (-rows[i], labels[i]))[:max_categories]
-        segment_profiles.append({
-            "feature": GROUP_JOIN.join(group),
-            "columns": group,
-            "values": [labels[i] for i in keep],
-            "mean": [float(sums[i] / rows[i]) for i in keep],
-            "rows": [int(rows[i]) for i in keep],
-        })
+def _outcome_profile(values: np.ndarray, name: str, binning: _Binning) -> dict[str, Any]:
+    x = _as_float(values)
+    x = x[np.isfinite(x)]
+    if not len(x):
+        raise ValueError(f"{name} has no finite values")
+    return _numeric_profile(x, binning.bins, binning.sample_size, _rng(binning.seed, name))
+
+
+def _segment_profile(group: list[str], factors: Mapping[str, Factor], residual: np.ndarray,
+                     max_categories: int) -> dict[str, Any]:
+    """The largest segments of one segment feature, with their mean residual and rows."""
+    labels, codes = _segment_codes([factors[name] for name in group])
+    rows, sums = _segment_sums(labels, codes, residual)
+    keep = sorted(np.flatnonzero(rows).tolist(), key=lambda i: (-rows[i], labels[i]))[:max_categories]
     return {
-        "format": PROFILE_FORMAT,
-        "rows": n,
-        "features": features,
-        "prediction": outcome(prediction, "prediction"),
-        "target": outcome(target, "target"),
-        "residual_mean": float(finite.mean()) if len(finite) else None,
-        "residual_std": float(finite.std()) if len(finite) else None,
-        "segments": segment_profiles,
+        "feature": GROUP_JOIN.join(group),
+        "columns": group,
+        "values": [labels[i] for i in keep],
+        "mean": [float(sums[i] / rows[i]) for i in keep],
+        "rows": [int(rows[i]) for i in keep],
     }
 
 
@@ -365,16 +400,53 @@ def compare(
         segment's mean residual minus its reference mean (the overall reference mean for a
         segment the profile does not hold), over the reference residual standard deviation.
     """
+    alarms = _Alarms(psi_alarm, ks_alarm, bias_alarm, min_rows)
+    n = _window_rows(profile, columns, residual)
+    compared = _compare_columns(profile, columns, n, alarms)
+    segments = []
+    if residual is not None and n:
+        res = _as_float(residual)
+        if len(res) != n:
+            raise ValueError(f"residual has {len(res)} rows, the window's columns have {n}")
+        segments = _compare_segments(profile, columns, compared.factors, res, alarms)
+
+    pred = _compare_outcome(prediction, profile["prediction"], alarms)
+    targ = _compare_outcome(target, profile["target"], alarms)
+    drifted = [f["name"] for f in compared.features if f["alarm"]]
+    drifted += [name for name, entry in (("prediction", pred), ("target", targ)) if entry and entry["alarm"]]
+    for segment in segments:
+        if segment["alarm"] and segment["feature"] not in drifted:
+            drifted.append(segment["feature"])
+    return {"rows": n, "alarm": bool(drifted), "drifted": drifted, "features": compared.features,
+            "prediction": pred, "target": targ, "segments": segments}
+
+
+@dataclass(frozen=True)
+class _Alarms:
+    """:func:`compare`'s thresholds (its parameters of the same names)."""
+
+    psi: float
+    ks: float
+    bias: float
+    min_rows: int
+
+    def drifted(self, rows: int, psi: float, ks: float | None) -> bool:
+        return rows >= self.min_rows and (psi >= self.psi or (ks is not None and ks >= self.ks))
+
+
+def _window_rows(profile: Mapping[str, Any], columns: Columns, residual: np.ndarray | None) -> int:
+    """The window's rows, once its columns are checked to hold the profile's and to be of one length."""
     missing = [f["name"] for f in profile["features"] if f["name"] not in columns]
     if missing:
         raise ValueError(f"the window lacks the profile's columns {missing}")
     lengths = {len(columns[f["name"]]) for f in profile["features"]}
     if len(lengths) > 1:
         raise ValueError(f"the window's columns differ in length: {sorted(lengths)}")
-    n = lengths.pop() if lengths else (len(residual) if residual is not None else 0)
+    return lengths.pop() if lengths else (len(residual) if residual is not None else 0)
 
-    features = []
-    factors: dict[str, tuple[list[str], np.ndarray]] = {}
+
+def _compare_columns(profile: Mapping[str, Any], columns: Columns, n: int, alarms: _Alarms) -> _Columns:
+    out = _Columns([], {})
     for ref in profile["features"]:
         name = ref["name"]
         psi = ks = pvalue = None
@@ -382,48 +454,32 @@ def compare(
         if n and ref["kind"] == "numeric":
             psi, ks, pvalue = _numeric_compare(ref, _as_float(columns[name]))
         elif n:
-            factors[name] = _factorize(columns[name])
-            psi, new_values = _categorical_compare(ref, *factors[name])
-        alarm = n >= min_rows and psi is not None and (psi >= psi_alarm or (ks is not None and ks >= ks_alarm))
-        features.append({"name": name, "kind": ref["kind"], "psi": psi, "ks": ks, "ks_pvalue": pvalue,
-                         "new_values": new_values, "alarm": bool(alarm)})
+            out.factors[name] = _factorize(columns[name])
+            psi, new_values = _categorical_compare(ref, *out.factors[name])
+        alarm = psi is not None and alarms.drifted(n, psi, ks)
+        out.features.append({"name": name, "kind": ref["kind"], "psi": psi, "ks": ks, "ks_pvalue": pvalue,
+                             "new_values": new_values, "alarm": bool(alarm)})
+    return out
 
-    def outcome(values: np.ndarray | None, ref: dict[str, Any]) -> dict[str, Any] | None:
-        if values is None:
-            return None
-        x = _as_float(values)
-        x = x[np.isfinite(x)]
-        if not len(x):
-            return None
-        psi, ks, pvalue = _numeric_compare(ref, x)
-        alarm = len(x) >= min_rows and (psi >= psi_alarm or (ks is not None and ks >= ks_alarm))
-        return {"psi": psi, "ks": ks, "ks_pvalue": pvalue, "alarm": bool(alarm)}
 
-    segments = []
-    if residual is not None and n:
-        res = _as_float(residual)
-        if len(res) != n:
-            raise ValueError(f"residual has {len(res)} rows, the window's columns have {n}")
-        segments = _compare_segments(profile, columns, factors, res, bias_alarm, min_rows)
-
-    pred = outcome(prediction, profile["prediction"])
-    targ = outcome(target, profile["target"])
-    drifted = [f["name"] for f in features if f["alarm"]]
-    drifted += [name for name, entry in (("prediction", pred), ("target", targ)) if entry and entry["alarm"]]
-    for segment in segments:
-        if segment["alarm"] and segment["feature"] not in drifted:
-            drifted.append(segment["feature"])
-    return {"rows": n, "alarm": bool(drifted), "drifted": drifted, "features": features,
-            "prediction": pred, "target": targ, "segments": segments}
+def _compare_outcome(values: np.ndarray | None, ref: dict[str, Any], alarms: _Alarms) -> dict[str, Any] | None:
+    """Prediction or target vs the profile's; None without finite values."""
+    if values is None:
+        return None
+    x = _as_float(values)
+    x = x[np.isfinite(x)]
+    if not len(x):
+        return None
+    psi, ks, pvalue = _numeric_compare(ref, x)
+    return {"psi": psi, "ks": ks, "ks_pvalue": pvalue, "alarm": bool(alarms.drifted(len(x), psi, ks))}
 
 
 def _compare_segments(
     profile: Mapping[str, Any],
     columns: Columns,
-    factors: dict[str, tuple[list[str], np.ndarray]],
+    factors: dict[str, Factor],
     residual: np.ndarray,
-    bias_alarm: float,
-    min_rows: int,
+    alarms: _Alarms,
 ) -> list[dict[str, Any]]:
     std, overall = profile["residual_std"], profile["residual_mean"]
     out = []
@@ -437,10 +493,10 @@ def _compare_segments(
         # judged in log space; the overall mean keeps unseen segments from looking biased.
         ref_mean = dict(zip(ref["values"], ref["mean"]))
         judged = []
-        for i in np.flatnonzero(rows >= min_rows).tolist():
+        for i in np.flatnonzero(rows >= alarms.min_rows).tolist():
             if std:
                 bias = (sums[i] / rows[i] - ref_mean.get(labels[i], overall)) / std
-                judged.append((-abs(bias), labels[i], int(rows[i]), float(bias), bool(abs(bias) >= bias_alarm)))
+                judged.append((-abs(bias), labels[i], int(rows[i]), float(bias), bool(abs(bias) >= alarms.bias)))
             else:
                 judged.append((0.0, labels[i], int(rows[i]), None, False))
         out += [{"feature": ref["feature"], "value": label, "rows": count, "bias": bias, "alarm": alarm}

@@ -99,15 +99,20 @@ def render_page(report: dict[str, Any]) -> str:
     console = Console(record=True, width=130, file=io.StringIO(), color_system="truecolor")
     print_report(report, console)
     terminal = console.export_html(inline_styles=True, code_format="<pre class=\"terminal\">{code}</pre>")
-    title = html.escape(f"cd4ml monitor: {report['project']} ({report['generated_at'][:16]} UTC)")
-    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{title}</title><style>
-body{{font:15px/1.5 system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#1d2733}}
-h1{{color:#0f3b57}} img{{max-width:100%}} .terminal{{font-size:12px;background:#fafbfc;padding:1em;overflow-x:auto}}
-</style></head><body><h1>{title}</h1>
+    title = f"cd4ml monitor: {report['project']} ({report['generated_at'][:16]} UTC)"
+    return html_page(title, f"""<h1>{html.escape(title)}</h1>
 <p><b>{'Retraining is due' if report['retrain_due'] else 'No retraining due'}</b>.{_not_judged(report)}
 Feedback: {', '.join(f'{k} {v:,}' for k, v in report['feedback'].items())}.</p>
 {terminal}
 <h2>Live accuracy</h2>{_accuracy_plot(report)}
 <h2>Drift</h2>{_drift_plot(report)}
-<h2>Predictions</h2>{_prediction_plot(report)}
-</body></html>"""
+<h2>Predictions</h2>{_prediction_plot(report)}""", width=1100,
+                     css=".terminal{font-size:12px;background:#fafbfc;padding:1em;overflow-x:auto}")
+
+
+def html_page(title: str, body: str, *, width: int, css: str = "") -> str:
+    """A self-contained HTML document in the reports' one look: `title` as text, `body` and `css` as markup."""
+    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>\n'
+            f"body{{font:15px/1.5 system-ui,sans-serif;max-width:{width}px;margin:2em auto;padding:0 1em;"
+            f"color:#1d2733}}\nh1{{color:#0f3b57}} img{{max-width:100%}}\n{css}\n</style></head><body>\n"
+            f"{body}\n</body></html>")

@@ -21,6 +21,7 @@ import pandas as pd
 from cd4ml.config import Project, ProjectConfig
 from cd4ml.evaluate.metrics import METRICS, score
 from cd4ml.features.transforms import forward_target
+from cd4ml.files import write_atomic
 from cd4ml.monitor import drift
 from cd4ml.monitor.live import LiveData, Window, with_attributes
 from cd4ml.monitor.profile import load as load_profile
@@ -298,9 +299,7 @@ def write_report(project: Project, report: dict[str, Any], html: Path | None = N
     folder = project.monitor_dir
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / REPORT_FILE
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=1), encoding="utf-8")
-    tmp.replace(path)  # the service's /metrics reads this file: never let it see half of it
+    write_atomic(path, json.dumps(report, indent=1))  # the service's /metrics reads it: never half of it
     html = html or folder / HTML_FILE
     html.parent.mkdir(parents=True, exist_ok=True)
     html.write_text(render_page(report), encoding="utf-8")

@@ -17,8 +17,8 @@ Tables (one row per predicted record / per actual):
                  values struct<every non-input schema column?>,
                  source string
 
-Config types map to Arrow as int -> int64, float -> float64, str -> string, bool -> bool,
-date -> date32 and datetime -> timestamp[us]; values are coerced the way the service
+Config types map to Arrow (`config.COLUMN_TYPES`) as int -> int64, float -> float64, str -> string,
+bool -> bool, date -> date32 and datetime -> timestamp[us]; values are coerced the way the service
 validated them (pydantic lax mode: "5" is an int 5).
 
 Durability contract:
@@ -42,7 +42,6 @@ import bisect
 import datetime as dt
 import functools
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,8 +54,10 @@ from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import DeltaError
 from pydantic import TypeAdapter, ValidationError
 
+from cd4ml.config import COLUMN_TYPES
 from cd4ml.errors import Cd4mlError, DataRejected
 from cd4ml.locking import exclusive_lock
+from cd4ml.serve.predlog import log_files
 
 if TYPE_CHECKING:
     import duckdb
@@ -72,8 +73,6 @@ _OFFSETS = "cd4ml.offsets"
 _SOURCE = "cd4ml.source"
 _MAX_PROBLEMS = 20  # problem messages kept per compaction; `bad` counts all of them
 _UTC_US = pa.timestamp("us", tz="UTC")
-_ARROW = {"int": pa.int64(), "float": pa.float64(), "str": pa.string(), "bool": pa.bool_(), "date": pa.date32(),
-          "datetime": pa.timestamp("us")}
 
 
 @dataclass
@@ -108,7 +107,7 @@ class _Field:
 
 
 def _struct(name: str, columns: list[tuple[str, str]], required: bool) -> _Field:
-    children = tuple(_Field(c, _ARROW[kind]) for c, kind in columns)
+    children = tuple(_Field(c, pa.type_for_alias(COLUMN_TYPES[kind].arrow)) for c, kind in columns)
     return _Field(name, pa.struct([c.arrow for c in children]), required, children)
 
 
@@ -313,10 +312,8 @@ class PredictionStore:
         Offsets of files no longer in the folder are dropped, so the metadata does not grow
         with every file retention ever removed.
         """
-        name = re.compile(re.escape(prefix) + r"-(\d{8}T\d{6})-(\d+)-(\d+)\.jsonl")  # PredictionLog's file names
-        found = sorted(((m[1], int(m[2]), int(m[3])), p) for p in self._log_files() if (m := name.fullmatch(p.name)))
         chunks, new_offsets = [], {}
-        for _, path in found:
+        for path in log_files(self._log_files(), prefix):
             start = new_offsets[path.name] = offsets.get(path.name, 0)
             try:
                 with path.open("rb") as f:

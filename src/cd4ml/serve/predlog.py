@@ -20,7 +20,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,18 @@ log = logging.getLogger(__name__)
 
 _DUMPS_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
 _NAME_TAIL = r"-(\d{8}T\d{6})-(\d+)-(\d+)\.jsonl"
+
+
+def log_file_name(prefix: str, stamp: str, pid: int, seq: int) -> str:
+    """The name of a log file opened at `stamp` (UTC, %Y%m%dT%H%M%S) by process `pid`, its `seq`-th."""
+    return f"{prefix}-{stamp}-{pid}-{seq:05d}.jsonl"
+
+
+def log_files(paths: Iterable[Path], prefix: str) -> list[Path]:
+    """The `prefix` log files among `paths`, in the order they were written: by time, process, sequence."""
+    pattern = re.compile(re.escape(prefix) + _NAME_TAIL)
+    found = [((m[1], int(m[2]), int(m[3])), path) for path in paths if (m := pattern.fullmatch(path.name))]
+    return [path for _, path in sorted(found)]
 
 
 class PredictionLog:
@@ -185,7 +197,7 @@ class PredictionLog:
         pid = self._pid if self._pid is not None else os.getpid()
         while True:
             self._seq += 1
-            path = self.directory / f"{self._prefix}-{stamp}-{pid}-{self._seq:05d}.jsonl"
+            path = self.directory / log_file_name(self._prefix, stamp, pid, self._seq)
             try:
                 # O_EXCL: a restarted worker that got the same pid in the same second must not append to our file
                 self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
@@ -212,12 +224,7 @@ def read_events(directory: Path, prefix: str = "predictions") -> Iterator[dict[s
     A last line without its newline (a crash mid-write, or a file still being
     written) is skipped; a malformed complete line raises ValueError.
     """
-    pattern = re.compile(re.escape(prefix) + _NAME_TAIL)
-    found = []
-    for path in Path(directory).iterdir():
-        if m := pattern.fullmatch(path.name):
-            found.append(((m[1], int(m[2]), int(m[3])), path))
-    for _, path in sorted(found):
+    for path in log_files(Path(directory).iterdir(), prefix):
         with path.open("rb") as f:
             for number, line in enumerate(f, start=1):
                 if not line.endswith(b"\n"):

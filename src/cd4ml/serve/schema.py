@@ -19,12 +19,8 @@ from pydantic import (BaseModel, ConfigDict, Field, GetCoreSchemaHandler, GetJso
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, core_schema, to_jsonable_python
 
-from cd4ml.config import ColumnSpec, ProjectConfig
+from cd4ml.config import COLUMN_TYPES, ColumnSpec, ProjectConfig
 
-_PY_TYPES: dict[str, type] = {"int": int, "float": float, "str": str, "bool": bool, "date": dt.date,
-                              "datetime": dt.datetime}
-_NUMPY_TYPES: dict[str, Any] = {"int": np.int64, "float": np.float64, "str": str, "bool": np.int64,
-                                "date": "datetime64[D]", "datetime": "datetime64[us]"}
 _UNIX_EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
 _INT64 = np.iinfo(np.int64)
 
@@ -56,7 +52,7 @@ def column_field(spec: ColumnSpec, required: bool) -> tuple[Any, Any]:
         low = _INT64.min if low is None else max(low, _INT64.min)
         high = _INT64.max if high is None else min(high, _INT64.max)
     # Bounds on the value's own type, inside Optional: so the JSON schema says `minimum`/`maximum` there.
-    typ: Any = Annotated[_PY_TYPES[spec.type], Field(ge=low, le=high)]
+    typ: Any = Annotated[COLUMN_TYPES[spec.type].python, Field(ge=low, le=high)]
     if spec.categories is not None:
         typ = Annotated[typ, _Allowed(spec.categories)]
     if spec.nullable or not required:
@@ -105,13 +101,13 @@ class RequestSchema:
             if has_null and name not in self.required:
                 continue
             if has_null:  # nulls in a nullable column travel as NaN, which int arrays cannot hold
-                dtype = np.float64 if kind in ("int", "bool") else _NUMPY_TYPES[kind]
+                dtype = np.float64 if kind in ("int", "bool") else COLUMN_TYPES[kind].batch
                 batch[name] = np.array([np.nan if v is None else v for v in values], dtype=dtype)
             elif kind == "date":  # numpy converts day numbers faster than date objects
                 batch[name] = (np.array([v.toordinal() for v in values], dtype=np.int64)
                                - _UNIX_EPOCH_ORDINAL).view("datetime64[D]")
             else:
-                batch[name] = np.array(values, dtype=_NUMPY_TYPES[kind])
+                batch[name] = np.array(values, dtype=COLUMN_TYPES[kind].batch)
         return batch
 
     def json_schema(self) -> dict[str, Any]:

@@ -24,7 +24,6 @@ import datetime as dt
 import gc
 import json
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from cd4ml.files import write_atomic
 from cd4ml.release.package import Release, frame_to_batch
 from cd4ml.release.registry import RELEASE_DIGEST, TAG, release_folder_digest
 
@@ -186,12 +186,11 @@ class ReleaseWatcher:
             return
         try:
             self._resume_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self._resume_file.with_name(f"{self._resume_file.name}.{os.getpid()}.tmp")
             # Relative to the cache, so the pointer still holds once the project folder is moved.
             folder = Path(live.release.folder).resolve().relative_to(Path(self._cache).resolve())
-            tmp.write_text(json.dumps({"version": live.version, "folder": str(folder),
-                                       "info": live.info}), encoding="utf-8")
-            tmp.replace(self._resume_file)  # atomic: workers that restart read a whole file
+            # Workers that restart read a whole file.
+            write_atomic(self._resume_file, json.dumps({"version": live.version, "folder": str(folder),
+                                                        "info": live.info}))
         except OSError as exc:
             log.warning("cannot remember the champion in %s: %s", self._resume_file, exc)
 
