@@ -441,6 +441,11 @@ class Project:
         return self.resolve(self.config.data.table)
 
     @property
+    def release_cache(self) -> Path:
+        """Where releases downloaded from the registry are kept, verified, one folder per version."""
+        return self.state_dir / "cache" / "releases"
+
+    @property
     def monitor_dir(self) -> Path:
         """Where the prediction store, the actuals and the monitoring reports live."""
         return self.resolve(self.config.monitoring.store)

@@ -57,7 +57,7 @@ def refresh(project: Project) -> RefreshResult:
         registry = Registry.for_project(project)
         champion = registry.champion()
         if champion is not None:
-            release = registry.load(str(champion.version), project.state_dir / "cache" / "releases")
+            release = registry.load(str(champion.version), project.release_cache)
     attributes = with_attributes(cfg, release, rows)
     lookups = {c for lk in cfg.features.lookups for c in lk.columns}
     columns = {c: rows[c].to_numpy() if c in cfg.input_columns else

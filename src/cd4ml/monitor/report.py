@@ -233,7 +233,7 @@ def build_report(project: Project, *, compact: bool = True) -> dict[str, Any]:
         since = next((e.time for e in reversed(history) if e.to_version == version), None)
         champion = {"version": version, "released_at": _iso(since),
                     "age_days": (now - since).total_seconds() / 86400 if since else None}
-        release = registry.load(version, project.state_dir / "cache" / "releases")
+        release = registry.load(version, project.release_cache)
         profile = load_profile(release.folder)
 
     live = LiveData(cfg, store.predictions(), store.actuals(), windows=cfg.monitoring.windows)

@@ -83,7 +83,7 @@ class Service:
         cfg = project.config
         serving = cfg.serving
         schema = RequestSchema(cfg)
-        cache = project.state_dir / "cache" / "releases"
+        cache = project.release_cache
         store = hashlib.sha256(tracking.tracking_uri(project).encode()).hexdigest()[:16]
         watcher = ReleaseWatcher(lambda: Registry.for_project(project), cache, poll_seconds or serving.poll_seconds,
                                  resume_file=cache / cfg.registry.model_name / f"champion-{store}.json")
