@@ -261,19 +261,20 @@ def test_nullable_int_and_bool_inputs_train_end_to_end(tmp_path: Path) -> None:
     assert result.metrics["rmse"] < result.baseline["rmse"]  # promo, nulls and all, is learned
 
 
-@pytest.mark.parametrize(("sets", "message"), [
-    (["model.params.n_estimators=abc"], "lightgbm could not be fitted"),
-    (["model.algorithm=sklearn.linear_model.Ridge", "model.params={}"],
-     "sklearn.linear_model.Ridge could not be fitted: Input X contains NaN."),
-])
-def test_estimator_that_cannot_fit_is_a_config_error(tmp_path: Path, sets: list[str], message: str) -> None:
-    root = _nullable_project(tmp_path / "tiny")
-    proc = cli(root, "run", *[a for s in sets for a in ("--set", s)], check=2)
-    stderr = " ".join(proc.stderr.split())
-    assert message in stderr and "model.params" in stderr
-    assert "Traceback" not in stderr and "internal error" not in stderr
-    if "Ridge" in message:
-        assert "lightgbm or sklearn.ensemble.HistGradientBoostingRegressor" in stderr
+CANNOT_FIT = {("model.params.n_estimators=abc",): "lightgbm could not be fitted",
+              ("model.algorithm=sklearn.linear_model.Ridge", "model.params={}"):
+              "sklearn.linear_model.Ridge could not be fitted: Input X contains NaN."}
+
+
+def test_estimator_that_cannot_fit_is_a_config_error(tmp_path: Path) -> None:
+    root = _nullable_project(tmp_path / "tiny")  # one project: each case fails before anything is stored
+    for sets, message in CANNOT_FIT.items():
+        proc = cli(root, "run", *[a for s in sets for a in ("--set", s)], check=2)
+        stderr = " ".join(proc.stderr.split())
+        assert message in stderr and "model.params" in stderr, (sets, stderr)
+        assert "Traceback" not in stderr and "internal error" not in stderr, (sets, stderr)
+        if "Ridge" in message:
+            assert "lightgbm or sklearn.ensemble.HistGradientBoostingRegressor" in stderr
     assert _registry(root).versions() == []
 
 
