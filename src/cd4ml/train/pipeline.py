@@ -17,7 +17,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -39,6 +39,9 @@ from cd4ml.train import estimators, rerun
 from cd4ml.train.rerun import GATE_CHAMPION_TAG, PROMOTION_TAG
 from cd4ml.train.lineage import git_state, package_versions
 from cd4ml.train.split import time_split
+
+if TYPE_CHECKING:  # a run's plan is an instance of its snapshot's copy of the class
+    from cd4ml.features.transforms import FeaturePlan
 
 StageHook = Callable[[str], None]
 
@@ -69,17 +72,17 @@ def run_fingerprint(cfg: ProjectConfig, data_version: int, code_digest: str) -> 
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _skipped(earlier: dict[str, Any], project: Project, promote: bool | None) -> RunResult:
-    """The result of the earlier run this one would repeat (`rerun.find`'s fields).
+def _skipped(earlier: rerun.EarlierRun, project: Project, promote: bool | None) -> RunResult:
+    """The result of the earlier run this one would repeat.
 
     If that run was killed after its version passed the gate and before the promotion was carried
     out, the promotion is carried out now, provided the champion is still the one it was judged against.
     """
-    gate = GateReport([Check(**c) for c in earlier["checks"]])
-    result = RunResult(earlier["run_id"], earlier["version"], earlier["data_version"], earlier["metrics"],
-                       earlier["baseline"], earlier["oracle"], gate, False, None, skipped_as=earlier["run_id"])
+    gate = GateReport([Check(**c) for c in earlier.checks])
+    result = RunResult(earlier.run_id, earlier.version, earlier.data_version, earlier.metrics,
+                       earlier.baseline, earlier.oracle, gate, False, None, skipped_as=earlier.run_id)
     auto = project.config.registry.auto_promote if promote is None else promote
-    if earlier.get("judged_against") is None or not auto:
+    if earlier.judged_against is None or not auto:
         return result
     registry = Registry.for_project(project)
     with registry.moving():
@@ -88,9 +91,9 @@ def _skipped(earlier: dict[str, Any], project: Project, promote: bool | None) ->
         if now == result.version:  # killed after the promotion, before it was noted on the run
             registry.client.set_tag(result.run_id, PROMOTION_TAG, "promoted")
             return result
-        if now != earlier["judged_against"]:
+        if now != earlier.judged_against:
             result.note = (f"its promotion was interrupted, and the champion is now v{now or '-'}, not the "
-                           f"v{earlier['judged_against'] or '-'} it was judged against: use --force to judge it again")
+                           f"v{earlier.judged_against or '-'} it was judged against: use --force to judge it again")
             return result
         registry.promote(result.version, kind="auto-promote",
                          why=f"passed the acceptance gate in run {result.run_id} (promotion resumed)")
@@ -206,7 +209,7 @@ class _Pinned:
     snapshot: CodeSnapshot
     fingerprint: str
     model: Any  # the estimator, not fitted yet
-    earlier: dict[str, Any] | None  # the earlier run this one repeats (`rerun.find`'s fields), unless forced
+    earlier: rerun.EarlierRun | None  # the earlier run this one repeats, unless forced
 
 
 @dataclass
@@ -214,7 +217,7 @@ class _Prepared:
     """The pinned version's rows as a run evaluates on them, once the training rows are features."""
     version: int
     spec: dict[str, Any]
-    plan: Any  # the snapshot's FeaturePlan, fitted on the training rows
+    plan: FeaturePlan  # the snapshot's own class, fitted on the training rows
     n_train: int
     hold: pd.DataFrame
     derived_hold: dict[str, np.ndarray]
@@ -230,9 +233,9 @@ class _Evaluation:
     metrics: dict[str, float]
     baseline: dict[str, float]
     oracle: dict[str, float] | None
-    slices: dict[str, Any]
-    base_slices: dict[str, Any]
-    reference: Any  # the reference profile saved in the release
+    slices: dict[str, dict[str, dict[str, float]]]
+    base_slices: dict[str, dict[str, dict[str, float]]]
+    reference: dict[str, Any]  # the reference profile saved in the release (monitor/profile.py's document)
 
 
 def run_pipeline(project: Project, *, data_version: int | None = None, on_stage: StageHook | None = None,
@@ -337,7 +340,7 @@ def _prepare(project: Project, pinned: _Pinned,
             estimators.Handover(X_train), y_train)
 
 
-def _fit(project: Project, model: Any, plan: Any, handover: estimators.Handover, y_train: np.ndarray,
+def _fit(project: Project, model: Any, plan: FeaturePlan, handover: estimators.Handover, y_train: np.ndarray,
          stage: _Stages) -> _Connecting:
     """Fit the model; MLflow comes in (a thread) while it trains, not under the peak of binning X."""
     cfg = project.config

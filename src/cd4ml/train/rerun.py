@@ -48,6 +48,19 @@ _FINGERPRINT = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
+class EarlierRun:
+    """The finished run a run would repeat (`find`'s fields; JSON on the way from the child process)."""
+    run_id: str
+    version: str
+    data_version: int
+    judged_against: str | None  # the champion its gate compared with, if its promotion was interrupted
+    metrics: dict[str, float]
+    baseline: dict[str, float]
+    oracle: dict[str, float] | None
+    checks: list[dict[str, Any]]  # the gate report's checks
+
+
+@dataclass(frozen=True)
 class RunIndex:
     """cd4ml's index of the fingerprints the embedded store `db` may hold runs of, under `folder`:
     `fingerprints/<fingerprint>`, an empty file made before a run is tagged with it (so it may
@@ -157,8 +170,8 @@ class EarlierRunLookup:
             self._proc.communicate()
             self._proc = None
 
-    def result(self) -> dict[str, Any] | None:
-        """The earlier run (`find`'s answer), or None; raises Cd4mlError if the store could not be asked."""
+    def result(self) -> EarlierRun | None:
+        """The earlier run, or None; raises Cd4mlError if the store could not be asked."""
         if self._ruled_out:
             return None
         if self._proc is None:
@@ -172,7 +185,7 @@ class EarlierRunLookup:
                 self._index.add(answer["fingerprints"])
             if self._listing or self._index.is_complete():
                 self._index.note_opened()
-        return answer["run"]
+        return None if answer["run"] is None else EarlierRun(**answer["run"])
 
     @staticmethod
     def _child_answer(proc: subprocess.Popen[str]) -> dict[str, Any]:
