@@ -100,8 +100,8 @@ class RunIndex:
             return False
         return fingerprint is None or not (self.folder / "fingerprints" / fingerprint).exists()
 
-    def note_opened(self) -> None:
-        """The installed MLflow opened the store (or is about to make it), and every run in it is indexed."""
+    def mark_complete(self) -> None:
+        """Every run in the store is indexed, and the installed MLflow opened it (or is about to make it)."""
         self.folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile("w", dir=self.folder, prefix=".complete-", delete=False) as tmp:
             tmp.write(_mlflow_version())
@@ -154,7 +154,7 @@ class EarlierRunLookup:
         self._fingerprint = fingerprint
         if self._no_store:
             assert self._index is not None
-            self._index.note_opened()
+            self._index.mark_complete()
         elif self._index is not None and self._index.rules_out(fingerprint):
             self._ruled_out = True
             self._cancel()
@@ -184,7 +184,7 @@ class EarlierRunLookup:
             if self._listing:
                 self._index.add(answer["fingerprints"])
             if self._listing or self._index.is_complete():
-                self._index.note_opened()
+                self._index.mark_complete()
         return None if answer["run"] is None else EarlierRun(**answer["run"])
 
     @staticmethod
