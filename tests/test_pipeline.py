@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import sqlite3
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -339,12 +339,10 @@ def test_a_store_that_cannot_be_reached_stops_the_run_before_the_data_is_loaded(
 
 def test_a_rerun_with_nothing_changed_is_skipped_unless_forced(shop: Path) -> None:
     first = _run(shop)
-    # The embedded store's file rules out a fingerprint no run carries, without MLflow; the one
-    # MLflow tagged the run with (read back through MLflow) may be there.
-    db = shop / ".cd4ml" / "mlflow.db"
+    # cd4ml's index holds the fingerprint MLflow tagged the run with (read back through MLflow).
+    index = shop / ".cd4ml" / "runs"
     tagged = tracking.connect(load_project(shop)).get_run(first.run_id).data.tags[rerun.FINGERPRINT_TAG]
-    assert rerun.may_hold(db, tagged)
-    assert not rerun.may_hold(db, tagged[::-1]) and not rerun.may_hold(db, None)
+    assert sorted(p.name for p in (index / "fingerprints").iterdir()) == [tagged]
     again = _run(shop)
     assert again.skipped_as == first.run_id and again.version == first.version
     assert again.metrics == first.metrics and again.gate.passed and not again.promoted
@@ -358,23 +356,22 @@ def test_a_rerun_with_nothing_changed_is_skipped_unless_forced(shop: Path) -> No
     proc = cli(shop, "run", "--set", "model.params.n_estimators=2", check=3)
     assert "Nothing changed since run" in proc.stdout
 
-    # A schema the installed MLflow did not last open (as after an upgrade) is not read around:
-    # MLflow opens the store first, and what it cannot use stops the run before training.
-    with sqlite3.connect(db) as con:
-        con.execute("UPDATE alembic_version SET version_num = '0c779009ac13'")  # an old revision
-    assert rerun.may_hold(db, None) and rerun.may_hold(db, tagged[::-1])
+    # A store older than the index (a project from before it): MLflow answers, and fills the index in.
+    shutil.rmtree(index)
+    proc = cli(shop, "run", "--set", "model.params.n_estimators=2", check=3)
+    assert "Nothing changed since run" in proc.stdout
+    assert len(list((index / "fingerprints").iterdir())) == 2 and (index / "complete").exists()
+    assert _run(shop).skipped_as == forced.run_id
+
+
+def test_the_store_is_opened_before_training_unless_the_index_rules_the_run_out(shop: Path) -> None:
+    _run(shop)
+    (shop / ".cd4ml" / "mlflow.db").write_bytes(b"not a database")  # a store MLflow cannot open
+    # The index rules --force's run out: the store is opened while the model trains, before registering.
     stderr = " ".join(cli(shop, "run", "--force", check=1).stderr.split())
-    assert "cannot read the MLflow store" in stderr and "out-of-date database schema" in stderr
-    assert "Traceback" not in stderr
-
-
-def test_a_store_file_that_is_missing_or_unreadable_is_never_made_or_ruled_out(tmp_path: Path) -> None:
-    missing, empty, garbage = tmp_path / "missing.db", tmp_path / "empty.db", tmp_path / "garbage.db"
-    assert not rerun.may_hold(missing, "f") and not missing.exists()  # no store, no run: nothing created
-    empty.touch()
-    garbage.write_bytes(b"not a database")
-    for db in (empty, garbage):  # MLflow is asked: it makes a store of the empty file, or says what is wrong
-        assert rerun.may_hold(db, "f") and rerun.may_hold(db, None)
-        rerun.note_opened(db)  # nothing MLflow opened: no note
-    assert empty.read_bytes() == b"" and garbage.read_bytes() == b"not a database"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.db", "garbage.db"]
+    assert "cannot open the MLflow store" in stderr and "Traceback" not in stderr
+    # Another MLflow than the one that last opened the store (as after an upgrade) opens it first,
+    # before the data is loaded.
+    (shop / ".cd4ml" / "runs" / "complete").write_text("0.0.1")
+    stderr = " ".join(cli(shop, "run", "--force", check=1).stderr.split())
+    assert "cannot read the MLflow store" in stderr and "Traceback" not in stderr

@@ -17,7 +17,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -29,7 +29,7 @@ from cd4ml.errors import Cd4mlError, ConfigError, FeatureTestsFailed
 from cd4ml.evaluate.baseline import naive_baseline, slice_scores
 from cd4ml.evaluate.metrics import score
 from cd4ml.evaluate.plots import RunPlotsProcess
-from cd4ml.features.code import folder_digest, take_snapshot
+from cd4ml.features.code import CodeSnapshot, folder_digest, take_snapshot
 from cd4ml.gate.checks import Check, Evidence, GateReport, evaluate
 from cd4ml.monitor.profile import build_reference, save as save_profile
 from cd4ml.release import estimators
@@ -40,6 +40,9 @@ from cd4ml.train import rerun
 from cd4ml.train.rerun import GATE_CHAMPION_TAG, PROMOTION_TAG
 from cd4ml.train.lineage import git_state, package_versions
 from cd4ml.train.split import time_split
+
+if TYPE_CHECKING:  # a run's plan is an instance of its snapshot's copy of the class
+    from cd4ml.features.transforms import FeaturePlan
 
 StageHook = Callable[[str], None]
 
@@ -70,17 +73,17 @@ def run_fingerprint(cfg: ProjectConfig, data_version: int, code_digest: str) -> 
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _skipped(earlier: dict[str, Any], project: Project, promote: bool | None) -> RunResult:
-    """The result of the earlier run this one would repeat (`rerun.find`'s fields).
+def _skipped(earlier: rerun.EarlierRun, project: Project, promote: bool | None) -> RunResult:
+    """The result of the earlier run this one would repeat.
 
     If that run was killed after its version passed the gate and before the promotion was carried
     out, the promotion is carried out now, provided the champion is still the one it was judged against.
     """
-    gate = GateReport([Check(**c) for c in earlier["checks"]])
-    result = RunResult(earlier["run_id"], earlier["version"], earlier["data_version"], earlier["metrics"],
-                       earlier["baseline"], earlier["oracle"], gate, False, None, skipped_as=earlier["run_id"])
+    gate = GateReport([Check(**c) for c in earlier.checks])
+    result = RunResult(earlier.run_id, earlier.version, earlier.data_version, earlier.metrics,
+                       earlier.baseline, earlier.oracle, gate, False, None, skipped_as=earlier.run_id)
     auto = project.config.registry.auto_promote if promote is None else promote
-    if earlier.get("judged_against") is None or not auto:
+    if earlier.judged_against is None or not auto:
         return result
     registry = Registry.for_project(project)
     with registry.moving():
@@ -89,9 +92,9 @@ def _skipped(earlier: dict[str, Any], project: Project, promote: bool | None) ->
         if now == result.version:  # killed after the promotion, before it was noted on the run
             registry.client.set_tag(result.run_id, PROMOTION_TAG, "promoted")
             return result
-        if now != earlier["judged_against"]:
+        if now != earlier.judged_against:
             result.note = (f"its promotion was interrupted, and the champion is now v{now or '-'}, not the "
-                           f"v{earlier['judged_against'] or '-'} it was judged against: use --force to judge it again")
+                           f"v{earlier.judged_against or '-'} it was judged against: use --force to judge it again")
             return result
         registry.promote(result.version, kind="auto-promote",
                          why=f"passed the acceptance gate in run {result.run_id} (promotion resumed)")
@@ -116,9 +119,6 @@ class _Connecting:
     def _connect(self) -> None:
         try:
             self._outcome = tracking.connect(self._project)
-            db = tracking.embedded_db(self._project)
-            if db is not None:
-                rerun.note_opened(db)
         except Exception as exc:  # raised in the run's thread, by client()
             self._outcome = Cd4mlError(f"cannot open the MLflow store at {tracking.tracking_uri(self._project)}: "
                                        f"{type(exc).__name__}: {exc}")
@@ -202,6 +202,43 @@ def _distinct_days(times: pd.Series) -> int:
     return int(times.dt.normalize().nunique() if pd.api.types.is_datetime64_any_dtype(times) else times.nunique())
 
 
+@dataclass
+class _Pinned:
+    """What a run knows before its data loads."""
+    table: TrainingTable
+    version: int
+    snapshot: CodeSnapshot
+    fingerprint: str
+    model: Any  # the estimator, not fitted yet
+    earlier: rerun.EarlierRun | None  # the earlier run this one repeats, unless forced
+
+
+@dataclass
+class _Prepared:
+    """The pinned version's rows as a run evaluates on them, once the training rows are features."""
+    version: int
+    spec: dict[str, Any]
+    plan: FeaturePlan  # the snapshot's own class, fitted on the training rows
+    n_train: int
+    hold: pd.DataFrame
+    derived_hold: dict[str, np.ndarray]
+    base_model_space: np.ndarray  # the naive baseline's predictions of the holdout
+
+
+@dataclass
+class _Evaluation:
+    """The fitted model and the baseline scored on the holdout."""
+    pred: np.ndarray
+    y_hold: np.ndarray
+    weights: np.ndarray | None
+    metrics: dict[str, float]
+    baseline: dict[str, float]
+    oracle: dict[str, float] | None
+    slices: dict[str, dict[str, dict[str, float]]]
+    base_slices: dict[str, dict[str, dict[str, float]]]
+    reference: dict[str, Any]  # the reference profile saved in the release (monitor/profile.py's document)
+
+
 def run_pipeline(project: Project, *, data_version: int | None = None, on_stage: StageHook | None = None,
                  promote: bool | None = None, force: bool = False,
                  lookup: rerun.EarlierRunLookup | None = None) -> RunResult:
@@ -216,145 +253,196 @@ def run_pipeline(project: Project, *, data_version: int | None = None, on_stage:
     """
     cfg = project.config
     stage = _Stages(on_stage)
-    cache = project.state_dir / "cache" / "releases"
     with tempfile.TemporaryDirectory(prefix="cd4ml-run-") as tmp_name, contextlib.ExitStack() as cleanup:
-        # The search for an earlier run opens the store even with --force: a store that cannot be
-        # reached stops the run before anything is trained. It runs in a child process unless MLflow
-        # is loaded here already; the embedded store's file can rule the fingerprint out first, and
-        # the child is then stopped before it opens the store (rerun.py says why).
-        lookup = lookup or rerun.EarlierRunLookup.for_project(project)
-        cleanup.callback(lookup.stop)
-        estimators.import_lightgbm()  # before MLflow, whose threads may import what it hides meanwhile
-        # Built before anything runs or loads: a wrong algorithm (a classifier) is refused at once.
-        model = estimators.make_estimator(cfg.model, cfg.seed, file=str(project.root / PROJECT_FILE))
-        # The project's tests run even before a rerun can be skipped: they guard code the model may not use.
-        tests = FeatureTests(project)
-        cleanup.callback(tests.stop)
         release_dir = Path(tmp_name) / "release"
-        table = TrainingTable.for_project(project)
-        pinned = table.version_number(data_version)
-        snapshot = take_snapshot(project.root, cfg.features.custom, release_dir / "code")
-        fingerprint = run_fingerprint(cfg, pinned, snapshot.digest)
-        lookup.ask(None if force else fingerprint)
-        # Both children end before the data loads: their memory is not added to this process's.
-        with stage("tests"):
-            tests.wait()
-        with stage("earlier_run"):
-            earlier = lookup.result()
-        if earlier is not None:
-            return _skipped(earlier, project, promote)
-
-        with stage("load"):
-            frame, pinned = table.read(pinned)
-            _check_table_columns(project, frame, pinned)
-            train_df, hold_df = time_split(frame, cfg.time_column, cfg.split, file=str(project.root / PROJECT_FILE))
-            del frame
-
-        with stage("features"):
-            transforms = snapshot.transforms()
-            spec = feature_spec(cfg)
-            y_train = transforms.forward_target(spec, train_df[cfg.target].to_numpy())
-            n_train = len(train_df)
-            holidays = holiday_dates(cfg, train_df[cfg.time_column])
-            # Only the columns a request can carry (and those the baseline and slices group by): a feature
-            # step sees in training what it will see in serving, and the target and oracle are not copied.
-            train_batch = frame_to_batch(train_df, _derive_columns(cfg, spec, list(train_df.columns)),
-                                         shared_text=True)
-            del train_df
-            try:
-                # Only the baseline reads derived training rows; every other column is freed early.
-                plan, X_train, derived_train = transforms.FeaturePlan.fit_transform(
-                    spec, train_batch, y_train, snapshot.resolve(cfg.features.custom), holidays,
-                    keep=list(cfg.baseline.group_by))
-            except transforms.FeatureSpecError as exc:
-                raise ConfigError(str(exc), file=str(project.root / PROJECT_FILE), key=exc.key) from None
-            del train_batch
-            derived_hold = plan.derive(frame_to_batch(hold_df, _derive_columns(cfg, spec, list(hold_df.columns)),
-                                                      shared_text=True))
-            _check_columns(project, derived_hold)
-            # The baseline needs no model: scored here, the derived training rows need not outlive the fit.
-            base_model_space = naive_baseline(derived_train, y_train, derived_hold, cfg.baseline.group_by)
-            del derived_train
-
-        with stage("fit"):
-            handover = estimators.Handover(X_train)  # the fit frees X once it holds what it needs
-            del X_train
-            # MLflow comes in (a thread) while the model trains: not under the peak of binning X.
-            store = _Connecting(project)
-            try:
-                estimators.fit(model, handover, y_train, plan.categorical_indices, cfg.model.algorithm,
-                               on_binned=store.start)
-            except BaseException:
-                store.join()  # no import or store opening left half done as the process ends
-                raise
+        pinned = _pin(project, data_version, force, lookup, release_dir, stage, cleanup)
+        if pinned.earlier is not None:
+            return _skipped(pinned.earlier, project, promote)
+        data, handover, y_train = _prepare(project, pinned, stage)
+        store = _fit(project, pinned.model, data.plan, handover, y_train, stage)
         del handover, y_train
         client = store.client()
-        import mlflow
-
         registry = Registry.for_project(project, client)
-
         with stage("evaluate"):
-            X_hold = plan.transform(frame_to_batch(hold_df, request_columns(spec, list(hold_df.columns))))
-            y_hold = hold_df[cfg.target].to_numpy(dtype=np.float64)
-            pred = plan.inverse_target(model.predict(X_hold))
-            w = cfg.metrics.row_weights(hold_df)
-            names = [cfg.metrics.primary, *cfg.metrics.report]
-            metrics = score(names, y_hold, pred, w)
-            base_pred = plan.inverse_target(base_model_space)
-            baseline = score(names, y_hold, base_pred, w)
-            oracle = (score(names, y_hold, hold_df[cfg.oracle_column].to_numpy(dtype=np.float64), w)
-                      if cfg.oracle_column else None)
-            slices = slice_scores(derived_hold, cfg.slices, [cfg.metrics.primary], y_hold, pred, w)
-            reference = build_reference(cfg, derived_hold, pred, y_hold, spec,
-                                        days=_distinct_days(hold_df[cfg.time_column]))
-            base_slices = slice_scores(derived_hold, cfg.slices, [cfg.metrics.primary], y_hold, base_pred, w)
+            ev = _evaluate(cfg, pinned.model, data)
         # Drawn by a child process while the run registers and gates (on the other core).
         plots_dir = Path(tmp_name) / "plots"
-        plots = RunPlotsProcess(plots_dir, f"{cfg.project}: holdout", cfg.seed, y_hold, pred, cfg.metrics.primary,
-                                slices, base_slices)
+        plots = RunPlotsProcess(plots_dir, f"{cfg.project}: holdout", cfg.seed, ev.y_hold, ev.pred,
+                                cfg.metrics.primary, ev.slices, ev.base_slices)
         cleanup.callback(plots.stop)  # before the folder it writes to is removed
+        return _track(project, pinned, data, ev, registry, release_dir, promote, stage, plots, plots_dir)
 
-        commit, dirty = git_state(project.root)
-        mlflow.set_experiment(experiment_id=tracking.experiment_id(project, client))
-        with mlflow.start_run() as run:
-            run_id = run.info.run_id
-            with stage("register"):
-                info = {"project": cfg.project, "data_version": pinned, "git_commit": commit, "git_dirty": dirty,
-                        "target": cfg.target, "cd4ml_version": __version__, "code_digest": snapshot.digest,
-                        "metrics": metrics}
-                inputs = [{"name": c, "type": cfg.schema_.columns[c].type} for c in spec["inputs"]]
-                save_release(release_dir, plan=plan, estimator=model, snapshot=snapshot, inputs=inputs, info=info,
-                             example=hold_df[spec["inputs"]].head(20))
-                save_profile(release_dir, reference)
-                _log_run(project, pinned, commit, dirty, snapshot.digest, metrics, baseline, oracle,
-                         n_train, len(hold_df))
-                mlflow.log_dict({"slices": slices, "baseline_slices": base_slices}, "evaluation/slices.json")
-                version = _log_model(cfg, release_dir, hold_df, pred, spec)
-                mlflow.set_tags({rerun.FINGERPRINT_TAG: fingerprint, "cd4ml.model_version": version})
-                # Until the gate's verdict is written, the version cannot be promoted without --force.
-                registry.tag(version, {"run_id": run_id, "git_commit": commit, "git_dirty": dirty,
-                                       "data_version": pinned, "primary_metric": cfg.metrics.primary,
-                                       cfg.metrics.primary: f"{metrics[cfg.metrics.primary]:.6f}",
-                                       "gate": PENDING, RELEASE_DIGEST: folder_digest(release_dir),
-                                       **run_owner()})
-                crash_point("run.registered")
 
-            with stage("gate"):
-                evidence = Evidence(primary=cfg.metrics.primary, candidate=metrics, baseline=baseline,
-                                    candidate_slices=slices)
-                reloaded = registry.load(version, cache, threads=0)
-                evidence.parity_max_abs_diff = float(np.max(np.abs(reloaded.predict_frame(hold_df) - pred)))
-                served = Release(reloaded.folder)  # one thread, as a service predicts
-                evidence.latency_p99_ms = float(np.percentile(served.latency_ms(hold_df), 99))
-                auto = cfg.registry.auto_promote if promote is None else promote
-                report, champion_before, promoted = _judge_and_promote(
-                    registry, evidence, version, run_id, cfg.acceptance, auto,
-                    lambda champ: _score_champion(evidence, registry, champ, cache, hold_df, derived_hold, cfg, w))
-            with stage("plots"):
-                plots.wait()
-                mlflow.log_artifacts(str(plots_dir), "plots")
-    return RunResult(run_id, version, pinned, metrics, baseline, oracle, report, promoted, champion_before,
-                     stage.seconds)
+def _pin(project: Project, data_version: int | None, force: bool, lookup: rerun.EarlierRunLookup | None,
+         release_dir: Path, stage: _Stages, cleanup: contextlib.ExitStack) -> _Pinned:
+    """Everything before the data loads: the estimator, the project's tests, the data version, the
+    feature code's snapshot and the earlier run with the same fingerprint."""
+    cfg = project.config
+    # The search for an earlier run runs in a child process unless MLflow is loaded here already;
+    # cd4ml's index of the embedded store can rule the fingerprint out first, and the child is then
+    # stopped before it opens the store (rerun.py says when a store that cannot be reached stops the
+    # run here, even with --force).
+    lookup = lookup or rerun.EarlierRunLookup.for_project(project)
+    cleanup.callback(lookup.stop)
+    estimators.import_lightgbm()  # before MLflow, whose threads may import what it hides meanwhile
+    # Built before anything runs or loads: a wrong algorithm (a classifier) is refused at once.
+    model = estimators.make_estimator(cfg.model, cfg.seed, file=str(project.root / PROJECT_FILE))
+    # The project's tests run even before a rerun can be skipped: they guard code the model may not use.
+    tests = FeatureTests(project)
+    cleanup.callback(tests.stop)
+    table = TrainingTable.for_project(project)
+    version = table.version_number(data_version)
+    snapshot = take_snapshot(project.root, cfg.features.custom, release_dir / "code")
+    fingerprint = run_fingerprint(cfg, version, snapshot.digest)
+    lookup.ask(None if force else fingerprint)
+    # Both children end before the data loads: their memory is not added to this process's.
+    with stage("tests"):
+        tests.wait()
+    with stage("earlier_run"):
+        earlier = lookup.result()
+    return _Pinned(table, version, snapshot, fingerprint, model, earlier)
+
+
+def _prepare(project: Project, pinned: _Pinned,
+             stage: _Stages) -> tuple[_Prepared, estimators.Handover, np.ndarray]:
+    """Load and split the pinned version, fit the feature plan; also the training matrix, handed over
+    with its only reference (the fit frees it once it holds what it needs), and the training target."""
+    cfg = project.config
+    with stage("load"):
+        frame, version = pinned.table.read(pinned.version)
+        _check_table_columns(project, frame, version)
+        train_df, hold_df = time_split(frame, cfg.time_column, cfg.split, file=str(project.root / PROJECT_FILE))
+        del frame
+
+    with stage("features"):
+        transforms = pinned.snapshot.transforms()
+        spec = feature_spec(cfg)
+        y_train = transforms.forward_target(spec, train_df[cfg.target].to_numpy())
+        n_train = len(train_df)
+        holidays = holiday_dates(cfg, train_df[cfg.time_column])
+        # Only the columns a request can carry (and those the baseline and slices group by): a feature
+        # step sees in training what it will see in serving, and the target and oracle are not copied.
+        train_batch = frame_to_batch(train_df, _derive_columns(cfg, spec, list(train_df.columns)), shared_text=True)
+        del train_df
+        try:
+            # Only the baseline reads derived training rows; every other column is freed early.
+            plan, X_train, derived_train = transforms.FeaturePlan.fit_transform(
+                spec, train_batch, y_train, pinned.snapshot.resolve(cfg.features.custom), holidays,
+                keep=list(cfg.baseline.group_by))
+        except transforms.FeatureSpecError as exc:
+            raise ConfigError(str(exc), file=str(project.root / PROJECT_FILE), key=exc.key) from None
+        del train_batch
+        derived_hold = plan.derive(frame_to_batch(hold_df, _derive_columns(cfg, spec, list(hold_df.columns)),
+                                                  shared_text=True))
+        _check_columns(project, derived_hold)
+        # The baseline needs no model: scored here, the derived training rows need not outlive the fit.
+        base_model_space = naive_baseline(derived_train, y_train, derived_hold, cfg.baseline.group_by)
+    return (_Prepared(version, spec, plan, n_train, hold_df, derived_hold, base_model_space),
+            estimators.Handover(X_train), y_train)
+
+
+def _fit(project: Project, model: Any, plan: FeaturePlan, handover: estimators.Handover, y_train: np.ndarray,
+         stage: _Stages) -> _Connecting:
+    """Fit the model; MLflow comes in (a thread) while it trains, not under the peak of binning X."""
+    cfg = project.config
+    with stage("fit"):
+        store = _Connecting(project)
+        try:
+            estimators.fit(model, handover, y_train, plan.categorical_indices, cfg.model.algorithm,
+                           on_binned=store.start)
+        except BaseException:
+            store.join()  # no import or store opening left half done as the process ends
+            raise
+    return store
+
+
+def _evaluate(cfg: ProjectConfig, model: Any, data: _Prepared) -> _Evaluation:
+    hold_df, derived_hold = data.hold, data.derived_hold
+    X_hold = data.plan.transform(frame_to_batch(hold_df, request_columns(data.spec, list(hold_df.columns))))
+    y_hold = hold_df[cfg.target].to_numpy(dtype=np.float64)
+    pred = data.plan.inverse_target(model.predict(X_hold))
+    w = cfg.metrics.row_weights(hold_df)
+    names = [cfg.metrics.primary, *cfg.metrics.report]
+    metrics = score(names, y_hold, pred, w)
+    base_pred = data.plan.inverse_target(data.base_model_space)
+    baseline = score(names, y_hold, base_pred, w)
+    oracle = (score(names, y_hold, hold_df[cfg.oracle_column].to_numpy(dtype=np.float64), w)
+              if cfg.oracle_column else None)
+    slices = slice_scores(derived_hold, cfg.slices, [cfg.metrics.primary], y_hold, pred, w)
+    reference = build_reference(cfg, derived_hold, pred, y_hold, data.spec,
+                                days=_distinct_days(hold_df[cfg.time_column]))
+    base_slices = slice_scores(derived_hold, cfg.slices, [cfg.metrics.primary], y_hold, base_pred, w)
+    return _Evaluation(pred, y_hold, w, metrics, baseline, oracle, slices, base_slices, reference)
+
+
+def _track(project: Project, pinned: _Pinned, data: _Prepared, ev: _Evaluation, registry: Registry,
+           release_dir: Path, promote: bool | None, stage: _Stages, plots: RunPlotsProcess,
+           plots_dir: Path) -> RunResult:
+    """The MLflow run: register the release, gate it (and promote it), log the plots."""
+    import mlflow
+
+    commit, dirty = git_state(project.root)
+    mlflow.set_experiment(experiment_id=tracking.experiment_id(project, registry.client))
+    index = rerun.RunIndex.for_project(project)
+    if index is not None:  # before any run carries the fingerprint: a fingerprint without a marker has no run
+        index.add([pinned.fingerprint])
+    with mlflow.start_run() as run:
+        run_id = run.info.run_id
+        with stage("register"):
+            version = _register(project, pinned, data, ev, release_dir, registry, run_id, commit, dirty)
+            crash_point("run.registered")
+        with stage("gate"):
+            report, champion_before, promoted = _gate(project, data, ev, registry, version, run_id, promote)
+        with stage("plots"):
+            plots.wait()
+            mlflow.log_artifacts(str(plots_dir), "plots")
+    return RunResult(run_id, version, data.version, ev.metrics, ev.baseline, ev.oracle, report, promoted,
+                     champion_before, stage.seconds)
+
+
+def _register(project: Project, pinned: _Pinned, data: _Prepared, ev: _Evaluation, release_dir: Path,
+              registry: Registry, run_id: str, commit: str, dirty: bool) -> str:
+    """Save the release, log the run, register the model version (pending); returns the version."""
+    import mlflow
+
+    cfg = project.config
+    info = {"project": cfg.project, "data_version": data.version, "git_commit": commit, "git_dirty": dirty,
+            "target": cfg.target, "cd4ml_version": __version__, "code_digest": pinned.snapshot.digest,
+            "metrics": ev.metrics}
+    inputs = [{"name": c, "type": cfg.schema_.columns[c].type} for c in data.spec["inputs"]]
+    save_release(release_dir, plan=data.plan, estimator=pinned.model, snapshot=pinned.snapshot, inputs=inputs,
+                 info=info, example=data.hold[data.spec["inputs"]].head(20))
+    save_profile(release_dir, ev.reference)
+    _log_run(project, data.version, commit, dirty, pinned.snapshot.digest, ev.metrics, ev.baseline, ev.oracle,
+             data.n_train, len(data.hold))
+    mlflow.log_dict({"slices": ev.slices, "baseline_slices": ev.base_slices}, "evaluation/slices.json")
+    version = _log_model(cfg, release_dir, data.hold, ev.pred, data.spec)
+    mlflow.set_tags({rerun.FINGERPRINT_TAG: pinned.fingerprint, "cd4ml.model_version": version})
+    # Until the gate's verdict is written, the version cannot be promoted without --force.
+    registry.tag(version, {"run_id": run_id, "git_commit": commit, "git_dirty": dirty,
+                           "data_version": data.version, "primary_metric": cfg.metrics.primary,
+                           cfg.metrics.primary: f"{ev.metrics[cfg.metrics.primary]:.6f}",
+                           "gate": PENDING, RELEASE_DIGEST: folder_digest(release_dir), **run_owner()})
+    return version
+
+
+def _gate(project: Project, data: _Prepared, ev: _Evaluation, registry: Registry, version: str, run_id: str,
+          promote: bool | None) -> tuple[GateReport, str | None, bool]:
+    """The reloaded version's parity and latency, then the verdict and the promotion (`_judge_and_promote`)."""
+    cfg = project.config
+    cache = project.release_cache
+    hold_df = data.hold
+    evidence = Evidence(primary=cfg.metrics.primary, candidate=ev.metrics, baseline=ev.baseline,
+                        candidate_slices=ev.slices)
+    reloaded = registry.load(version, cache, threads=0)
+    evidence.parity_max_abs_diff = float(np.max(np.abs(reloaded.predict_frame(hold_df) - ev.pred)))
+    served = Release(reloaded.folder)  # one thread, as a service predicts
+    evidence.latency_p99_ms = float(np.percentile(served.latency_ms(hold_df), 99))
+    auto = cfg.registry.auto_promote if promote is None else promote
+    return _judge_and_promote(
+        registry, evidence, version, run_id, cfg.acceptance, auto,
+        lambda champ: _score_champion(evidence, registry, champ, cache, hold_df, data.derived_hold, cfg,
+                                      ev.weights))
 
 
 def _judge_and_promote(registry: Registry, evidence: Evidence, version: str, run_id: str,

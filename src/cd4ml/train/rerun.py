@@ -1,38 +1,36 @@
 """Whether a run repeats an earlier one: the finished run with the same fingerprint, if any.
 
-A run's own process imports MLflow only once its model is training: MLflow's modules and
-its store's (about 90 MB, 2-3 s) would otherwise sit under the peak of building and binning
-the features, and the lookup has to answer before anything is trained. So the lookup runs in
-a child process (`python -m cd4ml.train.rerun`), started as early as the store is known and
-done before the data loads. In a process that has MLflow loaded already (a notebook, a test
-session) there is nothing to keep out, and the lookup runs in that process. Either way it opens
-the store (unless the embedded store's file answers, below), so a store that cannot be reached
-stops the run before training, even with --force.
-The child imports MLflow while the run imports its own libraries, and opens the store only once
-it has the fingerprint (the run knows it first, about a second earlier): until then it can be
-stopped at once, with nothing half written.
+MLflow is the authority: `find` searches the runs by their fingerprint tag. A run's own process
+imports MLflow only once its model is training (MLflow's modules and its store's, about 90 MB and
+2-3 s, would otherwise sit under the peak of building the features), so the search runs in a
+child process (`python -m cd4ml.train.rerun`), started with the command; in a process that has
+MLflow loaded already (a notebook, a test session) it runs in that process. The child opens the
+store only once it has the fingerprint: until then it can be stopped at once, nothing half written.
 
-A project's embedded store is a SQLite file only cd4ml's runs write to. Most runs repeat none,
-and for those the file itself answers: read-only, with no MLflow, in milliseconds, where the
-child would keep the run waiting 2-4 s. The child is then stopped before it opens the store.
-The file is trusted only while its schema is the one the installed MLflow last opened it at
-(`note_opened`): after an MLflow upgrade, MLflow opens it first, and a schema it cannot use
-stops the run before training. A fingerprint that may be there, or a file that cannot be read
-that way, is left to MLflow too.
+Most runs repeat none, and for the embedded store cd4ml's own index answers them without MLflow
+(`RunIndex`): a marker file per fingerprint, written before the run tags itself with it, so a
+fingerprint without a marker has no run. Only a marked fingerprint is searched for. The store is
+opened before training (a store that cannot be opened then stops the run before anything is
+trained, even with --force) when it is a server, when the fingerprint is marked, when the project's
+store has no index yet (the search then fills it in), and when the installed MLflow is not the one
+that last opened the store (an upgrade may need a migration). Otherwise it is opened while the
+model trains, and a failure stops the run before anything is registered.
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata
 import json
-import sqlite3
+import os
+import re
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from cd4ml.errors import Cd4mlError
+from cd4ml.files import write_atomic
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -46,6 +44,70 @@ PROMOTION_TAG = "cd4ml.promotion"  # set once the promotion decision is carried 
 # Once it has the fingerprint, the child may be creating or migrating the store (MLflow does both
 # on opening): after a run stops early it is left to finish, not killed mid-way.
 _STOP_WAIT_S = 120
+_FINGERPRINT = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class EarlierRun:
+    """The finished run a run would repeat (`find`'s fields; JSON on the way from the child process)."""
+    run_id: str
+    version: str
+    data_version: int
+    judged_against: str | None  # the champion its gate compared with, if its promotion was interrupted
+    metrics: dict[str, float]
+    baseline: dict[str, float]
+    oracle: dict[str, float] | None
+    checks: list[dict[str, Any]]  # the gate report's checks
+
+
+@dataclass(frozen=True)
+class RunIndex:
+    """cd4ml's index of the fingerprints the embedded store `db` may hold runs of, under `folder`:
+    `fingerprints/<fingerprint>`, an empty file made before a run is tagged with it (so it may
+    outlive a run that never finished), and `complete`, the version of the MLflow that last opened
+    the store, made once every fingerprint in the store has its file. Without `complete` (a store
+    older than the index) MLflow is asked, and the answer fills the index in."""
+
+    folder: Path
+    db: Path
+
+    @classmethod
+    def for_project(cls, project: "Project") -> "RunIndex | None":
+        """The index of the project's embedded store; None for a server (which other clients write to)."""
+        from cd4ml import tracking
+
+        db = tracking.embedded_db(project)
+        return None if db is None else cls(db.parent / "runs", db)
+
+    def add(self, fingerprints: Iterable[str]) -> None:
+        marks = self.folder / "fingerprints"
+        marks.mkdir(parents=True, exist_ok=True)
+        for fingerprint in fingerprints:
+            if _FINGERPRINT.fullmatch(fingerprint):  # a tag set by hand names no file outside the folder
+                (marks / fingerprint).touch()
+
+    def is_complete(self) -> bool:
+        return (self.folder / "complete").exists()
+
+    def rules_out(self, fingerprint: str | None) -> bool:
+        """Whether the store need not be opened before training: it holds no run with `fingerprint`
+        (None: --force, nothing to look for) and the installed MLflow opened it last."""
+        try:
+            noted = (self.folder / "complete").read_text(encoding="utf-8")
+        except OSError:
+            return False
+        if noted != _mlflow_version():
+            return False
+        return fingerprint is None or not (self.folder / "fingerprints" / fingerprint).exists()
+
+    def mark_complete(self) -> None:
+        """Every run in the store is indexed, and the installed MLflow opened it (or is about to make it)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.folder / "complete", _mlflow_version())
+
+
+def _mlflow_version() -> str:
+    return importlib.metadata.version("mlflow")
 
 
 class EarlierRunLookup:
@@ -53,18 +115,19 @@ class EarlierRunLookup:
     (`ask`); `result()` then gives the answer."""
 
     def __init__(self, uri: str, experiment: str, artifact_location: str | None,
-                 embedded_db: Path | None = None) -> None:
-        """`embedded_db`: the SQLite file of the project's embedded store, when `uri` is that store."""
+                 index: RunIndex | None = None) -> None:
+        """`index`: cd4ml's index of the project's embedded store, when `uri` is that store."""
         self.uri = uri
         self._store = {"uri": uri, "experiment": experiment, "artifact_location": artifact_location}
-        self._embedded_db = embedded_db
+        self._index = index
         self._fingerprint: str | None = None
-        self._known: dict[str, Any] | None = None  # the answer, when the embedded store's file gave it
+        self._listing = False  # whether MLflow is asked for every fingerprint too (to fill the index in)
         self._proc: subprocess.Popen[str] | None = None
         self._asked = False  # whether the child has been sent the fingerprint (and may open the store)
-        if embedded_db is not None and not embedded_db.exists():
-            self._known = {"run": None}  # no store yet, no run in it: MLflow creates it while the model trains
-        elif "mlflow" not in sys.modules:
+        # No store yet, no run in it: MLflow makes it while the model trains.
+        self._no_store = index is not None and not index.db.exists()
+        self._ruled_out = self._no_store
+        if not self._no_store and "mlflow" not in sys.modules:
             self._proc = subprocess.Popen([sys.executable, "-P", "-m", "cd4ml.train.rerun"], stdin=subprocess.PIPE,
                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             self._send(self._store)
@@ -74,7 +137,7 @@ class EarlierRunLookup:
         from cd4ml import tracking
 
         return cls(tracking.tracking_uri(project), tracking.experiment_name(project),
-                   tracking.artifact_location(project), tracking.embedded_db(project))
+                   tracking.artifact_location(project), RunIndex.for_project(project))
 
     def _send(self, message: dict[str, Any]) -> None:
         assert self._proc is not None and self._proc.stdin is not None
@@ -87,11 +150,15 @@ class EarlierRunLookup:
     def ask(self, fingerprint: str | None) -> None:
         """Look for a finished run with this fingerprint (once); None: only open the store (--force)."""
         self._fingerprint = fingerprint
-        if self._known is None and self._embedded_db is not None and not may_hold(self._embedded_db, fingerprint):
-            self._known = {"run": None}
+        if self._no_store:
+            assert self._index is not None
+            self._index.mark_complete()
+        elif self._index is not None and self._index.rules_out(fingerprint):
+            self._ruled_out = True
             self._cancel()
+        self._listing = self._index is not None and not self._ruled_out and not self._index.is_complete()
         if self._proc is not None:
-            self._send({"fingerprint": fingerprint})
+            self._send({"fingerprint": fingerprint, "list": self._listing})
             self._asked = True
 
     def _cancel(self) -> None:
@@ -101,17 +168,22 @@ class EarlierRunLookup:
             self._proc.communicate()
             self._proc = None
 
-    def result(self) -> dict[str, Any] | None:
-        """The earlier run (`find`'s answer), or None; raises Cd4mlError if the store could not be asked."""
-        if self._known is not None:
-            answer = self._known
-        elif self._proc is None:
-            answer = _answer(self._store, self._fingerprint)
+    def result(self) -> EarlierRun | None:
+        """The earlier run, or None; raises Cd4mlError if the store could not be asked."""
+        if self._ruled_out:
+            return None
+        if self._proc is None:
+            answer = _answer(self._store, self._fingerprint, self._listing)
         else:
             answer = self._child_answer(self._proc)
         if "error" in answer:
             raise Cd4mlError(f"cannot read the MLflow store at {self.uri}: {answer['error']}")
-        return answer["run"]
+        if self._index is not None:
+            if self._listing:
+                self._index.add(answer["fingerprints"])
+            if self._listing or self._index.is_complete():
+                self._index.mark_complete()
+        return None if answer["run"] is None else EarlierRun(**answer["run"])
 
     @staticmethod
     def _child_answer(proc: subprocess.Popen[str]) -> dict[str, Any]:
@@ -132,61 +204,6 @@ class EarlierRunLookup:
         except subprocess.TimeoutExpired:
             self._proc.kill()
             self._proc.wait()
-
-
-def may_hold(db: Path, fingerprint: str | None) -> bool:
-    """Whether the embedded store's SQLite file `db` may hold a run tagged with `fingerprint` (None:
-    whether MLflow must open it at all). False only when the file could be read, is at the schema
-    the installed MLflow last opened it at, and holds none; the file is never created or written here."""
-    if not db.exists():
-        return False
-    try:
-        with contextlib.closing(_read_only(db)) as con:
-            # MLflow's own table of run tags: should a later MLflow keep them elsewhere, the query
-            # fails and MLflow is asked (and tests/test_pipeline.py's check of this function fails).
-            found = con.execute("SELECT 1 FROM tags WHERE key = ? AND value = ? LIMIT 1",
-                                (FINGERPRINT_TAG, fingerprint or "")).fetchone()
-            opened = _opened(con)
-    except sqlite3.Error:  # not a store, damaged, locked: MLflow says what is wrong
-        return True
-    if opened != _read_opened(db):  # MLflow has to check this schema first
-        return True
-    return fingerprint is not None and found is not None
-
-
-def note_opened(db: Path) -> None:
-    """Remember that the installed MLflow opened the embedded store `db`, and at which schema, for
-    `may_hold`; without the note the next run asks MLflow (a wait, no error)."""
-    try:
-        with contextlib.closing(_read_only(db)) as con:
-            opened = _opened(con)
-        note = _note_file(db)
-        tmp = note.with_name(f"{note.name}.tmp")
-        tmp.write_text(json.dumps(opened), encoding="utf-8")
-        tmp.replace(note)
-    except (sqlite3.Error, OSError):
-        pass
-
-
-def _read_only(db: Path) -> sqlite3.Connection:
-    return sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=10)
-
-
-def _opened(con: sqlite3.Connection) -> dict[str, Any]:
-    """The installed MLflow's version and the store's schema revisions (Alembic's, as MLflow keeps them)."""
-    schema = sorted(row[0] for row in con.execute("SELECT version_num FROM alembic_version"))
-    return {"mlflow": importlib.metadata.version("mlflow"), "schema": schema}
-
-
-def _note_file(db: Path) -> Path:
-    return db.with_name(f"{db.name}.opened.json")
-
-
-def _read_opened(db: Path) -> Any:
-    try:
-        return json.loads(_note_file(db).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 def find(client: "MlflowClient", experiment_id: str, fingerprint: str) -> dict[str, Any] | None:
@@ -212,21 +229,46 @@ def find(client: "MlflowClient", experiment_id: str, fingerprint: str) -> dict[s
     return None
 
 
-def _answer(store: dict[str, Any], fingerprint: str | None) -> dict[str, Any]:
-    """{"run": find's answer (None without a fingerprint)} or {"error": what went wrong}."""
+def tagged_fingerprints(client: "MlflowClient") -> list[str]:
+    """Every fingerprint a run in the store is tagged with (any experiment, deleted runs too)."""
+    from mlflow.entities import ViewType
+
+    experiments = [e.experiment_id for e in _pages(lambda token: client.search_experiments(
+        view_type=ViewType.ALL, page_token=token))]
+    runs = _pages(lambda token: client.search_runs(experiments, f"tags.`{FINGERPRINT_TAG}` LIKE '%'",
+                                                   run_view_type=ViewType.ALL, max_results=10_000,
+                                                   page_token=token))
+    return [run.data.tags[FINGERPRINT_TAG] for run in runs]
+
+
+def _pages(search: Callable[[str | None], Any]) -> list[Any]:
+    found: list[Any] = []
+    token = None
+    while True:
+        page = search(token)
+        found.extend(page)
+        token = page.token
+        if not token:
+            return found
+
+
+def _answer(store: dict[str, Any], fingerprint: str | None, listing: bool) -> dict[str, Any]:
+    """{"run": find's answer (None without a fingerprint), "fingerprints": every one in the store (if
+    `listing`)} or {"error": what went wrong}."""
     from cd4ml import tracking
 
     try:
         client = tracking.connect_uri(store["uri"])
         experiment_id = tracking.ensure_experiment(client, store["experiment"], store["artifact_location"])
-        return {"run": None if fingerprint is None else find(client, experiment_id, fingerprint)}
+        answer: dict[str, Any] = {"run": None if fingerprint is None else find(client, experiment_id, fingerprint)}
+        if listing:
+            answer["fingerprints"] = tagged_fingerprints(client)
+        return answer
     except Exception as exc:  # reported to the run, which stops with it
         return {"error": f"{type(exc).__name__}: {exc}"}
 
 
 def _main() -> None:
-    import os
-
     from cd4ml import tracking
 
     store = json.loads(sys.stdin.readline())
@@ -235,7 +277,8 @@ def _main() -> None:
     line = sys.stdin.readline()  # the fingerprint; the store is opened only once it comes
     if not line:  # the run stopped before it knew it
         return
-    sys.stdout.write(json.dumps(_answer(store, json.loads(line)["fingerprint"])) + "\n")
+    question = json.loads(line)
+    sys.stdout.write(json.dumps(_answer(store, question["fingerprint"], question["list"])) + "\n")
     sys.stdout.flush()
     # Nothing is left to write; MLflow's exit handlers would keep the run waiting for about a second.
     os._exit(0)
