@@ -11,7 +11,6 @@ import ast
 from dataclasses import dataclass
 from pathlib import Path
 
-
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "cd4ml"
 MAX_FUNCTION_LINES = 80
