@@ -9,7 +9,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import httpx
 import pytest
@@ -18,44 +18,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cd4ml.config import load_project
 from cd4ml.serve.process import free_port
-from helpers import GOOD_REQUEST as GOOD, Service, system_tool
+from helpers import GOOD_REQUEST as GOOD, Samples, Service, scrape, system_tool, total, wait_for
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
 UNKNOWN_ITEM = {**GOOD, "item_nbr": 100099}  # within the schema's range, never seen in training
-WAIT = 30.0  # seconds: the bound on every wait below
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def scrape(url: str) -> Samples:
-    """GET /metrics on a fresh connection (so with several workers any of them may answer)."""
-    resp = httpx.get(f"{url}/metrics", timeout=10)
-    assert resp.status_code == 200, resp.text
-    assert resp.headers["content-type"].startswith("text/plain")
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(resp.text) for s in family.samples}
-
-
-def total(samples: Samples, name: str, **labels: str) -> float:
-    """Sum of the samples named `name` whose labels include `labels`."""
-    want = set(labels.items())
-    return sum(v for (n, lab), v in samples.items() if n == name and want <= lab)
 
 
 def series(samples: Samples, name: str) -> list[dict[str, str]]:
     return [dict(lab) | {"value": v} for (n, lab), v in samples.items() if n == name]
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = WAIT) -> Any:
-    """Poll `check` until it returns something truthy; fail naming `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
 
 
 def test_counters_match_the_requests_sent(service: Service) -> None:
