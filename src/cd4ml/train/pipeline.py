@@ -26,8 +26,6 @@ from cd4ml import __version__, tracking
 from cd4ml.config import PROJECT_FILE, AcceptanceConfig, Project, ProjectConfig
 from cd4ml.data.table import TrainingTable
 from cd4ml.errors import Cd4mlError, ConfigError, FeatureTestsFailed
-from cd4ml.evaluate.baseline import naive_baseline, slice_scores
-from cd4ml.evaluate.metrics import score
 from cd4ml.evaluate.plots import RunPlotsProcess
 from cd4ml.features.code import folder_digest, take_snapshot
 from cd4ml.gate.checks import Check, Evidence, GateReport, evaluate
@@ -226,7 +224,7 @@ def run_pipeline(project: Project, *, data_version: int | None = None, on_stage:
         cleanup.callback(lookup.stop)
         estimators.import_lightgbm()  # before MLflow, whose threads may import what it hides meanwhile
         # Built before anything runs or loads: a wrong algorithm (a classifier) is refused at once.
-        model = estimators.make_estimator(cfg.model, cfg.seed, file=str(project.root / PROJECT_FILE))
+        model = estimators.make_estimator(cfg.model, cfg.seed, cfg.task, file=str(project.root / PROJECT_FILE))
         # The project's tests run even before a rerun can be skipped: they guard code the model may not use.
         tests = FeatureTests(project)
         cleanup.callback(tests.stop)
@@ -273,7 +271,7 @@ def run_pipeline(project: Project, *, data_version: int | None = None, on_stage:
                                                       shared_text=True))
             _check_columns(project, derived_hold)
             # The baseline needs no model: scored here, the derived training rows need not outlive the fit.
-            base_model_space = naive_baseline(derived_train, y_train, derived_hold, cfg.baseline.group_by)
+            base_model_space = cfg.task.baseline(derived_train, y_train, derived_hold, cfg.baseline.group_by)
             del derived_train
 
         with stage("fit"):
@@ -299,15 +297,15 @@ def run_pipeline(project: Project, *, data_version: int | None = None, on_stage:
             pred = plan.inverse_target(model.predict(X_hold))
             w = cfg.metrics.row_weights(hold_df)
             names = [cfg.metrics.primary, *cfg.metrics.report]
-            metrics = score(names, y_hold, pred, w)
+            metrics = cfg.task.score(names, y_hold, pred, w)
             base_pred = plan.inverse_target(base_model_space)
-            baseline = score(names, y_hold, base_pred, w)
-            oracle = (score(names, y_hold, hold_df[cfg.oracle_column].to_numpy(dtype=np.float64), w)
+            baseline = cfg.task.score(names, y_hold, base_pred, w)
+            oracle = (cfg.task.score(names, y_hold, hold_df[cfg.oracle_column].to_numpy(dtype=np.float64), w)
                       if cfg.oracle_column else None)
-            slices = slice_scores(derived_hold, cfg.slices, [cfg.metrics.primary], y_hold, pred, w)
+            slices = cfg.task.slice_scores(derived_hold, cfg.slices, [cfg.metrics.primary], y_hold, pred, w)
             reference = build_reference(cfg, derived_hold, pred, y_hold, spec,
                                         days=_distinct_days(hold_df[cfg.time_column]))
-            base_slices = slice_scores(derived_hold, cfg.slices, [cfg.metrics.primary], y_hold, base_pred, w)
+            base_slices = cfg.task.slice_scores(derived_hold, cfg.slices, [cfg.metrics.primary], y_hold, base_pred, w)
         # Drawn by a child process while the run registers and gates (on the other core).
         plots_dir = Path(tmp_name) / "plots"
         plots = RunPlotsProcess(plots_dir, f"{cfg.project}: holdout", cfg.seed, y_hold, pred, cfg.metrics.primary,
@@ -340,7 +338,7 @@ def run_pipeline(project: Project, *, data_version: int | None = None, on_stage:
                 crash_point("run.registered")
 
             with stage("gate"):
-                evidence = Evidence(primary=cfg.metrics.primary, candidate=metrics, baseline=baseline,
+                evidence = Evidence(task=cfg.task, primary=cfg.metrics.primary, candidate=metrics, baseline=baseline,
                                     candidate_slices=slices)
                 reloaded = registry.load(version, cache, threads=0)
                 evidence.parity_max_abs_diff = float(np.max(np.abs(reloaded.predict_frame(hold_df) - pred)))
@@ -479,8 +477,8 @@ def _score_champion(ev: Evidence, registry: Registry, version: str, cache: Path,
         ev.champion_error = f"{type(exc).__name__}: {exc}"
         return
     y = hold_df[cfg.target].to_numpy(dtype=np.float64)
-    ev.champion = score([cfg.metrics.primary, *cfg.metrics.report], y, pred, w)
-    ev.champion_slices = slice_scores(derived_hold, cfg.slices, [cfg.metrics.primary], y, pred, w)
+    ev.champion = cfg.task.score([cfg.metrics.primary, *cfg.metrics.report], y, pred, w)
+    ev.champion_slices = cfg.task.slice_scores(derived_hold, cfg.slices, [cfg.metrics.primary], y, pred, w)
 
 
 def _log_model(cfg: ProjectConfig, release_dir: Path, hold_df: pd.DataFrame, pred: np.ndarray,
