@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, ValidationError, WithJsonSchema,
-                      field_validator, model_validator)
-from pydantic_core.core_schema import ValidationInfo
+from pydantic import (BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, ValidationError, ValidationInfo,
+                      WithJsonSchema, field_validator, model_validator)
 
 from cd4ml.errors import ConfigError
 from cd4ml.task import REGRESSION, TASKS, Task, task_named
@@ -338,9 +337,10 @@ class ProjectConfig(_Strict):
     @field_validator("metrics")
     @classmethod
     def _task_has_metrics(cls, metrics: MetricsConfig, info: ValidationInfo) -> MetricsConfig:
-        task = info.data.get("task")  # absent when `task` itself is invalid: that error is reported instead
-        for name in [metrics.primary, *metrics.report] if task else []:
-            task.check_metric(name)
+        task = info.data.get("task")
+        if task is not None:  # None when `task` itself is invalid: that error is reported instead
+            for name in [metrics.primary, *metrics.report]:
+                task.check_metric(name)
         return metrics
 
     @model_validator(mode="after")
