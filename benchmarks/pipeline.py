@@ -239,7 +239,7 @@ def bare_fit(root: Path) -> dict[str, Any]:
 
     params = {"random_state": cfg.seed, "deterministic": True, "force_col_wise": True, "verbose": -1,
               **dict(cfg.model.params)}
-    reference = estimators.make_estimator(cfg.model, cfg.seed).params
+    reference = estimators.make_estimator(cfg.model, cfg.seed, cfg.task).params
     if params != reference:  # the bare fit must be the pipeline's estimator, nothing else
         raise SystemExit(f"bare-fit params differ from estimators.make_estimator: {params} != {reference}")
     model = lgb.LGBMRegressor(**params)

@@ -10,6 +10,7 @@ import pytest
 
 from cd4ml.evaluate.metrics import METRICS
 from cd4ml.features import transforms as T
+from cd4ml.task import REGRESSION
 
 
 def test_calendar_parts_match_pandas() -> None:
@@ -125,7 +126,7 @@ def test_lightgbm_through_its_native_api_grows_the_trees_of_lgbmregressor(tmp_pa
     # No n_jobs: the thread count LGBMRegressor derives (physical cores) is in the model file too.
     params = {"n_estimators": 25, "num_leaves": 15, "min_child_samples": 10, "subsample": 0.7, "subsample_freq": 1,
               "colsample_bytree": 0.8, "reg_lambda": 1.0}
-    ours = estimators.make_estimator(ModelConfig(algorithm="lightgbm", params=params), seed=3)
+    ours = estimators.make_estimator(ModelConfig(algorithm="lightgbm", params=params), 3, REGRESSION)
     np.savez(tmp_path / "data.npz", X=X, y=y, categorical=np.array([1]), **ours.params)
     # Handed over, X is freed once LightGBM has binned it, before training starts.
     alive, handover = weakref.ref(X), estimators.Handover(X)

@@ -6,10 +6,12 @@ import pytest
 
 from cd4ml.config import AcceptanceConfig, Bound
 from cd4ml.gate.checks import Evidence, evaluate
+from cd4ml.task import REGRESSION
 
 
 def _evidence(**kw) -> Evidence:
-    base = dict(primary="rmse", candidate={"rmse": 10.0, "r2": 0.6}, baseline={"rmse": 12.0, "r2": 0.4},
+    base = dict(task=REGRESSION, primary="rmse", candidate={"rmse": 10.0, "r2": 0.6},
+                baseline={"rmse": 12.0, "r2": 0.4},
                 candidate_slices={"family": {"A": {"rmse": 9.0, "rows": 500.0}, "B": {"rmse": 11.0, "rows": 500.0}}},
                 latency_p99_ms=2.0, parity_max_abs_diff=0.0)
     base.update(kw)

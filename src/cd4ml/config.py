@@ -11,12 +11,14 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, ValidationError, ValidationInfo,
+                      WithJsonSchema, field_validator, model_validator)
 
 from cd4ml.errors import ConfigError
+from cd4ml.task import REGRESSION, TASKS, Task, task_named
 from cd4ml.yamlfile import parse_yaml, read_yaml_file
 
 if TYPE_CHECKING:
@@ -182,18 +184,10 @@ class WeightSpec(_Strict):
 
 
 class MetricsConfig(_Strict):
-    primary: str = "rmse"
-    report: list[str] = Field(default_factory=lambda: ["rmse", "mae", "r2"])
+    # The regression task's defaults (the `task` key's default); names are checked against the project's task.
+    primary: str = REGRESSION.default_metric
+    report: list[str] = Field(default_factory=lambda: list(REGRESSION.default_report))
     weight: WeightSpec | None = None
-
-    @model_validator(mode="after")
-    def _known(self) -> "MetricsConfig":
-        from cd4ml.evaluate.metrics import METRICS
-
-        for name in [self.primary, *self.report]:
-            if name not in METRICS:
-                raise ValueError(f"unknown metric {name!r}; known: {', '.join(sorted(METRICS))}")
-        return self
 
     def row_weights(self, frame: pd.DataFrame) -> np.ndarray | None:
         """Per-row weights from `weight` (None: unweighted); `frame` holds the weight column."""
@@ -312,12 +306,18 @@ class TrackingConfig(_Strict):
     experiment: str | None = None
 
 
+# `task: regression` in the file, the `Task` itself in the config (its name again when dumped).
+TaskKey = Annotated[Task, PlainValidator(task_named), PlainSerializer(lambda task: task.name, return_type=str),
+                    WithJsonSchema({"enum": sorted(TASKS)})]
+
+
 class ProjectConfig(_Strict):
     project: str
     seed: int = 42
     source: SourceConfig
     data: DataConfig = DataConfig()
     schema_: SchemaConfig = Field(alias="schema")
+    task: TaskKey = REGRESSION
     target: str
     time_column: str
     oracle_column: str | None = None
@@ -334,6 +334,15 @@ class ProjectConfig(_Strict):
     serving: ServingConfig = ServingConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
 
+    @field_validator("metrics")
+    @classmethod
+    def _task_has_metrics(cls, metrics: MetricsConfig, info: ValidationInfo) -> MetricsConfig:
+        task = info.data.get("task")
+        if task is not None:  # None when `task` itself is invalid: that error is reported instead
+            for name in [metrics.primary, *metrics.report]:
+                task.check_metric(name)
+        return metrics
+
     @model_validator(mode="after")
     def _columns_exist(self) -> "ProjectConfig":
         cols = self.schema_.columns
@@ -346,8 +355,7 @@ class ProjectConfig(_Strict):
             raise ValueError(f"time_column {self.time_column!r} has type {time_type}: a time column must have "
                              "type date, datetime, or int for whole years (2019)")
         self._check_time_grid(time_type)
-        if cols[self.target].type not in ("int", "float"):
-            raise ValueError(f"target {self.target!r} must have type int or float")
+        self.task.check_target(self.target, cols[self.target].type)
         for key in self.schema_.keys:
             if key not in cols:
                 raise ValueError(f"schema.keys names {key!r}, which is not under schema.columns")

@@ -7,12 +7,14 @@ unseen in training fall back to the overall mean.
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 
-from cd4ml.evaluate.metrics import score
 from cd4ml.features.transforms import KeyTable
+
+# (metric names, y, p, w) -> {name: value}; the task's metrics
+Scorer = Callable[[list[str], np.ndarray, np.ndarray, "np.ndarray | None"], dict[str, float]]
 
 
 def naive_baseline(train: Mapping[str, np.ndarray], y_train: np.ndarray,
@@ -29,9 +31,9 @@ def naive_baseline(train: Mapping[str, np.ndarray], y_train: np.ndarray,
     return np.where(found, means[idx], prior)
 
 
-def slice_scores(batch: Mapping[str, np.ndarray], columns: list[str], metrics: list[str],
+def slice_scores(batch: Mapping[str, np.ndarray], columns: list[str], score: Scorer, metrics: list[str],
                  y: np.ndarray, p: np.ndarray, w: np.ndarray | None) -> dict[str, dict[str, dict[str, float]]]:
-    """{column: {value: {metric: score, "rows": n}}} for every value of each slice column."""
+    """{column: {value: {metric: score, "rows": n}}} for every value of each slice column, scored by `score`."""
     out: dict[str, dict[str, dict[str, float]]] = {}
     for column in columns:
         values = np.asarray(batch[column])

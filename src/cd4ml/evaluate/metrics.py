@@ -68,7 +68,3 @@ METRICS: dict[str, Metric] = {
     )
 }
 
-
-def score(names: list[str], y: np.ndarray, p: np.ndarray, w: np.ndarray | None = None) -> dict[str, float]:
-    """Compute each named metric; returns {name: value}."""
-    return {name: METRICS[name](y, p, w) for name in dict.fromkeys(names)}

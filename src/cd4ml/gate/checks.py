@@ -17,9 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from cd4ml.config import AcceptanceConfig
-from cd4ml.evaluate.metrics import METRICS
-
-SliceScores = dict[str, dict[str, dict[str, float]]]  # column -> value -> {metric: value, "rows": n}
+from cd4ml.task import SliceScores, Task
 
 
 @dataclass
@@ -50,8 +48,9 @@ class GateReport:
 
 @dataclass
 class Evidence:
-    """What the gate judges; all metrics are on the same holdout rows."""
+    """What the gate judges; all metrics are on the same holdout rows, metrics of `task`."""
 
+    task: Task
     primary: str
     candidate: dict[str, float]
     baseline: dict[str, float]
@@ -74,7 +73,7 @@ def evaluate(rules: AcceptanceConfig, ev: Evidence) -> GateReport:
                                           f"<= {bound.max}" if bound.max is not None else "") if s)
         report.checks.append(Check(f"threshold:{name}", ok, value, limits,
                                    reason="" if ok else f"{name} = {value:.4f} is outside {limits}"))
-    metric = METRICS[ev.primary]
+    metric = ev.task.metric(ev.primary)
     cand, base = ev.candidate[ev.primary], ev.baseline[ev.primary]
     if rules.beat_baseline:
         ok = metric.worse_by(cand, base) < 0
@@ -97,7 +96,7 @@ def evaluate(rules: AcceptanceConfig, ev: Evidence) -> GateReport:
 
 
 def _vs_champion(rules: AcceptanceConfig, ev: Evidence) -> Check:
-    metric = METRICS[ev.primary]
+    metric = ev.task.metric(ev.primary)
     cand = ev.candidate[ev.primary]
     limit = f"at most {rules.champion_tolerance:.1%} worse than champion"
     if ev.champion_error:
@@ -115,7 +114,7 @@ def _vs_champion(rules: AcceptanceConfig, ev: Evidence) -> Check:
 
 
 def _slices(rules: AcceptanceConfig, ev: Evidence) -> list[Check]:
-    metric = METRICS[ev.primary]
+    metric = ev.task.metric(ev.primary)
     checks = []
     for column, values in ev.candidate_slices.items():
         limit = f"no {column} more than {rules.slice_tolerance:.1%} worse than champion"

@@ -18,7 +18,6 @@ from typing import Any, Mapping
 import numpy as np
 
 from cd4ml.config import ProjectConfig
-from cd4ml.features.transforms import forward_target
 from cd4ml.monitor import drift
 
 PROFILE_FILE = "profile.json"
@@ -49,7 +48,7 @@ def build_reference(cfg: ProjectConfig, columns: Mapping[str, np.ndarray], predi
     """The profile of holdout rows: `columns` (watched columns, length n), predictions and targets (n,);
     `days`: the distinct days of the time column the holdout spans."""
     kinds = column_kinds(cfg)
-    residual = forward_target(spec, target) - forward_target(spec, prediction)
+    residual = cfg.task.residual(spec, target, prediction)
     profile = drift.build_profile({c: np.asarray(columns[c]) for c in kinds}, kinds, prediction, target, residual,
                                   segment_groups(cfg), seed=cfg.seed)
     profile["target_transform"] = spec["target_transform"]

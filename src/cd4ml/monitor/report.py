@@ -19,8 +19,6 @@ import numpy as np
 import pandas as pd
 
 from cd4ml.config import Project, ProjectConfig
-from cd4ml.evaluate.metrics import METRICS, score
-from cd4ml.features.transforms import forward_target
 from cd4ml.files import write_atomic
 from cd4ml.monitor import drift
 from cd4ml.monitor.live import LiveData, Window, with_attributes
@@ -45,7 +43,7 @@ def _watched(cfg: ProjectConfig, release: Release | None, frame: pd.DataFrame) -
 
 
 def _metrics(cfg: ProjectConfig, actual: np.ndarray, pred: np.ndarray, weights: np.ndarray | None) -> dict[str, float]:
-    return score([cfg.metrics.primary, *cfg.metrics.report], actual, pred, weights)
+    return cfg.task.score([cfg.metrics.primary, *cfg.metrics.report], actual, pred, weights)
 
 
 def _weights(cfg: ProjectConfig, watched: dict[str, np.ndarray], mask: np.ndarray) -> np.ndarray | None:
@@ -75,7 +73,7 @@ def _drift_windows(cfg: ProjectConfig, live: LiveData, watched: dict[str, np.nda
     spec = {"target_transform": profile.get("target_transform", "none")}
     inputs = {c: v for c, v in watched.items() if c in cfg.monitored_columns}
     # Inputs drift whoever served them; predictions and residuals are the reference release's own.
-    residual = np.where(scored, forward_target(spec, actual) - forward_target(spec, pred), np.nan)
+    residual = np.where(scored, cfg.task.residual(spec, actual, pred), np.nan)
     out = []
     for w, m in _masks(live):
         own, ok = m & mine, m & scored
@@ -180,7 +178,7 @@ def _accuracy_check(cfg: ProjectConfig, windows: list[ChampionWindow], offline: 
                                                   f"({need:,} needed)", rows=most, min_rows=need)
     c = judged[-1]
     live = c.metrics[primary]  # type: ignore[index]
-    worse = METRICS[primary].worse_by(live, offline)
+    worse = cfg.task.metric(primary).worse_by(live, offline)
     detail = (f"{_span(c.window)}: live {primary} {live:.4f} vs offline {offline:.4f} ({worse:+.1%}; retrain "
               f"beyond {margin:+.0%}) over {c.scored:,} rows")
     return _check("accuracy", on, "due" if worse > margin else "ok", detail, rows=c.scored, min_rows=need)
@@ -274,7 +272,7 @@ def build_report(project: Project, *, compact: bool = True) -> dict[str, Any]:
     return {
         "format": 1, "project": cfg.project, "model_name": cfg.registry.model_name, "generated_at": _iso(now),
         "primary_metric": cfg.metrics.primary,
-        "direction": "max" if METRICS[cfg.metrics.primary].greater_is_better else "min",
+        "direction": "max" if cfg.task.metric(cfg.metrics.primary).greater_is_better else "min",
         "window_days": cfg.monitoring.window_days, "champion": champion,
         "traffic": live.traffic(),
         "prediction_histogram": _prediction_histogram(live, champion["version"], profile)

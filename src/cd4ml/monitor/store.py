@@ -9,7 +9,8 @@ appends their new complete lines to `{monitoring.store}/predictions` and
 Tables (one row per predicted record / per actual):
 
     predictions: request_id string, record int32, served_at timestamp[us, UTC],
-                 model_version string, prediction float64, fallback bool, latency_ms float64,
+                 model_version string, prediction (the task's `output_type`: float64 for regression),
+                 fallback bool, latency_ms float64,
                  inputs struct<one field per `input_columns` column, typed; absent -> null>,
                  traffic string ("live" or "test"; null, read as live, in older lines and tables)
     actuals:     received_at timestamp[us, UTC], request_id string?, record int32?,
@@ -199,7 +200,8 @@ class PredictionStore:
         self.actuals_path = self.directory / ACTUALS
         self._prediction_fields = [
             _Field("request_id", pa.string(), True), _Field("record", pa.int32(), True),
-            _Field("time", _UTC_US, True), _Field("model_version", pa.string()), _Field("output", pa.float64()),
+            _Field("time", _UTC_US, True), _Field("model_version", pa.string()),
+            _Field("output", cfg.task.output_type()),
             _Field("fallback", pa.bool_()), _Field("latency_ms", pa.float64()),
             _struct("inputs", [(c, cols[c].type) for c in inputs], True),
             _Field("traffic", pa.string())]  # "live" or "test"; null in lines logged before it existed

@@ -19,6 +19,7 @@ import numpy as np
 
 from cd4ml.config import ModelConfig
 from cd4ml.errors import ConfigError, ReleaseError
+from cd4ml.task import Task
 
 # Beyond skops's own defaults, a model file may name only classes of these packages: a name that is
 # a function (builtins.eval, numpy.load) or lives elsewhere is refused, so loading never runs code.
@@ -29,9 +30,9 @@ class Predictor(Protocol):
     def predict(self, X: np.ndarray) -> np.ndarray: ...
 
 
-def make_estimator(model: ModelConfig, seed: int, file: str | None = None) -> Any:
-    """An unfitted estimator for `model.algorithm` with `model.params` (seeded); `file`: the project
-    file its config errors name."""
+def make_estimator(model: ModelConfig, seed: int, task: Task, file: str | None = None) -> Any:
+    """An unfitted estimator for `model.algorithm` with `model.params` (seeded), one that `task` accepts;
+    `file`: the project file its config errors name."""
     params = dict(model.params)
     if model.algorithm == "lightgbm":
         # Deterministic histogram building makes the same data give the same trees.
@@ -55,20 +56,8 @@ def make_estimator(model: ModelConfig, seed: int, file: str | None = None) -> An
         estimator = cls(**params)
     except TypeError as exc:
         raise ConfigError(f"{model.algorithm}: {exc}", file=file, key="model.params") from None
-    _require_regressor(estimator, model.algorithm, file)
+    task.check_estimator(estimator, model.algorithm, file)
     return estimator
-
-
-def _require_regressor(estimator: Any, algorithm: str, file: str | None) -> None:
-    """Refuse what is not a scikit-learn regressor (by its own estimator tags): a classifier would be
-    fitted on the target and scored as if it were one."""
-    from sklearn.base import is_classifier, is_regressor
-
-    if not is_regressor(estimator):
-        kind = "a classifier" if is_classifier(estimator) else "not a regressor"
-        raise ConfigError(f"{algorithm} is {kind}; only regressors are supported for now (there is no "
-                          "classification yet): use 'lightgbm' or a scikit-learn regressor such as "
-                          "sklearn.ensemble.HistGradientBoostingRegressor", file=file, key="model.algorithm")
 
 
 class Handover:

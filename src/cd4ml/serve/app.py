@@ -221,12 +221,12 @@ async def _predict(service: Service, request: Request, started: float, live: Any
              "client_request_id": client_id}
             for i, (rec, p, f) in enumerate(zip(records, pred.tolist(), fallback.tolist()))])
     if single:
-        doc = {"request_id": request_id, "model_version": live.version, "prediction": float(pred[0]),
+        doc = {"request_id": request_id, "model_version": live.version, **service.cfg.task.answer(pred, True),
                "fallback": bool(fallback[0])}
         if fallback[0]:
             doc["unknown"] = [c for c, m in unknown.items() if m[0]]
     else:
-        doc = {"request_id": request_id, "model_version": live.version, "predictions": pred,
+        doc = {"request_id": request_id, "model_version": live.version, **service.cfg.task.answer(pred, False),
                "fallback": fallback}
     if traffic != "live":
         doc["traffic"] = traffic

@@ -26,8 +26,6 @@ from cd4ml import __version__, tracking
 from cd4ml.config import PROJECT_FILE, AcceptanceConfig, Project, ProjectConfig
 from cd4ml.data.table import TrainingTable
 from cd4ml.errors import Cd4mlError, ConfigError, FeatureTestsFailed
-from cd4ml.evaluate.baseline import naive_baseline, slice_scores
-from cd4ml.evaluate.metrics import score
 from cd4ml.evaluate.plots import RunPlotsProcess
 from cd4ml.features.code import CodeSnapshot, folder_digest, take_snapshot
 from cd4ml.gate.checks import Check, Evidence, GateReport, evaluate
@@ -286,7 +284,7 @@ def _pin(project: Project, data_version: int | None, force: bool, lookup: rerun.
     cleanup.callback(lookup.stop)
     estimators.import_lightgbm()  # before MLflow, whose threads may import what it hides meanwhile
     # Built before anything runs or loads: a wrong algorithm (a classifier) is refused at once.
-    model = estimators.make_estimator(cfg.model, cfg.seed, file=str(project.root / PROJECT_FILE))
+    model = estimators.make_estimator(cfg.model, cfg.seed, cfg.task, file=str(project.root / PROJECT_FILE))
     # The project's tests run even before a rerun can be skipped: they guard code the model may not use.
     tests = FeatureTests(project)
     cleanup.callback(tests.stop)
@@ -336,7 +334,7 @@ def _prepare(project: Project, pinned: _Pinned,
                                                   shared_text=True))
         _check_columns(project, derived_hold)
         # The baseline needs no model: scored here, the derived training rows need not outlive the fit.
-        base_model_space = naive_baseline(derived_train, y_train, derived_hold, cfg.baseline.group_by)
+        base_model_space = cfg.task.baseline(derived_train, y_train, derived_hold, cfg.baseline.group_by)
     return (_Prepared(version, spec, plan, n_train, hold_df, derived_hold, base_model_space),
             estimators.Handover(X_train), y_train)
 
@@ -363,15 +361,15 @@ def _evaluate(cfg: ProjectConfig, model: Any, data: _Prepared) -> _Evaluation:
     pred = data.plan.inverse_target(model.predict(X_hold))
     w = cfg.metrics.row_weights(hold_df)
     names = [cfg.metrics.primary, *cfg.metrics.report]
-    metrics = score(names, y_hold, pred, w)
+    metrics = cfg.task.score(names, y_hold, pred, w)
     base_pred = data.plan.inverse_target(data.base_model_space)
-    baseline = score(names, y_hold, base_pred, w)
-    oracle = (score(names, y_hold, hold_df[cfg.oracle_column].to_numpy(dtype=np.float64), w)
+    baseline = cfg.task.score(names, y_hold, base_pred, w)
+    oracle = (cfg.task.score(names, y_hold, hold_df[cfg.oracle_column].to_numpy(dtype=np.float64), w)
               if cfg.oracle_column else None)
-    slices = slice_scores(derived_hold, cfg.slices, [cfg.metrics.primary], y_hold, pred, w)
+    slices = cfg.task.slice_scores(derived_hold, cfg.slices, [cfg.metrics.primary], y_hold, pred, w)
     reference = build_reference(cfg, derived_hold, pred, y_hold, data.spec,
                                 days=_distinct_days(hold_df[cfg.time_column]))
-    base_slices = slice_scores(derived_hold, cfg.slices, [cfg.metrics.primary], y_hold, base_pred, w)
+    base_slices = cfg.task.slice_scores(derived_hold, cfg.slices, [cfg.metrics.primary], y_hold, base_pred, w)
     return _Evaluation(pred, y_hold, w, metrics, baseline, oracle, slices, base_slices, reference)
 
 
@@ -432,7 +430,7 @@ def _gate(project: Project, data: _Prepared, ev: _Evaluation, registry: Registry
     cfg = project.config
     cache = project.release_cache
     hold_df = data.hold
-    evidence = Evidence(primary=cfg.metrics.primary, candidate=ev.metrics, baseline=ev.baseline,
+    evidence = Evidence(task=cfg.task, primary=cfg.metrics.primary, candidate=ev.metrics, baseline=ev.baseline,
                         candidate_slices=ev.slices)
     reloaded = registry.load(version, cache, threads=0)
     evidence.parity_max_abs_diff = float(np.max(np.abs(reloaded.predict_frame(hold_df) - ev.pred)))
@@ -567,8 +565,8 @@ def _score_champion(ev: Evidence, registry: Registry, version: str, cache: Path,
         ev.champion_error = f"{type(exc).__name__}: {exc}"
         return
     y = hold_df[cfg.target].to_numpy(dtype=np.float64)
-    ev.champion = score([cfg.metrics.primary, *cfg.metrics.report], y, pred, w)
-    ev.champion_slices = slice_scores(derived_hold, cfg.slices, [cfg.metrics.primary], y, pred, w)
+    ev.champion = cfg.task.score([cfg.metrics.primary, *cfg.metrics.report], y, pred, w)
+    ev.champion_slices = cfg.task.slice_scores(derived_hold, cfg.slices, [cfg.metrics.primary], y, pred, w)
 
 
 def _log_model(cfg: ProjectConfig, release_dir: Path, hold_df: pd.DataFrame, pred: np.ndarray,
