@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,10 @@ def _post(service: Service, record: dict[str, Any]) -> tuple[int, dict[str, Any]
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": body, "more_body": False}
 
-    response = asyncio.run(predict(service, Request(scope, receive)))
+    # A loop of its own on a thread of its own: an earlier test in this worker (Playwright's sync API)
+    # may have left a loop running on this thread.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        response = pool.submit(asyncio.run, predict(service, Request(scope, receive))).result()
     return response.status_code, orjson.loads(response.body)
 
 
