@@ -1,9 +1,9 @@
 """The task contract: what kind of problem a project solves, asked by every stage.
 
-A `Task` says which schema types its target may have, which metrics exist (each with its
-direction) and which is the default, the naive baseline, which estimators fit it, what the service answers for n predictions and how the
-prediction store keeps them, and the residual the monitoring checks watch. The project's task
-is `ProjectConfig.task` (the `task:` key). `Regression` is the only task so far.
+A `Task` says which schema types its target may have, which metrics exist (each with its direction)
+and which is the default, the naive baseline, which estimators fit it, what the service answers for
+n predictions and how the prediction store keeps them, and the residual the monitoring checks watch.
+The project's task is `ProjectConfig.task` (the `task:` key). `Regression` is the only task so far.
 
 Shapes: `y`, `p`, `w` are 1-D arrays of one length n (actuals, predictions in target units,
 optional non-negative weights); a batch maps column names to such arrays.
