@@ -37,7 +37,7 @@ def test_another_task_is_a_config_error_naming_the_key(shop: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_project(shop, parse_overrides(["task=classification"]))
     assert info.value.exit_code == 2 and info.value.key == "task"
-    assert "unknown task 'classification'; known: regression" in str(info.value)
+    assert "unknown task 'classification'; known: binary, multiclass, regression" in str(info.value)
     edit_yaml(shop, task="classification")
     proc = cli(shop, "run", check=2)
     assert "task: unknown task 'classification'" in proc.stderr + proc.stdout

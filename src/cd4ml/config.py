@@ -167,6 +167,32 @@ class ModelConfig(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
     target_transform: Literal["none", "log1p"] = "none"
     clip_min: float | None = None
+    calibration: Literal["none", "isotonic", "sigmoid"] = Field(
+        "none", description="classification: class probabilities calibrated on the last part of the training data")
+
+
+class ThresholdChoice(_Strict):
+    """A binary decision threshold chosen on training data to maximise a thresholded metric."""
+
+    maximize: str
+
+
+class DecisionConfig(_Strict):
+    """How a binary classifier's probability becomes a class: `P(positive) >= threshold`."""
+
+    threshold: float | ThresholdChoice = 0.5
+
+    @field_validator("threshold")
+    @classmethod
+    def _probability(cls, v: float | ThresholdChoice) -> float | ThresholdChoice:
+        if isinstance(v, float) and not 0.0 < v < 1.0:
+            raise ValueError(f"{v:g} must lie strictly between 0 and 1")
+        return v
+
+    @property
+    def fixed(self) -> float:
+        """The threshold before any is chosen on training data."""
+        return self.threshold if isinstance(self.threshold, float) else 0.5
 
 
 class WeightSpec(_Strict):
@@ -219,6 +245,8 @@ class AcceptanceConfig(_Strict):
     min_slice_rows: int = Field(30, ge=1)
     latency_p99_ms: float | None = Field(None, gt=0)
     parity_tolerance: float = Field(0.0, ge=0.0)
+    also_no_worse: list[str] = Field(default_factory=list,
+                                     description="metrics the champion comparison holds for besides the primary")
 
 
 class RegistryConfig(_Strict):
@@ -324,6 +352,7 @@ class ProjectConfig(_Strict):
     features: FeaturesConfig
     split: SplitConfig
     model: ModelConfig = ModelConfig()
+    decision: DecisionConfig = DecisionConfig()
     metrics: MetricsConfig = MetricsConfig()
     baseline: BaselineConfig = BaselineConfig()
     slices: list[str] = Field(default_factory=list)
@@ -333,6 +362,19 @@ class ProjectConfig(_Strict):
     tracking: TrackingConfig = TrackingConfig()
     serving: ServingConfig = ServingConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _task_defaults(cls, data: Any) -> Any:
+        # `metrics` left out, or without primary/report: the task's defaults, not regression's.
+        if not isinstance(data, dict) or not isinstance(data.get("task"), str) or data["task"] not in TASKS:
+            return data
+        task = TASKS[data["task"]]
+        metrics = data.get("metrics", {})
+        if not isinstance(metrics, dict):
+            return data
+        defaults = {"primary": task.default_metric, "report": list(task.default_report)}
+        return {**data, "metrics": {**defaults, **metrics}}
 
     @field_validator("metrics")
     @classmethod
@@ -355,7 +397,7 @@ class ProjectConfig(_Strict):
             raise ValueError(f"time_column {self.time_column!r} has type {time_type}: a time column must have "
                              "type date, datetime, or int for whole years (2019)")
         self._check_time_grid(time_type)
-        self.task.check_target(self.target, cols[self.target].type)
+        self._configure_task()
         for key in self.schema_.keys:
             if key not in cols:
                 raise ValueError(f"schema.keys names {key!r}, which is not under schema.columns")
@@ -389,11 +431,44 @@ class ProjectConfig(_Strict):
                 raise ValueError(f"monitoring.drift.features names {name!r}: it must be a column under "
                                  "schema.columns, and neither a label nor the time column")
         computed = {self.metrics.primary, *self.metrics.report}
-        for name in self.acceptance.thresholds:
-            if name not in computed:
-                raise ValueError(f"acceptance.thresholds names metric {name!r}, which is not computed; "
-                                 f"add it to metrics.report (computed: {', '.join(sorted(computed))})")
+        for key, names in [("acceptance.thresholds", list(self.acceptance.thresholds)),
+                           ("acceptance.also_no_worse", self.acceptance.also_no_worse)]:
+            for name in names:
+                if name not in computed:
+                    raise ValueError(f"{key} names metric {name!r}, which is not computed; "
+                                     f"add it to metrics.report (computed: {', '.join(sorted(computed))})")
         return self
+
+    def _configure_task(self) -> None:
+        """The task with the target's classes and the decision threshold (classification), after
+        checking that the classification-only keys are not set for regression and the other way round."""
+        from cd4ml.task import Classification
+
+        target = self.schema_.columns[self.target]
+        task = self.task
+        task.check_target(self.target, target.type)
+        if not isinstance(task, Classification):
+            for key, given in [("decision", "decision" in self.model_fields_set),
+                               ("model.calibration", self.model.calibration != "none")]:
+                if given:
+                    raise ValueError(f"{key} applies to classification (task: binary or multiclass), "
+                                     "not to task: regression")
+            return
+        if self.model.target_transform != "none" or self.model.clip_min is not None:
+            raise ValueError("model.target_transform and model.clip_min apply to regression targets only")
+        choice = self.decision.threshold
+        if task.name != "binary" and "decision" in self.model_fields_set:
+            raise ValueError("decision.threshold applies to task: binary (multiclass decides the most "
+                             "probable class)")
+        if isinstance(choice, ThresholdChoice) and choice.maximize not in task.thresholded_metrics:
+            raise ValueError(f"decision.threshold.maximize names {choice.maximize!r}; it must be a metric of "
+                             f"decided classes: {', '.join(task.thresholded_metrics)}")
+        if self.oracle_column is not None and (task.name != "binary"
+                                               or self.schema_.columns[self.oracle_column].type != "float"):
+            raise ValueError(f"oracle_column {self.oracle_column!r}: for classification it is the true "
+                             "probability of the positive class, a float column of a binary task")
+        configured = task.configured(self.target, target.type, target.categories, self.decision.fixed)
+        object.__setattr__(self, "task", configured)  # the model is frozen; this is its own validator
 
     def _check_time_grid(self, time_type: str) -> None:
         """Settings that make no sense for the time column's type (years have no days, dates no hours)."""
