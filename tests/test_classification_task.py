@@ -79,7 +79,7 @@ def test_decision_answer_and_stored_type() -> None:
     p = np.array([[0.7, 0.3], [0.2, 0.8]])
     assert BINARY.decide(p).tolist() == [0, 1]
     assert BINARY.with_threshold(0.25).decide(p).tolist() == [1, 1]
-    assert BINARY.answer(p[:1], True) == {"prediction": False, "probabilities": {"False": 0.7, "True": 0.3}}
+    assert BINARY.answer(p[:1], True) == {"prediction": False, "probabilities": {"false": 0.7, "true": 0.3}}
     many = COLORS.answer(np.array([[0.2, 0.3, 0.5], [0.6, 0.3, 0.1]]), False)
     assert many["predictions"] == ["blue", "red"]
     assert many["probabilities"][1] == {"red": 0.6, "green": 0.3, "blue": 0.1}

@@ -29,12 +29,17 @@ FAST = ["--set", "model.params.n_estimators=120", "--set", "model.params.n_jobs=
 pytestmark = pytest.mark.slow
 
 
-def readme_example() -> str:
-    """The README's bike-rentals cd4ml.yaml (exactly one ```yaml block starts with the marker)."""
+def readme_block(marker: str) -> str:
+    """The README's ```yaml block that starts with `marker` (there must be exactly one)."""
     blocks = re.findall(r"^```yaml\n(.*?)^```", README.read_text(encoding="utf-8"), flags=re.S | re.M)
-    found = [b for b in blocks if b.startswith(MARKER)]
-    assert len(found) == 1, f"expected one ```yaml block starting with {MARKER!r} in README.md, found {len(found)}"
+    found = [b for b in blocks if b.startswith(marker)]
+    assert len(found) == 1, f"expected one ```yaml block starting with {marker!r} in README.md, found {len(found)}"
     return found[0]
+
+
+def readme_example() -> str:
+    """The README's bike-rentals cd4ml.yaml."""
+    return readme_block(MARKER)
 
 
 def make_rentals(days: int = 60, start: str = "2024-04-01") -> pd.DataFrame:

@@ -212,6 +212,11 @@ class Classification(Task):
         """This task deciding binary rows at `threshold` (one chosen on training data)."""
         return Classification(self.name, self.classes, threshold, self.label_type)
 
+    @property
+    def class_names(self) -> list[str]:
+        """The classes as JSON object keys: `false`/`true` for a bool target, else their text."""
+        return [("true" if c else "false") if isinstance(c, bool) else str(c) for c in self.classes]
+
     def encode(self, values: np.ndarray) -> np.ndarray:
         values = np.asarray(values)
         out = np.full(len(values), -1, dtype=np.int64)
@@ -251,7 +256,7 @@ class Classification(Task):
                               "sklearn.ensemble.HistGradientBoostingClassifier", file=file, key="model.algorithm")
 
     def answer(self, pred: np.ndarray, one: bool) -> dict[str, Any]:
-        names = [str(c) for c in self.classes]
+        names = self.class_names
         labels = self.labels(self.decide(pred))
         probabilities = [dict(zip(names, row)) for row in np.asarray(pred, dtype=np.float64).tolist()]
         if one:
