@@ -217,6 +217,7 @@ def build_profile(
     residual: np.ndarray,
     segments: Sequence[Sequence[str]] = (),
     *,
+    probabilities: Mapping[str, np.ndarray] | None = None,
     bins: int = 10,
     max_categories: int = 50,
     sample_size: int = 5000,
@@ -233,7 +234,8 @@ def build_profile(
         The kind of every column in ``columns``.
     prediction, target : array of shape (n,)
         The release's predictions and the actual values, in target units. Non-finite values
-        are left out.
+        are left out. With ``probabilities`` (a classifier) they are class labels instead,
+        summarised as categories.
     residual : array of shape (n,)
         Residual in the model's training space (e.g. ``log1p(target) - log1p(prediction)``);
         rows with a non-finite residual are left out of the segment statistics.
@@ -252,6 +254,9 @@ def build_profile(
         Reference values kept per numeric column for the KS test.
     seed : int, default=0
         Seed of that sampling; the profile is a function of the inputs and the seed.
+    probabilities : mapping of str to array of shape (n,), optional
+        A classifier's probability of each class (class name -> values), each summarised as a
+        numeric column under ``probabilities``.
 
     Returns
     -------
@@ -275,8 +280,10 @@ def build_profile(
         "format": PROFILE_FORMAT,
         "rows": n,
         "features": profiled.features,
-        "prediction": _outcome_profile(prediction, "prediction", binning),
-        "target": _outcome_profile(target, "target", binning),
+        "prediction": _outcome_profile(prediction, "prediction", binning, probabilities is not None),
+        "target": _outcome_profile(target, "target", binning, probabilities is not None),
+        **({"probabilities": [{"name": name, **_outcome_profile(p, f"probability of {name}", binning, False)}
+                              for name, p in probabilities.items()]} if probabilities is not None else {}),
         "residual_mean": float(finite.mean()) if len(finite) else None,
         "residual_std": float(finite.std()) if len(finite) else None,
         "segments": [_segment_profile(group, profiled.factors, res, max_categories) for group in groups],
@@ -328,7 +335,9 @@ def _column_profiles(columns: Columns, kinds: Mapping[str, str], binning: _Binni
     return out
 
 
-def _outcome_profile(values: np.ndarray, name: str, binning: _Binning) -> dict[str, Any]:
+def _outcome_profile(values: np.ndarray, name: str, binning: _Binning, labels: bool) -> dict[str, Any]:
+    if labels:
+        return _categorical_profile(*_factorize(values), binning.max_categories)
     x = _as_float(values)
     x = x[np.isfinite(x)]
     if not len(x):
@@ -362,6 +371,7 @@ def compare(
     ks_alarm: float,
     bias_alarm: float,
     min_rows: int,
+    probabilities: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Compare one production window with a reference profile.
 
@@ -387,6 +397,9 @@ def compare(
     min_rows : int
         Rows a window (for prediction and target: their own rows; for a segment: its rows
         with a residual) needs before it is judged. Smaller segments are not listed.
+    probabilities : mapping of str to array of shape (m,), optional
+        For a classifier's profile: its probability of each class for the window's predictions
+        (the rows of ``prediction``, which then holds class labels).
 
     Returns
     -------
@@ -399,6 +412,8 @@ def compare(
         ``alarm``; largest absolute bias first within each feature). ``bias`` is the
         segment's mean residual minus its reference mean (the overall reference mean for a
         segment the profile does not hold), over the reference residual standard deviation.
+        A classifier's window also has ``probabilities`` (one per class: ``name``, ``psi``,
+        ``ks``, ``ks_pvalue``, ``alarm``); a drifted one is named "probability of <class>".
     """
     alarms = _Alarms(psi_alarm, ks_alarm, bias_alarm, min_rows)
     n = _window_rows(profile, columns, residual)
@@ -414,11 +429,18 @@ def compare(
     targ = _compare_outcome(target, profile["target"], alarms)
     drifted = [f["name"] for f in compared.features if f["alarm"]]
     drifted += [name for name, entry in (("prediction", pred), ("target", targ)) if entry and entry["alarm"]]
+    per_class = []
+    for ref in profile.get("probabilities", []):
+        entry = _compare_outcome(probabilities[ref["name"]] if probabilities else None, ref, alarms)
+        per_class.append({"name": ref["name"], **(entry or {"psi": None, "ks": None, "ks_pvalue": None,
+                                                            "alarm": False})})
+    drifted += [f"probability of {c['name']}" for c in per_class if c["alarm"]]
     for segment in segments:
         if segment["alarm"] and segment["feature"] not in drifted:
             drifted.append(segment["feature"])
     return {"rows": n, "alarm": bool(drifted), "drifted": drifted, "features": compared.features,
-            "prediction": pred, "target": targ, "segments": segments}
+            "prediction": pred, "target": targ, "segments": segments,
+            **({"probabilities": per_class} if "probabilities" in profile else {})}
 
 
 @dataclass(frozen=True)
@@ -463,9 +485,12 @@ def _compare_columns(profile: Mapping[str, Any], columns: Columns, n: int, alarm
 
 
 def _compare_outcome(values: np.ndarray | None, ref: dict[str, Any], alarms: _Alarms) -> dict[str, Any] | None:
-    """Prediction or target vs the profile's; None without finite values."""
-    if values is None:
+    """Prediction or target (a classifier's: class labels) vs the profile's; None without values."""
+    if values is None or not len(values):
         return None
+    if ref["kind"] == "categorical":
+        psi, _ = _categorical_compare(ref, *_factorize(values))
+        return {"psi": psi, "ks": None, "ks_pvalue": None, "alarm": bool(alarms.drifted(len(values), psi, None))}
     x = _as_float(values)
     x = x[np.isfinite(x)]
     if not len(x):

@@ -2,7 +2,8 @@
 
 The terminal report (Rich, exported with its colours) and three plots as inline PNGs:
 live vs offline accuracy per day, drift per column in the latest window, and the
-champion's predictions against its reference. No external assets: the file can be
+champion's predictions against its reference; for a classifier, per release its confusion
+matrices and calibration curves, live next to offline. No external assets: the file can be
 mailed or archived by CI. The interactive view of the same report is `cd4ml ui`.
 """
 
@@ -52,6 +53,7 @@ def _drift_plot(report: dict[str, Any]) -> str:
         return "<p>No drift windows yet.</p>"
     entries = [(f["name"], f["psi"] or 0.0, f["alarm"]) for f in w["features"]]
     entries += [(k, w[k]["psi"], w[k]["alarm"]) for k in ("prediction", "target") if w.get(k)]
+    entries += [(f"probability of {c['name']}", c["psi"] or 0.0, c["alarm"]) for c in w.get("probabilities", [])]
     fig = figure(7, 0.32 * len(entries) + 1.4)
     ax = fig.add_subplot()
     pos = np.arange(len(entries))
@@ -82,6 +84,38 @@ def _prediction_plot(report: dict[str, Any]) -> str:
     return png_tag(fig)
 
 
+def _outcomes_plot(release: dict[str, Any]) -> str:
+    """A classifier release's confusion matrices (live, offline) and calibration curves (both, and the diagonal)."""
+    doc = release["outcomes"]
+    panels = [(name, doc[name]) for name in ("live", "offline") if doc[name]]
+    if not panels:
+        return ""
+    fig = figure(4.0 * (len(panels) + 1), 3.6)
+    axes = fig.subplots(1, len(panels) + 1)
+    for ax, (name, o) in zip(axes, panels):
+        matrix = np.asarray(o["confusion"], dtype=float)
+        ax.imshow(matrix / max(matrix.sum(), 1.0), cmap="Blues")
+        for (i, j), n in np.ndenumerate(matrix):
+            ax.text(j, i, f"{int(n):,}", ha="center", va="center", fontsize=8)
+        ticks = range(len(o["classes"]))
+        ax.set_xticks(ticks, o["classes"], fontsize=8)
+        ax.set_yticks(ticks, o["classes"], fontsize=8)
+        ax.set_xlabel("answered")
+        ax.set_ylabel("actual")
+        ax.set_title(f"v{release['version']} {name}", fontsize=9)
+    ax = axes[-1]
+    ax.plot([0, 1], [0, 1], color="#bbbbbb", lw=1)
+    for (name, o), style in zip(panels, ("o-", "s--")):
+        points = [(x, y) for x, y in zip(o["predicted"], o["observed"]) if x is not None]
+        ax.plot([x for x, _ in points], [y for _, y in points], style, ms=4, label=name)
+    ax.set_xlabel(f"predicted probability of {panels[0][1]['calibration_of']}")
+    ax.set_ylabel("observed frequency")
+    ax.set_title("calibration (10 bins)", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return png_tag(fig)
+
+
 def _not_judged(report: dict[str, Any]) -> str:
     names = report.get("not_judged") or []
     if not names:
@@ -106,7 +140,8 @@ Feedback: {', '.join(f'{k} {v:,}' for k, v in report['feedback'].items())}.</p>
 {terminal}
 <h2>Live accuracy</h2>{_accuracy_plot(report)}
 <h2>Drift</h2>{_drift_plot(report)}
-<h2>Predictions</h2>{_prediction_plot(report)}""", width=1100,
+<h2>Predictions</h2>{_prediction_plot(report)}
+{''.join(_outcomes_plot(r) for r in report["releases"] if r.get("outcomes"))}""", width=1100,
                      css=".terminal{font-size:12px;background:#fafbfc;padding:1em;overflow-x:auto}")
 
 

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from cd4ml.config import ProjectConfig
+from cd4ml.task import Classification
 
 _EPOCH = dt.date(1970, 1, 5)  # a Monday: windows of 7 days are Monday..Sunday weeks
 _EXAMPLES = 5  # out-of-range days named in a report
@@ -74,7 +75,8 @@ class LiveData:
 
     `frame`: one row per live prediction in the calendar windows (by the time column),
     ordered by serving time, with columns `request_id`, `record`, `served_at`,
-    `model_version`, `prediction`, `fallback`, `latency_ms`, `day` (date), the request
+    `model_version`, `prediction` (a classifier's: the answered label), `probabilities` (a
+    classifier's only: an array per row), `fallback`, `latency_ms`, `day` (date), the request
     inputs, and `actual_<column>` for every non-input schema column an actual may carry
     (NaN/None where no actual is matched). Test traffic and predictions dated out of range
     (see `Excluded`) are counted in `excluded`, never in `frame`. `windows`: the calendar
@@ -92,8 +94,9 @@ class LiveData:
         self.excluded = Excluded(plausible_days=cfg.monitoring.plausible_days)
         self.windows: list[Window] = []
         if predictions is None:
+            probabilities = ["probabilities"] if isinstance(cfg.task, Classification) else []
             self.frame = pd.DataFrame(columns=["request_id", "record", "served_at", "model_version", "prediction",
-                                               "fallback", "latency_ms", "day", *cfg.input_columns,
+                                               *probabilities, "fallback", "latency_ms", "day", *cfg.input_columns,
                                                *[f"actual_{c}" for c in self.value_columns]])
             if actuals is not None:
                 self.counts["received"] = self.counts["unknown"] = actuals.count_rows()

@@ -19,6 +19,7 @@ import numpy as np
 
 from cd4ml.config import ProjectConfig
 from cd4ml.monitor import drift
+from cd4ml.monitor.outcomes import outcomes
 
 PROFILE_FILE = "profile.json"
 
@@ -45,12 +46,24 @@ def segment_groups(cfg: ProjectConfig) -> list[list[str]]:
 
 def build_reference(cfg: ProjectConfig, columns: Mapping[str, np.ndarray], prediction: np.ndarray,
                     target: np.ndarray, spec: Mapping[str, Any], days: int) -> dict[str, Any]:
-    """The profile of holdout rows: `columns` (watched columns, length n), predictions and targets (n,);
-    `days`: the distinct days of the time column the holdout spans."""
+    """The profile of holdout rows: `columns` (watched columns, length n), predictions and encoded targets
+    (`task.encode`, (n,)); a classifier's predictions are its (n, k) class probabilities, profiled as the
+    answered class, each class's probability and the offline confusion matrix and calibration curve
+    (`outcomes`). `days`: the distinct days of the time column the holdout spans."""
+    task = cfg.task
     kinds = column_kinds(cfg)
-    residual = cfg.task.residual(spec, target, prediction)
-    profile = drift.build_profile({c: np.asarray(columns[c]) for c in kinds}, kinds, prediction, target, residual,
-                                  segment_groups(cfg), seed=cfg.seed)
+    watched = {c: np.asarray(columns[c]) for c in kinds}
+    residual = task.residual(spec, target, prediction)
+    if prediction.ndim == 2:
+        decided = task.decide(prediction)
+        names = [str(c) for c in task.classes]
+        profile = drift.build_profile(watched, kinds, np.asarray(task.labels(decided), dtype=object),
+                                      np.asarray(task.labels(target), dtype=object), residual,
+                                      segment_groups(cfg), seed=cfg.seed,
+                                      probabilities={c: prediction[:, i] for i, c in enumerate(names)})
+        profile["outcomes"] = outcomes(names, target, prediction, decided).to_json()
+    else:
+        profile = drift.build_profile(watched, kinds, prediction, target, residual, segment_groups(cfg), seed=cfg.seed)
     profile["target_transform"] = spec["target_transform"]
     # How much evidence a production window can be expected to hold (the accuracy check's default minimum).
     profile["holdout"] = {"rows": len(prediction), "days": int(days)}

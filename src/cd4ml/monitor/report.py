@@ -22,9 +22,11 @@ from cd4ml.config import Project, ProjectConfig
 from cd4ml.files import write_atomic
 from cd4ml.monitor import drift
 from cd4ml.monitor.live import LiveData, Window, with_attributes
+from cd4ml.monitor.outcomes import outcomes
 from cd4ml.monitor.profile import load as load_profile
 from cd4ml.monitor.profile import rows_per_day
 from cd4ml.release.package import Release
+from cd4ml.task import Classification
 from cd4ml.verdicts import NOT_JUDGED, judged_window
 
 REPORT_FILE = "report.json"
@@ -52,6 +54,21 @@ def _weights(cfg: ProjectConfig, watched: dict[str, np.ndarray], mask: np.ndarra
     return cfg.metrics.row_weights(pd.DataFrame({cfg.metrics.weight.column: watched[cfg.metrics.weight.column][mask]}))
 
 
+def _scored_arrays(cfg: ProjectConfig, frame: pd.DataFrame, scored: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every frame row's actual and prediction as the task's metrics take them: regression floats (NaN
+    without an actual); a classifier's actual class indices (-1 without) and (n, k) stored probabilities."""
+    task = cfg.task
+    column = frame[f"actual_{cfg.target}"]
+    if not isinstance(task, Classification):
+        return (pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64),
+                frame["prediction"].to_numpy(dtype=np.float64))
+    actual = np.full(len(frame), -1, dtype=np.int64)
+    if scored.any():
+        actual[scored] = task.encode(column.to_numpy(dtype=object)[scored])
+    pred = np.stack(frame["probabilities"].to_numpy()) if len(frame) else np.zeros((0, len(task.classes)))
+    return actual, pred
+
+
 def _masks(live: LiveData) -> list[tuple[Window, np.ndarray]]:
     """The report's calendar windows that hold rows, each with its rows of the frame; oldest first."""
     if live.frame.empty:
@@ -62,23 +79,30 @@ def _masks(live: LiveData) -> list[tuple[Window, np.ndarray]]:
 
 
 def _drift_windows(cfg: ProjectConfig, live: LiveData, watched: dict[str, np.ndarray], version: str,
-                   profile: dict[str, Any]) -> list[dict[str, Any]]:
+                   profile: dict[str, Any], actual: np.ndarray, pred: np.ndarray) -> list[dict[str, Any]]:
     d = cfg.monitoring.drift
     limits = {"psi_alarm": d.psi_alarm, "ks_alarm": d.ks_alarm, "bias_alarm": d.bias_alarm, "min_rows": d.min_rows}
-    f = live.frame
+    f, task = live.frame, cfg.task
     mine = (f["model_version"] == version).to_numpy()
     scored = mine & live.has_actual
-    actual = pd.to_numeric(f[f"actual_{cfg.target}"], errors="coerce").to_numpy(dtype=np.float64)
-    pred = f["prediction"].to_numpy(dtype=np.float64)
     spec = {"target_transform": profile.get("target_transform", "none")}
     inputs = {c: v for c, v in watched.items() if c in cfg.monitored_columns}
     # Inputs drift whoever served them; predictions and residuals are the reference release's own.
-    residual = np.where(scored, cfg.task.residual(spec, actual, pred), np.nan)
+    residual = np.full(len(f), np.nan)
+    residual[scored] = task.residual(spec, actual[scored], pred[scored])
+    probabilities = None
+    answered, truth = pred, actual
+    if pred.ndim == 2:  # a classifier: the answered and actual classes, and each class's probability
+        answered = f["prediction"].to_numpy(dtype=object)
+        truth = np.asarray(task.labels(np.maximum(actual, 0)), dtype=object)
+        probabilities = {str(c): pred[:, i] for i, c in enumerate(task.classes)}
     out = []
     for w, m in _masks(live):
         own, ok = m & mine, m & scored
-        window = drift.compare(profile, {c: v[m] for c, v in inputs.items()}, pred[own] if own.any() else None,
-                               actual[ok] if ok.any() else None, residual[m] if ok.any() else None, **limits)
+        window = drift.compare(profile, {c: v[m] for c, v in inputs.items()}, answered[own] if own.any() else None,
+                               truth[ok] if ok.any() else None, residual[m] if ok.any() else None, **limits,
+                               probabilities={c: v[own] for c, v in probabilities.items()}
+                               if probabilities and own.any() else None)
         out.append({"start": w.start.isoformat(), "end": w.end.isoformat(), "judged": window["rows"] >= d.min_rows,
                     **window})
     return out
@@ -87,9 +111,11 @@ def _drift_windows(cfg: ProjectConfig, live: LiveData, watched: dict[str, np.nda
 def _prediction_histogram(live: LiveData, version: str, profile: dict[str, Any]) -> dict[str, Any] | None:
     """Reference vs live predictions of `version` over the profile's quantile bins (fractions)."""
     ref = profile.get("prediction") or {}
+    if not ref.get("sample"):  # none for a classifier's answered classes: their shares are in the drift table
+        return None
     f = live.frame
     pred = f.loc[f["model_version"] == version, "prediction"].to_numpy(dtype=np.float64)
-    if not len(pred) or not ref.get("sample"):
+    if not len(pred):
         return None
     inner = np.asarray(ref["edges"], dtype=np.float64)
     counts = np.bincount(np.searchsorted(inner, pred, side="right"), minlength=len(inner) + 1)
@@ -108,6 +134,18 @@ class ChampionWindow:
     scored: int
     metrics: dict[str, float] | None
     fallback_share: float | None
+
+
+def _outcomes(cfg: ProjectConfig, project: Project, registry: Any, version: str, answered: pd.Series,
+              actual: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
+    """A classifier release's confusion matrix and calibration curve: live (its scored rows, with the classes
+    it answered) and offline (from its profile; None for a release packaged without them)."""
+    task = cfg.task
+    names = [str(c) for c in task.classes]
+    live = outcomes(names, actual, pred, task.encode(answered.to_numpy(dtype=object))).to_json() \
+        if len(actual) else None
+    profile = load_profile(registry.load(version, project.release_cache).folder)
+    return {"live": live, "offline": (profile or {}).get("outcomes")}
 
 
 def _champion_windows(cfg: ProjectConfig, live: LiveData, watched: dict[str, np.ndarray], version: str,
@@ -238,8 +276,7 @@ def build_report(project: Project, *, compact: bool = True) -> dict[str, Any]:
     f = live.frame
     watched = _watched(cfg, release, f) if not f.empty else {}
     scored = live.has_actual if not f.empty else np.zeros(0, dtype=bool)
-    actual = pd.to_numeric(f[f"actual_{cfg.target}"], errors="coerce").to_numpy(dtype=np.float64)
-    pred = f["prediction"].to_numpy(dtype=np.float64)
+    actual, pred = _scored_arrays(cfg, f, scored)
     versions = f["model_version"].astype(str).to_numpy()
     days = f["day"].dt.date.to_numpy() if not f.empty else np.array([])
 
@@ -257,12 +294,15 @@ def build_report(project: Project, *, compact: bool = True) -> dict[str, Any]:
                          "live": {"rows": int(m.sum()), "metrics": _metrics(cfg, actual[m], pred[m],
                                                                             _weights(cfg, watched, m))}
                          if m.any() else None})
+        if pred.ndim == 2 and (m.any() or row["champion"]):
+            releases[-1]["outcomes"] = _outcomes(cfg, project, registry, row["version"], f["prediction"][m],
+                                                 actual[m], pred[m])
 
     windows: list[dict[str, Any]] = []
     evidence: list[ChampionWindow] = []
     if champion is not None and not f.empty:
         if profile is not None:
-            windows = _drift_windows(cfg, live, watched, champion["version"], profile)
+            windows = _drift_windows(cfg, live, watched, champion["version"], profile, actual, pred)
         evidence = _champion_windows(cfg, live, watched, champion["version"], actual, pred)
     offline = next((x["offline"].get(cfg.metrics.primary) for x in releases
                     if champion and x["version"] == champion["version"]), None)
@@ -332,6 +372,9 @@ def print_report(report: dict[str, Any], console: Any) -> None:
                       f"{live['metrics'][primary]:.4f}" if live else "", f"{live['rows']:,}" if live else "",
                       f"{int(t['predictions']):,}" if t else "", f"{t['p99']:.1f}" if t else "")
     console.print(table)
+    for r in report["releases"]:
+        if r.get("outcomes"):
+            _print_outcomes(r["version"], r["outcomes"], console)
     w = judged_window(report)
     if w:
         table = Table(title=f"Drift {w['start']}..{w['end']} ({w['rows']:,} rows"
@@ -343,6 +386,8 @@ def print_report(report: dict[str, Any], console: Any) -> None:
         rows = [(escape(f["name"]), f["psi"], f["ks"], escape(", ".join(map(str, f["new_values"][:5]))), f["alarm"])
                 for f in w["features"]]
         rows += [(k, w[k]["psi"], w[k].get("ks"), "", w[k]["alarm"]) for k in ("prediction", "target") if w.get(k)]
+        rows += [(escape(f"probability of {c['name']}"), c["psi"], c["ks"], "", c["alarm"])
+                 for c in w.get("probabilities", [])]
         for name, psi, ks, new, alarm in rows:
             table.add_row(name, f"{psi:.3f}" if psi is not None else "", f"{ks:.3f}" if ks is not None else "",
                           new, "[red]yes[/]" if alarm else "")
@@ -369,6 +414,40 @@ def print_report(report: dict[str, Any], console: Any) -> None:
         text, style = marks[c["status"]]
         console.print(f"  {escape(c['name']):<9} [{style}]{text:<10}[/] {escape(c['detail'])}")
     console.print(verdict(report))
+
+
+def _print_outcomes(version: str, doc: dict[str, Any], console: Any) -> None:
+    """A classifier release's confusion matrix and calibration curve, live next to offline (holdout)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    live, offline = doc["live"], doc["offline"]
+    first = live or offline
+    if first is None:
+        return
+    classes = first["classes"]
+    table = Table(title=f"v{version}: confusion matrix, live / offline rows (rows: actual, columns: answered)")
+    table.add_column("actual")
+    for c in classes:
+        table.add_column(escape(c))
+    for i, c in enumerate(classes):
+        table.add_row(escape(c), *[f"{live['confusion'][i][j] if live else '-'} / "
+                                   f"{offline['confusion'][i][j] if offline else '-'}" for j in range(len(classes))])
+    console.print(table)
+    table = Table(title=f"v{version}: calibration of the probability of {escape(first['calibration_of'])}, "
+                        "live / offline")
+    for col in ("bin", "rows", "mean predicted", "observed"):
+        table.add_column(col)
+
+    def cell(curve: dict[str, Any] | None, key: str, b: int) -> str:
+        value = curve[key][b] if curve else None
+        return "-" if value is None else f"{value:,}" if key == "bin_rows" else f"{value:.3f}"
+
+    bins = len(first["bin_rows"])
+    for b in range(bins):
+        table.add_row(f"{b / bins:.1f}-{(b + 1) / bins:.1f}",
+                      *[f"{cell(live, k, b)} / {cell(offline, k, b)}" for k in ("bin_rows", "predicted", "observed")])
+    console.print(table)
 
 
 def verdict(report: dict[str, Any]) -> str:

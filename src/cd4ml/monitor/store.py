@@ -9,8 +9,9 @@ appends their new complete lines to `{monitoring.store}/predictions` and
 Tables (one row per predicted record / per actual):
 
     predictions: request_id string, record int32, served_at timestamp[us, UTC],
-                 model_version string, prediction (the task's `output_type`: float64 for regression),
-                 fallback bool, latency_ms float64,
+                 model_version string, prediction (the task's `output_type`: float64 for regression, the
+                 class label's type for classification), probabilities list<float64> (classification only:
+                 one per class, in the classes' order), fallback bool, latency_ms float64,
                  inputs struct<one field per `input_columns` column, typed; absent -> null>,
                  traffic string ("live" or "test"; null, read as live, in older lines and tables)
     actuals:     received_at timestamp[us, UTC], request_id string?, record int32?,
@@ -59,6 +60,7 @@ from cd4ml.config import COLUMN_TYPES
 from cd4ml.errors import Cd4mlError, DataRejected
 from cd4ml.locking import exclusive_lock
 from cd4ml.serve.predlog import log_files
+from cd4ml.task import Classification
 
 if TYPE_CHECKING:
     import duckdb
@@ -114,7 +116,8 @@ def _struct(name: str, columns: list[tuple[str, str]], required: bool) -> _Field
 
 @functools.cache
 def _adapter(t: pa.DataType) -> TypeAdapter:
-    py: type = next(py for test, py in [(pa.types.is_boolean, bool), (pa.types.is_integer, int),
+    py: Any = next(py for test, py in [(pa.types.is_list, list[float]), (pa.types.is_boolean, bool),
+                                       (pa.types.is_integer, int),
                                         (pa.types.is_floating, float), (pa.types.is_string, str),
                                         (pa.types.is_date, dt.date), (pa.types.is_timestamp, dt.datetime)]
                     if test(t))
@@ -202,6 +205,8 @@ class PredictionStore:
             _Field("request_id", pa.string(), True), _Field("record", pa.int32(), True),
             _Field("time", _UTC_US, True), _Field("model_version", pa.string()),
             _Field("output", cfg.task.output_type()),
+            # A classifier's probability vector: a typed list column, so DuckDB and pandas read numbers.
+            *([_Field("probabilities", pa.list_(pa.float64()), True)] if isinstance(cfg.task, Classification) else []),
             _Field("fallback", pa.bool_()), _Field("latency_ms", pa.float64()),
             _struct("inputs", [(c, cols[c].type) for c in inputs], True),
             _Field("traffic", pa.string())]  # "live" or "test"; null in lines logged before it existed

@@ -39,8 +39,9 @@ from cd4ml.serve.door import (REQUEST_ID_HEADER, REQUEST_ID_MAX, REQUEST_ID_PATT
                               request_id_refusal)
 from cd4ml.serve.metrics import CONTENT_TYPE, ServiceMetrics, multiprocess_dir
 from cd4ml.serve.predlog import PredictionLog
-from cd4ml.serve.schema import FeedbackSchema, RequestSchema, describe_errors, one_or_many
+from cd4ml.serve.schema import FeedbackSchema, RequestSchema, answer_schema, describe_errors, one_or_many
 from cd4ml.serve.watcher import ReleaseWatcher
+from cd4ml.task import Task
 
 STATIC = Path(__file__).parent / "static"
 # Test traffic is answered and logged as such, and kept out of monitoring's windows and checks.
@@ -126,7 +127,7 @@ def create_app(project: Project, *, log_predictions: bool = True, poll_seconds: 
     app.state.service = service
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.router.routes.append(Route("/predict", _AsgiEndpoint(predict, service), methods=["POST"]))
-    app.openapi = functools.partial(openapi, app, predict_doc(service.schema))  # type: ignore[method-assign]
+    app.openapi = functools.partial(openapi, app, predict_doc(service.schema, answer_schema(cfg)))  # type: ignore[method-assign]
     feedback_body = {"required": True, "content": {"application/json": {
         "schema": one_or_many(service.feedback_schema.model.model_json_schema())}}}
     app.add_api_route("/feedback", feedback, methods=["POST"], status_code=202,
@@ -213,20 +214,22 @@ async def _predict(service: Service, request: Request, started: float, live: Any
     # Always the service's own id, so ids are unique whatever clients send; theirs is kept beside it.
     request_id = secrets.token_hex(16)
     latency_ms = (time.perf_counter() - started) * 1000.0
+    # The live release's task, not the project file's: a rollback answers in the old release's classes.
+    task = live.release.task
     if service.predlog is not None:
         now = dt.datetime.now(dt.timezone.utc).isoformat()
         service.predlog.emit_many([
             {"request_id": request_id, "record": i, "time": now, "model_version": live.version,
-             "inputs": rec, "output": p, "fallback": f, "latency_ms": latency_ms, "traffic": traffic,
+             "inputs": rec, **out, "fallback": f, "latency_ms": latency_ms, "traffic": traffic,
              "client_request_id": client_id}
-            for i, (rec, p, f) in enumerate(zip(records, pred.tolist(), fallback.tolist()))])
+            for i, (rec, out, f) in enumerate(zip(records, logged_outputs(task, pred), fallback.tolist()))])
     if single:
-        doc = {"request_id": request_id, "model_version": live.version, **service.cfg.task.answer(pred, True),
+        doc = {"request_id": request_id, "model_version": live.version, **task.answer(pred, True),
                "fallback": bool(fallback[0])}
         if fallback[0]:
             doc["unknown"] = [c for c, m in unknown.items() if m[0]]
     else:
-        doc = {"request_id": request_id, "model_version": live.version, **service.cfg.task.answer(pred, False),
+        doc = {"request_id": request_id, "model_version": live.version, **task.answer(pred, False),
                "fallback": fallback}
     if traffic != "live":
         doc["traffic"] = traffic
@@ -235,7 +238,16 @@ async def _predict(service: Service, request: Request, started: float, live: Any
     return _json(200, doc)
 
 
-def predict_doc(schema: RequestSchema) -> dict[str, Any]:
+def logged_outputs(task: Task, pred: np.ndarray) -> list[dict[str, Any]]:
+    """Each record's prediction as the log keeps it: `output` (the value, or the decided class label) and,
+    for a classifier's (n, k) probabilities, `probabilities` (the classes' order)."""
+    if pred.ndim == 1:
+        return [{"output": p} for p in pred.tolist()]
+    labels = task.labels(task.decide(pred))
+    return [{"output": label, "probabilities": p} for label, p in zip(labels, pred.tolist())]
+
+
+def predict_doc(schema: RequestSchema, answer: dict[str, Any]) -> dict[str, Any]:
     """The OpenAPI path item of /predict, which FastAPI does not see (a bare ASGI route)."""
     return {"post": {
         "summary": "Predict", "operationId": "predict",
@@ -250,7 +262,8 @@ def predict_doc(schema: RequestSchema) -> dict[str, Any]:
                                        "`client_request_id`; `request_id` is always the service's (unique)",
                         "schema": {"type": "string", "pattern": REQUEST_ID_PATTERN, "maxLength": REQUEST_ID_MAX}}],
         "requestBody": {"required": True, "content": {"application/json": {"schema": schema.json_schema()}}},
-        "responses": {"200": {"description": "prediction(s), model version, request id"},
+        "responses": {"200": {"description": "prediction(s), model version, request id",
+                              "content": {"application/json": {"schema": answer}}},
                       "400": {"description": "an X-Cd4ml-Traffic or X-Request-ID header that is not accepted"},
                       **BODY_ERRORS,
                       "422": {"description": "invalid records: each error names the record, field and reason"},

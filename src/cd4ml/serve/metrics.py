@@ -10,7 +10,8 @@ What is measured (units in the names: seconds, counts; values are the model's ow
 - `cd4ml_predictions_total{model_version}`, `cd4ml_fallback_predictions_total{model_version}`:
   records predicted, and those that hit an unknown category (the fallback path).
 - `cd4ml_prediction_value`: histogram of predicted values over fixed generic buckets
-  (`PREDICTION_BUCKETS`, 0 .. 5000 plus +Inf); they suit counts/sales-like targets, not every target.
+  (`PREDICTION_BUCKETS`, 0 .. 5000 plus +Inf); they suit counts/sales-like targets, not every target
+  (a classifier's answers are counted, not histogrammed).
 - `cd4ml_release_info{model_version,data_version,git_commit}` = 1 for the live release,
   `cd4ml_release_swaps_total`: releases switched to (with N workers, each worker counts its own swaps).
 - `cd4ml_prediction_log_events_total{outcome="written"|"dropped"}`.
@@ -148,6 +149,8 @@ class ServiceMetrics:
             pair[0].inc(n)
             if fallbacks:
                 pair[1].inc(fallbacks)
+            if predictions.ndim > 1:  # class probabilities: no value in target units to histogram
+                return
             if n == 1 or not self._bulk:
                 for p in predictions.tolist():
                     if p == p and abs(p) != float("inf"):  # NaN/inf would poison the sum

@@ -8,6 +8,9 @@ lists, dicts, datetime/date or numpy scalars and arrays):
     {"request_id": "9f1c...", "time": "2026-11-26T14:00:00.123456+00:00", "model_version": "3",
      "inputs": {"store": 1, "item": 42}, "output": 12.3, "latency_ms": 0.8}
 
+A classifier's event carries the decided label as `output` and the class probabilities, in the
+release's classes order: `"output": "churn", "probabilities": [0.31, 0.69]`.
+
 Files are `{prefix}-{UTC open time %Y%m%dT%H%M%S}-{pid}-{seq:05d}.jsonl`: each
 worker process writes its own files into a shared folder, and names sort by time.
 """

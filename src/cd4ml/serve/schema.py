@@ -20,6 +20,7 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, core_schema, to_jsonable_python
 
 from cd4ml.config import COLUMN_TYPES, ColumnSpec, ProjectConfig
+from cd4ml.task import Classification
 
 _UNIX_EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
 _INT64 = np.iinfo(np.int64)
@@ -173,6 +174,34 @@ class FeedbackSchema:
                 "source": source,
             })
         return out
+
+
+def answer_schema(cfg: ProjectConfig) -> dict[str, Any]:
+    """OpenAPI schema of /predict's 200 answer for the project's task: one record's or a list's."""
+    task = cfg.task
+    if isinstance(task, Classification):
+        classes = to_jsonable_python(list(task.classes))
+        label: dict[str, Any] = {"enum": classes, "description": "the decided class"}
+        probabilities: dict[str, Any] = {
+            "type": "object", "description": "each class's probability (they sum to 1)",
+            "properties": {str(c): {"type": "number", "minimum": 0, "maximum": 1} for c in classes},
+            "required": [str(c) for c in classes]}
+        one = {"prediction": label, "probabilities": probabilities}
+        many = {"predictions": {"type": "array", "items": label},
+                "probabilities": {"type": "array", "items": probabilities}}
+    else:
+        value = {"type": "number", "description": f"predicted {cfg.target}"}
+        one, many = {"prediction": value}, {"predictions": {"type": "array", "items": value}}
+    common = {"request_id": {"type": "string"}, "model_version": {"type": "string"},
+              "traffic": {"type": "string", "enum": ["test"]}, "client_request_id": {"type": "string"}}
+    single = {**common, **one, "fallback": {"type": "boolean"},
+              "unknown": {"type": "array", "items": {"type": "string"},
+                          "description": "inputs with a value the model never saw (when fallback)"}}
+    batch = {**common, **many, "fallback": {"type": "array", "items": {"type": "boolean"}}}
+    return {"anyOf": [{"title": "Answer", "type": "object", "properties": single,
+                       "required": ["request_id", "model_version", *one, "fallback"]},
+                      {"title": "Answers", "type": "object", "properties": batch,
+                       "required": ["request_id", "model_version", *many, "fallback"]}]}
 
 
 def one_or_many(record: dict[str, Any]) -> dict[str, Any]:

@@ -212,8 +212,12 @@ class ReleaseWatcher:
         """The release, warmed up on its packaged example rows and checked, as what /version shows."""
         example = release.example()
         pred = release.predict(frame_to_batch(example, release.input_names))
-        if pred.shape != (len(example),) or not np.all(np.isfinite(pred)):
-            raise ValueError(f"warm-up predictions are not {len(example)} finite numbers")
+        # A classifier answers one probability per class, each row summing to 1.
+        shape = (len(example),) if pred.ndim == 1 else (len(example), len(release.task.classes))
+        if pred.shape != shape or not np.all(np.isfinite(pred)) or \
+                (pred.ndim == 2 and not np.allclose(pred.sum(axis=1), 1.0)):
+            raise ValueError(f"warm-up predictions are not {len(example)} finite numbers"
+                             + (f" or rows of {shape[1]} class probabilities" if len(shape) == 2 else ""))
         return Live(release, version, {**info, "live_since": dt.datetime.now(dt.timezone.utc).isoformat()})
 
     def _report(self, message: str) -> None:
