@@ -149,3 +149,56 @@ def test_a_multiclass_target_encoding_is_a_config_error(multiclass) -> None:
     root, _ = multiclass
     proc = cli(root, "run", "--set", "features.target_encodings=[[region]]", check=2)
     assert "features.target_encodings" in proc.stderr and "multiclass" in proc.stderr, proc.stderr
+
+
+def test_calibration_and_a_chosen_threshold_are_stored_and_reload_exactly(binary) -> None:
+    root, _ = binary
+    proc = cli(root, "run", "--json", "--no-promote", "--set", "model.calibration=isotonic",
+               "--set", "decision.threshold={maximize: f1}", check=None)
+    out = json.loads(proc.stdout)
+    parity = next(c for c in out["gate"]["checks"] if c["name"] == "parity")
+    assert parity["passed"] and parity["value"] == 0.0
+    release = _release(root, out["version"])
+    doc = json.loads((release.folder / "release.json").read_text())
+    assert doc["estimator"]["calibration"] == "isotonic" and (release.folder / "estimator/calibration.npz").is_file()
+    # f1 of a minority class is best below 0.5; the chosen threshold is the release's own.
+    assert 0.0 < release.task.threshold < 0.5 and doc["spec"]["task"]["threshold"] == release.task.threshold
+
+
+def _ece(y: np.ndarray, p: np.ndarray) -> float:
+    return TASKS["binary"].configured("y", "bool", None, 0.5).score(["ece"], y, p)["ece"]
+
+
+def test_calibration_on_later_training_rows_lowers_the_ece_of_an_overconfident_model(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(6000, 4))
+    y = (rng.uniform(size=6000) < 1.0 / (1.0 + np.exp(-X[:, 0]))).astype(np.int64)
+    task = TASKS["binary"].configured("y", "bool", None, 0.5)
+    # Deep trees, a high learning rate, many rounds: probabilities pushed towards 0 and 1.
+    params = {"n_estimators": 150, "learning_rate": 0.3, "num_leaves": 63, "min_child_samples": 2, "n_jobs": 1}
+    raw = _ece(y[4800:], _fitted(task, params, X[:3600], y[:3600]).predict(X[4800:]))
+    for method in ("isotonic", "sigmoid"):
+        model = _fitted(task, params, X[:3600], y[:3600])
+        estimators.calibrate(model, method, X[3600:4800], y[3600:4800])
+        p = model.predict(X[4800:])
+        assert _ece(y[4800:], p) < raw / 2, method
+        meta = estimators.save(model, tmp_path / method)
+        assert np.array_equal(estimators.load(tmp_path / method, meta).predict(X[4800:]), p)
+
+
+def _fitted(task, params: dict, X: np.ndarray, y: np.ndarray) -> estimators.Classifier:
+    model = estimators.make_estimator(ModelConfig(algorithm="lightgbm", params=params), 1, task)
+    return estimators.fit(model, X, y, [], "lightgbm")
+
+
+def test_a_class_never_seen_in_training_gets_probability_zero_and_rows_still_sum_to_one() -> None:
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(300, 2))
+    y = np.where(X[:, 0] > 0, 2, 0)  # class 1 of 3 never occurs
+    task = TASKS["multiclass"].configured("y", "str", LEVELS, 0.5)
+    for algorithm in ("lightgbm", "sklearn.ensemble.HistGradientBoostingClassifier"):
+        model = estimators.make_estimator(ModelConfig(algorithm=algorithm, params={"max_iter": 10} if "sklearn"
+                                                      in algorithm else {"n_estimators": 10}), 1, task)
+        p = estimators.fit(model, X, y, [], algorithm).predict(X)
+        assert p.shape == (300, 3) and np.allclose(p.sum(axis=1), 1.0, rtol=0, atol=1e-12), algorithm
+        assert p[:, 1].max() < 0.05 and (p[:, 2][X[:, 0] > 1] > 0.5).all(), algorithm
