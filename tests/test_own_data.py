@@ -181,7 +181,7 @@ def test_run_prints_tables_that_do_not_wrap_names_in_a_pipe(tmp_path: Path) -> N
     assert "slice:region_of_the_country_as_reported" in narrow.stdout
 
 
-# -- item 9: under task: regression, only regressors ---------------------------------------------------------
+# -- item 9: under task: regression, only regressors ------------------------------------------------------
 
 NOT_REGRESSORS = {"sklearn.ensemble.HistGradientBoostingClassifier": "is a classifier",
                   "sklearn.linear_model.LogisticRegression": "is a classifier",
