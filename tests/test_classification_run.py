@@ -78,7 +78,7 @@ def binary(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 
 def test_binary_run_prints_each_metric_for_model_baseline_and_oracle_and_passes_the_gate(binary) -> None:
-    root, out = binary
+    _, out = binary
     rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:5]]
             for line in out.splitlines() if line.count("│") >= 5}
     assert {"auc", "logloss", "brier", "ece", "accuracy"} <= set(rows), out
@@ -95,9 +95,9 @@ def test_a_reloaded_binary_release_gives_the_probabilities_the_run_scored(binary
     frame = release.example()
     p = release.predict_frame(frame)
     assert p.shape == (len(frame), 2) and np.allclose(p.sum(axis=1), 1.0, rtol=0, atol=1e-12)
-    run = Registry.for_project(load_project(root)).client.get_run(
-        Registry.for_project(load_project(root)).client.get_model_version("tiny", "1").run_id)
-    assert run.data.metrics["parity.max_abs_diff"] == 0.0
+    client = Registry.for_project(load_project(root)).client
+    run = client.get_run(client.get_model_version("tiny", "1").run_id)
+    assert run.data.metrics["parity.max_abs_diff"] == 0.0 and run.data.params["decision.threshold"] == "0.5"
 
 
 def test_also_no_worse_rejects_a_model_better_on_the_primary_metric_but_worse_on_a_listed_one(binary) -> None:

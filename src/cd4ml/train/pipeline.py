@@ -414,9 +414,10 @@ def _track(project: Project, pinned: _Pinned, data: _Prepared, ev: _Evaluation, 
         with stage("plots"):
             plots.wait()
             mlflow.log_artifacts(str(plots_dir), "plots")
-    chosen = isinstance(project.config.decision.threshold, ThresholdChoice)
+    chosen = (ev.task.threshold if isinstance(ev.task, Classification)
+              and isinstance(project.config.decision.threshold, ThresholdChoice) else None)
     return RunResult(run_id, version, data.version, ev.metrics, ev.baseline, ev.oracle, report, promoted,
-                     champion_before, stage.seconds, decision_threshold=ev.task.threshold if chosen else None)
+                     champion_before, stage.seconds, decision_threshold=chosen)
 
 
 def _register(project: Project, pinned: _Pinned, data: _Prepared, ev: _Evaluation, release_dir: Path,

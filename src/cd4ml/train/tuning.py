@@ -39,7 +39,7 @@ def held_out(cfg: ProjectConfig, X: estimators.Handover, y: np.ndarray) -> HeldO
     if not _tunes(cfg):
         return None
     n = len(y)
-    cut = n - int(round(n * TUNING_SHARE))
+    cut = n - round(n * TUNING_SHARE)
     if n - cut < MIN_TUNING_ROWS:
         key = "model.calibration" if cfg.model.calibration != "none" else "decision.threshold"
         raise ConfigError(f"{n - cut} training rows to tune on (the latest {TUNING_SHARE:.0%}); at least "
