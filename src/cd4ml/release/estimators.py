@@ -122,7 +122,7 @@ def fit(estimator: Any, X: np.ndarray | Handover, y: np.ndarray, categorical: li
             reason += " (is a value under model.params of the wrong type, say text for a number?)"
         elif "NaN" in str(exc) and isinstance(X, np.ndarray) and np.isnan(X).any():
             reason += (" The features have missing values (from nullable columns or feature steps): "
-                       "use algorithm lightgbm or sklearn.ensemble.HistGradientBoostingRegressor, "
+                       "use algorithm lightgbm or sklearn.ensemble.HistGradientBoostingRegressor (Classifier), "
                        "which accept them.")
         raise ConfigError(f"{algorithm} could not be fitted: {reason}", key="model.params") from None
 
