@@ -56,7 +56,7 @@ def build_reference(cfg: ProjectConfig, columns: Mapping[str, np.ndarray], predi
     residual = task.residual(spec, target, prediction)
     if prediction.ndim == 2:
         decided = task.decide(prediction)
-        names = [str(c) for c in task.classes]
+        names = task.class_names
         profile = drift.build_profile(watched, kinds, np.asarray(task.labels(decided), dtype=object),
                                       np.asarray(task.labels(target), dtype=object), residual,
                                       segment_groups(cfg), seed=cfg.seed,

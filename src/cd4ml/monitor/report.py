@@ -95,7 +95,7 @@ def _drift_windows(cfg: ProjectConfig, live: LiveData, watched: dict[str, np.nda
     if pred.ndim == 2:  # a classifier: the answered and actual classes, and each class's probability
         answered = f["prediction"].to_numpy(dtype=object)
         truth = np.asarray(task.labels(np.maximum(actual, 0)), dtype=object)
-        probabilities = {str(c): pred[:, i] for i, c in enumerate(task.classes)}
+        probabilities = dict(zip(task.class_names, pred.T))
     out = []
     for w, m in _masks(live):
         own, ok = m & mine, m & scored
@@ -136,12 +136,32 @@ class ChampionWindow:
     fallback_share: float | None
 
 
+def _releases(project: Project, registry: Any, listed: list[dict[str, Any]], live: LiveData,
+              watched: dict[str, np.ndarray], actual: np.ndarray, pred: np.ndarray,
+              versions: np.ndarray) -> list[dict[str, Any]]:
+    """Per release, newest first: gate, offline and live metrics (and a classifier's outcomes)."""
+    cfg = project.config
+    scored = live.has_actual if not live.frame.empty else np.zeros(0, dtype=bool)
+    releases = []
+    for row in reversed(listed):
+        m = scored & (versions == row["version"])
+        releases.append({"version": row["version"], "gate": row["gate"], "created_at": row["created"],
+                         "champion": row["champion"], "offline": row["metrics"],
+                         "live": {"rows": int(m.sum()), "metrics": _metrics(cfg, actual[m], pred[m],
+                                                                            _weights(cfg, watched, m))}
+                         if m.any() else None})
+        if pred.ndim == 2 and (m.any() or row["champion"]):
+            releases[-1]["outcomes"] = _outcomes(cfg, project, registry, row["version"],
+                                                 live.frame["prediction"][m], actual[m], pred[m])
+    return releases
+
+
 def _outcomes(cfg: ProjectConfig, project: Project, registry: Any, version: str, answered: pd.Series,
               actual: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
     """A classifier release's confusion matrix and calibration curve: live (its scored rows, with the classes
     it answered) and offline (from its profile; None for a release packaged without them)."""
     task = cfg.task
-    names = [str(c) for c in task.classes]
+    names = task.class_names
     live = outcomes(names, actual, pred, task.encode(answered.to_numpy(dtype=object))).to_json() \
         if len(actual) else None
     profile = load_profile(registry.load(version, project.release_cache).folder)
@@ -286,17 +306,7 @@ def build_report(project: Project, *, compact: bool = True) -> dict[str, Any]:
                 for version in sorted(set(versions[scored & (days == day)]), key=int)
                 for m in [scored & (days == day) & (versions == version)]]
 
-    releases = []
-    for row in reversed(listed):
-        m = scored & (versions == row["version"])
-        releases.append({"version": row["version"], "gate": row["gate"], "created_at": row["created"],
-                         "champion": row["champion"], "offline": row["metrics"],
-                         "live": {"rows": int(m.sum()), "metrics": _metrics(cfg, actual[m], pred[m],
-                                                                            _weights(cfg, watched, m))}
-                         if m.any() else None})
-        if pred.ndim == 2 and (m.any() or row["champion"]):
-            releases[-1]["outcomes"] = _outcomes(cfg, project, registry, row["version"], f["prediction"][m],
-                                                 actual[m], pred[m])
+    releases = _releases(project, registry, listed, live, watched, actual, pred, versions)
 
     windows: list[dict[str, Any]] = []
     evidence: list[ChampionWindow] = []
