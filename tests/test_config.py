@@ -79,7 +79,7 @@ def test_threshold_on_a_metric_not_computed_is_a_config_error(project_dir: Path)
         load_project(project_dir, parse_overrides(["metrics.report=[rmse]", "acceptance.thresholds={mae: {max: 1}}"]))
 
 
-@pytest.mark.parametrize("example", [None, "groceries"])
+@pytest.mark.parametrize("example", [None, "groceries", "churn"])
 def test_init_refuses_to_overwrite_any_template_file(tmp_path: Path, example: str | None) -> None:
     target = tmp_path / "p"
     target.mkdir()

@@ -6,7 +6,7 @@ import pytest
 
 from cd4ml.config import AcceptanceConfig, Bound
 from cd4ml.gate.checks import Evidence, evaluate
-from cd4ml.task import REGRESSION
+from cd4ml.task import REGRESSION, TASKS
 
 
 def _evidence(**kw) -> Evidence:
@@ -97,3 +97,25 @@ def test_latency_over_budget_is_measured_again_and_the_best_round_counts(rounds,
 
     release = _Rounds(*rounds)
     assert latency_p99(release, None, budget) == p99 and release.measured == measured
+
+
+def test_also_no_worse_holds_the_champion_comparison_on_each_listed_metric() -> None:
+    # Better on rmse, much worse on mae: the primary comparison alone lets it through.
+    ev = _evidence(candidate={"rmse": 9.0, "mae": 8.0, "r2": 0.6}, champion={"rmse": 10.0, "mae": 5.0, "r2": 0.6},
+                   champion_version="4", champion_slices={})
+    assert evaluate(AcceptanceConfig(), ev).passed
+    report = evaluate(AcceptanceConfig(also_no_worse=["mae", "r2"], champion_tolerance=0.01), ev)
+    assert [c.name for c in report.failed] == ["vs_champion:mae"]
+    assert _check(report, "vs_champion:mae").reason == "mae 8.0000 is 60.0% worse than champion v4's 5.0000"
+    assert _check(report, "vs_champion:r2").passed and _check(report, "vs_champion").passed
+
+
+def test_classification_metrics_are_judged_in_their_own_direction() -> None:
+    binary = TASKS["binary"].configured("y", "bool", None, 0.5)
+    ev = _evidence(task=binary, primary="auc", candidate={"auc": 0.80, "logloss": 0.50},
+                   baseline={"auc": 0.5, "logloss": 0.69}, candidate_slices={},
+                   champion={"auc": 0.78, "logloss": 0.45}, champion_version="2", champion_slices={})
+    report = evaluate(AcceptanceConfig(thresholds={"auc": Bound(min=0.85), "logloss": Bound(max=0.6)},
+                                       also_no_worse=["logloss"]), ev)
+    assert [c.name for c in report.failed] == ["threshold:auc", "vs_champion:logloss"]
+    assert _check(report, "beats_baseline").passed and _check(report, "vs_champion").passed

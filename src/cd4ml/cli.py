@@ -53,7 +53,7 @@ def _print_json(doc: Any) -> None:
 @app.command()
 def init(
     directory: Path = typer.Argument(..., help="Folder to create the project in."),
-    example: Optional[str] = typer.Option(None, help="Scaffold a working example: groceries."),
+    example: Optional[str] = typer.Option(None, help="Scaffold a working example: groceries or churn."),
 ) -> None:
     """Create a project: a commented cd4ml.yaml template, or a working example."""
     from cd4ml.scaffold import init_project

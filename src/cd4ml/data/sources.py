@@ -5,8 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import importlib
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 
@@ -14,26 +16,45 @@ from cd4ml.config import Project
 from cd4ml.errors import ConfigError, DataRejected
 
 
-def _groceries(options: dict[str, Any]) -> pd.DataFrame:
-    from cd4ml.examples.groceries import GroceryWorld, RegimeChange
-
+def _range_options(options: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
+    """A built-in world's required `start` and `end`, and its other options."""
     opts = dict(options)
     try:
-        start, end = opts.pop("start"), opts.pop("end")
+        return opts.pop("start"), opts.pop("end"), opts
     except KeyError as exc:
         raise ConfigError(f"missing option {exc.args[0]!r}", key="source.options") from None
-    changes = [
-        RegimeChange(kind=c["kind"], start=dt.date.fromisoformat(str(c["start"])), params=c.get("params", {}))
-        for c in opts.pop("regime_changes", [])
-    ]
+
+
+@contextmanager
+def _option_errors() -> Iterator[None]:
+    # A world refuses an unknown option (TypeError) or a bad value (ValueError): the project file's error.
     try:
-        world = GroceryWorld(**opts, regime_changes=changes)
-        return world.sales(start, end)
+        yield
     except (TypeError, ValueError) as exc:
         raise ConfigError(str(exc), key="source.options") from None
 
 
-BUILTIN_GENERATORS: dict[str, Callable[[dict[str, Any]], pd.DataFrame]] = {"groceries": _groceries}
+def _groceries(options: dict[str, Any]) -> pd.DataFrame:
+    from cd4ml.examples.groceries import GroceryWorld, RegimeChange
+
+    start, end, opts = _range_options(options)
+    changes = [
+        RegimeChange(kind=c["kind"], start=dt.date.fromisoformat(str(c["start"])), params=c.get("params", {}))
+        for c in opts.pop("regime_changes", [])
+    ]
+    with _option_errors():
+        return GroceryWorld(**opts, regime_changes=changes).sales(start, end)
+
+
+def _churn(options: dict[str, Any]) -> pd.DataFrame:
+    from cd4ml.examples.churn import ChurnWorld
+
+    start, end, opts = _range_options(options)
+    with _option_errors():  # the books open in the first month asked for
+        return ChurnWorld(**opts, start=start).history(start, end)
+
+
+BUILTIN_GENERATORS: dict[str, Callable[[dict[str, Any]], pd.DataFrame]] = {"groceries": _groceries, "churn": _churn}
 
 
 def _generator(name: str, project_root: Path) -> Callable[[dict[str, Any]], pd.DataFrame]:

@@ -63,9 +63,11 @@ def save_run_plots(folder: Path, title: str, seed: int, y: np.ndarray, pred: np.
                    slices: dict[str, dict[str, dict[str, float]]],
                    base_slices: dict[str, dict[str, dict[str, float]]]) -> None:
     """A run's evaluation plots as PNG files in `folder`: predicted vs actual (y, pred: (n,) holdout
-    values), and `metric` per slice value of each slice column, model next to the naive baseline."""
+    values; not drawn for class probabilities, pred (n, k)), and `metric` per slice value of each slice
+    column, model next to the naive baseline."""
     folder.mkdir(parents=True, exist_ok=True)
-    predicted_vs_actual(y, pred, seed, title).savefig(folder / "predicted_vs_actual.png", dpi=100)
+    if pred.ndim == 1:
+        predicted_vs_actual(y, pred, seed, title).savefig(folder / "predicted_vs_actual.png", dpi=100)
     for column, values in slices.items():
         model = {k: v[metric] for k, v in values.items()}
         base = {k: v[metric] for k, v in base_slices[column].items()}

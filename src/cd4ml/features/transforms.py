@@ -163,11 +163,11 @@ def _gathers(values: np.ndarray, idx: np.ndarray, x: np.ndarray) -> bool:
 
 
 class FeatureSpecError(ValueError):
-    """A feature setting names a column that is neither in the data nor derived."""
+    """A feature setting names a column that is neither in the data nor derived, or does not fit the task."""
 
-    def __init__(self, key: str, column: str) -> None:
+    def __init__(self, key: str, column: str | None = None, reason: str | None = None) -> None:
         self.key = key
-        super().__init__(f"column {column!r} is neither in the data nor derived by a feature step")
+        super().__init__(reason or f"column {column!r} is neither in the data nor derived by a feature step")
 
 
 class Vocabulary:
@@ -464,6 +464,10 @@ class FeaturePlan:
             for c in cols:
                 if c not in work:
                     raise FeatureSpecError("features.target_encodings", c)
+        if spec["target_encodings"] and len(_classes(spec) or ()) > 2:
+            # The mean of class indices orders classes that have no order.
+            raise FeatureSpecError("features.target_encodings", reason="a multiclass target has no mean to encode "
+                                   "with: leave target_encodings out (categorical columns carry the groups)")
         y = np.asarray(y, dtype=np.float64)
         prior = float(y.mean())
         arrays["global_mean"] = np.array([prior])
@@ -619,7 +623,9 @@ class FeaturePlan:
         return None if vocab is None else vocab.values
 
     def inverse_target(self, pred: np.ndarray) -> np.ndarray:
-        """Model-space predictions -> target units."""
+        """Model-space predictions -> target units; a classifier's class probabilities (n, k) as they are."""
+        if _classes(self.spec) is not None:
+            return np.asarray(pred, dtype=np.float64)
         out = np.expm1(pred) if self.spec["target_transform"] == "log1p" else np.asarray(pred, dtype=np.float64)
         if self.spec["clip_min"] is not None:
             out = np.maximum(out, self.spec["clip_min"])
@@ -628,9 +634,27 @@ class FeaturePlan:
 
 
 def forward_target(spec: Mapping[str, Any], y: np.ndarray) -> np.ndarray:
-    """Target units -> model space (the inverse of FeaturePlan.inverse_target)."""
+    """Target units -> model space (the inverse of FeaturePlan.inverse_target); a class label -> its
+    index (int64) in the task's classes, ValueError naming the first value that is none of them."""
+    classes = _classes(spec)
+    if classes is not None:
+        y = np.asarray(y)
+        index = np.full(len(y), -1, dtype=np.int64)
+        for i, c in enumerate(classes):
+            index[y == c] = i
+        unknown = np.flatnonzero(index < 0)
+        if len(unknown):
+            raise ValueError(f"target value {y[unknown[0]]!r} (row {unknown[0]}) is none of the classes {classes}")
+        return index
     y = np.asarray(y, dtype=np.float64)
     return np.log1p(np.maximum(y, 0.0)) if spec["target_transform"] == "log1p" else y
+
+
+def _classes(spec: Mapping[str, Any]) -> list[Any] | None:
+    """The classes of a classification spec (labels as JSON keeps them), None for regression (and for a
+    spec written before tasks existed)."""
+    task = spec.get("task") or {}
+    return task.get("classes") if task.get("name", "regression") != "regression" else None
 
 
 def _empty_tables(spec: Mapping[str, Any]) -> dict[str, np.ndarray]:

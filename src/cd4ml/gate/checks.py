@@ -5,6 +5,7 @@ Checks, all configured under `acceptance:` in cd4ml.yaml:
 - beats_baseline      the primary metric beats the naive baseline;
 - vs_champion         not worse than the current champion, re-scored on the
                       same holdout, by more than `champion_tolerance`;
+- vs_champion:<metric> the same for each metric under `also_no_worse`;
 - slice:<column>      no slice (e.g. each family) worse than the champion's
                       by more than `slice_tolerance`;
 - latency_p99         single-row predict of the packaged, reloaded model;
@@ -80,7 +81,7 @@ def evaluate(rules: AcceptanceConfig, ev: Evidence) -> GateReport:
         report.checks.append(Check("beats_baseline", ok, cand, f"better than baseline {base:.4f}",
                                    reason="" if ok else f"{ev.primary} {cand:.4f} does not beat the naive "
                                                         f"baseline's {base:.4f}"))
-    report.checks.append(_vs_champion(rules, ev))
+    report.checks.extend(_vs_champion(rules, ev, name) for name in (ev.primary, *rules.also_no_worse))
     report.checks.extend(_slices(rules, ev))
     if rules.latency_p99_ms is not None:
         p99 = ev.latency_p99_ms
@@ -95,21 +96,24 @@ def evaluate(rules: AcceptanceConfig, ev: Evidence) -> GateReport:
     return report
 
 
-def _vs_champion(rules: AcceptanceConfig, ev: Evidence) -> Check:
-    metric = ev.task.metric(ev.primary)
-    cand = ev.candidate[ev.primary]
+def _vs_champion(rules: AcceptanceConfig, ev: Evidence, name: str) -> Check:
+    """The candidate's `name` metric against the champion's: `vs_champion` for the primary metric,
+    `vs_champion:<name>` for one listed under `also_no_worse`."""
+    check = "vs_champion" if name == ev.primary else f"vs_champion:{name}"
+    metric = ev.task.metric(name)
+    cand = ev.candidate[name]
     limit = f"at most {rules.champion_tolerance:.1%} worse than champion"
     if ev.champion_error:
-        return Check("vs_champion", False, cand, limit,
+        return Check(check, False, cand, limit,
                      reason=f"champion v{ev.champion_version} could not be scored on this holdout: "
                             f"{ev.champion_error}")
     if ev.champion is None:
-        return Check("vs_champion", True, cand, limit, reason="no champion yet")
-    champ = ev.champion[ev.primary]
+        return Check(check, True, cand, limit, reason="no champion yet")
+    champ = ev.champion[name]
     worse = metric.worse_by(cand, champ)
     ok = worse <= rules.champion_tolerance
-    return Check("vs_champion", ok, cand, limit, champ,
-                 reason="" if ok else f"{ev.primary} {cand:.4f} is {worse:.1%} worse than champion "
+    return Check(check, ok, cand, limit, champ,
+                 reason="" if ok else f"{name} {cand:.4f} is {worse:.1%} worse than champion "
                                       f"v{ev.champion_version}'s {champ:.4f}")
 
 

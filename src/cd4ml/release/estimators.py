@@ -1,9 +1,11 @@
 """Estimators by name, and their safe storage (no pickle).
 
-`algorithm: lightgbm` is LightGBM's regressor, stored as LightGBM's own text
-model. Any scikit-learn regressor is named by import path
-(`sklearn.ensemble.HistGradientBoostingRegressor`) and stored with skops,
-loading only names that are classes of scikit-learn, NumPy or SciPy.
+`algorithm: lightgbm` is LightGBM (regression, binary or multiclass objective, as the task asks),
+stored as LightGBM's own text model. Any scikit-learn estimator the task accepts is named by import
+path (`sklearn.ensemble.HistGradientBoostingRegressor`) and stored with skops, loading only names
+that are classes of scikit-learn, NumPy or SciPy. A classifier is wrapped in `Classifier`: its
+`predict` gives (n, k) class probabilities in the task's class order, calibrated when configured
+(`Calibration`, stored as plain arrays).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 
 from cd4ml.config import ModelConfig
 from cd4ml.errors import ConfigError, ReleaseError
-from cd4ml.task import Task
+from cd4ml.task import Classification, Task
 
 # Beyond skops's own defaults, a model file may name only classes of these packages: a name that is
 # a function (builtins.eval, numpy.load) or lives elsewhere is refused, so loading never runs code.
@@ -27,6 +29,8 @@ TRUSTED_PACKAGES = ("sklearn", "numpy", "scipy")
 
 
 class Predictor(Protocol):
+    """Predictions in model space: (n,) for a regressor, (n, k) class probabilities for a `Classifier`."""
+
     def predict(self, X: np.ndarray) -> np.ndarray: ...
 
 
@@ -37,7 +41,15 @@ def make_estimator(model: ModelConfig, seed: int, task: Task, file: str | None =
     if model.algorithm == "lightgbm":
         # Deterministic histogram building makes the same data give the same trees.
         defaults = {"random_state": seed, "deterministic": True, "force_col_wise": True, "verbose": -1}
-        return LightGBMRegressor(**{**defaults, **params})
+        if not isinstance(task, Classification):
+            return LightGBMModel(**{**defaults, **params})
+        k = len(task.classes)
+        objective = {"objective": "binary"} if k == 2 else {"objective": "multiclass", "num_class": k}
+        given = params.get("objective", objective["objective"])
+        if given != objective["objective"]:
+            raise ConfigError(f"objective {given!r} does not fit task {task.name!r} (LightGBM's is "
+                              f"{objective['objective']!r}): leave it out", file=file, key="model.params")
+        return Classifier(LightGBMModel(**{**defaults, **params, **objective}), k)
     module, _, name = model.algorithm.rpartition(".")
     if not module.startswith("sklearn."):
         raise ConfigError(f"unknown algorithm {model.algorithm!r}: use 'lightgbm' or a scikit-learn "
@@ -57,7 +69,7 @@ def make_estimator(model: ModelConfig, seed: int, task: Task, file: str | None =
     except TypeError as exc:
         raise ConfigError(f"{model.algorithm}: {exc}", file=file, key="model.params") from None
     task.check_estimator(estimator, model.algorithm, file)
-    return estimator
+    return Classifier(estimator, len(task.classes)) if isinstance(task, Classification) else estimator
 
 
 class Handover:
@@ -87,7 +99,10 @@ def fit(estimator: Any, X: np.ndarray | Handover, y: np.ndarray, categorical: li
     just before they fit, with X alive. Params are only checked by the estimator when it fits:
     a bad one is a config error.
     """
-    is_lightgbm = isinstance(estimator, LightGBMRegressor)
+    if isinstance(estimator, Classifier):
+        fit(estimator.model, X, y, categorical, algorithm, on_binned)
+        return estimator
+    is_lightgbm = isinstance(estimator, LightGBMModel)
     errors: tuple[type[Exception], ...] = (TypeError, ValueError)
     if is_lightgbm:
         errors += (import_lightgbm().basic.LightGBMError,)
@@ -110,10 +125,16 @@ def fit(estimator: Any, X: np.ndarray | Handover, y: np.ndarray, categorical: li
         raise ConfigError(f"{algorithm} could not be fitted: {reason}", key="model.params") from None
 
 
-def save(estimator: Any, folder: Path) -> dict[str, str]:
+def save(estimator: Any, folder: Path) -> dict[str, Any]:
     """Write the fitted estimator to `folder`; returns the metadata `load` needs."""
     folder.mkdir(parents=True, exist_ok=True)
-    if isinstance(estimator, LightGBMRegressor):
+    if isinstance(estimator, Classifier):
+        meta: dict[str, Any] = {**save(estimator.model, folder), "classes": estimator.n_classes}
+        if estimator.calibration is not None:
+            np.savez(folder / CALIBRATION_FILE, **estimator.calibration.arrays)
+            meta["calibration"] = estimator.calibration.method
+        return meta
+    if isinstance(estimator, LightGBMModel):
         estimator.booster_.save_model(str(folder / "model.txt"))
         return {"kind": "lightgbm", "file": "model.txt"}
     import skops.io as sio
@@ -122,8 +143,15 @@ def save(estimator: Any, folder: Path) -> dict[str, str]:
     return {"kind": "skops", "file": "model.skops"}
 
 
-def load(folder: Path, meta: dict[str, str], threads: int = 1) -> Predictor:
+def load(folder: Path, meta: dict[str, Any], threads: int = 1) -> Predictor:
     """Read an estimator written by `save`. `threads`: LightGBM's threads per predict call (0: all cores)."""
+    if "classes" in meta:
+        calibration = None
+        if "calibration" in meta:
+            with np.load(folder / CALIBRATION_FILE, allow_pickle=False) as arrays:
+                calibration = Calibration(meta["calibration"], {k: arrays[k] for k in arrays.files})
+        model = load(folder, {k: v for k, v in meta.items() if k not in ("classes", "calibration")}, threads)
+        return Classifier(model, int(meta["classes"]), calibration)
     path = folder / meta["file"]
     if meta["kind"] == "lightgbm":
         return _Booster(import_lightgbm().Booster(model_file=str(path)), threads)
@@ -194,8 +222,8 @@ def _threads(params: dict[str, Any]) -> int:
     return max(int(joblib.cpu_count()) + 1 + int(n), 1)
 
 
-class LightGBMRegressor:
-    """LightGBM's regressor, trained through `lightgbm.train`.
+class LightGBMModel:
+    """A LightGBM model, trained through `lightgbm.train` (its objective among the params).
 
     Params are LightGBM's, under their scikit-learn names or native ones (`n_estimators` is the
     number of boosting rounds; `n_jobs` unset or negative counts cores as joblib does). With the
@@ -207,7 +235,7 @@ class LightGBMRegressor:
         self.params = params
 
     def fit(self, X: np.ndarray | Handover, y: np.ndarray, categorical_feature: list[int] | str = "auto",
-            on_binned: Callable[[], None] | None = None) -> LightGBMRegressor:
+            on_binned: Callable[[], None] | None = None) -> LightGBMModel:
         """Fit on X (n, p) and y (n,); the booster is `booster_`. A handed-over X is freed once binned,
         before `on_binned` is called."""
         lgb = import_lightgbm()
@@ -224,7 +252,8 @@ class LightGBMRegressor:
         return self
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        """Predictions (n,) for X (n, p), on the threads the params name (all cores by default)."""
+        """Predictions for X (n, p), on the threads the params name (all cores by default): (n,), or
+        (n, k) class probabilities of a multiclass objective."""
         return self.booster_.predict(X)
 
 
@@ -240,3 +269,117 @@ class _Booster:
         # call costs more than a single-row prediction (197 us -> 46 us per row on a busy 2-core machine).
         # Each row's prediction is the same whatever the thread count.
         return self.booster.predict(X, num_threads=self.threads)
+
+
+CALIBRATION_FILE = "calibration.npz"
+
+
+class Classifier:
+    """A classifier behind the `predict` interface: (n, k) class probabilities, columns in the task's
+    class order (rows sum to 1), calibrated when a `Calibration` is attached.
+
+    The model is fitted on class indices 0..k-1: a LightGBM model (in training or a loaded booster) or
+    a scikit-learn classifier (`predict_proba`, whose `classes_` are the indices it saw).
+    """
+
+    def __init__(self, model: Any, n_classes: int, calibration: Calibration | None = None) -> None:
+        self.model = model
+        self.n_classes = n_classes
+        self.calibration = calibration
+
+    def raw_proba(self, X: np.ndarray) -> np.ndarray:
+        """Uncalibrated class probabilities (n, k)."""
+        model = self.model
+        if isinstance(model, (LightGBMModel, _Booster)):
+            p = model.predict(X)
+            return np.column_stack([1.0 - p, p]) if p.ndim == 1 else p
+        proba = model.predict_proba(X)
+        # A class missing from the training rows gets probability 0: the rest still sum to 1.
+        out = np.zeros((len(proba), self.n_classes), dtype=np.float64)
+        out[:, np.asarray(model.classes_, dtype=np.int64)] = proba
+        return out
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        p = self.raw_proba(X)
+        return p if self.calibration is None else self.calibration.apply(p)
+
+
+class Calibration:
+    """A fitted map from a classifier's probabilities to calibrated ones, kept as plain arrays.
+
+    Binary: the positive class's probability is mapped (the other is 1 - it); multiclass: each class
+    one-vs-rest, then each row renormalised. `isotonic` keeps the step function's knots (`x<j>`,
+    `y<j>`), applied by linear interpolation as scikit-learn's IsotonicRegression does; `sigmoid`
+    (Platt) keeps `a`, `b` of 1 / (1 + exp(-(a * logit(p) + b))) per mapped class.
+    """
+
+    METHODS = ("isotonic", "sigmoid")
+
+    def __init__(self, method: str, arrays: dict[str, np.ndarray]) -> None:
+        if method not in self.METHODS:
+            raise ReleaseError(f"unknown calibration {method!r}")
+        self.method = method
+        self.arrays = arrays
+
+    @staticmethod
+    def _columns(k: int) -> list[int]:
+        return [1] if k == 2 else list(range(k))
+
+    @classmethod
+    def fit(cls, method: str, p: np.ndarray, y: np.ndarray) -> Calibration:
+        """Fit on probabilities `p` (n, k) of rows whose class indices are `y` (n,)."""
+        arrays: dict[str, np.ndarray] = {}
+        columns = cls._columns(p.shape[1])
+        if method == "isotonic":
+            from sklearn.isotonic import IsotonicRegression
+
+            for j in columns:
+                iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(p[:, j], y == j)
+                arrays[f"x{j}"], arrays[f"y{j}"] = iso.X_thresholds_, iso.y_thresholds_
+        else:
+            ab = np.array([_platt(_logit(p[:, j]), y == j) for j in columns])
+            arrays["a"], arrays["b"] = ab[:, 0], ab[:, 1]
+        return cls(method, arrays)
+
+    def apply(self, p: np.ndarray) -> np.ndarray:
+        k = p.shape[1]
+        q = np.empty_like(p, dtype=np.float64)
+        for i, j in enumerate(self._columns(k)):
+            if self.method == "isotonic":
+                q[:, j] = np.interp(p[:, j], self.arrays[f"x{j}"], self.arrays[f"y{j}"])
+            else:
+                q[:, j] = 1.0 / (1.0 + np.exp(-(self.arrays["a"][i] * _logit(p[:, j]) + self.arrays["b"][i])))
+        if k == 2:
+            q[:, 0] = 1.0 - q[:, 1]
+            return q
+        total = q.sum(axis=1, keepdims=True)
+        # A row every class's map sends to 0 has no calibrated information left: uniform.
+        return np.divide(q, total, out=np.full_like(q, 1.0 / k), where=total > 0)
+
+
+def calibrate(estimator: Classifier, method: str, X: np.ndarray, y: np.ndarray) -> None:
+    """Fit `estimator`'s calibration on rows it was not fitted on: X (n, p), class indices y (n,)."""
+    estimator.calibration = Calibration.fit(method, estimator.raw_proba(X), y)
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-12, 1.0 - 1e-12)
+    return np.log(p) - np.log1p(-p)
+
+
+def _platt(f: np.ndarray, positive: np.ndarray) -> tuple[float, float]:
+    """Platt's (a, b) for scores f and bool labels: log loss against his smoothed targets."""
+    from scipy.optimize import minimize
+
+    n_pos = float(positive.sum())
+    t = np.where(positive, (n_pos + 1.0) / (n_pos + 2.0), 1.0 / (len(f) - n_pos + 2.0))
+
+    def loss(ab: np.ndarray) -> tuple[float, np.ndarray]:
+        z = ab[0] * f + ab[1]
+        # log(1 + exp(z)) - t z, and its gradient (sigmoid(z) - t) along f and 1.
+        value = float(np.sum(np.logaddexp(0.0, z) - t * z))
+        g = 1.0 / (1.0 + np.exp(-z)) - t
+        return value, np.array([np.dot(g, f), g.sum()])
+
+    res = minimize(loss, np.array([1.0, 0.0]), jac=True, method="L-BFGS-B")
+    return float(res.x[0]), float(res.x[1])

@@ -26,6 +26,7 @@ from cd4ml.errors import ReleaseError
 from cd4ml.features import transforms
 from cd4ml.features.code import CodeSnapshot
 from cd4ml.release import estimators
+from cd4ml.task import Task, task_from_spec
 
 RELEASE_FILE = "release.json"
 EXAMPLE_FILE = "example.json"
@@ -81,7 +82,9 @@ def save_release(folder: Path, *, plan: Any, estimator: Any, snapshot: CodeSnaps
 
 
 class Release:
-    """A loaded release: `predict(batch)` -> predictions in target units, shape (n,)."""
+    """A loaded release: `predict(batch)` -> predictions in target units, shape (n,), or for a
+    classification task (n, k) class probabilities (calibrated if trained so), columns in `task.classes`
+    order; `task` is the release's own (its classes and decision threshold)."""
 
     def __init__(self, folder: Path, threads: int = 1) -> None:
         """`threads`: the estimator's threads per predict call; 1 to serve (a service scales with
@@ -100,6 +103,7 @@ class Release:
         with np.load(folder / "tables.npz", allow_pickle=False) as tables:
             arrays = {k: tables[k] for k in tables.files}
         self.plan = transforms.FeaturePlan(doc["spec"], arrays, custom)
+        self.task: Task = task_from_spec(doc["spec"].get("task"))  # regression for a release without one
         self.estimator = estimators.load(folder / "estimator", doc["estimator"], threads)
 
     @property

@@ -8,7 +8,7 @@ from pathlib import Path
 from cd4ml.errors import ConfigError
 
 TEMPLATES = Path(__file__).parent / "templates"
-EXAMPLES = ("groceries",)
+EXAMPLES = ("groceries", "churn")
 
 
 def _template_files(source: Path) -> list[Path]:

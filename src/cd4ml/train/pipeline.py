@@ -25,7 +25,7 @@ import pandas as pd
 from cd4ml import __version__, tracking
 from cd4ml.config import PROJECT_FILE, AcceptanceConfig, Project, ProjectConfig
 from cd4ml.data.table import TrainingTable
-from cd4ml.errors import Cd4mlError, ConfigError, FeatureTestsFailed
+from cd4ml.errors import Cd4mlError, ConfigError, FeatureTestsFailed, ReleaseError
 from cd4ml.evaluate.plots import RunPlotsProcess
 from cd4ml.features.code import CodeSnapshot, folder_digest, take_snapshot
 from cd4ml.gate.checks import Check, Evidence, GateReport, evaluate
@@ -34,7 +34,8 @@ from cd4ml.release import estimators
 from cd4ml.release.package import Release, frame_to_batch, request_columns, save_release
 from cd4ml.faults import crash_point
 from cd4ml.release.registry import PASSED, PENDING, REJECTED, RELEASE_DIGEST, Registry, run_owner
-from cd4ml.train import rerun
+from cd4ml.task import Classification, Task
+from cd4ml.train import rerun, tuning
 from cd4ml.train.rerun import GATE_CHAMPION_TAG, PROMOTION_TAG
 from cd4ml.train.lineage import git_state, package_versions
 from cd4ml.train.split import time_split
@@ -154,6 +155,7 @@ def feature_spec(cfg: ProjectConfig) -> dict[str, Any]:
         "numeric": list(f.numeric),
         "target_transform": cfg.model.target_transform,
         "clip_min": cfg.model.clip_min,
+        "task": cfg.task.spec(),  # the run's chosen decision threshold replaces the configured one (train/tuning.py)
     }
 
 
@@ -226,6 +228,7 @@ class _Prepared:
 @dataclass
 class _Evaluation:
     """The fitted model and the baseline scored on the holdout."""
+    task: Task  # the project's, with the decision threshold this run chose
     pred: np.ndarray
     y_hold: np.ndarray
     weights: np.ndarray | None
@@ -257,12 +260,13 @@ def run_pipeline(project: Project, *, data_version: int | None = None, on_stage:
         if pinned.earlier is not None:
             return _skipped(pinned.earlier, project, promote)
         data, handover, y_train = _prepare(project, pinned, stage)
-        store = _fit(project, pinned.model, data.plan, handover, y_train, stage)
+        store, task = _fit(project, pinned.model, data.plan, handover, y_train, stage)
         del handover, y_train
+        data.spec["task"] = task.spec()  # the plan's own spec: saved in the release
         client = store.client()
         registry = Registry.for_project(project, client)
         with stage("evaluate"):
-            ev = _evaluate(cfg, pinned.model, data)
+            ev = _evaluate(cfg, task, pinned.model, data)
         # Drawn by a child process while the run registers and gates (on the other core).
         plots_dir = Path(tmp_name) / "plots"
         plots = RunPlotsProcess(plots_dir, f"{cfg.project}: holdout", cfg.seed, ev.y_hold, ev.pred,
@@ -340,37 +344,52 @@ def _prepare(project: Project, pinned: _Pinned,
 
 
 def _fit(project: Project, model: Any, plan: FeaturePlan, handover: estimators.Handover, y_train: np.ndarray,
-         stage: _Stages) -> _Connecting:
-    """Fit the model; MLflow comes in (a thread) while it trains, not under the peak of binning X."""
+         stage: _Stages) -> tuple[_Connecting, Task]:
+    """Fit the model, and tune it on the training rows held out of the fit if the project asks
+    (calibration, decision threshold); returns the store connecting and the run's task. MLflow comes in
+    (a thread) while the model trains, not under the peak of binning X."""
     cfg = project.config
     with stage("fit"):
         store = _Connecting(project)
+        held = tuning.held_out(cfg, handover, y_train)
         try:
-            estimators.fit(model, handover, y_train, plan.categorical_indices, cfg.model.algorithm,
-                           on_binned=store.start)
+            estimators.fit(model, held.fit_X if held else handover, held.fit_y if held else y_train,
+                           plan.categorical_indices, cfg.model.algorithm, on_binned=store.start)
         except BaseException:
             store.join()  # no import or store opening left half done as the process ends
             raise
-    return store
+        task = tuning.tune(cfg, model, held) if held else cfg.task
+    return store, task
 
 
-def _evaluate(cfg: ProjectConfig, model: Any, data: _Prepared) -> _Evaluation:
+def _evaluate(cfg: ProjectConfig, task: Task, model: Any, data: _Prepared) -> _Evaluation:
     hold_df, derived_hold = data.hold, data.derived_hold
     X_hold = data.plan.transform(frame_to_batch(hold_df, request_columns(data.spec, list(hold_df.columns))))
-    y_hold = hold_df[cfg.target].to_numpy(dtype=np.float64)
+    y_hold = task.encode(hold_df[cfg.target].to_numpy())
     pred = data.plan.inverse_target(model.predict(X_hold))
     w = cfg.metrics.row_weights(hold_df)
-    names = [cfg.metrics.primary, *cfg.metrics.report]
-    metrics = cfg.task.score(names, y_hold, pred, w)
+    names = scored_metrics(cfg)
+    metrics = task.score(names, y_hold, pred, w)
     base_pred = data.plan.inverse_target(data.base_model_space)
-    baseline = cfg.task.score(names, y_hold, base_pred, w)
-    oracle = (cfg.task.score(names, y_hold, hold_df[cfg.oracle_column].to_numpy(dtype=np.float64), w)
-              if cfg.oracle_column else None)
-    slices = cfg.task.slice_scores(derived_hold, cfg.slices, [cfg.metrics.primary], y_hold, pred, w)
+    baseline = task.score(names, y_hold, base_pred, w)
+    oracle = task.score(names, y_hold, _oracle(cfg, hold_df), w) if cfg.oracle_column else None
+    slices = task.slice_scores(derived_hold, cfg.slices, [cfg.metrics.primary], y_hold, pred, w)
     reference = build_reference(cfg, derived_hold, pred, y_hold, data.spec,
                                 days=_distinct_days(hold_df[cfg.time_column]))
-    base_slices = cfg.task.slice_scores(derived_hold, cfg.slices, [cfg.metrics.primary], y_hold, base_pred, w)
-    return _Evaluation(pred, y_hold, w, metrics, baseline, oracle, slices, base_slices, reference)
+    base_slices = task.slice_scores(derived_hold, cfg.slices, [cfg.metrics.primary], y_hold, base_pred, w)
+    return _Evaluation(task, pred, y_hold, w, metrics, baseline, oracle, slices, base_slices, reference)
+
+
+def scored_metrics(cfg: ProjectConfig) -> list[str]:
+    """The metrics a run scores (model, baseline, oracle, champion): primary, report, and those the gate
+    compares with the champion."""
+    return list(dict.fromkeys([cfg.metrics.primary, *cfg.metrics.report, *cfg.acceptance.also_no_worse]))
+
+
+def _oracle(cfg: ProjectConfig, hold_df: pd.DataFrame) -> np.ndarray:
+    """The oracle column's predictions: target values, or a binary task's probability of the positive class."""
+    values = hold_df[cfg.oracle_column].to_numpy(dtype=np.float64)
+    return np.column_stack([1.0 - values, values]) if isinstance(cfg.task, Classification) else values
 
 
 def _track(project: Project, pinned: _Pinned, data: _Prepared, ev: _Evaluation, registry: Registry,
@@ -430,7 +449,7 @@ def _gate(project: Project, data: _Prepared, ev: _Evaluation, registry: Registry
     cfg = project.config
     cache = project.release_cache
     hold_df = data.hold
-    evidence = Evidence(task=cfg.task, primary=cfg.metrics.primary, candidate=ev.metrics, baseline=ev.baseline,
+    evidence = Evidence(task=ev.task, primary=cfg.metrics.primary, candidate=ev.metrics, baseline=ev.baseline,
                         candidate_slices=ev.slices)
     reloaded = registry.load(version, cache, threads=0)
     evidence.parity_max_abs_diff = float(np.max(np.abs(reloaded.predict_frame(hold_df) - ev.pred)))
@@ -440,7 +459,7 @@ def _gate(project: Project, data: _Prepared, ev: _Evaluation, registry: Registry
     return _judge_and_promote(
         registry, evidence, version, run_id, cfg.acceptance, auto,
         lambda champ: _score_champion(evidence, registry, champ, cache, hold_df, data.derived_hold, cfg,
-                                      ev.weights))
+                                      ev.weights, ev.y_hold))
 
 
 def latency_p99(release: Release, frame: pd.DataFrame, budget_ms: float | None, rounds: int = 3) -> float:
@@ -567,18 +586,26 @@ def _log_run(project: Project, pinned: int, commit: str, dirty: bool, digest: st
 
 
 def _score_champion(ev: Evidence, registry: Registry, version: str, cache: Path, hold_df: pd.DataFrame,
-                    derived_hold: dict[str, np.ndarray], cfg: ProjectConfig, w: np.ndarray | None) -> None:
-    """Re-score the current champion on this run's holdout, with its own packaged code."""
+                    derived_hold: dict[str, np.ndarray], cfg: ProjectConfig, w: np.ndarray | None,
+                    y: np.ndarray) -> None:
+    """Re-score the current champion on this run's holdout (`y`: its encoded target), with its own
+    packaged code and its own decision threshold."""
     ev.champion_version = version
     try:
         champ: Release = registry.load(version, cache, threads=0)
+        if _problem(champ.task) != _problem(ev.task):
+            raise ReleaseError(f"it predicts {_problem(champ.task)}, this run {_problem(ev.task)}")
         pred = champ.predict_frame(hold_df)
     except Exception as exc:  # any failure of an old release is a verdict, not a crash
         ev.champion_error = f"{type(exc).__name__}: {exc}"
         return
-    y = hold_df[cfg.target].to_numpy(dtype=np.float64)
-    ev.champion = cfg.task.score([cfg.metrics.primary, *cfg.metrics.report], y, pred, w)
-    ev.champion_slices = cfg.task.slice_scores(derived_hold, cfg.slices, [cfg.metrics.primary], y, pred, w)
+    ev.champion = champ.task.score(scored_metrics(cfg), y, pred, w)
+    ev.champion_slices = champ.task.slice_scores(derived_hold, cfg.slices, [cfg.metrics.primary], y, pred, w)
+
+
+def _problem(task: Task) -> dict[str, Any]:
+    """What a release predicts: its task and classes (a decision threshold aside)."""
+    return {k: v for k, v in task.spec().items() if k != "threshold"}
 
 
 def _log_model(cfg: ProjectConfig, release_dir: Path, hold_df: pd.DataFrame, pred: np.ndarray,
