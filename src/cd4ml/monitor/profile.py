@@ -20,6 +20,7 @@ import numpy as np
 from cd4ml.config import ProjectConfig
 from cd4ml.monitor import drift
 from cd4ml.monitor.outcomes import outcomes
+from cd4ml.task import task_from_spec
 
 PROFILE_FILE = "profile.json"
 
@@ -50,7 +51,8 @@ def build_reference(cfg: ProjectConfig, columns: Mapping[str, np.ndarray], predi
     (`task.encode`, (n,)); a classifier's predictions are its (n, k) class probabilities, profiled as the
     answered class, each class's probability and the offline confusion matrix and calibration curve
     (`outcomes`). `days`: the distinct days of the time column the holdout spans."""
-    task = cfg.task
+    # The release's own task: its decision threshold may have been chosen on training data.
+    task = task_from_spec(spec["task"]) if "task" in spec else cfg.task
     kinds = column_kinds(cfg)
     watched = {c: np.asarray(columns[c]) for c in kinds}
     residual = task.residual(spec, target, prediction)
