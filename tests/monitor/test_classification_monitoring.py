@@ -98,7 +98,7 @@ def test_live_metrics_and_outcomes_equal_scikit_learn_on_the_same_rows(logged) -
     actual, pred = _scored_arrays(cfg, f, live.has_actual)
     y = (f["actual_busy"] == "yes").to_numpy().astype(int)
     np.testing.assert_array_equal(actual, y)
-    scores = _metrics(cfg, actual, pred, None)
+    scores = _metrics(cfg, cfg.task, actual, pred, None)
     assert scores["auc"] == pytest.approx(roc_auc_score(y, pred[:, 1]), abs=1e-12)
     assert scores["logloss"] == pytest.approx(log_loss(y, pred), abs=1e-12)
 

@@ -11,7 +11,7 @@ from typing import Any, Iterator
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import confusion_matrix, roc_auc_score
+from sklearn.metrics import accuracy_score, confusion_matrix, roc_auc_score
 
 from cd4ml.config import load_project
 from cd4ml.release.package import frame_to_batch
@@ -118,6 +118,7 @@ def test_monitor_shows_live_auc_equal_to_the_clients_own(served: tuple[Path, Ser
     assert release["live"]["metrics"]["auc"] == pytest.approx(roc_auc_score(y, p_yes), abs=1e-12)
     answered_idx = np.array([CLASSES.index(a) for a in doc["predictions"]])
     assert release["outcomes"]["live"]["confusion"] == confusion_matrix(y, answered_idx).tolist()
+    assert release["live"]["metrics"]["accuracy"] == pytest.approx(accuracy_score(y, answered_idx), abs=1e-12)
     assert release["outcomes"]["offline"]["classes"] == CLASSES
     assert sum(map(sum, release["outcomes"]["offline"]["confusion"])) > 0
     window = report["drift"]["windows"][-1]
