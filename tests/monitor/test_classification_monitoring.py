@@ -134,3 +134,17 @@ def test_drift_of_the_answered_class_and_of_each_probability(logged) -> None:
     (window,) = _drift_windows(cfg, live, watched, "1", profile, actual, pred)
     assert {"prediction", "probability of no", "probability of yes"} <= set(window["drifted"]), window["drifted"]
     assert window["target"]["psi"] == pytest.approx(0.0, abs=1e-9)  # the same actuals as the reference's
+
+
+def test_multiclass_outcomes_calibrate_the_answered_class() -> None:
+    rng = np.random.default_rng(9)
+    p = rng.dirichlet([1.0, 1.0, 1.0], size=500)
+    y = np.array([rng.choice(3, p=row) for row in p])
+    decided = p.argmax(axis=1)
+    o = outcomes(["a", "b", "c"], y, p, decided)
+    np.testing.assert_array_equal(o.confusion, confusion_matrix(y, decided, labels=[0, 1, 2]))
+    confidence = p.max(axis=1)
+    observed, predicted = calibration_curve(y == decided, confidence, n_bins=10, strategy="uniform")
+    assert o.calibration_of == "answered class"
+    np.testing.assert_allclose([v for v in o.observed if v is not None], observed, atol=1e-12)
+    np.testing.assert_allclose([v for v in o.predicted if v is not None], predicted, atol=1e-12)
