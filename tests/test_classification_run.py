@@ -163,6 +163,7 @@ def test_calibration_and_a_chosen_threshold_are_stored_and_reload_exactly(binary
     assert doc["estimator"]["calibration"] == "isotonic" and (release.folder / "estimator/calibration.npz").is_file()
     # f1 of a minority class is best below 0.5; the chosen threshold is the release's own.
     assert 0.0 < release.task.threshold < 0.5 and doc["spec"]["task"]["threshold"] == release.task.threshold
+    assert out["decision_threshold"] == release.task.threshold
 
 
 def _ece(y: np.ndarray, p: np.ndarray) -> float:

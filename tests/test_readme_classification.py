@@ -41,8 +41,8 @@ def test_bike_busy_example_end_to_end(tmp_path: Path) -> None:
     assert metrics["auc"] > 0.85 and metrics["auc"] > baseline["auc"] + 0.02, (metrics, baseline)
     assert metrics["logloss"] < baseline["logloss"]
     checks = {c["name"]: c for c in result["gate"]["checks"]}
-    assert set(checks) == {"threshold:auc", "threshold:ece", "beats_baseline", "vs_champion", "slice:station",
-                           "latency_p99_ms", "parity"}
+    assert set(checks) == {"threshold:auc", "threshold:ece", "beats_baseline", "vs_champion", "vs_champion:logloss",
+                           "slice:station", "latency_p99_ms", "parity"}
     assert result["gate"]["passed"] and result["promoted"] and checks["parity"]["value"] == 0.0
 
     hours = table[table["timestamp"] == table["timestamp"].max()].drop(columns="busy")

@@ -158,6 +158,7 @@ def run(
                      "metrics": result.metrics, "baseline": result.baseline, "oracle": result.oracle,
                      "gate": result.gate.to_dict(), "promoted": result.promoted, "seconds": result.seconds,
                      "skipped_as": result.skipped_as, "note": result.note,
+                     "decision_threshold": result.decision_threshold,
                      "openmp_wait_policy": wait_policy.to_dict()})
     else:
         _print_run(project, result)
@@ -188,6 +189,10 @@ def _print_run(project: "Project", result: Any) -> None:
             row.append(f"{result.oracle[name]:.4f}")
         table.add_row(f"[bold]{name}[/]" if name == primary else name, *row)
     console.print(table)
+    choice = project.config.decision.threshold
+    if result.decision_threshold is not None and not isinstance(choice, float):
+        console.print(f"Decision threshold chosen on the training data: {result.decision_threshold:.4f} "
+                      f"(maximises {choice.maximize}).")
     _print_gate(result.gate, result.version)
     if result.promoted:
         _print_promoted(result)

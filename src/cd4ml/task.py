@@ -218,16 +218,8 @@ class Classification(Task):
         return [("true" if c else "false") if isinstance(c, bool) else str(c) for c in self.classes]
 
     def encode(self, values: np.ndarray) -> np.ndarray:
-        values = np.asarray(values)
-        out = np.full(len(values), -1, dtype=np.int64)
-        for i, label in enumerate(self.classes):
-            out[values == label] = i
-        unknown = np.flatnonzero(out < 0)
-        if len(unknown):
-            first = int(unknown[0])
-            raise ValueError(f"value {values[first].item()!r} at position {first} is not one of the classes "
-                             f"{list(self.classes)!r}")
-        return out
+        # The feature code's encoding: the one every release carries for its estimator's target.
+        return forward_target({"task": self.spec()}, values)
 
     def decide(self, p: np.ndarray) -> np.ndarray:
         """Decided class indices (n,) from probabilities (n, k)."""

@@ -644,7 +644,9 @@ def forward_target(spec: Mapping[str, Any], y: np.ndarray) -> np.ndarray:
             index[y == c] = i
         unknown = np.flatnonzero(index < 0)
         if len(unknown):
-            raise ValueError(f"target value {y[unknown[0]]!r} (row {unknown[0]}) is none of the classes {classes}")
+            first = int(unknown[0])
+            value = y[first].item() if isinstance(y[first], np.generic) else y[first]
+            raise ValueError(f"value {value!r} at position {first} is not one of the classes {list(classes)!r}")
         return index
     y = np.asarray(y, dtype=np.float64)
     return np.log1p(np.maximum(y, 0.0)) if spec["target_transform"] == "log1p" else y

@@ -51,14 +51,14 @@ def build_reference(cfg: ProjectConfig, columns: Mapping[str, np.ndarray], predi
     (`task.encode`, (n,)); a classifier's predictions are its (n, k) class probabilities, profiled as the
     answered class, each class's probability and the offline confusion matrix and calibration curve
     (`outcomes`). `days`: the distinct days of the time column the holdout spans."""
-    # The release's own task: its decision threshold may have been chosen on training data.
+    # The run's own task: a decision threshold chosen on training data decides the offline confusion matrix.
     task = task_from_spec(spec["task"]) if "task" in spec else cfg.task
     kinds = column_kinds(cfg)
     watched = {c: np.asarray(columns[c]) for c in kinds}
     residual = task.residual(spec, target, prediction)
     if prediction.ndim == 2:
         decided = task.decide(prediction)
-        names = task.class_names
+        names = [str(c) for c in task.classes]
         profile = drift.build_profile(watched, kinds, np.asarray(task.labels(decided), dtype=object),
                                       np.asarray(task.labels(target), dtype=object), residual,
                                       segment_groups(cfg), seed=cfg.seed,

@@ -52,15 +52,17 @@ def make_estimator(model: ModelConfig, seed: int, task: Task, file: str | None =
         return Classifier(LightGBMModel(**{**defaults, **params, **objective}), k)
     module, _, name = model.algorithm.rpartition(".")
     if not module.startswith("sklearn."):
-        raise ConfigError(f"unknown algorithm {model.algorithm!r}: use 'lightgbm' or a scikit-learn "
-                          "regressor's import path, e.g. sklearn.ensemble.HistGradientBoostingRegressor",
+        raise ConfigError(f"unknown algorithm {model.algorithm!r}: use 'lightgbm' or a scikit-learn estimator's "
+                          "import path, e.g. sklearn.ensemble.HistGradientBoostingRegressor (task: regression) or "
+                          "sklearn.ensemble.HistGradientBoostingClassifier (binary, multiclass)",
                           file=file, key="model.algorithm")
     try:
         cls = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError):
         raise ConfigError(f"{model.algorithm!r} cannot be imported", file=file, key="model.algorithm") from None
     if not isinstance(cls, type):
-        raise ConfigError(f"{model.algorithm!r} is not an estimator class; only regressors are supported for now",
+        raise ConfigError(f"{model.algorithm!r} is not an estimator class: name a scikit-learn "
+                          f"{'classifier' if isinstance(task, Classification) else 'regressor'} class",
                           file=file, key="model.algorithm")
     if "random_state" in inspect.signature(cls).parameters:
         params.setdefault("random_state", seed)

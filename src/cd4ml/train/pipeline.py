@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from cd4ml import __version__, tracking
-from cd4ml.config import PROJECT_FILE, AcceptanceConfig, Project, ProjectConfig
+from cd4ml.config import PROJECT_FILE, AcceptanceConfig, Project, ProjectConfig, ThresholdChoice
 from cd4ml.data.table import TrainingTable
 from cd4ml.errors import Cd4mlError, ConfigError, FeatureTestsFailed, ReleaseError
 from cd4ml.evaluate.plots import RunPlotsProcess
@@ -60,6 +60,7 @@ class RunResult:
     seconds: dict[str, float] = field(default_factory=dict)
     skipped_as: str | None = None  # the earlier run this one would have repeated
     note: str | None = None  # what a skipped run did about the earlier run's interrupted promotion
+    decision_threshold: float | None = None  # chosen on training data (`decision.threshold: {maximize: ...}`)
 
 
 def run_fingerprint(cfg: ProjectConfig, data_version: int, code_digest: str) -> str:
@@ -413,8 +414,9 @@ def _track(project: Project, pinned: _Pinned, data: _Prepared, ev: _Evaluation, 
         with stage("plots"):
             plots.wait()
             mlflow.log_artifacts(str(plots_dir), "plots")
+    chosen = isinstance(project.config.decision.threshold, ThresholdChoice)
     return RunResult(run_id, version, data.version, ev.metrics, ev.baseline, ev.oracle, report, promoted,
-                     champion_before, stage.seconds)
+                     champion_before, stage.seconds, decision_threshold=ev.task.threshold if chosen else None)
 
 
 def _register(project: Project, pinned: _Pinned, data: _Prepared, ev: _Evaluation, release_dir: Path,
@@ -433,6 +435,8 @@ def _register(project: Project, pinned: _Pinned, data: _Prepared, ev: _Evaluatio
     _log_run(project, data.version, commit, dirty, pinned.snapshot.digest, ev.metrics, ev.baseline, ev.oracle,
              data.n_train, len(data.hold))
     mlflow.log_dict({"slices": ev.slices, "baseline_slices": ev.base_slices}, "evaluation/slices.json")
+    if isinstance(ev.task, Classification):  # configured or chosen on training data
+        mlflow.log_param("decision.threshold", ev.task.threshold)
     version = _log_model(cfg, release_dir, data.hold, ev.pred, data.spec)
     mlflow.set_tags({rerun.FINGERPRINT_TAG: pinned.fingerprint, "cd4ml.model_version": version})
     # Until the gate's verdict is written, the version cannot be promoted without --force.
