@@ -16,7 +16,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, roc_auc_score
 from cd4ml.config import load_project
 from cd4ml.release.package import frame_to_batch
 from cd4ml.release.registry import Registry
-from helpers import Service, cli, make_csv_project, train
+from helpers import Service, cli, make_csv_project, scrape, total, train
 
 pytestmark = pytest.mark.slow
 
@@ -107,7 +107,7 @@ def test_an_actual_of_an_unknown_class_is_refused_naming_it(served: tuple[Path, 
 
 def test_monitor_shows_live_auc_equal_to_the_clients_own(served: tuple[Path, Service], answered: dict[str, Any]
                                                          ) -> None:
-    root, _ = served
+    root, svc = served
     frame, doc = answered["frame"], answered["doc"]
     y = (frame["busy"] == "yes").to_numpy().astype(int)
     p_yes = np.array([p["yes"] for p in doc["probabilities"]])
@@ -125,6 +125,12 @@ def test_monitor_shows_live_auc_equal_to_the_clients_own(served: tuple[Path, Ser
     assert [p["name"] for p in window["probabilities"]] == CLASSES and window["prediction"] is not None
     assert "confusion matrix" in proc.stdout and "calibration" in proc.stdout
     assert f"{release['live']['metrics']['auc']:.4f}" in proc.stdout
+    # The service's /metrics reads the report: each class's probability drift and the live AUC.
+    got = scrape(svc.url)
+    for p in window["probabilities"]:
+        assert total(got, "cd4ml_drift_psi", feature=f"probability of {p['name']}") == pytest.approx(p["psi"])
+    assert total(got, "cd4ml_live_metric", metric="auc", model_version="1") == pytest.approx(
+        release["live"]["metrics"]["auc"])
     page = (root / ".cd4ml" / "monitor" / "report.html").read_text()
     assert "v1: confusion matrix" in page and "<h2>Confusion and calibration, live vs offline</h2><img" in page
 
