@@ -148,3 +148,38 @@ def test_multiclass_outcomes_calibrate_the_answered_class() -> None:
     assert o.calibration_of == "answered class"
     np.testing.assert_allclose([v for v in o.observed if v is not None], observed, atol=1e-12)
     np.testing.assert_allclose([v for v in o.predicted if v is not None], predicted, atol=1e-12)
+
+
+def test_a_bool_target_is_stored_as_bool_and_named_false_true(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame({"t": np.repeat(pd.date_range("2024-01-01", periods=40), 5).strftime("%Y-%m-%d"),
+                          "k": np.tile(np.arange(5), 40), "x": rng.normal(size=200)})
+    frame["busy"] = frame["x"] + rng.normal(scale=0.7, size=200) > 0
+    root = make_csv_project(tmp_path / "b", frame.to_csv(index=False),
+                            {"t": {"type": "date"}, "k": {"type": "int"}, "x": {"type": "float"},
+                             "busy": {"type": "bool"}}, target="busy", task="binary", schema__keys=["t", "k"],
+                            features__numeric=["x"])
+    project = load_project(root)
+    cfg = project.config
+    p_yes = 1.0 / (1.0 + np.exp(-2.0 * frame["x"].to_numpy()))
+    directory = project.resolve(cfg.serving.log_dir)
+    log = PredictionLog(directory)
+    log.emit_many([{**event, "output": bool(p >= 0.5)} for event, p in zip(_served(frame, p_yes), p_yes)])
+    log.close()
+    actuals = PredictionLog(directory, prefix="actuals")
+    actuals.emit_many([{"received_at": "2026-01-02T00:00:00+00:00", "request_id": f"r{i}", "record": 0,
+                        "values": {"busy": bool(v)}, "source": "http"} for i, v in enumerate(frame["busy"])])
+    actuals.close()
+    store = PredictionStore(project)
+    assert store.compact().bad == 0
+    assert store.predictions().schema.field("prediction").type == pa.bool_()
+    live = LiveData(cfg, store.predictions(), store.actuals(), windows=None)
+    actual, pred = _scored_arrays(cfg, live.frame, live.has_actual)
+    # Rows come back in serving order: matched to the frame through the request ids.
+    order = live.frame["request_id"].str[1:].astype(int).to_numpy()
+    np.testing.assert_array_equal(actual, frame["busy"].to_numpy()[order].astype(int))
+    scores = _metrics(cfg, cfg.task, actual, pred, None)
+    assert scores["auc"] == pytest.approx(roc_auc_score(actual, pred[:, 1]), abs=1e-12)
+    profile = build_reference(cfg, _watched(cfg, None, live.frame), pred, actual, {"target_transform": "none"}, 40)
+    assert sorted(profile["prediction"]["values"]) == ["false", "true"]
+    assert [p["name"] for p in profile["probabilities"]] == ["false", "true"] == profile["outcomes"]["classes"]

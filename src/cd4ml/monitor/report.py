@@ -94,9 +94,10 @@ def _drift_windows(cfg: ProjectConfig, live: LiveData, watched: dict[str, np.nda
     probabilities = None
     answered, truth = pred, actual
     if pred.ndim == 2:  # a classifier: the answered and actual classes, and each class's probability
-        answered = f["prediction"].to_numpy(dtype=object)
-        truth = np.asarray(task.labels(np.maximum(actual, 0)), dtype=object)
-        probabilities = dict(zip(task.class_names, pred.T))
+        names = np.asarray(task.class_names, dtype=object)  # as the profile names them
+        answered = names[task.encode(f["prediction"].to_numpy(dtype=object))]
+        truth = names[np.maximum(actual, 0)]
+        probabilities = dict(zip(names.tolist(), pred.T))
     out = []
     for w, m in _masks(live):
         own, ok = m & mine, m & scored
