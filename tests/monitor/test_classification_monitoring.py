@@ -98,7 +98,7 @@ def test_live_metrics_and_outcomes_equal_scikit_learn_on_the_same_rows(logged) -
     actual, pred = _scored_arrays(cfg, f, live.has_actual)
     y = (f["actual_busy"] == "yes").to_numpy().astype(int)
     np.testing.assert_array_equal(actual, y)
-    scores = _metrics(cfg, actual, pred, None)
+    scores = _metrics(cfg, cfg.task, actual, pred, None)
     assert scores["auc"] == pytest.approx(roc_auc_score(y, pred[:, 1]), abs=1e-12)
     assert scores["logloss"] == pytest.approx(log_loss(y, pred), abs=1e-12)
 
@@ -134,3 +134,52 @@ def test_drift_of_the_answered_class_and_of_each_probability(logged) -> None:
     (window,) = _drift_windows(cfg, live, watched, "1", profile, actual, pred)
     assert {"prediction", "probability of no", "probability of yes"} <= set(window["drifted"]), window["drifted"]
     assert window["target"]["psi"] == pytest.approx(0.0, abs=1e-9)  # the same actuals as the reference's
+
+
+def test_multiclass_outcomes_calibrate_the_answered_class() -> None:
+    rng = np.random.default_rng(9)
+    p = rng.dirichlet([1.0, 1.0, 1.0], size=500)
+    y = np.array([rng.choice(3, p=row) for row in p])
+    decided = p.argmax(axis=1)
+    o = outcomes(["a", "b", "c"], y, p, decided)
+    np.testing.assert_array_equal(o.confusion, confusion_matrix(y, decided, labels=[0, 1, 2]))
+    confidence = p.max(axis=1)
+    observed, predicted = calibration_curve(y == decided, confidence, n_bins=10, strategy="uniform")
+    assert o.calibration_of == "answered class"
+    np.testing.assert_allclose([v for v in o.observed if v is not None], observed, atol=1e-12)
+    np.testing.assert_allclose([v for v in o.predicted if v is not None], predicted, atol=1e-12)
+
+
+def test_a_bool_target_is_stored_as_bool_and_named_false_true(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame({"t": np.repeat(pd.date_range("2024-01-01", periods=40), 5).strftime("%Y-%m-%d"),
+                          "k": np.tile(np.arange(5), 40), "x": rng.normal(size=200)})
+    frame["busy"] = frame["x"] + rng.normal(scale=0.7, size=200) > 0
+    root = make_csv_project(tmp_path / "b", frame.to_csv(index=False),
+                            {"t": {"type": "date"}, "k": {"type": "int"}, "x": {"type": "float"},
+                             "busy": {"type": "bool"}}, target="busy", task="binary", schema__keys=["t", "k"],
+                            features__numeric=["x"])
+    project = load_project(root)
+    cfg = project.config
+    p_yes = 1.0 / (1.0 + np.exp(-2.0 * frame["x"].to_numpy()))
+    directory = project.resolve(cfg.serving.log_dir)
+    log = PredictionLog(directory)
+    log.emit_many([{**event, "output": bool(p >= 0.5)} for event, p in zip(_served(frame, p_yes), p_yes)])
+    log.close()
+    actuals = PredictionLog(directory, prefix="actuals")
+    actuals.emit_many([{"received_at": "2026-01-02T00:00:00+00:00", "request_id": f"r{i}", "record": 0,
+                        "values": {"busy": bool(v)}, "source": "http"} for i, v in enumerate(frame["busy"])])
+    actuals.close()
+    store = PredictionStore(project)
+    assert store.compact().bad == 0
+    assert store.predictions().schema.field("prediction").type == pa.bool_()
+    live = LiveData(cfg, store.predictions(), store.actuals(), windows=None)
+    actual, pred = _scored_arrays(cfg, live.frame, live.has_actual)
+    # Rows come back in serving order: matched to the frame through the request ids.
+    order = live.frame["request_id"].str[1:].astype(int).to_numpy()
+    np.testing.assert_array_equal(actual, frame["busy"].to_numpy()[order].astype(int))
+    scores = _metrics(cfg, cfg.task, actual, pred, None)
+    assert scores["auc"] == pytest.approx(roc_auc_score(actual, pred[:, 1]), abs=1e-12)
+    profile = build_reference(cfg, _watched(cfg, None, live.frame), pred, actual, {"target_transform": "none"}, 40)
+    assert sorted(profile["prediction"]["values"]) == ["false", "true"]
+    assert [p["name"] for p in profile["probabilities"]] == ["false", "true"] == profile["outcomes"]["classes"]

@@ -293,3 +293,26 @@ def test_report_is_built_once_for_concurrent_and_quick_requests() -> None:
             assert statuses == [200] * 5
             assert client.get("/api/report").json() == SAMPLE
     assert len(calls) == 1
+
+
+def test_a_classifiers_outcomes_and_class_probability_drift_are_shown(watched: Callable[[str], Watched]) -> None:
+    report = copy.deepcopy(SAMPLE)
+    curve = {"classes": ["no", "yes"], "calibration_of": "yes", "bin_rows": [0, 5, 0, 0, 0, 0, 0, 0, 7, 0],
+             "predicted": [None, 0.15, None, None, None, None, None, None, 0.85, None],
+             "observed": [None, 0.2, None, None, None, None, None, None, 0.857142, None]}
+    champion = next(r for r in report["releases"] if r["champion"])
+    champion["outcomes"] = {"live": {**curve, "confusion": [[4, 1], [1, 6]]},
+                            "offline": {**curve, "confusion": [[40, 12], [3, 1234]]}}
+    window = report["drift"]["windows"][-1]
+    window["probabilities"] = [{"name": n, "psi": 0.31, "ks": 0.2, "ks_pvalue": 0.01, "alarm": True}
+                               for n in ("no", "yes")]
+    with running(lambda: report) as base:
+        page = watched(base).open()
+        _drawn(page)
+        matrix = page.locator(f"#confusion-{champion['version']}")
+        expect(matrix.locator("tbody tr").nth(1)).to_have_text(re.compile(r"yes\s*1 / 3\s*6 / 1,234"))
+        calibration = page.locator(f"#calibration-{champion['version']}")
+        expect(calibration.locator("caption")).to_contain_text("probability of yes")
+        expect(calibration.locator("tbody tr").nth(8)).to_contain_text("0.857 / 0.857")
+        expect(page.locator("#drift-outputs tbody tr.alarm")).to_have_count(2)
+        expect(page.locator("#drift-outputs")).to_contain_text("probability of yes")

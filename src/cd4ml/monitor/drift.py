@@ -429,11 +429,7 @@ def compare(
     targ = _compare_outcome(target, profile["target"], alarms)
     drifted = [f["name"] for f in compared.features if f["alarm"]]
     drifted += [name for name, entry in (("prediction", pred), ("target", targ)) if entry and entry["alarm"]]
-    per_class = []
-    for ref in profile.get("probabilities", []):
-        entry = _compare_outcome(probabilities[ref["name"]] if probabilities else None, ref, alarms)
-        per_class.append({"name": ref["name"], **(entry or {"psi": None, "ks": None, "ks_pvalue": None,
-                                                            "alarm": False})})
+    per_class = _compare_probabilities(profile, probabilities, alarms)
     drifted += [f"probability of {c['name']}" for c in per_class if c["alarm"]]
     for segment in segments:
         if segment["alarm"] and segment["feature"] not in drifted:
@@ -497,6 +493,16 @@ def _compare_outcome(values: np.ndarray | None, ref: dict[str, Any], alarms: _Al
         return None
     psi, ks, pvalue = _numeric_compare(ref, x)
     return {"psi": psi, "ks": ks, "ks_pvalue": pvalue, "alarm": bool(alarms.drifted(len(x), psi, ks))}
+
+
+def _compare_probabilities(profile: Mapping[str, Any], probabilities: Mapping[str, np.ndarray] | None,
+                           alarms: _Alarms) -> list[dict[str, Any]]:
+    """Each class's probability vs the profile's (a classifier's profile; [] for others)."""
+    out = []
+    for ref in profile.get("probabilities", []):
+        entry = _compare_outcome(probabilities[ref["name"]] if probabilities else None, ref, alarms)
+        out.append({"name": ref["name"], **(entry or {"psi": None, "ks": None, "ks_pvalue": None, "alarm": False})})
+    return out
 
 
 def _compare_segments(

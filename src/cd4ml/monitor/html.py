@@ -94,9 +94,10 @@ def _outcomes_plot(release: dict[str, Any]) -> str:
     axes = fig.subplots(1, len(panels) + 1)
     for ax, (name, o) in zip(axes, panels):
         matrix = np.asarray(o["confusion"], dtype=float)
-        ax.imshow(matrix / max(matrix.sum(), 1.0), cmap="Blues")
+        ax.imshow(matrix, cmap="Blues", vmin=0)
         for (i, j), n in np.ndenumerate(matrix):
-            ax.text(j, i, f"{int(n):,}", ha="center", va="center", fontsize=8)
+            ax.text(j, i, f"{int(n):,}", ha="center", va="center", fontsize=8,
+                    color="white" if n > matrix.max() / 2 else "black")
         ticks = range(len(o["classes"]))
         ax.set_xticks(ticks, o["classes"], fontsize=8)
         ax.set_yticks(ticks, o["classes"], fontsize=8)
@@ -114,6 +115,11 @@ def _outcomes_plot(release: dict[str, Any]) -> str:
     ax.legend(fontsize=8)
     fig.tight_layout()
     return png_tag(fig)
+
+
+def _outcomes_section(report: dict[str, Any]) -> str:
+    plots = "".join(_outcomes_plot(r) for r in report["releases"] if r.get("outcomes"))
+    return f"<h2>Confusion and calibration, live vs offline</h2>{plots}" if plots else ""
 
 
 def _not_judged(report: dict[str, Any]) -> str:
@@ -141,7 +147,7 @@ Feedback: {', '.join(f'{k} {v:,}' for k, v in report['feedback'].items())}.</p>
 <h2>Live accuracy</h2>{_accuracy_plot(report)}
 <h2>Drift</h2>{_drift_plot(report)}
 <h2>Predictions</h2>{_prediction_plot(report)}
-{''.join(_outcomes_plot(r) for r in report["releases"] if r.get("outcomes"))}""", width=1100,
+{_outcomes_section(report)}""", width=1100,
                      css=".terminal{font-size:12px;background:#fafbfc;padding:1em;overflow-x:auto}")
 
 

@@ -58,12 +58,11 @@ def build_reference(cfg: ProjectConfig, columns: Mapping[str, np.ndarray], predi
     residual = task.residual(spec, target, prediction)
     if prediction.ndim == 2:
         decided = task.decide(prediction)
-        names = [str(c) for c in task.classes]
-        profile = drift.build_profile(watched, kinds, np.asarray(task.labels(decided), dtype=object),
-                                      np.asarray(task.labels(target), dtype=object), residual,
+        names = np.asarray(task.class_names, dtype=object)  # classes as the service's answer names them
+        profile = drift.build_profile(watched, kinds, names[decided], names[target], residual,
                                       segment_groups(cfg), seed=cfg.seed,
-                                      probabilities={c: prediction[:, i] for i, c in enumerate(names)})
-        profile["outcomes"] = outcomes(names, target, prediction, decided).to_json()
+                                      probabilities=dict(zip(names.tolist(), prediction.T)))
+        profile["outcomes"] = outcomes(names.tolist(), target, prediction, decided).to_json()
     else:
         profile = drift.build_profile(watched, kinds, prediction, target, residual, segment_groups(cfg), seed=cfg.seed)
     profile["target_transform"] = spec["target_transform"]

@@ -26,7 +26,7 @@ from cd4ml.monitor.outcomes import outcomes
 from cd4ml.monitor.profile import load as load_profile
 from cd4ml.monitor.profile import rows_per_day
 from cd4ml.release.package import Release
-from cd4ml.task import Classification
+from cd4ml.task import Classification, Task
 from cd4ml.verdicts import NOT_JUDGED, judged_window
 
 REPORT_FILE = "report.json"
@@ -44,8 +44,9 @@ def _watched(cfg: ProjectConfig, release: Release | None, frame: pd.DataFrame) -
     return {c: np.asarray(derived[c]) for c in dict.fromkeys(wanted) if c in derived}
 
 
-def _metrics(cfg: ProjectConfig, actual: np.ndarray, pred: np.ndarray, weights: np.ndarray | None) -> dict[str, float]:
-    return cfg.task.score([cfg.metrics.primary, *cfg.metrics.report], actual, pred, weights)
+def _metrics(cfg: ProjectConfig, task: Task, actual: np.ndarray, pred: np.ndarray,
+             weights: np.ndarray | None) -> dict[str, float]:
+    return task.score([cfg.metrics.primary, *cfg.metrics.report], actual, pred, weights)
 
 
 def _weights(cfg: ProjectConfig, watched: dict[str, np.ndarray], mask: np.ndarray) -> np.ndarray | None:
@@ -93,9 +94,10 @@ def _drift_windows(cfg: ProjectConfig, live: LiveData, watched: dict[str, np.nda
     probabilities = None
     answered, truth = pred, actual
     if pred.ndim == 2:  # a classifier: the answered and actual classes, and each class's probability
-        answered = f["prediction"].to_numpy(dtype=object)
-        truth = np.asarray(task.labels(np.maximum(actual, 0)), dtype=object)
-        probabilities = {str(c): pred[:, i] for i, c in enumerate(task.classes)}
+        names = np.asarray(task.class_names, dtype=object)  # as the profile names them
+        answered = names[task.encode(f["prediction"].to_numpy(dtype=object))]
+        truth = names[np.maximum(actual, 0)]
+        probabilities = dict(zip(names.tolist(), pred.T))
     out = []
     for w, m in _masks(live):
         own, ok = m & mine, m & scored
@@ -136,12 +138,41 @@ class ChampionWindow:
     fallback_share: float | None
 
 
+def _served_tasks(cfg: ProjectConfig, project: Project, registry: Any, versions: np.ndarray,
+                 pred: np.ndarray) -> dict[str, Task]:
+    """Each served version's own task, so live metrics decide classes as that release answered them (its
+    threshold may have been chosen on its training data); {} for regression (the project's task)."""
+    if pred.ndim == 1:
+        return {}
+    return {v: registry.load(v, project.release_cache).task for v in sorted(set(versions.tolist()))}
+
+
+def _releases(project: Project, registry: Any, listed: list[dict[str, Any]], live: LiveData,
+              watched: dict[str, np.ndarray], actual: np.ndarray, pred: np.ndarray,
+              versions: np.ndarray, tasks: dict[str, Task]) -> list[dict[str, Any]]:
+    """Per release, newest first: gate, offline and live metrics (and a classifier's outcomes)."""
+    cfg = project.config
+    scored = live.has_actual if not live.frame.empty else np.zeros(0, dtype=bool)
+    releases = []
+    for row in reversed(listed):
+        m = scored & (versions == row["version"])
+        releases.append({"version": row["version"], "gate": row["gate"], "created_at": row["created"],
+                         "champion": row["champion"], "offline": row["metrics"],
+                         "live": {"rows": int(m.sum()), "metrics": _metrics(
+                             cfg, tasks.get(row["version"], cfg.task), actual[m], pred[m], _weights(cfg, watched, m))}
+                         if m.any() else None})
+        if pred.ndim == 2 and (m.any() or row["champion"]):
+            releases[-1]["outcomes"] = _outcomes(cfg, project, registry, row["version"],
+                                                 live.frame["prediction"][m], actual[m], pred[m])
+    return releases
+
+
 def _outcomes(cfg: ProjectConfig, project: Project, registry: Any, version: str, answered: pd.Series,
               actual: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
     """A classifier release's confusion matrix and calibration curve: live (its scored rows, with the classes
     it answered) and offline (from its profile; None for a release packaged without them)."""
     task = cfg.task
-    names = [str(c) for c in task.classes]
+    names = task.class_names
     live = outcomes(names, actual, pred, task.encode(answered.to_numpy(dtype=object))).to_json() \
         if len(actual) else None
     profile = load_profile(registry.load(version, project.release_cache).folder)
@@ -149,7 +180,7 @@ def _outcomes(cfg: ProjectConfig, project: Project, registry: Any, version: str,
 
 
 def _champion_windows(cfg: ProjectConfig, live: LiveData, watched: dict[str, np.ndarray], version: str,
-                      actual: np.ndarray, pred: np.ndarray) -> list[ChampionWindow]:
+                      actual: np.ndarray, pred: np.ndarray, task: Task) -> list[ChampionWindow]:
     f = live.frame
     mine = (f["model_version"].astype(str) == version).to_numpy()
     fallback = f["fallback"].to_numpy(dtype=bool)
@@ -158,7 +189,8 @@ def _champion_windows(cfg: ProjectConfig, live: LiveData, watched: dict[str, np.
         served = m & mine
         ok = served & live.has_actual
         out.append(ChampionWindow(w, int(served.sum()), int(ok.sum()),
-                                  _metrics(cfg, actual[ok], pred[ok], _weights(cfg, watched, ok)) if ok.any() else None,
+                                  _metrics(cfg, task, actual[ok], pred[ok], _weights(cfg, watched, ok))
+                                  if ok.any() else None,
                                   float(fallback[served].mean()) if served.any() else None))
     return out
 
@@ -278,32 +310,25 @@ def build_report(project: Project, *, compact: bool = True) -> dict[str, Any]:
     scored = live.has_actual if not f.empty else np.zeros(0, dtype=bool)
     actual, pred = _scored_arrays(cfg, f, scored)
     versions = f["model_version"].astype(str).to_numpy()
+    tasks = _served_tasks(cfg, project, registry, versions, pred)
     days = f["day"].dt.date.to_numpy() if not f.empty else np.array([])
 
     accuracy = [{"day": day.isoformat(), "model_version": version, "rows": int(m.sum()),
-                 "metrics": _metrics(cfg, actual[m], pred[m], _weights(cfg, watched, m))}
+                 "metrics": _metrics(cfg, tasks.get(version, cfg.task), actual[m], pred[m],
+                                     _weights(cfg, watched, m))}
                 for day in sorted(set(days[scored]))
                 for version in sorted(set(versions[scored & (days == day)]), key=int)
                 for m in [scored & (days == day) & (versions == version)]]
 
-    releases = []
-    for row in reversed(listed):
-        m = scored & (versions == row["version"])
-        releases.append({"version": row["version"], "gate": row["gate"], "created_at": row["created"],
-                         "champion": row["champion"], "offline": row["metrics"],
-                         "live": {"rows": int(m.sum()), "metrics": _metrics(cfg, actual[m], pred[m],
-                                                                            _weights(cfg, watched, m))}
-                         if m.any() else None})
-        if pred.ndim == 2 and (m.any() or row["champion"]):
-            releases[-1]["outcomes"] = _outcomes(cfg, project, registry, row["version"], f["prediction"][m],
-                                                 actual[m], pred[m])
+    releases = _releases(project, registry, listed, live, watched, actual, pred, versions, tasks)
 
     windows: list[dict[str, Any]] = []
     evidence: list[ChampionWindow] = []
     if champion is not None and not f.empty:
         if profile is not None:
             windows = _drift_windows(cfg, live, watched, champion["version"], profile, actual, pred)
-        evidence = _champion_windows(cfg, live, watched, champion["version"], actual, pred)
+        evidence = _champion_windows(cfg, live, watched, champion["version"], actual, pred,
+                                     tasks.get(champion["version"], cfg.task))
     offline = next((x["offline"].get(cfg.metrics.primary) for x in releases
                     if champion and x["version"] == champion["version"]), None)
     checks = [_drift_check(cfg, windows, profile is not None),

@@ -42,8 +42,9 @@ Rows = list[dict[str, Any]]
 
 @dataclass(frozen=True)
 class Answer:
-    """What one request gets back, each of shape (n,): predictions in target units, and whether
-    each record has a value the model never saw in training (`unknown`: which column)."""
+    """What one request gets back: predictions (n,) in target units, or a classifier's (n, k) class
+    probabilities, and whether each record (n,) has a value the model never saw in training (`unknown`:
+    which column)."""
 
     predictions: np.ndarray
     fallback: np.ndarray

@@ -17,7 +17,8 @@ What is measured (units in the names: seconds, counts; values are the model's ow
 - `cd4ml_prediction_log_events_total{outcome="written"|"dropped"}`.
 - From `<monitor_dir>/report.json` (written by `cd4ml monitor`), read at scrape time:
   `cd4ml_drift_psi{feature}`, `cd4ml_drift_alarm{feature}` (the latest judged drift window; the
-  prediction's own drift as `feature="prediction"`), `cd4ml_live_metric{metric,model_version}`,
+  prediction's own drift as `feature="prediction"`, a classifier's class probabilities as
+  `feature="probability of <class>"`), `cd4ml_live_metric{metric,model_version}`,
   `cd4ml_offline_metric{metric,model_version}`, `cd4ml_live_rows{model_version}`,
   `cd4ml_retrain_due`, `cd4ml_monitor_report_timestamp_seconds`.
 
@@ -306,6 +307,7 @@ def _drift(doc: dict[str, Any]) -> Iterator[Metric]:
     entries = [(str(f.get("name")), f) for f in last.get("features") or []]
     if isinstance(last.get("prediction"), dict):
         entries.append(("prediction", last["prediction"]))
+    entries += [(f"probability of {p.get('name')}", p) for p in last.get("probabilities") or [] if isinstance(p, dict)]
     for name, entry in entries:
         if (v := _number(entry.get("psi"))) is not None:
             psi.add_metric([name], v)

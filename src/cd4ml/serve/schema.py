@@ -184,8 +184,8 @@ def answer_schema(cfg: ProjectConfig) -> dict[str, Any]:
         label: dict[str, Any] = {"enum": classes, "description": "the decided class"}
         probabilities: dict[str, Any] = {
             "type": "object", "description": "each class's probability (they sum to 1)",
-            "properties": {str(c): {"type": "number", "minimum": 0, "maximum": 1} for c in classes},
-            "required": [str(c) for c in classes]}
+            "properties": {c: {"type": "number", "minimum": 0, "maximum": 1} for c in task.class_names},
+            "required": task.class_names}
         one = {"prediction": label, "probabilities": probabilities}
         many = {"predictions": {"type": "array", "items": label},
                 "probabilities": {"type": "array", "items": probabilities}}

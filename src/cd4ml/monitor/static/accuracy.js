@@ -5,6 +5,7 @@
 import {h, empty, table, numbers, legend} from "./dom.js";
 import {lines, groupedBars, versionColors} from "./charts.js";
 import * as fmt from "./format.js";
+import {outcomeTables} from "./outcomes.js";
 
 const FEEDBACK = [
   ["received", "Received", "actuals sent back"],
@@ -84,6 +85,7 @@ export function renderAccuracy(body, report, width) {
           drift(r.offline?.[metric], r.live?.metrics?.[metric], report.direction), r.live ? fmt.count(r.live.rows) : fmt.NONE])})))));
   }
 
+  parts.push(...outcomeTables(report));
   parts.push(h("h3", {text: "Feedback"}), feedback(report));
   if (rows.length) {
     const names = [...new Set(rows.flatMap((r) => Object.keys(r.metrics || {})))];

@@ -33,14 +33,18 @@ function featureTable(window) {
 }
 
 function outputsTable(window) {
+  const probabilities = window.probabilities || [];
+  const outputs = [window.prediction, window.target, ...probabilities];
   const row = (name, value, missing) => (value
     ? [name, fmt.stat(value.psi), fmt.stat(value.ks), fmt.pvalue(value.ks_pvalue), {node: flag(value.alarm)}]
     : [name, {text: missing, class: "aside"}, "", "", ""]);
   return table({
     id: "drift-outputs", caption: "Outputs",
     head: ["Output", "PSI", "KS", "KS p-value", "Status"], numeric: [1, 2, 3],
-    rowAttrs: (i) => ({class: [window.prediction, window.target][i]?.alarm ? "alarm" : null}),
-    rows: [row("prediction", window.prediction, "no predictions profiled"), row("target", window.target, "no actuals yet")],
+    rowAttrs: (i) => ({class: outputs[i]?.alarm ? "alarm" : null}),
+    rows: [row("prediction", window.prediction, "no predictions profiled"), row("target", window.target, "no actuals yet"),
+      // A classifier's: each class's probability.
+      ...probabilities.map((p) => row(`probability of ${p.name}`, p.psi == null ? null : p, "no predictions"))],
   });
 }
 

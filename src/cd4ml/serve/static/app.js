@@ -363,6 +363,10 @@
       h("p", {class: "prediction-line"},
         h("output", {id: "prediction", "data-testid": "prediction", dataset: {value: String(doc.prediction)},
                      text: formatNumber(doc.prediction)})),
+      // A classifier's answer: each class with its probability.
+      doc.probabilities ? h("p", {class: "probabilities", "data-testid": "probabilities"},
+        Object.entries(doc.probabilities).flatMap(([name, p], i) => [i ? " · " : "", h("code", {text: name}), " ",
+                                                                       formatNumber(p)])) : null,
       h("p", {class: "inputs-used"}, inputs),
       fallback,
       h("dl", {class: "meta"},
