@@ -11,7 +11,7 @@ import pytest
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
 
-from helpers import Service, make_grocery_project, system_tool, train
+from helpers import Service, make_grocery_project, prepare_in_process_cli, system_tool, train
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--no-first-run", "--disable-dev-shm-usage"]
@@ -27,6 +27,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
 
     items.sort(key=rank)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def in_process_cli() -> None:
+    """helpers.cli runs commands in this process: what they set process-wide is set before any test."""
+    prepare_in_process_cli()
 
 
 @pytest.fixture(scope="session")
