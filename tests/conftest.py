@@ -54,19 +54,29 @@ def shop(ingested_template: Path, tmp_path: Path) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def champion_template(ingested_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small grocery project with version 1 trained and champion, once (copied per test: the
+    embedded store names its artifacts relative to the project)."""
+    root = tmp_path_factory.mktemp("champion") / "shop"
+    shutil.copytree(ingested_template, root, symlinks=True)
+    assert train(root).promoted
+    return root
+
+
 @pytest.fixture
-def champion_shop(shop: Path) -> Path:
-    """The small grocery project with version 1 as champion."""
-    assert train(shop).promoted
-    return shop
+def champion_shop(champion_template: Path, tmp_path: Path) -> Path:
+    """A fresh copy of the small grocery project with version 1 as champion."""
+    root = tmp_path / "shop"
+    shutil.copytree(champion_template, root, symlinks=True)
+    return root
 
 
 @pytest.fixture(scope="module")
-def served_shop(ingested_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def served_shop(champion_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A champion project shared by one module's read-only service tests."""
     root = tmp_path_factory.mktemp("served") / "shop"
-    shutil.copytree(ingested_template, root, symlinks=True)
-    assert train(root).promoted
+    shutil.copytree(champion_template, root, symlinks=True)
     return root
 
 

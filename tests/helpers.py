@@ -95,13 +95,14 @@ def cli(root: Path, *args: str, check: int | None = None, env: dict[str, str] | 
     In this process by default (MLflow is imported once per test process, not once per command);
     `process=True` starts `python -m cd4ml.cli` instead, for what only a process of its own shows: a
     crash point's kill -9, commands that overlap, settings read when a module loads (MLFLOW_TRACKING_URI
-    is read when cd4ml.tracking loads), a run whose earlier-run lookup must be a child process.
+    is read when cd4ml.tracking loads), a store opened anew (MLflow keeps one open per URI and process),
+    a run whose earlier-run lookup must be a child process.
     """
     overrides = {"MLFLOW_TRACKING_URI": None, "COLUMNS": "200", **(env or {})}
     result = _cli_process(root, args, overrides) if process else _cli_in_process(root, args, overrides)
     if check is not None:
-        assert result.returncode == check, \
-            f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+        assert result.returncode == check, (f"cd4ml {' '.join(args)}: exit {result.returncode}, expected {check}\n"
+                                            f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}")
     return result
 
 

@@ -369,10 +369,11 @@ def test_the_store_is_opened_before_training_unless_the_index_rules_the_run_out(
     _run(shop)
     (shop / ".cd4ml" / "mlflow.db").write_bytes(b"not a database")  # a store MLflow cannot open
     # The index rules --force's run out: the store is opened while the model trains, before registering.
-    stderr = " ".join(cli(shop, "run", "--force", check=1).stderr.split())
+    # (Each command in a process of its own: this one has the store open since _run.)
+    stderr = " ".join(cli(shop, "run", "--force", check=1, process=True).stderr.split())
     assert "cannot open the MLflow store" in stderr and "Traceback" not in stderr
     # Another MLflow than the one that last opened the store (as after an upgrade) opens it first,
     # before the data is loaded.
     (shop / ".cd4ml" / "runs" / "complete").write_text("0.0.1")
-    stderr = " ".join(cli(shop, "run", "--force", check=1).stderr.split())
+    stderr = " ".join(cli(shop, "run", "--force", check=1, process=True).stderr.split())
     assert "cannot read the MLflow store" in stderr and "Traceback" not in stderr
