@@ -120,7 +120,8 @@ def prepare_in_process_cli() -> None:
     The libraries that read a setting when they load (LightGBM's OpenMP, Arrow's allocator) are loaded
     first, so `runtime` finds them loaded; glibc's allocator threshold is set as the commands set it.
     MLflow is loaded too: `cd4ml run` then always asks for an earlier run in this process, never in a
-    child process started only while MLflow is not loaded yet (see cd4ml.train.rerun).
+    child process started only while MLflow is not loaded yet (see cd4ml.train.rerun). The CLI's Rich
+    consoles are made without COLUMNS, so each command's width follows the COLUMNS it is given.
     """
     import pyarrow  # noqa: F401
 
@@ -128,6 +129,9 @@ def prepare_in_process_cli() -> None:
     from cd4ml.release.estimators import import_lightgbm
 
     with _process_state_kept():
+        os.environ.pop("COLUMNS", None)
+        import cd4ml.cli  # noqa: F401
+
         import_lightgbm()
         tracking.import_mlflow()
         runtime.return_freed_memory()
