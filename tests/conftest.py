@@ -11,7 +11,7 @@ import pytest
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
 
-from helpers import Service, make_grocery_project, system_tool, train
+from helpers import Service, make_grocery_project, prepare_in_process_cli, system_tool, train
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--no-first-run", "--disable-dev-shm-usage"]
@@ -27,6 +27,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
 
     items.sort(key=rank)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def in_process_cli() -> None:
+    """helpers.cli runs commands in this process: what they set process-wide is set before any test."""
+    prepare_in_process_cli()
 
 
 @pytest.fixture(scope="session")
@@ -48,19 +54,29 @@ def shop(ingested_template: Path, tmp_path: Path) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def champion_template(ingested_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small grocery project with version 1 trained and champion, once (copied per test: the
+    embedded store names its artifacts relative to the project)."""
+    root = tmp_path_factory.mktemp("champion") / "shop"
+    shutil.copytree(ingested_template, root, symlinks=True)
+    assert train(root).promoted
+    return root
+
+
 @pytest.fixture
-def champion_shop(shop: Path) -> Path:
-    """The small grocery project with version 1 as champion."""
-    assert train(shop).promoted
-    return shop
+def champion_shop(champion_template: Path, tmp_path: Path) -> Path:
+    """A fresh copy of the small grocery project with version 1 as champion."""
+    root = tmp_path / "shop"
+    shutil.copytree(champion_template, root, symlinks=True)
+    return root
 
 
 @pytest.fixture(scope="module")
-def served_shop(ingested_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def served_shop(champion_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A champion project shared by one module's read-only service tests."""
     root = tmp_path_factory.mktemp("served") / "shop"
-    shutil.copytree(ingested_template, root, symlinks=True)
-    assert train(root).promoted
+    shutil.copytree(champion_template, root, symlinks=True)
     return root
 
 

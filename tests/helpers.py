@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -16,6 +17,7 @@ import httpx
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
+from typer.testing import CliRunner
 
 from cd4ml.config import edit_project_file, load_project, parse_overrides
 from cd4ml.scaffold import init_project
@@ -77,15 +79,97 @@ def make_grocery_project(root: Path) -> Path:
     return root
 
 
-def cli(root: Path, *args: str, check: int | None = None,
-        env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """Run the real `cd4ml` CLI in a subprocess; optionally assert its exit code."""
-    base = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    proc = subprocess.run([sys.executable, "-m", "cd4ml.cli", *args], cwd=root, capture_output=True,
-                          text=True, env={**base, "COLUMNS": "200", **(env or {})})
+@dataclass(frozen=True)
+class CliResult:
+    """What a user sees of one `cd4ml` command: its exit code and what it wrote to stdout and stderr."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def cli(root: Path, *args: str, check: int | None = None, env: dict[str, str] | None = None,
+        process: bool = False) -> CliResult:
+    """Run the real `cd4ml` CLI in `root`; optionally assert its exit code.
+
+    In this process by default (MLflow is imported once per test process, not once per command);
+    `process=True` starts `python -m cd4ml.cli` instead, for what only a process of its own shows: a
+    crash point's kill -9, commands that overlap, settings read when a module loads (MLFLOW_TRACKING_URI
+    is read when cd4ml.tracking loads), a store opened anew (MLflow keeps one open per URI and process),
+    a run whose earlier-run lookup must be a child process.
+    """
+    overrides = {"MLFLOW_TRACKING_URI": None, "COLUMNS": "200", **(env or {})}
+    result = _cli_process(root, args, overrides) if process else _cli_in_process(root, args, overrides)
     if check is not None:
-        assert proc.returncode == check, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-    return proc
+        assert result.returncode == check, (f"cd4ml {' '.join(args)}: exit {result.returncode}, expected {check}\n"
+                                            f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}")
+    return result
+
+
+def _cli_process(root: Path, args: tuple[str, ...], overrides: dict[str, str | None]) -> CliResult:
+    environ = {**os.environ, **overrides}
+    proc = subprocess.run([sys.executable, "-m", "cd4ml.cli", *args], cwd=root, capture_output=True, text=True,
+                          env={k: v for k, v in environ.items() if v is not None})
+    return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+def prepare_in_process_cli() -> None:
+    """Make, once, the process-wide settings an in-process command would make the first time, so that
+    no command changes the test process for the tests after it.
+
+    The libraries that read a setting when they load (LightGBM's OpenMP, Arrow's allocator) are loaded
+    first, so `runtime` finds them loaded; glibc's allocator threshold is set as the commands set it.
+    MLflow is loaded too: `cd4ml run` then always asks for an earlier run in this process, never in a
+    child process started only while MLflow is not loaded yet (see cd4ml.train.rerun). The CLI's Rich
+    consoles are made without COLUMNS, so each command's width follows the COLUMNS it is given.
+    """
+    import pyarrow  # noqa: F401
+
+    from cd4ml import runtime, tracking
+    from cd4ml.release.estimators import import_lightgbm
+
+    with _process_state_kept():
+        os.environ.pop("COLUMNS", None)
+        import cd4ml.cli  # noqa: F401
+
+        import_lightgbm()
+        tracking.import_mlflow()
+        runtime.return_freed_memory()
+
+
+@contextlib.contextmanager
+def _process_state_kept() -> Iterator[None]:
+    """The environment, working folder, argv and excepthook (Typer sets one) restored on exit."""
+    environ, cwd, argv, excepthook = dict(os.environ), os.getcwd(), sys.argv, sys.excepthook
+    try:
+        yield
+    finally:
+        sys.argv, sys.excepthook = argv, excepthook
+        os.chdir(cwd)
+        for key in os.environ.keys() - environ.keys():
+            del os.environ[key]
+        os.environ.update({k: v for k, v in environ.items() if os.environ.get(k) != v})
+
+
+_RUNNER = CliRunner()
+
+
+def _cli_in_process(root: Path, args: tuple[str, ...], overrides: dict[str, str | None]) -> CliResult:
+    """`cd4ml.cli.main` (exit codes and error lines included) in `root`, its stdout and stderr captured."""
+    from cd4ml.cli import main
+
+    code = 0
+    with _process_state_kept(), _RUNNER.isolation(env=overrides) as (out, err, _):
+        os.chdir(root)
+        sys.argv = ["cd4ml", *args]
+        try:
+            main()
+        except SystemExit as exc:
+            code = 0 if exc.code is None else int(exc.code)
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        return CliResult(code, out.getvalue().decode(), err.getvalue().decode(errors="backslashreplace"))
 
 
 class Service(ServiceProcess):

@@ -23,7 +23,7 @@ def _registry(root: Path) -> Registry:
 
 
 def _killed_at(root: Path, point: str, *args: str) -> None:
-    proc = cli(root, *args, env={"CD4ML_CRASH_AT": point})
+    proc = cli(root, *args, env={"CD4ML_CRASH_AT": point}, process=True)
     assert proc.returncode == KILLED, f"{args} at {point}: exit {proc.returncode}\n{proc.stderr[-2000:]}"
 
 

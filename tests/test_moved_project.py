@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import GOOD_REQUEST, Service, cli, mlflow_server
+from helpers import GOOD_REQUEST, Service, cli, mlflow_server, train
 
 pytestmark = pytest.mark.slow
 
@@ -20,15 +20,17 @@ def _files_naming(root: Path, text: str) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file() and ".git" not in p.parts and needle in p.read_bytes()]
 
 
-def test_train_move_serve_run_and_browse(champion_shop: Path, tmp_path: Path) -> None:
-    with Service(champion_shop) as service:  # leaves a release cache and a champion pointer behind
+def test_train_move_serve_run_and_browse(shop: Path, tmp_path: Path) -> None:
+    # Trained here, not copied from a template: no file may name the folder the run was made in.
+    assert train(shop).promoted
+    with Service(shop) as service:  # leaves a release cache and a champion pointer behind
         service.wait_until("/ready", 200)
         before = service.client.post("/predict", json=GOOD_REQUEST).json()["prediction"]
     moved = tmp_path / "elsewhere" / "shop"
     moved.parent.mkdir()
-    shutil.move(champion_shop, moved)
+    shutil.move(shop, moved)
     # Nothing the project keeps (store, artifacts, tables, cache, logs) names the old folder.
-    assert _files_naming(moved, str(champion_shop)) == []
+    assert _files_naming(moved, str(shop)) == []
 
     with Service(moved) as service:
         service.wait_until("/ready", 200)
@@ -39,7 +41,7 @@ def test_train_move_serve_run_and_browse(champion_shop: Path, tmp_path: Path) ->
     assert again["skipped_as"] is not None  # the same data, code and config: the earlier run, found
     changed = json.loads(cli(moved, "run", "--json", "--set", "model.params.n_estimators=61", check=0).stdout)
     assert changed["version"] == "2" and changed["gate"]["passed"]
-    assert not champion_shop.exists()  # nothing was written to where the project used to be
+    assert not shop.exists()  # nothing was written to where the project used to be
 
     # A copy is a project of its own: moving its champion leaves the original's alone.
     copy = tmp_path / "copy"

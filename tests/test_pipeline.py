@@ -324,7 +324,7 @@ def test_a_store_that_cannot_be_reached_stops_the_run_before_the_data_is_loaded(
         down = f"http://127.0.0.1:{s.getsockname()[1]}"
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     # The CLI asks in a child process (MLflow is not loaded in it yet) ...
-    proc = cli(shop, "run", "--set", f"tracking.uri={down}", check=1)
+    proc = cli(shop, "run", "--set", f"tracking.uri={down}", check=1, process=True)
     assert f"cannot read the MLflow store at {down}: MlflowException" in proc.stderr
     assert "Traceback" not in proc.stderr
     # ... this process, with MLflow loaded, asks itself. --force skips no earlier run, but needs the store.
@@ -356,9 +356,10 @@ def test_a_rerun_with_nothing_changed_is_skipped_unless_forced(shop: Path) -> No
     proc = cli(shop, "run", "--set", "model.params.n_estimators=2", check=3)
     assert "Nothing changed since run" in proc.stdout
 
-    # A store older than the index (a project from before it): MLflow answers, and fills the index in.
+    # A store older than the index (a project from before it): MLflow, asked by the CLI's child process,
+    # answers and fills the index in.
     shutil.rmtree(index)
-    proc = cli(shop, "run", "--set", "model.params.n_estimators=2", check=3)
+    proc = cli(shop, "run", "--set", "model.params.n_estimators=2", check=3, process=True)
     assert "Nothing changed since run" in proc.stdout
     assert len(list((index / "fingerprints").iterdir())) == 2 and (index / "complete").exists()
     assert _run(shop).skipped_as == forced.run_id
@@ -368,10 +369,11 @@ def test_the_store_is_opened_before_training_unless_the_index_rules_the_run_out(
     _run(shop)
     (shop / ".cd4ml" / "mlflow.db").write_bytes(b"not a database")  # a store MLflow cannot open
     # The index rules --force's run out: the store is opened while the model trains, before registering.
-    stderr = " ".join(cli(shop, "run", "--force", check=1).stderr.split())
+    # (Each command in a process of its own: this one has the store open since _run.)
+    stderr = " ".join(cli(shop, "run", "--force", check=1, process=True).stderr.split())
     assert "cannot open the MLflow store" in stderr and "Traceback" not in stderr
     # Another MLflow than the one that last opened the store (as after an upgrade) opens it first,
     # before the data is loaded.
     (shop / ".cd4ml" / "runs" / "complete").write_text("0.0.1")
-    stderr = " ".join(cli(shop, "run", "--force", check=1).stderr.split())
+    stderr = " ".join(cli(shop, "run", "--force", check=1, process=True).stderr.split())
     assert "cannot read the MLflow store" in stderr and "Traceback" not in stderr

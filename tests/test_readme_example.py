@@ -2,22 +2,21 @@
 
 The ```yaml block of README.md that starts with `# example: bike-rentals` is
 written as a project's cd4ml.yaml next to a synthetic hourly bike-rental table,
-and the real `cd4ml` CLI is run on it in subprocesses: ingest, run, releases.
+and the real `cd4ml` CLI is run on it: ingest, run, releases.
 If the README's example stops working, this test fails.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+
+from helpers import CliResult, cli
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -75,22 +74,16 @@ def make_rentals(days: int = 60, start: str = "2024-04-01") -> pd.DataFrame:
     return df.sort_values(["timestamp", "station"]).reset_index(drop=True)
 
 
-def cd4ml(root: Path, *args: str, expect: int) -> subprocess.CompletedProcess:
-    """Run the real CLI (`python -m cd4ml.cli`) in `root` on the embedded MLflow store."""
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env.update(COLUMNS="200", CD4ML_USER="readme-test")
-    proc = subprocess.run([sys.executable, "-m", "cd4ml.cli", *args], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == expect, (f"cd4ml {' '.join(args)}: exit {proc.returncode}, expected {expect}\n"
-                                       f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
-    return proc
+def cd4ml(root: Path, *args: str, expect: int, process: bool = False) -> CliResult:
+    """Run the real CLI in `root` on the embedded MLflow store (helpers.cli)."""
+    return cli(root, *args, check=expect, env={"CD4ML_USER": "readme-test"}, process=process)
 
 
 def test_cli_runs_as_a_module() -> None:
     source = (REPO / "src" / "cd4ml" / "cli.py").read_text(encoding="utf-8")
     assert re.search(r'^if __name__ == "__main__":\n    main\(\)\s*$', source, flags=re.M), \
         "cli.py must end with `if __name__ == \"__main__\": main()` for `python -m cd4ml.cli`"
-    out = cd4ml(REPO, "--help", expect=0).stdout
+    out = cd4ml(REPO, "--help", expect=0, process=True).stdout
     for command in ("init", "data", "run", "releases", "promote", "rollback"):
         assert command in out
 

@@ -24,12 +24,16 @@ def server_store(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 
 def test_pipeline_and_rollback_against_an_mlflow_server(shop: Path, server_store: tuple[str, Path]) -> None:
     url, store = server_store
-    env = {"MLFLOW_TRACKING_URI": url}
-    first = json.loads(cli(shop, "run", "--json", check=0, env=env).stdout)
-    second = json.loads(cli(shop, "run", "--json", "--set", "model.params.n_estimators=61", check=0, env=env).stdout)
+
+    def cd4ml(*args: str) -> str:
+        # MLFLOW_TRACKING_URI is read when cd4ml.tracking loads: each command in a process of its own.
+        return cli(shop, *args, check=0, env={"MLFLOW_TRACKING_URI": url}, process=True).stdout
+
+    first = json.loads(cd4ml("run", "--json"))
+    second = json.loads(cd4ml("run", "--json", "--set", "model.params.n_estimators=61"))
     assert first["version"] == "1" and second["gate"]["passed"]
-    cli(shop, "rollback", check=0, env=env)
-    releases = json.loads(cli(shop, "releases", "--json", check=0, env=env).stdout)
+    cd4ml("rollback")
+    releases = json.loads(cd4ml("releases", "--json"))
     assert [(r["version"], r["champion"]) for r in releases] == [("2", False), ("1", True)]
     # Everything went to the server's stores, nothing to the embedded default.
     assert not (shop / ".cd4ml" / "mlflow.db").exists()

@@ -45,13 +45,14 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def hourly_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One hourly series, 8 weeks, ingested (copied and trained per test)."""
+    """One hourly series, 8 weeks, ingested and trained (copied per test)."""
     from cd4ml.data.ingest import ingest
 
     root = tmp_path_factory.mktemp("hourly") / "meter"
     make_csv_project(root, _hours(TRAIN_START, 56, seed=1).to_csv(index=False), COLUMNS,
                      features__calendar=["hour", "dayofweek"], features__numeric=["hour", "dayofweek", "x"])
     ingest(load_project(root))
+    assert train(root).promoted
     return root
 
 
@@ -59,7 +60,6 @@ def hourly_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def meter(hourly_template: Path, tmp_path: Path) -> Iterator[tuple[Path, Service]]:
     root = tmp_path / "meter"
     shutil.copytree(hourly_template, root, symlinks=True)
-    assert train(root).promoted
     with Service(root) as svc:
         svc.wait_until("/ready", 200)
         yield root, svc
