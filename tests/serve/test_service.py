@@ -48,7 +48,9 @@ def test_http_predictions_equal_the_registry_model(service: Service, served_shop
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert body["model_version"] == "1" and len(body["predictions"]) == len(hold)
-    mlflow.set_tracking_uri(f"sqlite:///{served_shop / '.cd4ml' / 'mlflow.db'}")
+    uri = f"sqlite:///{served_shop / '.cd4ml' / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)  # other tests' in-process commands may have pointed it elsewhere
     model = mlflow.pyfunc.load_model("models:/groceries-forecast@champion")
     expected = np.asarray(model.predict(hold[INPUTS]))
     np.testing.assert_array_equal(np.asarray(body["predictions"]), expected)
