@@ -11,18 +11,17 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+from helpers import make_csv_project
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import confusion_matrix, log_loss, roc_auc_score
 
-from cd4ml.config import load_project
-from cd4ml.monitor import drift
+from cd4ml.config import ProjectConfig, load_project
 from cd4ml.monitor.live import LiveData, Window
 from cd4ml.monitor.outcomes import outcomes
 from cd4ml.monitor.profile import build_reference
 from cd4ml.monitor.report import _drift_windows, _metrics, _scored_arrays, _watched
 from cd4ml.monitor.store import PredictionStore
 from cd4ml.serve.predlog import PredictionLog
-from helpers import make_csv_project
 
 CLASSES = ["no", "yes"]
 ROWS = 400
@@ -70,7 +69,7 @@ def logged(tmp_path: Path) -> tuple[Path, pd.DataFrame, np.ndarray]:
 
 
 def test_the_store_keeps_the_label_and_the_probability_vector_typed(logged) -> None:
-    root, frame, p_yes = logged
+    root, _, _ = logged
     store = PredictionStore(load_project(root))
     result = store.compact()
     assert (result.predictions, result.actuals, result.bad) == (ROWS, ROWS, 1)
@@ -86,13 +85,17 @@ def test_the_store_keeps_the_label_and_the_probability_vector_typed(logged) -> N
     assert con.sql("SELECT max(probabilities[2]) FROM predictions").fetchall()[0][0] == pytest.approx(p_yes.max())
 
 
-def test_live_metrics_and_outcomes_equal_scikit_learn_on_the_same_rows(logged) -> None:
-    root, frame, p_yes = logged
+def _compacted(root: Path) -> tuple[ProjectConfig, LiveData]:
+    """The project's config and its live data, after compacting the logged lines into the store."""
     project = load_project(root)
-    cfg = project.config
     store = PredictionStore(project)
     store.compact()
-    live = LiveData(cfg, store.predictions(), store.actuals(), windows=None)
+    return project.config, LiveData(project.config, store.predictions(), store.actuals(), windows=None)
+
+
+def test_live_metrics_and_outcomes_equal_scikit_learn_on_the_same_rows(logged) -> None:
+    root, _, _ = logged
+    cfg, live = _compacted(root)
     f = live.frame
     assert len(f) == ROWS and live.has_actual.all()
     actual, pred = _scored_arrays(cfg, f, live.has_actual)
@@ -111,12 +114,8 @@ def test_live_metrics_and_outcomes_equal_scikit_learn_on_the_same_rows(logged) -
 
 
 def test_drift_of_the_answered_class_and_of_each_probability(logged) -> None:
-    root, frame, p_yes = logged
-    project = load_project(root)
-    cfg = project.config
-    store = PredictionStore(project)
-    store.compact()
-    live = LiveData(cfg, store.predictions(), store.actuals(), windows=None)
+    root, _, _ = logged
+    cfg, live = _compacted(root)
     f = live.frame
     live.windows = [Window(f["day"].min().date(), f["day"].max().date())]
     actual, pred = _scored_arrays(cfg, f, live.has_actual)

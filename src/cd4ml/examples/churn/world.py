@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cd4ml.examples.draws import keyed_rng, option_timestamp
+
 PLANS = ("basic", "standard", "premium")
 REGIONS = ("north", "south", "east", "west")
 PAYMENT_METHODS = ("card", "direct_debit", "paypal", "invoice")
@@ -63,18 +65,10 @@ _FIRST_CUSTOMERS_TAG, _MONTH_TAG = 1, 2
 _NEVER = 10**9  # a month after every month
 
 
-def _rng(*key: int) -> np.random.Generator:
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(list(key))))
-
 
 def _month(value: Any, name: str) -> int:
     """Months since year 0 of the month holding ``value`` (anything ``pd.Timestamp`` parses)."""
-    try:
-        stamp = pd.Timestamp(value)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{name} must be a date, got {value!r}") from err
-    if pd.isna(stamp):
-        raise ValueError(f"{name} must be a date, got {value!r}")
+    stamp = option_timestamp(value, name)
     return stamp.year * 12 + stamp.month - 1
 
 
@@ -148,7 +142,7 @@ class ChurnWorld:
         self._rise = _NEVER if price_rise is None else _month(price_rise, "price_rise")
 
     def _first_customers(self, month: int) -> _Customers:
-        rng = _rng(_FIRST_CUSTOMERS_TAG, self._seed)
+        rng = keyed_rng(_FIRST_CUSTOMERS_TAG, self._seed)
         tenure = np.minimum(np.floor(rng.exponential(_OPENING_TENURE, size=self._n)), 120)
         return _Customers.draw(rng, 1, month - tenure.astype(np.int64))
 
@@ -192,7 +186,7 @@ class ChurnWorld:
         active = self._first_customers(first)
         next_id = self._n + 1
         for month in range(first, last + 1):
-            rng = _rng(_MONTH_TAG, self._seed, month)
+            rng = keyed_rng(_MONTH_TAG, self._seed, month)
             rows, churned = self._month_rows(month, active, rng)
             yield month, rows
             # Drawn after the month's rows, from the same generator: joiners appear next month.

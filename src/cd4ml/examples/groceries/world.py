@@ -30,6 +30,8 @@ import holidays
 import numpy as np
 import pandas as pd
 
+from cd4ml.examples.draws import keyed_rng, option_timestamp
+
 # (family, share of the assortment, median units/day of an item in a store of size 1); the shares
 # roughly follow Favorita's item counts per family.
 _FAMILY_TABLE: tuple[tuple[str, float, float], ...] = (
@@ -108,18 +110,9 @@ _KINDS = ("promo_lift", "new_store", "family_shift")
 _NEW_STORE_KEYS = ("store_nbr", "city", "state", "type", "cluster")
 
 
-def _rng(*key: int) -> np.random.Generator:
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(list(key))))
-
 
 def _to_date(value: Any, name: str) -> datetime.date:
-    try:
-        stamp = pd.Timestamp(value)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{name} must be a date, got {value!r}") from err
-    if pd.isna(stamp):
-        raise ValueError(f"{name} must be a date, got {value!r}")
-    return stamp.date()
+    return option_timestamp(value, name).date()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,7 +203,7 @@ class GroceryWorld:
         self._promo_prob = np.minimum(self._store_promo[:, None] * self._item_promo[None, :], 0.9)
 
     def _init_stores(self, n: int) -> None:
-        rng = _rng(_STORES_TAG, self._seed)
+        rng = keyed_rng(_STORES_TAG, self._seed)
         city_weight = np.array([w for *_, w in _CITIES], dtype=np.float64)
         city = rng.choice(len(_CITIES), size=n, p=city_weight / city_weight.sum())
         kind = [_STORE_TYPES[k] for k in rng.choice(len(_STORE_TYPES), size=n, p=_TYPE_SHARE)]
@@ -229,7 +222,7 @@ class GroceryWorld:
             if nbr in {row[0] for row in rows}:
                 raise ValueError(f"regime_changes: new_store store_nbr {nbr} already exists")
             # Its own generator, so adding a store leaves every other store unchanged.
-            promo = _rng(_NEW_STORE_TAG, self._seed, nbr).uniform(0.6, 1.4)
+            promo = keyed_rng(_NEW_STORE_TAG, self._seed, nbr).uniform(0.6, 1.4)
             size = float(p.get("size", _TYPE_SIZE[p["type"]]))
             rows.append((nbr, str(p["city"]), str(p["state"]), p["type"], int(p["cluster"]), size, promo, change.start))
         rows.sort(key=lambda row: row[0])
@@ -249,7 +242,7 @@ class GroceryWorld:
         self.stores = pd.DataFrame({name: values.copy() for name, values in self._store_cols.items()})
 
     def _init_items(self, n: int) -> None:
-        rng = _rng(_ITEMS_TAG, self._seed)
+        rng = keyed_rng(_ITEMS_TAG, self._seed)
         n_fam = len(FAMILIES)
         share = np.array([w for _, w, _ in _FAMILY_TABLE], dtype=np.float64)
         share /= share.sum()
@@ -271,7 +264,7 @@ class GroceryWorld:
         self.items = pd.DataFrame({name: values.copy() for name, values in self._item_cols.items()})
 
     def _init_families(self) -> None:
-        rng = _rng(_FAMILIES_TAG, self._seed)
+        rng = keyed_rng(_FAMILIES_TAG, self._seed)
         n_fam = len(FAMILIES)
         self._weekly_strength = rng.uniform(0.5, 1.5, n_fam)
         self._yearly_amplitude = rng.uniform(0.04, 0.15, n_fam)
@@ -321,7 +314,7 @@ class GroceryWorld:
         stores = np.flatnonzero(self._store_opens <= ordinal)
         factor, lift = self._family_factors(day)
         shape = self._dispersion[self._item_family]
-        rngs = [_rng(_DAY_TAG, self._seed, ordinal, int(self._store_nbr[s])) for s in stores]
+        rngs = [keyed_rng(_DAY_TAG, self._seed, ordinal, int(self._store_nbr[s])) for s in stores]
         uniform = np.stack([rng.random((2, len(shape))) for rng in rngs])  # promotion, stock-out
         gamma = np.stack([rng.standard_gamma(shape) for rng in rngs])
         promo = uniform[:, 0] < self._promo_prob[stores]
