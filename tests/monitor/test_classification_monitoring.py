@@ -69,7 +69,7 @@ def logged(tmp_path: Path) -> tuple[Path, pd.DataFrame, np.ndarray]:
 
 
 def test_the_store_keeps_the_label_and_the_probability_vector_typed(logged) -> None:
-    root, _, _ = logged
+    root, _, p_yes = logged
     store = PredictionStore(load_project(root))
     result = store.compact()
     assert (result.predictions, result.actuals, result.bad) == (ROWS, ROWS, 1)
