@@ -39,6 +39,19 @@ def test_deeply_nested_json_is_a_clear_422(service: Service, depth: int, where: 
         assert error["record"] == 0
 
 
+@pytest.mark.parametrize("path", ["/predict", "/feedback"])
+def test_a_batch_of_bad_records_answers_the_first_errors_and_their_count(service: Service, path: str) -> None:
+    body = [{**GOOD, "store_nbr": "<b>x</b>"} for _ in range(300)]  # one bad field a record
+    resp = service.client.post(path, json=body)
+    assert resp.status_code == 422, resp.text
+    answer = resp.json()
+    assert answer["errors_total"] >= 300 and len(answer["errors"]) == 100
+    records = [e["record"] for e in answer["errors"]]
+    assert records[0] == 0 and records == sorted(records)  # the first records' errors, in order
+    few = service.client.post(path, json=body[:2]).json()
+    assert "errors_total" not in few and {e["record"] for e in few["errors"]} == {0, 1}
+
+
 def test_hostile_requests_merged_with_good_ones_fail_alone(service: Service) -> None:
     """Good and hostile requests at once from many threads: each good one is answered as when alone."""
     alone = service.client.post("/predict", json=GOOD).json()["prediction"]

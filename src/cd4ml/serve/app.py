@@ -39,7 +39,8 @@ from cd4ml.serve.door import (REQUEST_ID_HEADER, REQUEST_ID_MAX, REQUEST_ID_PATT
                               request_id_refusal)
 from cd4ml.serve.metrics import CONTENT_TYPE, ServiceMetrics, multiprocess_dir
 from cd4ml.serve.predlog import PredictionLog
-from cd4ml.serve.schema import FeedbackSchema, RequestSchema, answer_schema, describe_errors, one_or_many
+from cd4ml.serve.schema import (FeedbackSchema, RequestSchema, answer_schema, describe_errors, error_body,
+                                one_or_many)
 from cd4ml.serve.watcher import ReleaseWatcher
 from cd4ml.task import Task
 
@@ -54,7 +55,8 @@ FEEDBACK_RESPONSES: dict[int | str, dict[str, Any]] = {
     202: {"description": "actuals accepted for the prediction store"},
     400: {"description": "a Content-Length that is not a number"},
     **{int(code): doc for code, doc in BODY_ERRORS.items()},
-    422: {"description": "invalid actuals: each error names the record, field and reason"}}
+    422: {"description": "invalid actuals: each error names the record, field and reason (the first 100; "
+                         "`errors_total` counts them when there are more)"}}
 log = logging.getLogger("cd4ml.serve")
 
 
@@ -202,14 +204,14 @@ async def _predict(service: Service, request: Request, started: float, live: Any
     try:
         rows = schema.validate(records)
     except ValidationError as exc:
-        return _json(422, {"detail": "invalid input", "errors": describe_errors(exc, single)})
+        return _json(422, error_body("invalid input", describe_errors(exc, single)))
     answer = await service.batcher.predict(live.release, rows, schema.nulls(rows))
     pred, fallback, unknown = answer.predictions, answer.fallback, answer.unknown
     if fallback.any() and service.cfg.serving.unknown_categories == "reject":
         errors = [{"record": None if single else int(i), "field": col, "reason": "never seen in training",
                    "value": records[int(i)].get(col)}
                   for col, mask in unknown.items() for i in np.flatnonzero(mask)]
-        return _json(422, {"detail": "unknown categories", "errors": errors})
+        return _json(422, error_body("unknown categories", errors))
     service.metrics.predicted(live.version, pred, int(fallback.sum()))
     # Always the service's own id, so ids are unique whatever clients send; theirs is kept beside it.
     request_id = secrets.token_hex(16)
@@ -266,7 +268,8 @@ def predict_doc(schema: RequestSchema, answer: dict[str, Any]) -> dict[str, Any]
                               "content": {"application/json": {"schema": answer}}},
                       "400": {"description": "an X-Cd4ml-Traffic or X-Request-ID header that is not accepted"},
                       **BODY_ERRORS,
-                      "422": {"description": "invalid records: each error names the record, field and reason"},
+                      "422": {"description": "invalid records: each error names the record, field and reason (the first "
+                                             "100; `errors_total` counts them when there are more)"},
                       "503": {"description": "no champion release yet"}}}}
 
 
@@ -291,8 +294,7 @@ async def feedback(request: Request) -> Response:
     try:
         events = service.feedback_schema.events(list(records), source="http")
     except ValidationError as exc:
-        return _json(422, {"detail": "invalid actuals",
-                           "errors": describe_errors(exc, isinstance(records, tuple))})
+        return _json(422, error_body("invalid actuals", describe_errors(exc, isinstance(records, tuple))))
     service.actuals_log.emit_many(events)
     return _json(202, {"accepted": len(events)})
 

@@ -224,6 +224,19 @@ def describe_errors(exc: ValidationError, single: bool) -> list[dict[str, Any]]:
     return out
 
 
+# A 1000-record batch with every field wrong would answer with thousands of errors: the first
+# ones show what is wrong, and the count says how much.
+ERRORS_SHOWN = 100
+
+
+def error_body(detail: str, errors: list[dict[str, Any]]) -> dict[str, Any]:
+    """A 422 answer: `detail`, the first `ERRORS_SHOWN` errors and, when there are more, their count."""
+    body: dict[str, Any] = {"detail": detail, "errors": errors[:ERRORS_SHOWN]}
+    if len(errors) > ERRORS_SHOWN:
+        body["errors_total"] = len(errors)
+    return body
+
+
 _SHOWN_MAX = 200
 
 
