@@ -14,6 +14,10 @@ slower than 100 copies of one row, so a floor that repeats one row flatters itse
 Its answers are the right predictions (the benchmark checks them against `cd4ml serve`
 to 1e-9, single and batch).
 
+A binary classifier's booster gives P(positive class); the floor answers what `cd4ml serve`
+answers for it: the decided class (P >= the release's threshold) and both probabilities,
+`{"prediction": true, "probabilities": {"false": 0.18, "true": 0.82}}` (lists for a batch).
+
     MLFLOW_TRACKING_URI=sqlite:///PROJECT/.cd4ml/mlflow.db \
         python benchmarks/floor_app.py --port 8000 [--model groceries-forecast]
 """
@@ -27,13 +31,18 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # before numpy / lightgbm load Op
 import argparse  # noqa: E402
 import gc  # noqa: E402
 import json  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import TYPE_CHECKING, Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 import orjson  # noqa: E402
 from fastapi import FastAPI, Request  # noqa: E402  (module level: FastAPI resolves the annotations here)
 from fastapi.responses import Response  # noqa: E402
+
+if TYPE_CHECKING:
+    from cd4ml.release.package import Release
+    from cd4ml.task import Classification
 
 RECORD = {"date": "2024-12-20", "store_nbr": 3, "item_nbr": 100007, "onpromotion": 1}
 BATCH = 100
@@ -49,9 +58,8 @@ def record_key(record: dict[str, Any]) -> tuple[Any, ...]:
     return tuple(sorted(record.items()))
 
 
-def build(model: str, records: list[dict[str, Any]]) -> tuple[Any, np.ndarray, dict[tuple[Any, ...], int], str, Any]:
-    """Booster, the (len(records), p) float64 feature matrix of `records`, {record key: row},
-    target transform, clip."""
+def build(model: str, records: list[dict[str, Any]]) -> tuple[Any, np.ndarray, dict[tuple[Any, ...], int], Release]:
+    """Booster, the (len(records), p) float64 feature matrix of `records`, {record key: row}, the release."""
     import lightgbm as lgb
     import mlflow.artifacts
 
@@ -60,6 +68,8 @@ def build(model: str, records: list[dict[str, Any]]) -> tuple[Any, np.ndarray, d
     root = Path(mlflow.artifacts.download_artifacts(f"models:/{model}@champion"))
     folder = root / "artifacts" / "release"
     doc = json.loads((folder / "release.json").read_text(encoding="utf-8"))
+    if "calibration" in doc["estimator"]:
+        raise SystemExit("the floor answers the booster's own probabilities: train without model.calibration")
     booster = lgb.Booster(model_file=str(folder / "estimator" / doc["estimator"]["file"]))
     release = Release(folder)  # the feature rows, computed once by the release's own plan
     dtypes = {"date": "datetime64[D]", "datetime": "datetime64[us]", "int": np.int64,
@@ -70,18 +80,49 @@ def build(model: str, records: list[dict[str, Any]]) -> tuple[Any, np.ndarray, d
     if X.shape != (len(records), booster.num_feature()):
         raise SystemExit(f"feature matrix has shape {X.shape}, the booster wants {booster.num_feature()} features")
     rows = {record_key(r): i for i, r in enumerate(records)}
-    return booster, X, rows, doc["spec"]["target_transform"], doc["spec"]["clip_min"]
+    return booster, X, rows, release
+
+
+Answer = Callable[[list[int], bool], dict[str, Any]]  # rows of X, one record? -> the answer's fields
+
+
+def regression_answer(booster: Any, X: np.ndarray, spec: dict[str, Any]) -> Answer:
+    transform, clip_min = spec["target_transform"], spec["clip_min"]
+
+    def answer(idx: list[int], one: bool) -> dict[str, Any]:
+        raw = booster.predict(X[idx], num_threads=1)
+        out = np.expm1(raw) if transform == "log1p" else raw
+        pred = np.maximum(out, clip_min) if clip_min is not None else out
+        return {"prediction": float(pred[0])} if one else {"predictions": pred}
+
+    return answer
+
+
+def binary_answer(booster: Any, X: np.ndarray, task: Classification) -> Answer:
+    (negative, positive), (no, yes), threshold = task.classes, task.class_names, task.threshold
+
+    def answer(idx: list[int], one: bool) -> dict[str, Any]:
+        p = booster.predict(X[idx], num_threads=1).tolist()  # P(positive) per row
+        labels = [positive if q >= threshold else negative for q in p]
+        probabilities = [{no: 1.0 - q, yes: q} for q in p]
+        if one:
+            return {"prediction": labels[0], "probabilities": probabilities[0]}
+        return {"predictions": labels, "probabilities": probabilities}
+
+    return answer
 
 
 def create_app(model: str) -> FastAPI:
-    booster, X, rows, transform, clip_min = build(model, [RECORD, *batch_records()])
+    from cd4ml.task import Classification
 
-    def predict_rows(idx: list[int]) -> np.ndarray:
-        raw = booster.predict(X[idx], num_threads=1)
-        out = np.expm1(raw) if transform == "log1p" else raw
-        return np.maximum(out, clip_min) if clip_min is not None else out
-
-    predict_rows([0])  # warm-up
+    booster, X, rows, release = build(model, [RECORD, *batch_records()])
+    if release.task.name == "regression":
+        answer = regression_answer(booster, X, release.plan.spec)
+    elif isinstance(release.task, Classification) and release.task.name == "binary":
+        answer = binary_answer(booster, X, release.task)
+    else:
+        raise SystemExit(f"the floor serves regression and binary models, not {release.task.name}")
+    answer([0], True)  # warm-up
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
 
     @app.post("/predict")
@@ -92,8 +133,7 @@ def create_app(model: str) -> FastAPI:
         except (KeyError, TypeError, AttributeError):
             return Response(b'{"detail": "the floor knows only the benchmark records"}', status_code=422,
                             media_type="application/json")
-        pred = predict_rows(idx)
-        doc = {"prediction": float(pred[0])} if isinstance(data, dict) else {"predictions": pred}
+        doc = answer(idx, isinstance(data, dict))
         return Response(orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
 
     gc.collect()

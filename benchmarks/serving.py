@@ -20,10 +20,17 @@ are medians over rounds; ratios are medians of ratios taken in the same round,
 so a shared machine's speed drifting between rounds cancels out. Server CPU
 seconds (whole process tree) and peak RSS are sampled every 0.2 s.
 
-    .venv/bin/python benchmarks/serving.py [--project DIR] [--seconds 4] [--rounds 3]
+    .venv/bin/python benchmarks/serving.py [--task binary] [--project DIR] [--seconds 4] [--rounds 3]
 
 Without --project a fresh groceries project is made in a temp folder (about a
 minute). Writes benchmarks/results/serving.json and serving.md.
+
+`--task binary` serves a binary classifier of the same grocery world and size instead:
+`high_sales`, whether a store sells more units of an item on a day than the median of
+the training period's rows (see `to_binary`). The same records are sent; cd4ml and the
+floor answer the decided class and both probabilities, mlflow's pyfunc the (n, 2)
+probabilities; the probabilities must match cd4ml's to 1e-9. Writes serving-binary.json
+and serving-binary.md.
 """
 
 from __future__ import annotations
@@ -224,12 +231,36 @@ class Server:
             return json.dumps({"dataframe_records": records if isinstance(records, list) else [records]}).encode()
         return json.dumps(records).encode()
 
-    @staticmethod
-    def predictions(kind: str, doc: dict[str, Any], single: bool) -> list[float]:
-        if kind == "mlflow":
-            preds = doc["predictions"]
-            return [float(p) for p in preds]
-        return [float(doc["prediction"])] if single else [float(p) for p in doc["predictions"]]
+
+@dataclass(frozen=True)
+class Answers:
+    """A server's answer to n records in a form every server shares: `values` flat, per record the
+    prediction (regression) or the class probabilities in class order (binary); `labels` the decided
+    classes, None where the server answers none (mlflow's pyfunc gives the probabilities only)."""
+
+    values: list[float]
+    labels: list[Any] | None
+
+
+def read_answers(kind: str, task: str, doc: dict[str, Any], single: bool) -> Answers:
+    if kind == "mlflow":  # {"predictions": the pyfunc's (n,) predictions or (n, 2) probabilities}
+        rows = doc["predictions"]
+        return Answers([float(v) for row in rows for v in (row if task == "binary" else [row])], None)
+    if task == "binary":  # probabilities: {class name: p} per record, in class order
+        probabilities = [doc["probabilities"]] if single else doc["probabilities"]
+        labels = [doc["prediction"]] if single else doc["predictions"]
+        return Answers([float(v) for p in probabilities for v in p.values()], labels)
+    return Answers([float(doc["prediction"])] if single else [float(p) for p in doc["predictions"]], None)
+
+
+def sane(answers: Answers, task: str, n: int) -> bool:
+    """Regression: n finite, non-negative predictions; binary: n pairs of probabilities summing to 1."""
+    v = answers.values
+    if task == "binary":
+        pairs = list(zip(v[::2], v[1::2]))
+        return (len(v) == 2 * n and all(0 <= p <= 1 and 0 <= q <= 1 and abs(p + q - 1) <= 1e-9 for p, q in pairs)
+                and (answers.labels is None or len(answers.labels) == n))
+    return len(v) == n and all(math.isfinite(p) and p >= 0 for p in v)
 
 
 def servers(project: Path, model: str, tracking_uri: str, workers2: bool, inline_project: Path) -> list[Server]:
@@ -337,28 +368,36 @@ class Running:
         self._log.close()
 
 
-def verify(run: Running, client: httpx.Client, reference: dict[str, list[float]] | None) -> dict[str, Any]:
-    """200 + finite, non-negative predictions of the right count; same numbers as `reference` to 1e-9."""
+def verify(run: Running, client: httpx.Client, task: str, reference: dict[str, Answers] | None) -> dict[str, Any]:
+    """200 + `sane` answers of the right count; the same numbers as `reference` to 1e-9 (binary: both
+    probabilities) and the same decided classes where both answer them."""
     s = run.server
-    out: dict[str, Any] = {}
+    out: dict[str, Answers] = {}
     for key, records, single in (("single", RECORD, True), ("batch", batch_records(), False)):
         r = client.post(run.url, content=s.body(records), headers={"Content-Type": "application/json"}, timeout=30)
         if r.status_code != 200:
             raise RuntimeError(f"{s.name}: {key} answered {r.status_code}: {r.text[:500]}")
-        preds = Server.predictions(s.kind, r.json(), single)
+        answers = read_answers(s.kind, task, r.json(), single)
         want = 1 if single else BATCH
-        if len(preds) != want or not all(math.isfinite(p) and p >= 0 for p in preds):
-            raise RuntimeError(f"{s.name}: {key} predictions are not {want} finite non-negative numbers: {preds[:5]}")
-        out[key] = preds
-    checks: dict[str, Any] = {"status": 200, "prediction": out["single"][0],
-                              "batch_first": out["batch"][:3], "sane": True}
+        if not sane(answers, task, want):
+            raise RuntimeError(f"{s.name}: {key} answer is not {want} sane {task} prediction(s): "
+                               f"{answers.values[:6]} {(answers.labels or [])[:3]}")
+        out[key] = answers
+    width = 2 if task == "binary" else 1
+    # `prediction`: the single record's prediction, or for binary its positive class's probability
+    checks: dict[str, Any] = {"status": 200, "prediction": out["single"].values[-1],
+                              "batch_first": out["batch"].values[: 3 * width], "sane": True}
+    if out["single"].labels is not None:
+        checks["label"] = out["single"].labels[0]
     if reference is not None:
-        diff = abs(out["single"][0] - reference["single"][0])
-        checks["max_abs_diff_vs_cd4ml_single"] = diff
-        ok = diff <= 1e-9
-        bdiff = max(abs(a - b) for a, b in zip(out["batch"], reference["batch"]))
-        checks["max_abs_diff_vs_cd4ml_batch"] = bdiff
-        ok = ok and bdiff <= 1e-9
+        ok = True
+        for key in ("single", "batch"):
+            diff = max(abs(a - b) for a, b in zip(out[key].values, reference[key].values))
+            checks[f"max_abs_diff_vs_cd4ml_{key}"] = diff
+            ok = ok and diff <= 1e-9
+        if out["batch"].labels is not None and reference["batch"].labels is not None:
+            checks["same_classes_as_cd4ml"] = all(out[k].labels == reference[k].labels for k in ("single", "batch"))
+            ok = ok and checks["same_classes_as_cd4ml"]
         checks["same_as_cd4ml"] = ok
         if not ok:
             raise RuntimeError(f"{s.name}: predictions differ from cd4ml serve: {checks}")
@@ -375,9 +414,10 @@ POINTS = [  # name, body, wrk threads, connections
 class Bench:
     """One server for the whole benchmark: started, checked and warmed once, then measured in rounds."""
 
-    def __init__(self, server: Server, scratch: Path, wrk: str) -> None:
+    def __init__(self, server: Server, scratch: Path, wrk: str, task: str) -> None:
         self.server = server
         self.wrk = wrk
+        self.task = task
         self.scripts = {kind: write_lua(scratch, f"{server.name}-{kind}",
                                         server.body(RECORD if kind == "single" else batch_records()))
                         for kind in ("single", "batch")}
@@ -404,7 +444,7 @@ class Bench:
         finally:
             run.stop()
 
-    def start(self, scratch: Path, warmup: float, reference: dict[str, list[float]] | None) -> None:
+    def start(self, scratch: Path, warmup: float, reference: dict[str, Answers] | None) -> None:
         s, res = self.server, self.res
         log(f"{s.name}: starting {s.label}")
         self.run = run = Running(s, scratch)
@@ -416,7 +456,7 @@ class Bench:
                 res["ready_rss_mb"] = round(run.sampler.peak_rss / 2**20, 1)
                 log(f"{s.name}: answering after {res['ready_s']:.2f} s")
                 res["settle_s"] = round(run.settle(), 2)
-                checks = verify(run, client, reference)
+                checks = verify(run, client, self.task, reference)
             res["preds"] = checks.pop("_preds")
             res["verify"] = checks
             run_wrk(self.wrk, run.url, self.scripts["single"], 2, 16, warmup)  # warm-up, not recorded
@@ -474,6 +514,7 @@ class BoosterCeiling:
     (one thread, no HTTP): the most rows/s any one-worker server of this model can answer."""
 
     def __init__(self, proj: Any, scratch: Path) -> None:
+        from cd4ml.release.estimators import Classifier
         from cd4ml.release.registry import Registry
         from cd4ml.serve.schema import RequestSchema
 
@@ -481,7 +522,9 @@ class BoosterCeiling:
         release = registry.load(str(registry.champion().version), scratch / "release-cache")
         schema = RequestSchema(proj.config)
         self.X = release.plan.transform(schema.to_batch(schema.validate(batch_records())))
-        self.booster = release.estimator
+        estimator = release.estimator
+        # A classifier's booster gives P(positive) alone, as the floor calls it (no (n, 2) columns)
+        self.booster = estimator.model if isinstance(estimator, Classifier) else estimator
         self.res: dict[str, Any] = {"label": "booster.predict alone, in-process (ceiling)", "workers": 1,
                                     "rounds": {"batch100_c16": []}}
 
@@ -585,23 +628,69 @@ def inline_copy(project: Path, scratch: Path) -> Path:
     return copy
 
 
-def make_project(folder: Path) -> Path:
-    project = folder / "bench-groceries"
+def make_project(folder: Path, task: str) -> tuple[Path, str | None]:
+    """A groceries project with a champion: the template's (regression), or `to_binary` of it (then
+    also the target's definition)."""
+    project = folder / ("bench-groceries" if task == "regression" else f"bench-groceries-{task}")
     cd4ml = str(BIN / "cd4ml")
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    steps = [
-        ([cd4ml, "init", str(project), "--example", "groceries"], folder),
+    run_steps([([cd4ml, "init", str(project), "--example", "groceries"], folder)], env)
+    definition = to_binary(project) if task == "binary" else None
+    run_steps([
         (["git", "init", "-q"], project),
         (["git", "add", "-A"], project),
         (["git", "-c", "user.name=bench", "-c", "user.email=bench@example.com", "commit", "-qm", "init"], project),
         ([cd4ml, "data", "ingest"], project),
         ([cd4ml, "run"], project),
-    ]
+    ], env)
+    return project, definition
+
+
+def run_steps(steps: list[tuple[list[str], Path]], env: dict[str, str]) -> None:
     for cmd, cwd in steps:
         r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
         if r.returncode != 0:
             raise SystemExit(f"project setup failed at {' '.join(cmd)}:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
-    return project
+
+
+BINARY_TARGET = "high_sales"
+
+
+def to_binary(project: Path) -> str:
+    """Make a fresh groceries project a binary one on the same world and rows: `high_sales`, does a
+    store sell more units of an item on a day than the median of the training period's rows (the
+    rows before the holdout)? Not trivial: about half the rows either way, and the negative binomial
+    noise and stock-outs of the world blur it. Written to data/sales.parquet (git-ignored) and read
+    through `source: {path: ...}`; the template's features, target encodings included, unchanged.
+    Returns the target's definition."""
+    import pandas as pd
+    import yaml
+
+    from cd4ml.config import load_project
+    from cd4ml.data.sources import read_source
+
+    frame, _ = read_source(load_project(project))  # the template's world, as `cd4ml data ingest` reads it
+    path = project / "cd4ml.yaml"
+    cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
+    holdout_start = frame["date"].max().normalize() - pd.Timedelta(days=cfg["split"]["holdout_days"] - 1)
+    median = float(frame.loc[frame["date"] < holdout_start, "unit_sales"].median())
+    frame[BINARY_TARGET] = frame["unit_sales"] > median
+    (project / "data").mkdir(exist_ok=True)
+    frame.drop(columns=["unit_sales", "expected_sales"]).to_parquet(project / "data" / "sales.parquet", index=False)
+    with (project / ".gitignore").open("a", encoding="utf-8") as f:
+        f.write("data/\n")
+
+    columns = cfg["schema"]["columns"]
+    del columns["unit_sales"], columns["expected_sales"]
+    columns[BINARY_TARGET] = {"type": "bool"}
+    del cfg["oracle_column"], cfg["model"]["target_transform"], cfg["model"]["clip_min"]
+    cfg.update(project="groceries-binary", task="binary", source={"path": "data/sales.parquet"},
+               target=BINARY_TARGET, metrics={"primary": "auc", "report": ["auc", "logloss"]})
+    cfg["acceptance"]["thresholds"] = {"auc": {"min": 0.6}}
+    cfg["registry"]["model_name"] = "groceries-high-sales"
+    definition = f"{BINARY_TARGET} = unit_sales > {median:g}, the median of the training rows"
+    path.write_text(f"# {definition}\n" + yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+    return definition
 
 
 # --------------------------------------------------------------------------- report
@@ -663,10 +752,22 @@ def fmt(v: Any, spec: str = ".0f") -> str:
     return "—" if v is None else format(v, spec)
 
 
+def results_stem(task: str) -> str:
+    """The results files' name: serving.{json,md} for the regression model, serving-<task>.* else."""
+    return "serving" if task == "regression" else f"serving-{task}"
+
+
+BINARY_NOTE = (
+    "The model is a binary classifier of the regression benchmark's grocery world (same rows, features "
+    "and requests): {target}. cd4ml and the floor answer the decided class and both probabilities; "
+    "mlflow's pyfunc answers the (n, 2) probabilities. Every server's probabilities match cd4ml's to 1e-9.")
+
+
 def markdown(doc: dict[str, Any]) -> str:
     m, res = doc["machine"], doc["servers"]
+    task = doc["settings"].get("task", "regression")
     lines = [
-        "# Serving benchmark",
+        "# Serving benchmark" + ("" if task == "regression" else f": {task} classifier"),
         "",
         f"{doc['finished']} · {m['cpu_count']} CPUs ({m['cpu_model']}) · load average before "
         f"{m['load_before']} / after {m['load_after']} · {doc['settings'].get('rounds', 1)} round(s) of "
@@ -684,6 +785,8 @@ def markdown(doc: dict[str, Any]) -> str:
         "the champion's booster alone predicting the batch's 100 rows in the benchmark's process, one "
         "thread, no HTTP: the ceiling of any one-worker server of this model.",
         "",
+        *([BINARY_NOTE.format(target=doc["settings"].get("target") or f"target `{doc['settings'].get('target_column')}`"),
+           ""] if task == "binary" else []),
         "| server | ready s | c1 req/s | c1 p50 ms | c1 p99 ms | c16 req/s | c16 p50 ms | c16 p99 ms | "
         "batch rows/s | batch p99 ms | CPU ms/req c16 | CPU s | peak RSS MB | other cores c16 |",
         "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
@@ -731,7 +834,7 @@ def markdown(doc: dict[str, Any]) -> str:
         lines += [f"- {t['share']:.1%} `{t['frame']}`" for t in prof["release_predict_calls"]]
         lines += ["", "Top self time:", ""]
         lines += [f"- {t['share']:.1%} `{t['frame']}`" for t in prof["top_self"]]
-    lines += ["", "Raw figures: `serving.json` next to this file. Versions: "
+    lines += ["", f"Raw figures: `{results_stem(task)}.json` next to this file. Versions: "
               + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + "."]
     return "\n".join(lines) + "\n"
 
@@ -739,6 +842,9 @@ def markdown(doc: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- main
 def main() -> None:
     ap = argparse.ArgumentParser(description="Serving benchmark: cd4ml serve vs mlflow models serve vs a floor.")
+    ap.add_argument("--task", choices=("regression", "binary"), default="regression",
+                    help="the model served: the groceries regressor (default) or a binary classifier of the same "
+                         "world; results in serving.* or serving-binary.*")
     ap.add_argument("--project", type=Path, help="a cd4ml project with a champion (default: make a fresh one)")
     ap.add_argument("--seconds", type=float, default=4.0, help="seconds per wrk point and round (default 4)")
     ap.add_argument("--rounds", type=int, default=3,
@@ -756,12 +862,13 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS, help="results folder (default benchmarks/results)")
     ap.add_argument("--keep", action="store_true", help="keep the scratch folder (server logs, Lua scripts)")
     ap.add_argument("--report-only", action="store_true",
-                    help="only rewrite serving.md from the serving.json in --out (no servers run)")
+                    help="only rewrite serving.md (serving-binary.md) from its .json in --out (no servers run)")
     args = ap.parse_args()
+    stem = results_stem(args.task)
     if args.report_only:
-        doc = json.loads((args.out / "serving.json").read_text(encoding="utf-8"))
-        (args.out / "serving.md").write_text(markdown(doc), encoding="utf-8")
-        log(f"wrote {args.out / 'serving.md'}")
+        doc = json.loads((args.out / f"{stem}.json").read_text(encoding="utf-8"))
+        (args.out / f"{stem}.md").write_text(markdown(doc), encoding="utf-8")
+        log(f"wrote {args.out / f'{stem}.md'}")
         return
 
     t_start = time.perf_counter()
@@ -773,13 +880,13 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="cd4ml-bench-"))
     log(f"scratch {scratch}; load average {load_before}")
     try:
-        setup_s = None
+        setup_s, definition = None, None
         if args.project:
             project = args.project.resolve()
         else:
-            log("making a fresh groceries project (init, ingest, run)...")
+            log(f"making a fresh groceries project, {args.task} (init, ingest, run)...")
             t0 = time.perf_counter()
-            project = make_project(scratch)
+            project, definition = make_project(scratch, args.task)
             setup_s = round(time.perf_counter() - t0, 1)
             log(f"project ready in {setup_s:.0f} s")
         t_bench = time.perf_counter()  # the budget counts from here: project set-up time is not ours to bound
@@ -788,6 +895,8 @@ def main() -> None:
         from cd4ml.release.registry import Registry
 
         proj = load_project(project)
+        if proj.config.task.name != args.task:
+            raise SystemExit(f"{project}: task {proj.config.task.name}, not {args.task} (see --task)")
         model = proj.config.registry.model_name
         uri = tracking.tracking_uri(proj)
         champion = Registry.for_project(proj).champion()
@@ -809,7 +918,7 @@ def main() -> None:
                     results[server.name] = {"label": server.label, "workers": server.workers,
                                             "skipped": f"time budget of {args.budget:.0f} s"}
                     continue
-                b = Bench(server, scratch, wrk)
+                b = Bench(server, scratch, wrk, args.task)
                 benches.append(b)
                 if server.name == "cd4ml":
                     b.first_start(scratch, list((proj.state_dir / "cache" / "releases").glob("*/champion-*.json")))
@@ -857,18 +966,19 @@ def main() -> None:
                                                      "uvloop", "httptools")} | {"wrk": wrk_version(wrk)},
             },
             "source": source_info(),
-            "settings": {"seconds": args.seconds, "rounds": args.rounds, "warmup": args.warmup, "record": RECORD, "batch_size": BATCH,
+            "settings": {"task": args.task, "target_column": proj.config.target, "target": definition,
+                         "seconds": args.seconds, "rounds": args.rounds, "warmup": args.warmup, "record": RECORD, "batch_size": BATCH,
                          "project": str(project) if args.project else "(fresh temp project)", "model": model,
                          "model_version": str(champion.version), "tracking_uri": uri,
                          "points": {n: {"body": k, "wrk_threads": t, "connections": c} for n, k, t, c in POINTS}},
             "servers": results,
         }
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "serving.json").write_text(json.dumps(doc, indent=2, default=str) + "\n", encoding="utf-8")
-        (args.out / "serving.md").write_text(markdown(doc), encoding="utf-8")
+        (args.out / f"{stem}.json").write_text(json.dumps(doc, indent=2, default=str) + "\n", encoding="utf-8")
+        (args.out / f"{stem}.md").write_text(markdown(doc), encoding="utf-8")
         print()
         print(markdown(doc))
-        log(f"wrote {args.out / 'serving.json'} and serving.md in {doc['wall_s']:.0f} s")
+        log(f"wrote {args.out / f'{stem}.json'} and {stem}.md in {doc['wall_s']:.0f} s")
     finally:
         if args.keep:
             log(f"kept {scratch}")
