@@ -15,7 +15,7 @@ import inspect
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -92,17 +92,13 @@ class Handover:
         return X
 
 
-def fit(estimator: Any, X: np.ndarray | Handover, y: np.ndarray, categorical: list[int], algorithm: str,
-        on_binned: Callable[[], None] | None = None) -> Any:
+def fit(estimator: Any, X: np.ndarray | Handover, y: np.ndarray, categorical: list[int], algorithm: str) -> Any:
     """Fit on X (n, p) float64 and y (n,); LightGBM is told which columns are categorical codes.
 
-    `on_binned` is called as training starts: for LightGBM once it has binned X (and freed a
-    handed-over X), so what it starts does not add to the peak of binning; for other estimators
-    just before they fit, with X alive. Params are only checked by the estimator when it fits:
-    a bad one is a config error.
+    Params are only checked by the estimator when it fits: a bad one is a config error.
     """
     if isinstance(estimator, Classifier):
-        fit(estimator.model, X, y, categorical, algorithm, on_binned)
+        fit(estimator.model, X, y, categorical, algorithm)
         return estimator
     is_lightgbm = isinstance(estimator, LightGBMModel)
     errors: tuple[type[Exception], ...] = (TypeError, ValueError)
@@ -112,9 +108,7 @@ def fit(estimator: Any, X: np.ndarray | Handover, y: np.ndarray, categorical: li
         X = X.take()
     try:
         if is_lightgbm:
-            return estimator.fit(X, y, categorical_feature=categorical or "auto", on_binned=on_binned)
-        if on_binned is not None:
-            on_binned()
+            return estimator.fit(X, y, categorical_feature=categorical or "auto")
         return estimator.fit(X, y)
     except errors as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -236,10 +230,9 @@ class LightGBMModel:
     def __init__(self, **params: Any) -> None:
         self.params = params
 
-    def fit(self, X: np.ndarray | Handover, y: np.ndarray, categorical_feature: list[int] | str = "auto",
-            on_binned: Callable[[], None] | None = None) -> LightGBMModel:
-        """Fit on X (n, p) and y (n,); the booster is `booster_`. A handed-over X is freed once binned,
-        before `on_binned` is called."""
+    def fit(self, X: np.ndarray | Handover, y: np.ndarray,
+            categorical_feature: list[int] | str = "auto") -> LightGBMModel:
+        """Fit on X (n, p) and y (n,); the booster is `booster_`. A handed-over X is freed once binned."""
         lgb = import_lightgbm()
         params = dict(self.params)
         params["num_threads"] = _threads(params)
@@ -248,8 +241,6 @@ class LightGBMModel:
                                 categorical_feature=categorical_feature, params=params)
         del X
         train_set.construct()  # LightGBM then drops its reference to X (free_raw_data)
-        if on_binned is not None:
-            on_binned()
         self.booster_ = lgb.train(params, train_set, num_boost_round=rounds)
         return self
 

@@ -13,7 +13,6 @@ import hashlib
 import io
 import json
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,40 +101,6 @@ def _skipped(earlier: rerun.EarlierRun, project: Project, promote: bool | None) 
     result.promoted, result.champion_before = True, now or None
     result.note = "its promotion had been interrupted: carried out now"
     return result
-
-
-class _Connecting:
-    """`tracking.connect` in a thread, from `start()`; `client()` waits for it (or connects if never started)."""
-
-    def __init__(self, project: Project) -> None:
-        self._project = project
-        self._thread: threading.Thread | None = None
-        self._outcome: Any = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._connect, name="cd4ml-mlflow-connect", daemon=True)
-        self._thread.start()
-
-    def _connect(self) -> None:
-        try:
-            self._outcome = tracking.connect(self._project)
-        except Exception as exc:  # raised in the run's thread, by client()
-            self._outcome = Cd4mlError(f"cannot open the MLflow store at {tracking.tracking_uri(self._project)}: "
-                                       f"{type(exc).__name__}: {exc}")
-        except BaseException as exc:
-            self._outcome = exc
-
-    def join(self) -> None:
-        if self._thread is not None:
-            self._thread.join()
-
-    def client(self) -> Any:
-        if self._thread is None:
-            self.start()
-        self.join()
-        if isinstance(self._outcome, BaseException):
-            raise self._outcome
-        return self._outcome
 
 
 def feature_spec(cfg: ProjectConfig) -> dict[str, Any]:
@@ -261,11 +226,10 @@ def run_pipeline(project: Project, *, data_version: int | None = None, on_stage:
         if pinned.earlier is not None:
             return _skipped(pinned.earlier, project, promote)
         data, handover, y_train = _prepare(project, pinned, stage)
-        store, task = _fit(project, pinned.model, data.plan, handover, y_train, stage)
+        task = _fit(project, pinned.model, data.plan, handover, y_train, stage)
         del handover, y_train
         data.spec["task"] = task.spec()  # the plan's own spec: saved in the release
-        client = store.client()
-        registry = Registry.for_project(project, client)
+        registry = Registry.for_project(project, _connect(project))
         with stage("evaluate"):
             ev = _evaluate(cfg, task, pinned.model, data)
         # Drawn by a child process while the run registers and gates (on the other core).
@@ -345,22 +309,25 @@ def _prepare(project: Project, pinned: _Pinned,
 
 
 def _fit(project: Project, model: Any, plan: FeaturePlan, handover: estimators.Handover, y_train: np.ndarray,
-         stage: _Stages) -> tuple[_Connecting, Task]:
+         stage: _Stages) -> Task:
     """Fit the model, and tune it on the training rows held out of the fit if the project asks
-    (calibration, decision threshold); returns the store connecting and the run's task. MLflow comes in
-    (a thread) while the model trains, not under the peak of binning X."""
+    (calibration, decision threshold); returns the run's task."""
     cfg = project.config
     with stage("fit"):
-        store = _Connecting(project)
         held = tuning.held_out(cfg, handover, y_train)
-        try:
-            estimators.fit(model, held.fit_X if held else handover, held.fit_y if held else y_train,
-                           plan.categorical_indices, cfg.model.algorithm, on_binned=store.start)
-        except BaseException:
-            store.join()  # no import or store opening left half done as the process ends
-            raise
-        task = tuning.tune(cfg, model, held) if held else cfg.task
-    return store, task
+        estimators.fit(model, held.fit_X if held else handover, held.fit_y if held else y_train,
+                       plan.categorical_indices, cfg.model.algorithm)
+        return tuning.tune(cfg, model, held) if held else cfg.task
+
+
+def _connect(project: Project) -> Any:
+    """The MLflow client, opened once the fit is done: importing MLflow in a thread next to a fit
+    that uses every core slowed the fit by more than the import takes."""
+    try:
+        return tracking.connect(project)
+    except Exception as exc:
+        raise Cd4mlError(f"cannot open the MLflow store at {tracking.tracking_uri(project)}: "
+                         f"{type(exc).__name__}: {exc}") from exc
 
 
 def _evaluate(cfg: ProjectConfig, task: Task, model: Any, data: _Prepared) -> _Evaluation:
