@@ -159,7 +159,7 @@ def run_demo(directory: Path | None, keep: bool, report_path: Path, console: Con
             story.chapter("2. Data science: the project's feature tests guard the pipeline")
             _failing_feature_test(story)
             story.chapter("3. ML engineering: better features, then more trees; each release goes live")
-            champions = _better_models(story, service)
+            champions = _better_models(story, service, first)
             story.chapter("4. Continuous deployment: the gate stops a harmful change")
             _harmful_change(story, service, champions.best)
             story.chapter("5. Undo: git revert reproduces the release; rollback under load")
@@ -246,13 +246,18 @@ def _failing_feature_test(story: Story) -> None:
     story.say(f"[dim]git revert: {bug.undone}[/]")
 
 
-def _better_models(story: Story, service: ServiceProcess) -> _Champions:
-    example = story.example
-    releases = []
+def _better_models(story: Story, service: ServiceProcess, first: dict[str, Any]) -> _Champions:
+    example, metric = story.example, story.example.metric
+    releases, champion = [], first
     for change in (example.better, example.capacity):
         story.commit(change)
         result = story.run()
         story.check(result["promoted"], f"the model of '{change.message}' did not become champion")
+        gained = result["metrics"][metric] - champion["metrics"][metric]
+        story.check(gained > 0 if story.greater_is_better else gained < 0,
+                    f"'{change.message}' did not improve {metric}: {result['metrics'][metric]:.4f} after "
+                    f"{champion['metrics'][metric]:.4f}")
+        champion = result
         story.say(f"service swapped to version {result['version']} in "
                   f"{_wait_for_version(service, result['version']):.1f} s")
         releases.append(result)
