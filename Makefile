@@ -15,8 +15,10 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+EXAMPLE ?= groceries
+
 demo: $(STAMP)
-	$(BIN)/cd4ml demo --report build/cd4ml-demo-report.html
+	$(BIN)/cd4ml demo --example $(EXAMPLE) --report build/cd4ml-demo-report.html
 
 # First, so a machine where they cannot be installed stops before the venv is built.
 system-packages:

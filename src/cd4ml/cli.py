@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -22,6 +23,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from cd4ml import runtime
+from cd4ml.demo import EXAMPLES
 from cd4ml.errors import Cd4mlError, DataRejected, GateRejected
 
 if TYPE_CHECKING:
@@ -455,16 +457,21 @@ def ui(
                 host=host, port=port, log_level="warning", access_log=False)
 
 
+# The demo's examples as choices: Typer names them in --help and in the usage error (exit 2).
+DemoName = Enum("DemoName", {name: name for name in EXAMPLES}, type=str)
+
+
 @app.command()
 def demo(
     directory: Optional[Path] = typer.Option(None, "--dir", help="Scratch folder (default: a new temp folder)."),
     keep: bool = typer.Option(False, "--keep", help="Keep the scratch folder (a --dir is always kept)."),
     report: Path = typer.Option(Path("cd4ml-demo-report.html"), "--report", help="Where to write the HTML report."),
+    example: DemoName = typer.Option(EXAMPLES[0], "--example", help="The bundled example to play it on."),
 ) -> None:
-    """Play the CD4ML story end to end on the grocery world, with the service running."""
+    """Play the CD4ML story end to end on a bundled example, with the service running."""
     from cd4ml.demo.story import run_demo
 
-    path = run_demo(directory, keep, report, console)
+    path = run_demo(directory, keep, report, console, example.value)
     console.print(f"[green]Demo passed.[/] Report: {escape(str(path))}")
 
 

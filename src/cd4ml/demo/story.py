@@ -1,13 +1,15 @@
-"""`cd4ml demo`: the CD4ML workshop's six scenarios, played on the grocery world.
+"""`cd4ml demo`: the CD4ML workshop's six scenarios, played on a bundled example.
 
 Everything is real: a git repository, the `cd4ml` CLI in child processes,
 a Delta table, an MLflow store, `cd4ml serve` on loopback with clients
 sending requests the whole time. Each scenario checks its own claim and
 stops the demo (non-zero exit, naming the step) when it does not hold.
+What differs between examples (template, commits, world) is their `DemoExample`.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -21,45 +23,51 @@ from typing import Any
 
 import httpx
 import numpy as np
-import yaml
+import pandas as pd
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from cd4ml.demo import EXAMPLES
+from cd4ml.demo.example import Commit, DemoExample, Scored
 from cd4ml.errors import Cd4mlError
 from cd4ml.serve.process import ServiceProcess
 from cd4ml.verdicts import judged_window
 
-# The first model the team ships: store x item level and weekday only. Later commits add the
-# project's full feature set (promotions, calendar, holidays, paydays) and more trees.
-FIRST_MODEL = {
-    "features.numeric": ["dayofweek"], "features.categorical": ["store_nbr"],
-    "features.target_encodings": [["store_nbr", "item_nbr"]], "features.custom": [], "features.holidays": None,
-    "features.calendar": ["dayofweek"], "model.params.n_estimators": 100,
-}
-PRODUCTION_WEEKS = 4
-# Store 11 opens in week 2: inputs the model never saw, and sales it cannot know.
-NEW_STORE = {"store_nbr": 11, "city": "Quito", "state": "Pichincha", "type": "A", "cluster": 3, "size": 1.3}
-NEW_STORE_DAY = 8  # production day on which it opens
 GIT = ["git", "-c", "user.name=cd4ml demo", "-c", "user.email=demo@cd4ml.invalid"]
+BATCH = 100  # records per production request
 
 
 class DemoFailed(Cd4mlError):
     """A scenario's claim did not hold; the message names the step and the reason."""
 
 
+def load_example(name: str) -> DemoExample:
+    if name not in EXAMPLES:
+        raise DemoFailed(f"no demo example {name!r}; choose one of {', '.join(EXAMPLES)}")
+    return importlib.import_module(f"cd4ml.demo.{name}").EXAMPLE
+
+
 @dataclass
 class Story:
     root: Path
     console: Console
+    example: DemoExample
     releases: list[dict[str, Any]] = field(default_factory=list)
-    production: list[dict[str, Any]] = field(default_factory=list)
+    production: list[Scored] = field(default_factory=list)
     monitoring: list[dict[str, Any]] = field(default_factory=list)
     step: str = "setup"
 
     @property
     def project(self) -> Path:
-        return self.root / "shop"
+        return self.root / self.example.folder
+
+    @property
+    def greater_is_better(self) -> bool:
+        """The direction of the example's metric, as the project's task says."""
+        from cd4ml.config import load_project
+
+        return load_project(self.project).config.task.metric(self.example.metric).greater_is_better
 
     # -- narration and child processes -----------------------------------------------------
     def chapter(self, title: str) -> None:
@@ -89,13 +97,13 @@ class Story:
     def git(self, *args: str) -> None:
         subprocess.run([*GIT, *args], cwd=self.project, check=True, capture_output=True)
 
-    def commit(self, message: str, **settings: Any) -> None:
+    def commit(self, change: Commit) -> None:
         """Edit cd4ml.yaml (dotted keys) and commit, as a developer would."""
         from cd4ml.config import edit_project_file
 
-        edit_project_file(self.project, settings)
-        self.git("commit", "-qam", message)
-        self.say(f"[dim]git commit: {message}[/]")
+        edit_project_file(self.project, dict(change.settings))
+        self.git("commit", "-qam", change.message)
+        self.say(f"[dim]git commit: {change.message}[/]")
 
     def run(self, *extra: str, expect: tuple[int, ...] = (0,)) -> dict[str, Any]:
         proc = self.cd4ml("run", "--json", *extra, expect=expect)
@@ -106,8 +114,9 @@ class Story:
             return result
         failed = [c["name"] for c in result["gate"]["checks"] if not c["passed"]]
         verdict = "[green]passed[/]" if result["gate"]["passed"] else f"[red]rejected[/] ({', '.join(failed)})"
-        self.say(f"version {result['version']}: nwrmsle {result['metrics']['nwrmsle']:.4f} "
-                 f"(baseline {result['baseline']['nwrmsle']:.4f}); gate {verdict}; "
+        metric = self.example.metric
+        self.say(f"version {result['version']}: {metric} {result['metrics'][metric]:.4f} "
+                 f"(baseline {result['baseline'][metric]:.4f}); gate {verdict}; "
                  f"{'now champion' if result['promoted'] else 'champion unchanged'}; "
                  f"fit {result['seconds'].get('fit', 0):.1f}s")
         self.releases.append({**result, "step": self.step})
@@ -126,15 +135,17 @@ def _wait_for_version(service: ServiceProcess, version: str, timeout: float = 30
     raise DemoFailed(f"the service did not swap to version {version} within {timeout:.0f} s")
 
 
-def run_demo(directory: Path | None, keep: bool, report_path: Path, console: Console) -> Path:
+def run_demo(directory: Path | None, keep: bool, report_path: Path, console: Console,
+             example: str = EXAMPLES[0]) -> Path:
     """Play all scenarios; returns the HTML report's path. Raises DemoFailed naming the step."""
     from cd4ml.demo.report import write_report
     from cd4ml.demo.traffic import Tally, Traffic
 
+    chosen = load_example(example)
     root = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="cd4ml-demo-"))
-    if directory and (root / "shop").exists():
-        raise DemoFailed(f"{root / 'shop'} already exists; choose an empty --dir")
-    story = Story(root, console)
+    if directory and (root / chosen.folder).exists():
+        raise DemoFailed(f"{root / chosen.folder} already exists; choose an empty --dir")
+    story = Story(root, console, chosen)
     tally = Tally()
     service: ServiceProcess | None = None
     started = time.monotonic()
@@ -143,19 +154,19 @@ def run_demo(directory: Path | None, keep: bool, report_path: Path, console: Con
         first = _first_champion(story)
         service = ServiceProcess(story.project, poll=0.5, log_path=root / "serve.log")
         service.wait_until("/ready", 200)
-        record = _first_prediction(story, service, first, tally)
-        with Traffic(service.url, record, tally, threads=1, pause=0.05):
+        _first_prediction(story, service, first, tally)
+        with Traffic(service.url, dict(chosen.probe), tally, threads=1, pause=0.05):
             story.chapter("2. Data science: the project's feature tests guard the pipeline")
             _failing_feature_test(story)
             story.chapter("3. ML engineering: better features, then more trees; each release goes live")
-            champions = _better_models(story, service)
+            champions = _better_models(story, service, first)
             story.chapter("4. Continuous deployment: the gate stops a harmful change")
             _harmful_change(story, service, champions.best)
             story.chapter("5. Undo: git revert reproduces the release; rollback under load")
             _revert(story, champions.best)
-        _rollback_under_load(story, service, record, champions, tally)
+        _rollback_under_load(story, service, champions, tally)
 
-        story.chapter(f"6. In the wild: {PRODUCTION_WEEKS} weeks of forecasts, actuals, monitoring, retraining")
+        story.chapter(f"6. In the wild: {chosen.periods_title}")
         story.production, story.monitoring = _in_the_wild(story, service, tally)
     finally:
         if service is not None:
@@ -165,7 +176,8 @@ def run_demo(directory: Path | None, keep: bool, report_path: Path, console: Con
     story.check(logged == tally.records, f"the prediction log holds {logged} events for "
                                          f"{tally.records} predictions served")
     _summary(story, tally, logged, elapsed)
-    report = write_report(report_path, story.releases, story.production, story.monitoring, tally, logged, elapsed)
+    report = write_report(report_path, chosen, story.greater_is_better, story.releases, story.production,
+                          story.monitoring, tally, logged, elapsed)
     if not keep and directory is None:
         shutil.rmtree(root, ignore_errors=True)
     return report
@@ -183,60 +195,77 @@ def _first_champion(story: Story) -> dict[str, Any]:
     """A project from `cd4ml init` in a new git repository, its data ingested, the first model trained."""
     from cd4ml.scaffold import init_project
 
-    init_project(story.project, "groceries")
+    example = story.example
+    init_project(story.project, example.template)
     story.git("init", "-q")
     story.git("add", "-A")
-    story.git("commit", "-qm", "groceries project from cd4ml init")
-    story.commit("first model: store x item level and weekday", **FIRST_MODEL)
+    story.git("commit", "-qm", f"{example.template} project from cd4ml init")
+    story.commit(example.first_model)
     story.cd4ml("data", "ingest")
-    story.say("table version 0: 10 stores x 100 items x 2 years, validated, in Delta Lake")
+    story.say(example.data_note)
     first = story.run()
     story.check(first["promoted"], "the first model did not become champion")
     return first
 
 
-def _first_prediction(story: Story, service: ServiceProcess, first: dict[str, Any], tally: Any) -> dict[str, Any]:
-    """One prediction over HTTP; returns the record the clients of scenarios 1-5 keep asking for."""
+def _first_prediction(story: Story, service: ServiceProcess, first: dict[str, Any], tally: Any) -> None:
+    """One prediction over HTTP, of the record the clients of scenarios 1-5 keep asking for."""
+    from cd4ml.config import load_project
     from cd4ml.demo.traffic import post
+    from cd4ml.task import Classification
 
-    # The clients of scenarios 1-5 ask for the last training day, so their thousands of identical
-    # requests stay out of the production weeks that scenario 6 monitors.
-    record = {"date": "2024-12-31", "store_nbr": 3, "item_nbr": 100007, "onpromotion": 1}
+    record = dict(story.example.probe)
     with httpx.Client(base_url=service.url, timeout=10) as client:
         answer = post(client, record, tally)
     story.check(answer is not None and answer["model_version"] == first["version"], "no prediction over HTTP")
-    story.say(f"service on {service.url}: POST /predict {json.dumps(record)} -> "
-              f"{answer['prediction']:.2f} units (version {answer['model_version']})")
-    return record
+    task = load_project(story.project).config.task
+    if isinstance(task, Classification):
+        story.check(set(answer.get("probabilities", ())) == set(task.class_names) and "prediction" in answer,
+                    f"the answer is not a label with each class's probability: {answer}")
+        shown = (f"{json.dumps(answer['prediction'])} (probabilities "
+                 f"{json.dumps({k: round(p, 4) for k, p in answer['probabilities'].items()})})")
+    else:
+        shown = f"{answer['prediction']:.2f} {story.example.answer_unit}"
+    story.say(f"service on {service.url}: POST /predict {json.dumps(record)} -> {escape(shown)} "
+              f"(version {answer['model_version']})")
 
 
 def _failing_feature_test(story: Story) -> None:
+    bug = story.example.bug
     features = story.project / "features.py"
-    features.write_text(features.read_text().replace("(day == 15)", "(day == 14)"))
-    story.git("commit", "-qam", "paydays on the 14th (a bug)")
+    source = features.read_text()
+    story.check(bug.old in source, f"features.py no longer holds {bug.old!r}")
+    features.write_text(source.replace(bug.old, bug.new))
+    story.git("commit", "-qam", bug.message)
     proc = story.cd4ml("run", expect=(1,))
     story.check("stopped before training" in proc.stderr, "the failing test did not stop the pipeline")
-    story.say("[red]feature tests failed[/]: the pipeline stopped before training; nothing registered")
+    story.check(bug.caught_by in proc.stderr, f"{bug.caught_by} did not fail:\n{proc.stderr[-1500:]}")
+    story.say(f"[red]feature tests failed[/] ({bug.caught_by}): the pipeline stopped before training; "
+              "nothing registered")
     story.git("revert", "--no-edit", "HEAD")
-    story.say("[dim]git revert: paydays back on the 15th[/]")
+    story.say(f"[dim]git revert: {bug.undone}[/]")
 
 
-def _better_models(story: Story, service: ServiceProcess) -> _Champions:
-    story.commit("features: promotions, calendar, holidays, paydays, more encodings", **_template_features())
-    better = story.run()
-    story.check(better["promoted"], "the richer features did not become champion")
-    story.say(f"service swapped to version {better['version']} in "
-              f"{_wait_for_version(service, better['version']):.1f} s")
-    story.commit("params: 300 trees", **{"model.params.n_estimators": 300})
-    best = story.run()
-    story.check(best["promoted"], "the 300-tree model did not become champion")
-    story.say(f"service swapped to version {best['version']} in "
-              f"{_wait_for_version(service, best['version']):.1f} s")
-    return _Champions(better, best)
+def _better_models(story: Story, service: ServiceProcess, first: dict[str, Any]) -> _Champions:
+    example, metric = story.example, story.example.metric
+    releases, champion = [], first
+    for change in (example.better, example.capacity):
+        story.commit(change)
+        result = story.run()
+        story.check(result["promoted"], f"the model of '{change.message}' did not become champion")
+        gained = result["metrics"][metric] - champion["metrics"][metric]
+        story.check(gained > 0 if story.greater_is_better else gained < 0,
+                    f"'{change.message}' did not improve {metric}: {result['metrics'][metric]:.4f} after "
+                    f"{champion['metrics'][metric]:.4f}")
+        champion = result
+        story.say(f"service swapped to version {result['version']} in "
+                  f"{_wait_for_version(service, result['version']):.1f} s")
+        releases.append(result)
+    return _Champions(*releases)
 
 
 def _harmful_change(story: Story, service: ServiceProcess, best: dict[str, Any]) -> None:
-    story.commit("params: 5 trees to save time (harmful)", **{"model.params.n_estimators": 5})
+    story.commit(story.example.harmful)
     harmful = story.run(expect=(3,))
     story.check(not harmful["gate"]["passed"], "the harmful model passed the gate")
     live = httpx.get(f"{service.url}/version", timeout=5).json()["model_version"]
@@ -246,7 +275,7 @@ def _harmful_change(story: Story, service: ServiceProcess, best: dict[str, Any])
 
 def _revert(story: Story, best: dict[str, Any]) -> None:
     story.git("revert", "--no-edit", "HEAD")
-    story.say("[dim]git revert: back to 300 trees[/]")
+    story.say(f"[dim]git revert: {story.example.reverted}[/]")
     skipped = story.run("--no-promote")
     story.check(skipped["skipped_as"] == best["run_id"],
                 f"the reverted project was not recognised as version {best['version']}'s run")
@@ -258,14 +287,13 @@ def _revert(story: Story, best: dict[str, Any]) -> None:
               f"{best['version']}'s metrics exactly")
 
 
-def _rollback_under_load(story: Story, service: ServiceProcess, record: dict[str, Any], champions: _Champions,
-                         tally: Any) -> None:
+def _rollback_under_load(story: Story, service: ServiceProcess, champions: _Champions, tally: Any) -> None:
     """`cd4ml rollback` while 4 clients send requests: every one answered, by the old release, then the new."""
     from cd4ml.demo.traffic import Tally, Traffic
 
     better, best = champions.better, champions.best
     rollback_tally = Tally()
-    with Traffic(service.url, record, rollback_tally, threads=4, pause=0.0):
+    with Traffic(service.url, dict(story.example.probe), rollback_tally, threads=4, pause=0.0):
         time.sleep(1.0)
         t0 = time.monotonic()
         story.cd4ml("rollback", "--reason", "demo: undo the last release")
@@ -282,126 +310,122 @@ def _rollback_under_load(story: Story, service: ServiceProcess, record: dict[str
     tally.add(rollback_tally)
 
 
-def _template_features() -> dict[str, Any]:
-    """The scaffold's full feature set, as dotted settings."""
-    from cd4ml.scaffold import TEMPLATES
-
-    template = yaml.safe_load((TEMPLATES / "groceries" / "cd4ml.yaml").read_text())["features"]
-    return {f"features.{k}": v for k, v in template.items()}
-
-
-def _in_the_wild(story: Story, service: ServiceProcess, tally: Any) -> tuple[list[dict[str, Any]], list[dict]]:
-    """Weekly: forecast every day over HTTP, receive actuals, monitor; retrain when the policy says so."""
+def _in_the_wild(story: Story, service: ServiceProcess, tally: Any) -> tuple[list[Scored], list[dict[str, Any]]]:
+    """Period by period: score every row over HTTP, receive actuals, monitor; retrain when the policy says so."""
     from cd4ml.config import load_project
-    from cd4ml.examples.groceries import GroceryWorld, RegimeChange
 
+    example = story.example
     cfg = load_project(story.project).config
-    options = dict(cfg.source.options)
-    end = np.datetime64(str(options.pop("end")), "D")
-    options.pop("start")
-    # Production starts on the Monday after the training data: a week of it is one calendar window.
-    start = end + 1 + (-(end + 1 - np.datetime64("1970-01-05", "D")).astype(int)) % 7
-    opens = str(start + NEW_STORE_DAY - 1)
-    world = GroceryWorld(**options, regime_changes=[RegimeChange("new_store", opens, NEW_STORE)])
-    story.commit("split: gate on the latest week: the team retrains weekly on production data",
-                 **{"split.holdout_days": 7})
-    story.say(f"store {NEW_STORE['store_nbr']} ({NEW_STORE['city']}) opens on {opens}, in week 2")
-    days: list[dict[str, Any]] = []
+    greater_is_better = story.greater_is_better
+    production = example.production(cfg.source.options)
+    story.commit(example.retrain_split)
+    story.say(production.announcement)
+    scored: list[Scored] = []
     reports: list[dict[str, Any]] = []
     champions = []
-    for week in range(PRODUCTION_WEEKS):
-        first = start + 7 * week
-        via_file = week % 2 == 1  # actuals arrive over HTTP one week, as a file the next: both paths
-        week_days, actuals = _forecast_week(story, service, world, str(first), str(first + 6), tally, via_file)
-        days.extend(week_days)
+    last = len(production.periods) - 1
+    for index, frames in enumerate(production.periods):
+        via_file = index % 2 == 1  # actuals arrive over HTTP one period, as a file the next: both paths
+        period, actuals = _score_period(story, service, frames, index, tally, via_file)
+        scored.extend(period)
         if via_file:
-            path = story.root / f"actuals-week{week + 1}.csv"
-            import pandas as pd
-
+            path = story.root / f"actuals-{example.period}{index + 1}.csv"
             pd.DataFrame(actuals).to_csv(path, index=False)
             story.cd4ml("feedback", str(path))
-            story.say(f"actuals of week {week + 1}: {len(actuals):,} rows from the stores' sales file "
-                      f"(cd4ml feedback {path.name})")
+            story.say(f"actuals of {example.period} {index + 1}: {len(actuals):,} rows from "
+                      f"{example.actuals_source} (cd4ml feedback {path.name})")
         report = _monitor(story)
-        report["week"] = week + 1
+        report["period"] = index + 1
         reports.append(report)
-        _check_live_accuracy(story, report, week_days)
-        if week == 0:
+        _check_live_accuracy(story, report, period)
+        if index < example.change_period:
             story.check(not report["retrain_due"], "monitoring raised an alarm on the unchanged world: "
                         f"{[c['detail'] for c in report['checks'] if c['due']]}")
-        elif week == 1:
+        elif index == example.change_period:
             latest = judged_window(report) or {"drifted": []}
-            story.check(report["retrain_due"] and "store_nbr" in latest["drifted"],
-                        f"monitoring did not flag the new store: drifted {latest['drifted']}")
+            story.check(report["retrain_due"] and any(f in latest["drifted"] for f in example.flagged),
+                        f"monitoring did not flag {' or '.join(example.flagged)}: drifted {latest['drifted']}")
         if report["retrain_due"]:
-            story.check(week < PRODUCTION_WEEKS - 1, "retraining is still due in the last week")
+            story.check(index < last, f"retraining is still due in the last {example.period}")
             refreshed = story.cd4ml("data", "refresh")
             story.say(refreshed.stdout.strip().splitlines()[-1])
             result = story.run(expect=(0, 3))
             vs = next(c for c in result["gate"]["checks"] if c["name"] == "vs_champion")
-            story.say(f"gate on the latest week: challenger {vs['value']:.4f} vs champion "
+            story.say(f"gate on the latest {example.period}: challenger {vs['value']:.4f} vs champion "
                       f"{vs['champion']:.4f} on the same rows")
             if result["promoted"]:
-                champions.append((week, result, vs))
+                champions.append((result, vs))
                 story.say(f"service swapped to version {result['version']} in "
                           f"{_wait_for_version(service, result['version']):.1f} s")
     story.check(bool(champions), "no retrained model became champion")
-    week, last, vs = champions[-1]
-    story.check(vs["champion"] is not None and vs["value"] < vs["champion"],
-                f"the retrained version {last['version']} did not beat the stale champion on post-change data")
+    newest, vs = champions[-1]
+    beats = vs["champion"] is not None and (vs["value"] > vs["champion"] if greater_is_better
+                                            else vs["value"] < vs["champion"])
+    story.check(beats, f"the retrained version {newest['version']} did not beat the stale champion on post-change data")
     final = reports[-1]
     story.check(not final["retrain_due"], f"after retraining, monitoring still says retrain: "
                 f"{[c['detail'] for c in final['checks'] if c['due']]}")
-    before = np.mean([d["nwrmsle"] for d in days[7:14]])
-    after = np.mean([d["nwrmsle"] for d in days[-7:]])
-    story.check(after < before, f"live accuracy did not recover: nwrmsle {after:.4f} in the last week, "
-                                f"{before:.4f} in the week the store opened")
-    story.say(f"live nwrmsle: {before:.4f} the week store {NEW_STORE['store_nbr']} opened -> {after:.4f} in the "
-              f"last week, served by version {last['version']}")
-    return days, reports
+    metric = example.recovers_on
+    before = _period_mean(scored, example.change_period, metric)
+    after = _period_mean(scored, last, metric)
+    recovered = cfg.task.metric(metric).greater_is_better == (after > before)
+    story.check(recovered,
+                f"live accuracy did not recover: {metric} {after:.4f} in the last {example.period}, "
+                f"{before:.4f} in {example.change_event.removeprefix('the ')}")
+    story.say(f"live {metric}: {before:.4f} {example.change_event} -> {after:.4f} in the last {example.period}, "
+              f"served by version {newest['version']}")
+    return scored, reports
 
 
-def _forecast_week(story: Story, service: ServiceProcess, world: Any, first: str, last: str, tally: Any,
-                   via_file: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Forecasts for every store x item of each day; the day's actuals follow (over HTTP, or kept for a file)."""
+def _period_mean(scored: list[Scored], period: int, metric: str) -> float:
+    return float(np.mean([s.metrics[metric] for s in scored if s.period == period]))
+
+
+def _score_period(story: Story, service: ServiceProcess, frames: tuple[pd.DataFrame, ...], period: int,
+                  tally: Any, via_file: bool) -> tuple[list[Scored], list[dict[str, Any]]]:
+    """Every row of each batch scored over HTTP; its actuals follow (over HTTP, or kept for a file)."""
     from cd4ml.config import load_project
     from cd4ml.demo.traffic import post
 
-    nwrmsle = load_project(story.project).config.task.metric("nwrmsle")  # as a client scores the forecasts
-    days, kept = [], []
+    example = story.example
+    cfg = load_project(story.project).config
+    task = cfg.task  # as a client scores the answers: with cd4ml's metric functions
+    out, kept = [], []
     with httpx.Client(base_url=service.url, timeout=30) as client:
-        for day in world.days(first, last):
-            dates = day["date"].dt.strftime("%Y-%m-%d")
-            records = day[["store_nbr", "item_nbr", "onpromotion"]].assign(date=dates).to_dict("records")
-            preds, versions, fallback = [], set(), 0
-            for i in range(0, len(records), 100):
-                doc = post(client, records[i: i + 100], tally)
+        for frame in frames:
+            frame = frame.assign(**{cfg.time_column: frame[cfg.time_column].dt.strftime("%Y-%m-%d")})
+            records = frame[cfg.input_columns].to_dict("records")
+            answers, versions, fallback = [], set(), 0
+            for i in range(0, len(records), BATCH):
+                doc = post(client, records[i: i + BATCH], tally)
                 if doc is None:
-                    raise DemoFailed(f"step '{story.step}': a forecast request failed: {tally.failures[-1:]}")
-                preds.extend(doc["predictions"])
+                    raise DemoFailed(f"step '{story.step}': a request to /predict failed: {tally.failures[-1:]}")
+                answers.extend(doc["probabilities"] if "probabilities" in doc else doc["predictions"])
                 fallback += sum(doc["fallback"])
                 versions.add(doc["model_version"])
-            # The stores' sales records, with the store's master data (a new store's city is news to the model).
-            actuals = day[["date", "store_nbr", "item_nbr", "unit_sales", "expected_sales", "city", "state",
-                           "store_type", "cluster"]].assign(date=dates).to_dict("records")
+            actuals = frame[list(example.actual_columns)].to_dict("records")
             if via_file:
                 kept.extend(actuals)
             else:
                 for i in range(0, len(actuals), 1000):
                     resp = client.post("/feedback", json=actuals[i: i + 1000])
                     story.check(resp.status_code == 202, f"POST /feedback answered {resp.status_code}: {resp.text}")
-            actual = day["unit_sales"].to_numpy()
-            weights = np.where(day["perishable"].to_numpy() == 1, 1.25, 1.0)
-            pred = np.asarray(preds)
-            live = nwrmsle(actual, pred, weights)
-            days.append({"date": str(day["date"].iloc[0].date()), "requests": len(range(0, len(records), 100)),
-                         "forecasts": len(records), "fallback": fallback, "versions": sorted(versions),
-                         "nwrmsle": live, "actual_total": float(actual.sum()), "forecast_total": float(pred.sum()),
-                         "sample": {"actual": actual[:400].tolist(), "forecast": pred[:400].tolist()}})
-            story.say(f"{days[-1]['date']}: {len(records)} forecasts by version(s) {', '.join(sorted(versions))}"
-                      + (f", {fallback} for unknown stores/items" if fallback else "")
-                      + f"; live nwrmsle {live:.4f}")
-    return days, kept
+            actual = task.encode(frame[cfg.target].to_numpy())
+            pred = np.array([[a[c] for c in task.class_names] for a in answers]) if isinstance(answers[0], dict) \
+                else np.asarray(answers, dtype=np.float64)
+            live = task.score(list(example.shown_metrics), actual, pred, cfg.metrics.row_weights(frame))
+            regression = pred.ndim == 1
+            date = str(frame[cfg.time_column].iloc[0])
+            out.append(Scored(
+                date=date, period=period, rows=len(records),
+                fallback=fallback, versions=tuple(sorted(versions)), metrics=live,
+                predicted_total=float(pred.sum() if regression else pred[:, 1].sum()),
+                actual_total=float(actual.sum()),
+                sample=(tuple(actual[:400].tolist()), tuple(pred[:400].tolist())) if regression else None))
+            story.say(f"{date}: {len(records)} {example.batch_noun} by version(s) {', '.join(sorted(versions))}"
+                      + (f", {fallback} for unknown categories" if fallback else "")
+                      + "; live " + ", ".join(f"{m} {v:.4f}" for m, v in live.items()))
+    return out, kept
 
 
 def _monitor(story: Story) -> dict[str, Any]:
@@ -424,17 +448,18 @@ def _monitor(story: Story) -> dict[str, Any]:
     return report
 
 
-def _check_live_accuracy(story: Story, report: dict[str, Any], days: list[dict[str, Any]]) -> None:
-    """The monitor's live accuracy, from the stored predictions and actuals, equals the clients' own count."""
-    by_day = {}
+def _check_live_accuracy(story: Story, report: dict[str, Any], scored: list[Scored]) -> None:
+    """The monitor's live accuracy, from the stored predictions and actuals, equals the client's own."""
+    by_day: dict[str, list[dict[str, Any]]] = {}
     for row in report["accuracy"]:
         by_day.setdefault(row["day"], []).append(row)
-    for d in days:
-        rows = by_day.get(d["date"], [])
-        story.check(len(rows) == 1 and rows[0]["rows"] == d["forecasts"],
-                    f"{d['date']}: the monitor scored {[r['rows'] for r in rows]} rows, {d['forecasts']} were served")
-        story.check(abs(rows[0]["metrics"]["nwrmsle"] - d["nwrmsle"]) < 1e-9,
-                    f"{d['date']}: monitor nwrmsle {rows[0]['metrics']['nwrmsle']} != clients' {d['nwrmsle']}")
+    for s in scored:
+        rows = by_day.get(s.date, [])
+        story.check(len(rows) == 1 and rows[0]["rows"] == s.rows,
+                    f"{s.date}: the monitor scored {[r['rows'] for r in rows]} rows, {s.rows} were served")
+        for metric, value in s.metrics.items():
+            story.check(abs(rows[0]["metrics"][metric] - value) < 1e-9,
+                        f"{s.date}: monitor {metric} {rows[0]['metrics'][metric]} != the client's {value}")
 
 
 def _count_logged(project: Path) -> int:
@@ -444,20 +469,22 @@ def _count_logged(project: Path) -> int:
 
 
 def _summary(story: Story, tally: Any, logged: int, elapsed: float) -> None:
+    metric, period = story.example.metric, story.example.period
     table = Table(title="cd4ml demo: releases")
-    for col in ("scenario", "version", "nwrmsle", "baseline", "gate", "champion"):
+    for col in ("scenario", "version", metric, "baseline", "gate", "champion"):
         table.add_column(col)
     for r in story.releases:
-        table.add_row(r["step"].split(":")[0], r["version"], f"{r['metrics']['nwrmsle']:.4f}",
-                      f"{r['baseline']['nwrmsle']:.4f}", "passed" if r["gate"]["passed"] else "rejected",
+        table.add_row(r["step"].split(":")[0], r["version"], f"{r['metrics'][metric]:.4f}",
+                      f"{r['baseline'][metric]:.4f}", "passed" if r["gate"]["passed"] else "rejected",
                       "yes" if r["promoted"] else "")
     story.console.print(table)
     for report in story.monitoring:
-        week = story.production[7 * (report["week"] - 1): 7 * report["week"]]
+        index = report["period"] - 1
+        versions = sorted({v for s in story.production if s.period == index for v in s.versions})
         latest = judged_window(report)
         story.console.print(
-            f"week {report['week']}: live nwrmsle {np.mean([d['nwrmsle'] for d in week]):.4f} by version(s) "
-            f"{', '.join(sorted({v for d in week for v in d['versions']}))}; drift: "
+            f"{period} {report['period']}: live {metric} {_period_mean(story.production, index, metric):.4f} by "
+            f"version(s) {', '.join(versions)}; drift: "
             f"{', '.join(latest['drifted']) if latest and latest['alarm'] else 'none'}; monitor --check: "
             f"{'retrain' if report['retrain_due'] else 'ok'}")
     story.console.print(
