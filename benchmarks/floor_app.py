@@ -41,6 +41,7 @@ from fastapi import FastAPI, Request  # noqa: E402  (module level: FastAPI resol
 from fastapi.responses import Response  # noqa: E402
 
 if TYPE_CHECKING:
+    from cd4ml.features.transforms import FeatureSpec
     from cd4ml.release.package import Release
     from cd4ml.task import Classification
 
@@ -86,8 +87,8 @@ def build(model: str, records: list[dict[str, Any]]) -> tuple[Any, np.ndarray, d
 Answer = Callable[[list[int], bool], dict[str, Any]]  # rows of X, one record? -> the answer's fields
 
 
-def regression_answer(booster: Any, X: np.ndarray, spec: dict[str, Any]) -> Answer:
-    transform, clip_min = spec["target_transform"], spec["clip_min"]
+def regression_answer(booster: Any, X: np.ndarray, spec: FeatureSpec) -> Answer:
+    transform, clip_min = spec.target_transform, spec.clip_min
 
     def answer(idx: list[int], one: bool) -> dict[str, Any]:
         raw = booster.predict(X[idx], num_threads=1)
@@ -117,7 +118,7 @@ def create_app(model: str) -> FastAPI:
 
     booster, X, rows, release = build(model, [RECORD, *batch_records()])
     if release.task.name == "regression":
-        answer = regression_answer(booster, X, release.plan.spec)
+        answer = regression_answer(booster, X, release.spec)
     elif isinstance(release.task, Classification) and release.task.name == "binary":
         answer = binary_answer(booster, X, release.task)
     else:

@@ -441,7 +441,7 @@ def make_report_project(work: Path) -> tuple[Any, dict[str, Any]]:
     from cd4ml.release.registry import Registry
     from cd4ml.scaffold import init_project
     from cd4ml.serve.schema import FeedbackSchema
-    from cd4ml.train.pipeline import run_pipeline
+    from cd4ml.pipeline.run import run_pipeline
 
     info: dict[str, Any] = {}
     root = work / "report"

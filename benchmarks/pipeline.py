@@ -66,7 +66,7 @@ START = dt.date(2023, 1, 1)
 BASELINE_IMPORTS = {
     "ingest": "import cd4ml.cli, cd4ml.data.ingest, cd4ml.data.validation, cd4ml.examples.groceries, pandera, deltalake",
     # A run imports MLflow only once its model trains, after the features (its peak) are built.
-    "run": "import cd4ml.cli, cd4ml.train.pipeline, cd4ml.tracking, deltalake; "
+    "run": "import cd4ml.cli, cd4ml.pipeline.run, cd4ml.tracking, deltalake; "
            "from cd4ml.release.estimators import import_lightgbm; import_lightgbm()",
 }
 
@@ -194,9 +194,9 @@ def bare_fit(root: Path) -> dict[str, Any]:
     from cd4ml.config import load_project
     from cd4ml.data.table import TrainingTable
     from cd4ml.features.code import take_snapshot
+    from cd4ml.pipeline.stages import feature_spec, holiday_dates
     from cd4ml.release import estimators
     from cd4ml.release.package import frame_to_batch
-    from cd4ml.train.pipeline import feature_spec, holiday_dates
     from cd4ml.train.split import time_split
 
     t0 = time.perf_counter()
@@ -312,7 +312,7 @@ def stage_profile(root: Path) -> dict[str, Any]:
     from cd4ml.data.sources import read_source
     from cd4ml.data.table import TrainingTable
     from cd4ml.data.validation import validate
-    from cd4ml.train.pipeline import run_pipeline
+    from cd4ml.pipeline.run import run_pipeline
 
     sampler = _Sampler()
     project = load_project(root)

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from cd4ml.config import edit_project_file, load_project, parse_overrides
 from cd4ml.scaffold import init_project
 from cd4ml.serve.process import ServiceProcess, free_port
-from cd4ml.train.pipeline import RunResult, run_pipeline
+from cd4ml.pipeline.run import RunResult, run_pipeline
 
 # A grocery world small enough for seconds-long runs, big enough to learn from.
 SMALL_WORLD = {"n_stores": 3, "n_items": 40, "seed": 7, "start": "2024-01-01", "end": "2024-08-31"}
@@ -120,7 +120,7 @@ def prepare_in_process_cli() -> None:
     The libraries that read a setting when they load (LightGBM's OpenMP, Arrow's allocator) are loaded
     first, so `runtime` finds them loaded; glibc's allocator threshold is set as the commands set it.
     MLflow is loaded too: `cd4ml run` then always asks for an earlier run in this process, never in a
-    child process started only while MLflow is not loaded yet (see cd4ml.train.rerun). The CLI's Rich
+    child process started only while MLflow is not loaded yet (see cd4ml.pipeline.rerun). The CLI's Rich
     consoles are made without COLUMNS, so each command's width follows the COLUMNS it is given.
     """
     import pyarrow  # noqa: F401

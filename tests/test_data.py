@@ -188,8 +188,8 @@ def test_nullable_int_and_bool_columns_accept_nulls(tmp_path: Path) -> None:
 
 def test_rows_are_read_in_time_and_key_order_so_lookups_take_the_latest(tmp_path: Path) -> None:
     from cd4ml.features import transforms
+    from cd4ml.pipeline.stages import feature_spec
     from cd4ml.release.package import frame_to_batch
-    from cd4ml.train.pipeline import feature_spec
 
     # Item 1 moved from family 'old' to 'new'; the file lists the newest day first.
     rows = ["2024-01-03,2,1,true,5", "2024-01-03,1,1,true,5", "2024-01-02,1,1,true,5", "2024-01-01,1,1,true,5"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import weakref
 
 import numpy as np
@@ -47,10 +49,12 @@ def test_vocabulary_maps_unknown_and_mismatched_types_to_minus_one() -> None:
 
 
 def _plan() -> T.FeaturePlan:
-    spec = {"time_column": "date", "inputs": ["date", "shop", "item"], "lookups": [{"key": "item", "columns": ["kind"]}],
-            "lookup_columns": ["kind"], "calendar": ["dayofweek"], "holidays": True, "custom": [],
-            "target_encodings": [["shop"]], "encoding_smoothing": 0.0, "categorical": ["kind"],
-            "numeric": ["dayofweek", "is_holiday"], "target_transform": "log1p", "clip_min": 0.0}
+    # As a release written before tasks and time slots keeps it: no `task`, no `slot_minutes`.
+    spec = T.FeatureSpec.from_json({
+        "time_column": "date", "inputs": ["date", "shop", "item"], "lookups": [{"key": "item", "columns": ["kind"]}],
+        "lookup_columns": ["kind"], "calendar": ["dayofweek"], "holidays": True, "custom": [],
+        "target_encodings": [["shop"]], "encoding_smoothing": 0.0, "categorical": ["kind"],
+        "numeric": ["dayofweek", "is_holiday"], "target_transform": "log1p", "clip_min": 0.0})
     batch = {"date": np.array(["2024-01-01", "2024-01-02", "2024-01-03"], dtype="datetime64[D]"),
              "shop": np.array([1, 1, 2]), "item": np.array([10, 11, 10]),
              "kind": np.array(["milk", "bread", "milk"])}
@@ -197,15 +201,27 @@ def test_large_columns_get_the_vocabulary_and_codes_np_unique_gives(values) -> N
     np.testing.assert_array_equal(codes, T.Vocabulary(expected).codes(big))
 
 
+def test_a_release_spec_reads_back_as_the_json_it_was_written_as() -> None:
+    doc = {"time_column": "t", "inputs": ["t", "k"], "lookups": [{"key": "k", "columns": ["a", "b"]}],
+           "lookup_columns": ["a", "b"], "calendar": ["slot"], "slot_minutes": 30, "holidays": False,
+           "custom": ["feats:extra"], "target_encodings": [["k", "a"]], "encoding_smoothing": 2.0,
+           "categorical": ["a"], "numeric": ["slot"], "target_transform": None, "clip_min": None,
+           "task": {"name": "binary", "classes": [False, True], "threshold": 0.4, "label_type": "bool"}}
+    spec = T.FeatureSpec.from_json(json.loads(json.dumps(doc)))
+    assert spec.lookups[0].columns == ("a", "b") and spec.target_encodings == (("k", "a"),)
+    assert json.dumps(spec.to_json()) == json.dumps(doc)  # same keys, same order
+    old = {k: v for k, v in doc.items() if k not in ("slot_minutes", "task")}  # a release from before both
+    assert T.FeatureSpec.from_json(old) == dataclasses.replace(spec, slot_minutes=None, task=None)
+
+
 def test_fit_transform_equals_fit_then_transform_and_derive() -> None:
     rng = np.random.default_rng(3)
     n = 20000
-    spec = {"time_column": "date", "inputs": ["date", "shop", "item", "grade"],
-            "lookups": [{"key": "item", "columns": ["kind"]}], "lookup_columns": ["kind"],
-            "calendar": ["dayofweek"], "holidays": False, "custom": [],
-            "target_encodings": [["shop", "kind"], ["grade"]], "encoding_smoothing": 2.0,
-            "categorical": ["kind", "grade"], "numeric": ["dayofweek"], "target_transform": "log1p",
-            "clip_min": 0.0}
+    spec = T.FeatureSpec(
+        time_column="date", inputs=("date", "shop", "item", "grade"), lookups=(T.Lookup("item", ("kind",)),),
+        lookup_columns=("kind",), calendar=("dayofweek",), slot_minutes=None, holidays=False, custom=(),
+        target_encodings=(("shop", "kind"), ("grade",)), encoding_smoothing=2.0, categorical=("kind", "grade"),
+        numeric=("dayofweek",), target_transform="log1p", clip_min=0.0, task=None)
     item = rng.integers(0, 50, n)
     batch = {"date": np.sort(rng.integers(0, 400, n)).astype("datetime64[D]"), "shop": rng.integers(1, 9, n),
              "item": item, "kind": np.array(["milk", "bread", "tea"])[item % 3],
@@ -230,7 +246,7 @@ def test_fit_transform_equals_fit_then_transform_and_derive() -> None:
         np.testing.assert_array_equal(kept[c], derived[c])
     assert X_kept.flags.f_contiguous  # each column written in one pass, its source freed after
     # A column listed twice (numeric or categorical) is in the matrix twice, as `transform` puts it.
-    twice = {**spec, "categorical": ["kind", "grade", "kind"], "numeric": ["dayofweek", "dayofweek"]}
+    twice = dataclasses.replace(spec, categorical=("kind", "grade", "kind"), numeric=("dayofweek", "dayofweek"))
     plan2, X2, _ = T.FeaturePlan.fit_transform(twice, dict(batch), y, {}, np.array([], dtype="datetime64[D]"),
                                                keep=["shop"])
     np.testing.assert_array_equal(X2, plan2.transform(batch))
@@ -241,11 +257,11 @@ def test_shared_text_training_batches_fit_what_unicode_batches_fit() -> None:
 
     rng = np.random.default_rng(4)
     n = 20000
-    spec = {"time_column": "date", "inputs": ["date", "item"], "lookups": [{"key": "item", "columns": ["kind"]}],
-            "lookup_columns": ["kind"], "calendar": ["dayofweek"], "holidays": False, "custom": ["tagged"],
-            "target_encodings": [["kind", "item"], ["shelf"]], "encoding_smoothing": 2.0,
-            "categorical": ["kind", "shelf"], "numeric": ["dayofweek", "long_name"], "target_transform": "log1p",
-            "clip_min": 0.0}
+    spec = T.FeatureSpec(
+        time_column="date", inputs=("date", "item"), lookups=(T.Lookup("item", ("kind",)),),
+        lookup_columns=("kind",), calendar=("dayofweek",), slot_minutes=None, holidays=False, custom=("tagged",),
+        target_encodings=(("kind", "item"), ("shelf",)), encoding_smoothing=2.0, categorical=("kind", "shelf"),
+        numeric=("dayofweek", "long_name"), target_transform="log1p", clip_min=0.0, task=None)
     item = rng.integers(0, 50, n)
     kinds = np.array(["milk", "bread", "té verde", "Santo Domingo de los Tsachilas"])
     kind = kinds[item % 4]

@@ -93,7 +93,7 @@ class _Rounds:
     ((31.8, 0.7, 40.0), None, 31.8, 1),  # no budget: nothing to measure again for
 ])
 def test_latency_over_budget_is_measured_again_and_the_best_round_counts(rounds, budget, p99, measured) -> None:
-    from cd4ml.train.pipeline import latency_p99
+    from cd4ml.gate.checks import latency_p99
 
     release = _Rounds(*rounds)
     assert latency_p99(release, None, budget) == p99 and release.measured == measured

@@ -13,8 +13,8 @@ from cd4ml import tracking
 from cd4ml.config import load_project, parse_overrides
 from cd4ml.data.table import TrainingTable
 from cd4ml.release.registry import Registry
-from cd4ml.train import rerun
-from cd4ml.train.pipeline import run_pipeline
+from cd4ml.pipeline import rerun
+from cd4ml.pipeline.run import run_pipeline
 from cd4ml.train.split import time_split
 from helpers import cli, commit_all, edit_yaml
 

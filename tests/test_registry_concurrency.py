@@ -11,7 +11,7 @@ import pytest
 
 from cd4ml.config import load_project
 from cd4ml.release.registry import Registry
-from cd4ml.train.rerun import GATE_CHAMPION_TAG
+from cd4ml.pipeline.rerun import GATE_CHAMPION_TAG
 from helpers import cli, train
 
 ROLLBACK_TRIALS = 10

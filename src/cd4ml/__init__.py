@@ -28,7 +28,7 @@ _EXPORTS = {
     "load_project": "cd4ml.config", "Project": "cd4ml.config",
     "ingest": "cd4ml.data.ingest",
     "run": "cd4ml.api", "load_release": "cd4ml.api", "score": "cd4ml.api",
-    "RunResult": "cd4ml.train.pipeline",
+    "RunResult": "cd4ml.pipeline.run",
     "Registry": "cd4ml.release.registry", "Release": "cd4ml.release.package",
     "build_report": "cd4ml.monitor.report", "MonitoringReport": "cd4ml.monitor.document",
     "refresh": "cd4ml.refresh",
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from cd4ml.refresh import refresh
     from cd4ml.release.package import Release
     from cd4ml.release.registry import Registry
-    from cd4ml.train.pipeline import RunResult
+    from cd4ml.pipeline.run import RunResult
 
 
 def __getattr__(name: str) -> Any:

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
     from cd4ml.config import Project
     from cd4ml.release.package import Release
-    from cd4ml.train.pipeline import RunResult
+    from cd4ml.pipeline.run import RunResult
 
 
 def run(project: "Project", *, data_version: int | None = None, promote: bool | None = None,
@@ -27,7 +27,7 @@ def run(project: "Project", *, data_version: int | None = None, promote: bool | 
     again: the earlier run's result comes back with `skipped_as` set, unless `force`. A model the
     gate rejects is a result with `gate.passed` False, not an exception.
     """
-    from cd4ml.train.pipeline import run_pipeline
+    from cd4ml.pipeline.run import run_pipeline
 
     return run_pipeline(project, data_version=data_version, promote=promote, force=force)
 

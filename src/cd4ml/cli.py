@@ -135,12 +135,12 @@ def run(
     runtime.return_freed_memory()
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from cd4ml.train.rerun import EarlierRunLookup
+    from cd4ml.pipeline.rerun import EarlierRunLookup
 
     project = _load(project_dir, set_)
     # Its child process imports MLflow (seconds) while this one imports the pipeline's libraries.
     lookup = EarlierRunLookup.for_project(project)
-    from cd4ml.train.pipeline import run_pipeline
+    from cd4ml.pipeline.run import run_pipeline
 
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
                   console=err, transient=True, disable=as_json) as progress:

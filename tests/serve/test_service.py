@@ -452,14 +452,15 @@ def test_a_release_packaged_before_the_one_pass_transform_still_answers(served_s
     code = old / "code" / "_cd4ml_transforms.py"
     text = code.read_text(encoding="utf-8")
     assert "def transform_checked(" in text
-    # The old method, as it was packaged (git: cecdbd5, src/cd4ml/features/transforms.py).
+    # The old method, as it was packaged (git: cecdbd5, src/cd4ml/features/transforms.py), reading
+    # the spec as this copy of the module keeps it (a FeatureSpec; the old one kept the JSON dict).
     text = text.replace("def transform_checked(", "def _not_in_old_releases(").replace(
         "    def inverse_target(", '''    def unknown_inputs(self, batch):
         out = {}
-        inputs = set(self.spec["inputs"])
-        for lk, table in zip(self.spec["lookups"], self._lookups):
-            if lk["key"] in inputs and lk["key"] in batch:
-                out[lk["key"]] = ~table.find([batch[lk["key"]]])[1]
+        inputs = set(self.spec.inputs)
+        for lk, table in zip(self.spec.lookups, self._lookups):
+            if lk.key in inputs and lk.key in batch:
+                out[lk.key] = ~table.find([batch[lk.key]])[1]
         for c, vocab in self._vocabs.items():
             if c in inputs and c in batch:
                 unseen = vocab.codes(batch[c]) < 0

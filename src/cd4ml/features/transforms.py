@@ -16,6 +16,7 @@ numeric and categorical columns are assembled into a float64 matrix.
 from __future__ import annotations
 
 from collections.abc import Iterator, MutableMapping
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -26,6 +27,65 @@ CustomFn = Callable[[Mapping[str, np.ndarray]], Mapping[str, Any]]
 _SMALL_BATCH = 32
 _LARGE_BATCH = 4096  # below this np.unique's sort costs less than the shortcuts around it
 _ASSEMBLE_ROWS = 4096
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """Attributes looked up by a key column (the key's latest row in training)."""
+    key: str
+    columns: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """What a FeaturePlan computes, kept in every release as JSON (`to_json`, `from_json`)."""
+    time_column: str
+    inputs: tuple[str, ...]
+    lookups: tuple[Lookup, ...]
+    lookup_columns: tuple[str, ...]
+    calendar: tuple[str, ...]
+    slot_minutes: int | None
+    holidays: bool
+    custom: tuple[str, ...]
+    target_encodings: tuple[tuple[str, ...], ...]
+    encoding_smoothing: float
+    categorical: tuple[str, ...]
+    numeric: tuple[str, ...]
+    target_transform: str | None
+    clip_min: float | None
+    task: dict[str, Any] | None  # the task's own JSON (cd4ml.task); None in releases made before tasks
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> "FeatureSpec":
+        """A release's spec; `slot_minutes` and `task` are missing from older releases'."""
+        return cls(
+            time_column=doc["time_column"], inputs=tuple(doc["inputs"]),
+            lookups=tuple(Lookup(lk["key"], tuple(lk["columns"])) for lk in doc["lookups"]),
+            lookup_columns=tuple(doc["lookup_columns"]), calendar=tuple(doc["calendar"]),
+            slot_minutes=doc.get("slot_minutes"), holidays=bool(doc["holidays"]), custom=tuple(doc["custom"]),
+            target_encodings=tuple(tuple(cols) for cols in doc["target_encodings"]),
+            encoding_smoothing=doc["encoding_smoothing"], categorical=tuple(doc["categorical"]),
+            numeric=tuple(doc["numeric"]), target_transform=doc["target_transform"], clip_min=doc["clip_min"],
+            task=doc.get("task"))
+
+    @classmethod
+    def of(cls, spec: "FeatureSpec | Mapping[str, Any]") -> "FeatureSpec":
+        """`spec` itself, or read from its JSON (a release passes its plan the JSON it stored: an old
+        release's copy of this module takes the dict)."""
+        return cls.from_json(spec) if isinstance(spec, Mapping) else spec
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON stored in a release (keys in this order, lists for tuples)."""
+        return {
+            "time_column": self.time_column, "inputs": list(self.inputs),
+            "lookups": [{"key": lk.key, "columns": list(lk.columns)} for lk in self.lookups],
+            "lookup_columns": list(self.lookup_columns), "calendar": list(self.calendar),
+            "slot_minutes": self.slot_minutes, "holidays": self.holidays, "custom": list(self.custom),
+            "target_encodings": [list(cols) for cols in self.target_encodings],
+            "encoding_smoothing": self.encoding_smoothing, "categorical": list(self.categorical),
+            "numeric": list(self.numeric), "target_transform": self.target_transform, "clip_min": self.clip_min,
+            "task": self.task,
+        }
 
 
 def as_time(values: Any) -> np.ndarray:
@@ -369,39 +429,39 @@ def encoding_name(cols: list[str]) -> str:
 class FeaturePlan:
     """Fitted feature computation: `transform(batch) -> X` of shape (n, n_features), float64.
 
-    `spec` is JSON-serialisable; `arrays` holds the fitted tables (lookups,
+    `spec`: a FeatureSpec or its JSON; `arrays` holds the fitted tables (lookups,
     encodings, vocabularies, holiday dates) as plain numpy arrays.
     """
 
-    def __init__(self, spec: dict[str, Any], arrays: Mapping[str, np.ndarray],
+    def __init__(self, spec: FeatureSpec | Mapping[str, Any], arrays: Mapping[str, np.ndarray],
                  custom: Mapping[str, CustomFn]) -> None:
-        self.spec = spec
+        self.spec = spec = FeatureSpec.of(spec)
         self.arrays = dict(arrays)
         self.custom = custom
         self._lookups = [
-            KeyTable.from_arrays(self.arrays, f"lookup{i}", 1, lk["columns"])
-            for i, lk in enumerate(spec["lookups"])
+            KeyTable.from_arrays(self.arrays, f"lookup{i}", 1, lk.columns)
+            for i, lk in enumerate(spec.lookups)
         ]
         self._encodings = [
             KeyTable.from_arrays(self.arrays, f"enc{i}", len(cols), ["mean"])
-            for i, cols in enumerate(spec["target_encodings"])
+            for i, cols in enumerate(spec.target_encodings)
         ]
-        self._vocabs = {c: Vocabulary(self.arrays[f"vocab.{c}"]) for c in spec["categorical"]}
+        self._vocabs = {c: Vocabulary(self.arrays[f"vocab.{c}"]) for c in spec.categorical}
 
     @property
     def feature_names(self) -> list[str]:
-        return list(self.spec["numeric"]) + list(self.spec["categorical"]) + [
-            encoding_name(cols) for cols in self.spec["target_encodings"]
+        return list(self.spec.numeric) + list(self.spec.categorical) + [
+            encoding_name(cols) for cols in self.spec.target_encodings
         ]
 
     @property
     def categorical_indices(self) -> list[int]:
-        start = len(self.spec["numeric"])
-        return list(range(start, start + len(self.spec["categorical"])))
+        start = len(self.spec.numeric)
+        return list(range(start, start + len(self.spec.categorical)))
 
     # -- fitting ---------------------------------------------------------------------------
     @classmethod
-    def fit(cls, spec: dict[str, Any], batch: Mapping[str, np.ndarray], y: np.ndarray,
+    def fit(cls, spec: FeatureSpec, batch: Mapping[str, np.ndarray], y: np.ndarray,
             custom: Mapping[str, CustomFn], holiday_dates: np.ndarray) -> "FeaturePlan":
         """Learn lookups, encodings and vocabularies from training rows.
 
@@ -410,7 +470,7 @@ class FeaturePlan:
         return cls._fit(spec, batch, y, custom, holiday_dates)[0]
 
     @classmethod
-    def fit_transform(cls, spec: dict[str, Any], batch: dict[str, np.ndarray], y: np.ndarray,
+    def fit_transform(cls, spec: FeatureSpec, batch: dict[str, np.ndarray], y: np.ndarray,
                       custom: Mapping[str, CustomFn], holiday_dates: np.ndarray, keep: list[str] | None = None
                       ) -> tuple["FeaturePlan", np.ndarray, Batch]:
         """`fit`, then `transform` and `derive` of the same rows: (plan, X, derived batch).
@@ -423,12 +483,12 @@ class FeaturePlan:
         """
         cls._check_inputs(spec, batch)
         plan, work, codes, rows = cls._fit(spec, batch, y, custom, holiday_dates)
-        n = len(work[spec["inputs"][0]]) if spec["inputs"] else 0
+        n = len(work[spec.inputs[0]]) if spec.inputs else 0
         if keep is not None:
             batch.clear()
-            work = {c: v for c, v in work.items() if c in {*spec["numeric"], *keep}}
+            work = {c: v for c, v in work.items() if c in {*spec.numeric, *keep}}
         X = np.empty((n, len(plan.feature_names)), dtype=np.float64, order="F")
-        numeric = spec["numeric"]
+        numeric = spec.numeric
         for j, column in enumerate(plan._columns(work, codes, rows)):
             X[:, j] = column
             # Freed at its last use (a column may be listed twice), unless the caller keeps it.
@@ -438,40 +498,40 @@ class FeaturePlan:
         return plan, X, work if keep is None else {c: work[c] for c in keep if c in work}
 
     @classmethod
-    def _fit(cls, spec: dict[str, Any], batch: Mapping[str, np.ndarray], y: np.ndarray,
+    def _fit(cls, spec: FeatureSpec, batch: Mapping[str, np.ndarray], y: np.ndarray,
              custom: Mapping[str, CustomFn], holiday_dates: np.ndarray
              ) -> tuple["FeaturePlan", Batch, dict[str, np.ndarray], list[np.ndarray | None]]:
         """The plan, the derived batch, and what `_columns` needs to skip looking the rows up again:
         each categorical column's codes and each encoding's group index per row."""
         arrays: dict[str, np.ndarray] = {"holidays": np.unique(np.asarray(holiday_dates, dtype="datetime64[D]"))}
         work = dict(batch)
-        for i, lk in enumerate(spec["lookups"]):
+        for i, lk in enumerate(spec.lookups):
             # Attributes may change over time: keep each key's last row, which is its latest because
             # training rows come sorted by time (TrainingTable.read). Reversed: np.unique keeps first occurrences.
-            rev = {c: np.asarray(work[c])[::-1] for c in [lk["key"], *lk["columns"]]}
-            table, inverse = KeyTable.group([rev[lk["key"]]])
+            rev = {c: np.asarray(work[c])[::-1] for c in [lk.key, *lk.columns]}
+            table, inverse = KeyTable.group([rev[lk.key]])
             first = np.full(len(table.keys), len(inverse), dtype=np.int64)
             np.minimum.at(first, inverse, np.arange(len(inverse)))
-            table.values = {c: _unicode(_normalise(rev[c])[first]) for c in lk["columns"]}
+            table.values = {c: _unicode(_normalise(rev[c])[first]) for c in lk.columns}
             arrays.update(table.to_arrays(f"lookup{i}"))
         plan = cls(spec, {**arrays, **_empty_tables(spec)}, custom)
         work = plan._derive(work)
         for key in ("numeric", "categorical"):
-            for c in spec[key]:
+            for c in getattr(spec, key):
                 if c not in work:
                     raise FeatureSpecError(f"features.{key}", c)
-        for cols in spec["target_encodings"]:
+        for cols in spec.target_encodings:
             for c in cols:
                 if c not in work:
                     raise FeatureSpecError("features.target_encodings", c)
-        if spec["target_encodings"] and len(_classes(spec) or ()) > 2:
+        if spec.target_encodings and len(_classes(spec) or ()) > 2:
             # The mean of class indices orders classes that have no order.
             raise FeatureSpecError("features.target_encodings", reason="a multiclass target has no mean to encode "
                                    "with: leave target_encodings out (categorical columns carry the groups)")
         y = np.asarray(y, dtype=np.float64)
         prior = float(y.mean())
         arrays["global_mean"] = np.array([prior])
-        m = float(spec["encoding_smoothing"])
+        m = float(spec.encoding_smoothing)
         fitted: dict[str, tuple[Vocabulary, np.ndarray]] = {}  # a column in several encodings is coded once
 
         def fit_codes(c: str) -> tuple[Vocabulary, np.ndarray]:
@@ -480,16 +540,16 @@ class FeaturePlan:
             return fitted[c]
 
         rows: list[np.ndarray | None] = []
-        for i, cols in enumerate(spec["target_encodings"]):
+        for i, cols in enumerate(spec.target_encodings):
             table, inverse = KeyTable.group_codes([fit_codes(c) for c in cols])
             sums = np.bincount(inverse, weights=y, minlength=len(table.keys))
             counts = np.bincount(inverse, minlength=len(table.keys))
             table.values = {"mean": (sums + m * prior) / (counts + m)}
             arrays.update(table.to_arrays(f"enc{i}"))
             rows.append(inverse)
-        for c in spec["categorical"]:
+        for c in spec.categorical:
             arrays[f"vocab.{c}"] = fit_codes(c)[0].values
-        codes = {c: fit_codes(c)[1] for c in spec["categorical"]}
+        codes = {c: fit_codes(c)[1] for c in spec.categorical}
         return cls(spec, arrays, custom), work, codes, rows
 
     # -- applying --------------------------------------------------------------------------
@@ -499,12 +559,12 @@ class FeaturePlan:
         `found_keys`, if given, receives per lookup key column whether each row's key is in the table."""
         work: Batch = dict(batch)
         n = len(next(iter(work.values()))) if work else 0
-        for lk, table in zip(self.spec["lookups"], self._lookups):
-            idx, found = table.find([work[lk["key"]]])
+        for lk, table in zip(self.spec.lookups, self._lookups):
+            idx, found = table.find([work[lk.key]])
             if found_keys is not None:
-                found_keys[lk["key"]] = found
+                found_keys[lk.key] = found
             all_found = bool(found.all())
-            for c in lk["columns"]:
+            for c in lk.columns:
                 known = table.values[c]
                 given = work.get(c)
                 if len(known) and all_found and given is None:  # a request that gives only the key
@@ -519,15 +579,15 @@ class FeaturePlan:
                         work[c] = known.astype(dtype, copy=False)[idx]
                 else:
                     work[c] = np.where(found, known[idx] if len(known) else fill, fill)
-        t = as_time(work[self.spec["time_column"]])
-        for part in self.spec["calendar"]:
-            work[part] = calendar_part(t, part, self.spec.get("slot_minutes"))
-        if self.spec["holidays"]:
+        t = as_time(work[self.spec.time_column])
+        for part in self.spec.calendar:
+            work[part] = calendar_part(t, part, self.spec.slot_minutes)
+        if self.spec.holidays:
             days = t.astype("datetime64[D]")
             hol = self.arrays["holidays"]
             work["is_holiday"] = _in_sorted(hol, days).astype(np.int64)
             work["is_holiday_eve"] = _in_sorted(hol, days + 1).astype(np.int64)
-        custom = self.spec["custom"]  # shared text is only converted for them: without any, no look
+        custom = self.spec.custom  # shared text is only converted for them: without any, no look
         given = _UnicodeText(work) if custom and any(v.dtype.kind == "O" for v in work.values()) else work
         for name in custom:
             produced = self.custom[name](given)
@@ -554,24 +614,24 @@ class FeaturePlan:
         self._check_inputs(self.spec, batch)
         found: dict[str, np.ndarray] = {}
         X = self._assemble(self._derive(batch, found))
-        inputs = set(self.spec["inputs"])
+        inputs = set(self.spec.inputs)
         unseen = {c: ~f for c, f in found.items() if c in inputs}
-        start = len(self.spec["numeric"])
-        for j, c in enumerate(self.spec["categorical"]):
+        start = len(self.spec.numeric)
+        for j, c in enumerate(self.spec.categorical):
             if c in inputs:  # an unknown category is coded NaN in X, a known one by its code
                 m = np.isnan(X[:, start + j])
                 unseen[c] = unseen[c] | m if c in unseen else m
         return X, unseen
 
     @staticmethod
-    def _check_inputs(spec: Mapping[str, Any], batch: Mapping[str, np.ndarray]) -> None:
-        missing = [c for c in spec["inputs"] if c not in batch]
+    def _check_inputs(spec: FeatureSpec, batch: Mapping[str, np.ndarray]) -> None:
+        missing = [c for c in spec.inputs if c not in batch]
         if missing:
             raise ValueError(f"missing input column(s): {', '.join(missing)}")
 
     def _assemble(self, work: Batch) -> np.ndarray:
         """The feature matrix (n, p) from a derived batch, row-major."""
-        n = len(work[self.spec["inputs"][0]]) if self.spec["inputs"] else 0
+        n = len(work[self.spec.inputs[0]]) if self.spec.inputs else 0
         if n <= _ASSEMBLE_ROWS:
             return self._matrix(work)
         # Written column by column, a row-major X would be written all over, each row many times;
@@ -583,7 +643,7 @@ class FeaturePlan:
         return X
 
     def _matrix(self, work: Batch) -> np.ndarray:
-        n = len(work[self.spec["inputs"][0]]) if self.spec["inputs"] else 0
+        n = len(work[self.spec.inputs[0]]) if self.spec.inputs else 0
         columns = list(self._columns(work))
         if not columns:
             return np.empty((n, 0), dtype=np.float64)
@@ -597,8 +657,8 @@ class FeaturePlan:
         table): what fitting found for these very rows, the same as looking them up again. Each
         entry is given up as it is used: nothing else holds it then.
         """
-        yield from (work[c] for c in self.spec["numeric"])
-        categorical = self.spec["categorical"]
+        yield from (work[c] for c in self.spec.numeric)
+        categorical = self.spec.categorical
         for j, c in enumerate(categorical):
             if codes is None:
                 col = self._vocabs[c].codes(work[c])
@@ -606,7 +666,7 @@ class FeaturePlan:
                 col = codes[c] if c in categorical[j + 1:] else codes.pop(c)
             yield np.where(col >= 0, col, np.nan)
         prior = float(self.arrays["global_mean"][0])
-        for i, (cols, table) in enumerate(zip(self.spec["target_encodings"], self._encodings)):
+        for i, (cols, table) in enumerate(zip(self.spec.target_encodings, self._encodings)):
             if rows is None:
                 idx, found = table.find([work[c] for c in cols])
             else:
@@ -616,8 +676,8 @@ class FeaturePlan:
 
     def known_values(self, column: str) -> np.ndarray | None:
         """The values of `column` seen in training, if the model keys anything on it."""
-        for lk, table in zip(self.spec["lookups"], self._lookups):
-            if lk["key"] == column:
+        for lk, table in zip(self.spec.lookups, self._lookups):
+            if lk.key == column:
                 return table.vocabs[0].values
         vocab = self._vocabs.get(column)
         return None if vocab is None else vocab.values
@@ -626,14 +686,14 @@ class FeaturePlan:
         """Model-space predictions -> target units; a classifier's class probabilities (n, k) as they are."""
         if _classes(self.spec) is not None:
             return np.asarray(pred, dtype=np.float64)
-        out = np.expm1(pred) if self.spec["target_transform"] == "log1p" else np.asarray(pred, dtype=np.float64)
-        if self.spec["clip_min"] is not None:
-            out = np.maximum(out, self.spec["clip_min"])
+        out = np.expm1(pred) if self.spec.target_transform == "log1p" else np.asarray(pred, dtype=np.float64)
+        if self.spec.clip_min is not None:
+            out = np.maximum(out, self.spec.clip_min)
         return out
 
 
 
-def forward_target(spec: Mapping[str, Any], y: np.ndarray) -> np.ndarray:
+def forward_target(spec: FeatureSpec | Mapping[str, Any], y: np.ndarray) -> np.ndarray:
     """Target units -> model space (the inverse of FeaturePlan.inverse_target); a class label -> its
     index (int64) in the task's classes, ValueError naming the first value that is none of them."""
     classes = _classes(spec)
@@ -649,22 +709,28 @@ def forward_target(spec: Mapping[str, Any], y: np.ndarray) -> np.ndarray:
             raise ValueError(f"value {value!r} at position {first} is not one of the classes {list(classes)!r}")
         return index
     y = np.asarray(y, dtype=np.float64)
-    return np.log1p(np.maximum(y, 0.0)) if spec["target_transform"] == "log1p" else y
+    return np.log1p(np.maximum(y, 0.0)) if _target_part(spec, "target_transform") == "log1p" else y
 
 
-def _classes(spec: Mapping[str, Any]) -> list[Any] | None:
+def _target_part(spec: FeatureSpec | Mapping[str, Any], name: str) -> Any:
+    """`target_transform` or `task` of a spec, or of the JSON of its target part alone (the task and the
+    monitoring pass only that)."""
+    return spec.get(name) if isinstance(spec, Mapping) else getattr(spec, name)
+
+
+def _classes(spec: FeatureSpec | Mapping[str, Any]) -> list[Any] | None:
     """The classes of a classification spec (labels as JSON keeps them), None for regression (and for a
     spec written before tasks existed)."""
-    task = spec.get("task") or {}
+    task = _target_part(spec, "task") or {}
     return task.get("classes") if task.get("name", "regression") != "regression" else None
 
 
-def _empty_tables(spec: Mapping[str, Any]) -> dict[str, np.ndarray]:
+def _empty_tables(spec: FeatureSpec) -> dict[str, np.ndarray]:
     """Placeholders so a half-fitted plan can derive columns before encodings exist."""
     out: dict[str, np.ndarray] = {"global_mean": np.array([0.0])}
-    for i, cols in enumerate(spec["target_encodings"]):
+    for i, cols in enumerate(spec.target_encodings):
         out[f"enc{i}.keys"] = np.array([], dtype=np.int64)
         out[f"enc{i}.value.mean"] = np.array([], dtype=np.float64)
         out.update({f"enc{i}.vocab{k}": np.array([], dtype=np.int64) for k in range(len(cols))})
-    out.update({f"vocab.{c}": np.array([], dtype=np.int64) for c in spec["categorical"]})
+    out.update({f"vocab.{c}": np.array([], dtype=np.int64) for c in spec.categorical})
     return out

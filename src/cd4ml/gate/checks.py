@@ -15,10 +15,35 @@ Checks, all configured under `acceptance:` in cd4ml.yaml:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from cd4ml.config import AcceptanceConfig
+import numpy as np
+
+from cd4ml.config import AcceptanceConfig, ProjectConfig
 from cd4ml.task import SliceScores, Task
+
+
+class Timed(Protocol):
+    def latency_ms(self, frame: Any) -> np.ndarray:
+        """Wall times (ms) of single-row predictions of `frame`'s rows (`Release.latency_ms`)."""
+
+
+def latency_p99(release: Timed, frame: Any, budget_ms: float | None, rounds: int = 3) -> float:
+    """The p99 (ms) of `release`'s single-row predictions of `frame`'s rows. A round over `budget_ms`
+    is measured again, `rounds` times at most, and the best round counts: a neighbour's burst of CPU on
+    a shared machine must not reject a model; a model that is slow in every round still fails."""
+    best = float("inf")
+    for _ in range(rounds):
+        best = min(best, float(np.percentile(release.latency_ms(frame), 99)))
+        if budget_ms is None or best <= budget_ms:
+            break
+    return best
+
+
+def scored_metrics(cfg: ProjectConfig) -> list[str]:
+    """The metrics a run scores (model, baseline, oracle, champion): primary, report, and those the gate
+    compares with the champion."""
+    return list(dict.fromkeys([cfg.metrics.primary, *cfg.metrics.report, *cfg.acceptance.also_no_worse]))
 
 
 @dataclass

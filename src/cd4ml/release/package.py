@@ -55,17 +55,18 @@ def frame_to_batch(frame: pd.DataFrame, columns: list[str] | None = None, *,
     return out
 
 
-def request_columns(spec: Mapping[str, Any], available: list[str]) -> list[str]:
+def request_columns(spec: transforms.FeatureSpec, available: list[str]) -> list[str]:
     """The columns of `available` a release reads: its inputs and any lookup attributes given."""
-    wanted = set(spec["inputs"]) | set(spec["lookup_columns"])
+    wanted = set(spec.inputs) | set(spec.lookup_columns)
     return [c for c in available if c in wanted]
 
 
-def save_release(folder: Path, *, plan: Any, estimator: Any, snapshot: CodeSnapshot,
+def save_release(folder: Path, *, spec: transforms.FeatureSpec, plan: Any, estimator: Any, snapshot: CodeSnapshot,
                  inputs: list[dict[str, str]], info: dict[str, Any], example: pd.DataFrame) -> None:
     """Write everything a release needs to predict into `folder`.
 
-    `example`: a few input rows, kept so a service can warm up and check the release.
+    `spec`: the plan's, with the run's own task (its decision threshold may be chosen after the plan
+    is fitted). `example`: a few input rows, kept so a service can warm up and check the release.
     """
     import shutil
 
@@ -76,7 +77,7 @@ def save_release(folder: Path, *, plan: Any, estimator: Any, snapshot: CodeSnaps
         shutil.copytree(snapshot.path, folder / "code", dirs_exist_ok=True,
                         ignore=shutil.ignore_patterns("__pycache__"))
     example.to_json(folder / EXAMPLE_FILE, orient="records", date_format="iso", date_unit="s")
-    doc = {"format_version": 1, "spec": plan.spec, "inputs": inputs, "estimator": estimator_meta,
+    doc = {"format_version": 1, "spec": spec.to_json(), "inputs": inputs, "estimator": estimator_meta,
            "feature_names": plan.feature_names, "info": info}
     (folder / RELEASE_FILE).write_text(json.dumps(doc, indent=2, default=str), encoding="utf-8")
 
@@ -98,12 +99,13 @@ class Release:
         self.info: dict[str, Any] = doc["info"]
         self.inputs: list[dict[str, str]] = doc["inputs"]
         self.snapshot = CodeSnapshot(folder / "code")
-        transforms = self.snapshot.transforms()
-        custom = self.snapshot.resolve(doc["spec"]["custom"])
+        self.spec = transforms.FeatureSpec.from_json(doc["spec"])
+        custom = self.snapshot.resolve(list(self.spec.custom))
         with np.load(folder / "tables.npz", allow_pickle=False) as tables:
             arrays = {k: tables[k] for k in tables.files}
-        self.plan = transforms.FeaturePlan(doc["spec"], arrays, custom)
-        self.task: Task = task_from_spec(doc["spec"].get("task"))  # regression for a release without one
+        # The release's own feature code gets the JSON: an old copy reads the dict, not a FeatureSpec.
+        self.plan = self.snapshot.transforms().FeaturePlan(doc["spec"], arrays, custom)
+        self.task: Task = task_from_spec(self.spec.task)  # regression for a release without one
         self.estimator = estimators.load(folder / "estimator", doc["estimator"], threads)
 
     @property
@@ -135,7 +137,7 @@ class Release:
         missing = [c for c in self.input_names if c not in frame.columns]
         if missing:
             raise ReleaseError(f"input is missing column(s): {', '.join(missing)}")
-        return self.predict(frame_to_batch(frame, request_columns(self.plan.spec, list(frame.columns))))
+        return self.predict(frame_to_batch(frame, request_columns(self.spec, list(frame.columns))))
 
     def example(self) -> pd.DataFrame:
         """The input rows packaged for warm-up (types as in the training table)."""

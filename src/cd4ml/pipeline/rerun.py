@@ -3,7 +3,7 @@
 MLflow is the authority: `find` searches the runs by their fingerprint tag. A run's own process
 imports MLflow only once its model is training (MLflow's modules and its store's, about 90 MB and
 2-3 s, would otherwise sit under the peak of building the features), so the search runs in a
-child process (`python -m cd4ml.train.rerun`), started with the command; in a process that has
+child process (`python -m cd4ml.pipeline.rerun`), started with the command; in a process that has
 MLflow loaded already (a notebook, a test session) it runs in that process. The child opens the
 store only once it has the fingerprint: until then it can be stopped at once, nothing half written.
 
@@ -19,6 +19,7 @@ model trains, and a failure stops the run before anything is registered.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -29,13 +30,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
+from cd4ml import __version__
 from cd4ml.errors import Cd4mlError
 from cd4ml.files import write_atomic
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
-    from cd4ml.config import Project
+    from cd4ml.config import Project, ProjectConfig
+    from cd4ml.gate.checks import GateReport
 
 FINGERPRINT_TAG = "cd4ml.fingerprint"
 GATE_CHAMPION_TAG = "cd4ml.gate.champion"  # the champion version the gate compared with ("" for none)
@@ -47,9 +50,19 @@ _STOP_WAIT_S = 120
 _FINGERPRINT = re.compile(r"[0-9a-f]{64}")
 
 
+def run_fingerprint(cfg: "ProjectConfig", data_version: int, code_digest: str) -> str:
+    """What determines a run's model and verdict: data version, feature code, resolved config, cd4ml.
+
+    Nothing in it names the project's folder: a moved or copied project repeats its runs.
+    """
+    doc = {"data_version": data_version, "code": code_digest, "cd4ml": __version__,
+           "config": cfg.model_dump(mode="json", by_alias=True)}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+
 @dataclass(frozen=True)
 class EarlierRun:
-    """The finished run a run would repeat (`find`'s fields; JSON on the way from the child process)."""
+    """The finished run a run would repeat."""
     run_id: str
     version: str
     data_version: int
@@ -57,7 +70,15 @@ class EarlierRun:
     metrics: dict[str, float]
     baseline: dict[str, float]
     oracle: dict[str, float] | None
-    checks: list[dict[str, Any]]  # the gate report's checks
+    gate: "GateReport"
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> "EarlierRun":
+        """From `find`'s fields (JSON on the way from the child process)."""
+        from cd4ml.gate.checks import Check, GateReport  # not in the child, which needs no gate
+
+        fields = {k: v for k, v in doc.items() if k != "checks"}
+        return cls(**fields, gate=GateReport([Check(**c) for c in doc["checks"]]))
 
 
 @dataclass(frozen=True)
@@ -128,7 +149,7 @@ class EarlierRunLookup:
         self._no_store = index is not None and not index.db.exists()
         self._ruled_out = self._no_store
         if not self._no_store and "mlflow" not in sys.modules:
-            self._proc = subprocess.Popen([sys.executable, "-P", "-m", "cd4ml.train.rerun"], stdin=subprocess.PIPE,
+            self._proc = subprocess.Popen([sys.executable, "-P", "-m", "cd4ml.pipeline.rerun"], stdin=subprocess.PIPE,
                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             self._send(self._store)
 
@@ -183,7 +204,7 @@ class EarlierRunLookup:
                 self._index.add(answer["fingerprints"])
             if self._listing or self._index.is_complete():
                 self._index.mark_complete()
-        return None if answer["run"] is None else EarlierRun(**answer["run"])
+        return None if answer["run"] is None else EarlierRun.from_json(answer["run"])
 
     @staticmethod
     def _child_answer(proc: subprocess.Popen[str]) -> dict[str, Any]:
