@@ -257,7 +257,7 @@ def bench_drift(reps: int) -> dict[str, Any]:
     import numpy as np
 
     from cd4ml.examples.groceries import GroceryWorld
-    from cd4ml.monitor.drift import build_profile, compare
+    from cd4ml.monitor.drift import NumericSummary, Profile, WindowDrift, build_profile, compare
 
     world = GroceryWorld(**WORLD)
 
@@ -271,10 +271,10 @@ def bench_drift(reps: int) -> dict[str, Any]:
     ref_cols, ref_pred, ref_target, ref_res = rows(*REFERENCE)
     profile_s, profile = timed(lambda: build_profile(ref_cols, DRIFT_KINDS, ref_pred, ref_target, ref_res,
                                                      DRIFT_SEGMENTS))
-    profile = json.loads(json.dumps(profile))  # as stored with the model
+    profile = Profile.from_json(json.loads(json.dumps(profile.to_json())))  # as stored with the model
     cols, pred, target, res = rows(*WINDOW)
-    edges = {f["name"]: np.asarray(f["edges"]) for f in profile["features"] if f["kind"] == "numeric"}
-    out_edges = {k: np.asarray(profile[k]["edges"]) for k in ("prediction", "target")}
+    edges = {f.name: np.asarray(f.summary.edges) for f in profile.features if isinstance(f.summary, NumericSummary)}
+    out_edges = {"prediction": np.asarray(profile.prediction.edges), "target": np.asarray(profile.target.edges)}
 
     def floor() -> None:
         for c in DRIFT_COLUMNS:
@@ -296,10 +296,10 @@ def bench_drift(reps: int) -> dict[str, Any]:
         for k, x in (("prediction", pred), ("target", target)):
             np.histogram(x, bins=np.concatenate(([-np.inf], out_edges[k], [np.inf])))
 
-    def full() -> dict[str, Any]:
+    def full() -> WindowDrift:
         return compare(profile, cols, pred, target, res, **DRIFT_LIMITS)
 
-    def no_actuals() -> dict[str, Any]:  # before actuals arrive: no target, no segments
+    def no_actuals() -> WindowDrift:  # before actuals arrive: no target, no segments
         return compare(profile, cols, pred, None, None, **DRIFT_LIMITS)
 
     load = [load1()]
@@ -311,9 +311,9 @@ def bench_drift(reps: int) -> dict[str, Any]:
     window = full()
     med = {k: median(v) for k, v in times.items()}
     out = {
-        "reference_rows": len(ref_pred), "window_rows": window["rows"], "columns": len(DRIFT_COLUMNS),
+        "reference_rows": len(ref_pred), "window_rows": window.rows, "columns": len(DRIFT_COLUMNS),
         "object_columns": sum(cols[c].dtype == object for c in DRIFT_COLUMNS),
-        "segment_features": len(profile["segments"]), "segments_judged": len(window["segments"]), "reps": reps,
+        "segment_features": len(profile.segments), "segments_judged": len(window.segments), "reps": reps,
         "build_profile_ms": ms(profile_s),
         "median_ms": {k: ms(v) for k, v in med.items()},
         "min_ms": {k: ms(min(v)) for k, v in times.items()},
@@ -321,7 +321,7 @@ def bench_drift(reps: int) -> dict[str, Any]:
         "ratio_vs_floor_lean": round(med["cd4ml"] / med["floor_lean"], 1),
         "ratio_no_actuals_vs_floor": round(med["cd4ml_no_actuals"] / med["floor"], 1),
         "ratio_no_actuals_vs_floor_lean": round(med["cd4ml_no_actuals"] / med["floor_lean"], 1),
-        "alarm": window["alarm"], "load1": load,
+        "alarm": window.alarm, "load1": load,
     }
     print(f"drift: compare {out['median_ms']['cd4ml']} ms/window, floor {out['median_ms']['floor']} ms "
           f"-> ratio {out['ratio_vs_floor']}", flush=True)
@@ -508,15 +508,15 @@ def bench_report(work: Path, reps: int) -> dict[str, Any]:
     if (counts[0], counts[2]) != (info["predictions"], info["actuals"]):
         raise SystemExit(f"the store holds {counts} rows, {info['predictions']} predictions and "
                          f"{info['actuals']} actuals were logged")
-    matched = first["feedback"]["matched"]
+    matched = first.feedback["matched"]
     times = interleave({"floor": floor, "cd4ml": lambda: build_report(project)}, reps)
     _, split = report_split(project)
     cold = cold_split(project.root)
     load.append(load1())
     med = {k: median(v) for k, v in times.items()}
     out = {
-        **info, "reps": reps, "matched_actuals": matched, "drift_windows": len(first["drift"]["windows"]),
-        "retrain_due": first["retrain_due"],
+        **info, "reps": reps, "matched_actuals": matched, "drift_windows": len(first.drift.windows),
+        "retrain_due": first.retrain_due,
         "first_report_s": round(first_s, 3),
         "seconds": {k: [round(x, 4) for x in v] for k, v in times.items()},
         "median_s": {k: round(v, 4) for k, v in med.items()},

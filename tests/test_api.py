@@ -35,7 +35,9 @@ def test_the_loop_from_python(tmp_path: Path) -> None:
     assert str(cd4ml.Registry.for_project(project).champion().version) == result.version
 
     report = cd4ml.build_report(project)
-    assert report["retrain_due"] is False  # no traffic yet: nothing to judge, nothing due
+    assert isinstance(report, cd4ml.MonitoringReport)
+    assert report.retrain_due is False  # no traffic yet: nothing to judge, nothing due
+    assert report.champion.version == result.version and report.to_json()["retrain_due"] is False
 
 
 def test_api_errors_are_the_clis(tmp_path: Path) -> None:

@@ -10,7 +10,8 @@ The Python API (the README's "Python API" section)::
     cd4ml.ingest(project)                          # a new, validated table version
     result = cd4ml.run(project)                    # train, gate, register, promote
     predictions = cd4ml.score(project, frame)      # the champion's predictions for a DataFrame
-    report = cd4ml.build_report(project)           # drift, live accuracy, retraining checks
+    report = cd4ml.build_report(project)           # a MonitoringReport: drift, live accuracy, checks
+    report.retrain_due, report.to_json()           # attributes; the report.json document
 
 Names are imported on first use, so `import cd4ml` stays cheap for the CLI.
 """
@@ -29,7 +30,7 @@ _EXPORTS = {
     "run": "cd4ml.api", "load_release": "cd4ml.api", "score": "cd4ml.api",
     "RunResult": "cd4ml.pipeline.run",
     "Registry": "cd4ml.release.registry", "Release": "cd4ml.release.package",
-    "build_report": "cd4ml.monitor.report",
+    "build_report": "cd4ml.monitor.report", "MonitoringReport": "cd4ml.monitor.document",
     "refresh": "cd4ml.refresh",
     "Cd4mlError": "cd4ml.errors",
 }
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from cd4ml.config import Project, load_project
     from cd4ml.data.ingest import ingest
     from cd4ml.errors import Cd4mlError
+    from cd4ml.monitor.document import MonitoringReport
     from cd4ml.monitor.report import build_report
     from cd4ml.refresh import refresh
     from cd4ml.release.package import Release

@@ -430,12 +430,12 @@ def monitor(
         report = build_report(project)
         path, page = write_report(project, report, html)
     if as_json:
-        _print_json(report)
+        _print_json(report.to_json())
     else:
         print_report(report, console)
         console.print(f"Report: {path} and {page}", markup=False)
-    if check and report["retrain_due"]:
-        due = [c["name"] for c in report["checks"] if c["enabled"] and c["due"]]
+    if check and report.retrain_due:
+        due = [c.name for c in report.checks if c.due]
         raise RetrainDue(f"retraining is due ({', '.join(due)}): run `cd4ml data refresh` then `cd4ml run`")
 
 
@@ -453,7 +453,7 @@ def ui(
 
     project = _load(project_dir)
     console.print(f"cd4ml ui: {project.config.project} on http://{host}:{port}", markup=False)
-    uvicorn.run(create_ui_app(lambda: build_report(project), title=f"cd4ml: {project.config.project}"),
+    uvicorn.run(create_ui_app(lambda: build_report(project).to_json(), title=f"cd4ml: {project.config.project}"),
                 host=host, port=port, log_level="warning", access_log=False)
 
 

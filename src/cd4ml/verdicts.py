@@ -1,7 +1,8 @@
 """Reading the verdicts of a report document (report.json), without the libraries that build one.
 
-The service's /metrics reads the same document as the terminal, the HTML page and the dashboard:
-all of them show the drift window the drift check judged, not a later one holding a stray record.
+The service's /metrics and the demo read the document (`MonitoringReport.to_json()`); like the
+terminal and the HTML page (`DriftSection.judged_window`) and the dashboard, they show the drift
+window the drift check judged, not a later one holding a stray record.
 """
 
 from __future__ import annotations

@@ -16,9 +16,10 @@ from sklearn.calibration import calibration_curve
 from sklearn.metrics import confusion_matrix, log_loss, roc_auc_score
 
 from cd4ml.config import ProjectConfig, load_project
+from cd4ml.monitor.drift import CategoricalSummary
 from cd4ml.monitor.live import LiveData, Window
 from cd4ml.monitor.outcomes import outcomes
-from cd4ml.monitor.profile import build_reference
+from cd4ml.monitor.profile import ReleaseProfile, build_reference
 from cd4ml.monitor.report import _drift_windows, _metrics, _scored_arrays, _watched
 from cd4ml.monitor.store import PredictionStore
 from cd4ml.serve.predlog import PredictionLog
@@ -122,17 +123,19 @@ def test_drift_of_the_answered_class_and_of_each_probability(logged) -> None:
     watched = _watched(cfg, None, f)
     # The reference: the same rows where the model gave "yes" much less often (its probability to the sixth).
     reference = np.column_stack([1.0 - pred[:, 1] ** 6, pred[:, 1] ** 6])
-    profile = json.loads(json.dumps(build_reference(cfg, watched, reference, actual, {"target_transform": "none"},
-                                                    days=80)))
-    assert profile["prediction"]["kind"] == "categorical" and profile["prediction"]["values"] == ["no", "yes"]
-    assert [p["name"] for p in profile["probabilities"]] == CLASSES
-    assert profile["outcomes"]["confusion"] == confusion_matrix(actual, reference[:, 1] >= 0.5).tolist()
+    built = build_reference(cfg, watched, reference, actual, {"target_transform": "none"}, days=80)
+    profile = ReleaseProfile.from_json(json.loads(json.dumps(built.to_json())))  # as stored with the release
+    assert profile == built
+    prediction = profile.distributions.prediction
+    assert isinstance(prediction, CategoricalSummary) and prediction.values == ["no", "yes"]
+    assert [p.name for p in profile.distributions.probabilities] == CLASSES
+    assert profile.outcomes.confusion == confusion_matrix(actual, reference[:, 1] >= 0.5).tolist()
 
     (window,) = _drift_windows(cfg, live, watched, "1", profile, actual, reference)
-    assert not any(p["alarm"] for p in window["probabilities"]), window["probabilities"]
+    assert not any(p.alarm for p in window.drift.probabilities), window.drift.probabilities
     (window,) = _drift_windows(cfg, live, watched, "1", profile, actual, pred)
-    assert {"prediction", "probability of no", "probability of yes"} <= set(window["drifted"]), window["drifted"]
-    assert window["target"]["psi"] == pytest.approx(0.0, abs=1e-9)  # the same actuals as the reference's
+    assert {"prediction", "probability of no", "probability of yes"} <= set(window.drift.drifted)
+    assert window.drift.target.psi == pytest.approx(0.0, abs=1e-9)  # the same actuals as the reference's
 
 
 def test_multiclass_outcomes_calibrate_the_answered_class() -> None:
@@ -180,5 +183,5 @@ def test_a_bool_target_is_stored_as_bool_and_named_false_true(tmp_path: Path) ->
     scores = _metrics(cfg, cfg.task, actual, pred, None)
     assert scores["auc"] == pytest.approx(roc_auc_score(actual, pred[:, 1]), abs=1e-12)
     profile = build_reference(cfg, _watched(cfg, None, live.frame), pred, actual, {"target_transform": "none"}, 40)
-    assert sorted(profile["prediction"]["values"]) == ["false", "true"]
-    assert [p["name"] for p in profile["probabilities"]] == ["false", "true"] == profile["outcomes"]["classes"]
+    assert sorted(profile.distributions.prediction.values) == ["false", "true"]
+    assert [p.name for p in profile.distributions.probabilities] == ["false", "true"] == profile.outcomes.classes

@@ -127,23 +127,70 @@ def test_live_accuracy_equals_offline_computation_and_counts_are_exact(
     from cd4ml.monitor.report import build_report
 
     report = build_report(load_project(root))
-    fb = report["feedback"]
+    fb = report.feedback
     assert fb == {"received": 7 * 120 + 15, "matched": 7 * 120, "duplicate": 10, "unknown": 5, "late": 120}
-    accuracy = {r["day"]: r for r in report["accuracy"]}
+    accuracy = {r.day.isoformat(): r for r in report.accuracy}
     assert sorted(accuracy) == sorted(week["served"])
     for day in week["days"]:
         date = str(day["date"].iloc[0].date())
         weights = np.where(day["perishable"].to_numpy() == 1, 1.25, 1.0)
         offline = METRICS["nwrmsle"](day["unit_sales"].to_numpy(), week["served"][date], weights)
-        assert accuracy[date]["rows"] == 120
-        assert accuracy[date]["metrics"]["nwrmsle"] == pytest.approx(offline, rel=1e-12, abs=1e-12)
-    traffic = {r["day"]: r for r in report["traffic"]}
-    assert traffic["2024-09-03"]["predictions"] == 240 and traffic["2024-09-03"]["requests"] == 2
-    release = next(r for r in report["releases"] if r["champion"])
-    assert release["live"]["rows"] == 7 * 120
-    window = report["drift"]["windows"][-1]
-    assert not window["alarm"], window["drifted"]
-    assert window["target"] is not None and window["segments"]
+        assert accuracy[date].rows == 120
+        assert accuracy[date].metrics["nwrmsle"] == pytest.approx(offline, rel=1e-12, abs=1e-12)
+    traffic = {r.day.isoformat(): r for r in report.traffic}
+    assert traffic["2024-09-03"].predictions == 240 and traffic["2024-09-03"].requests == 2
+    release = next(r for r in report.releases if r.champion)
+    assert release.live is not None and release.live.rows == 7 * 120
+    window = report.drift.windows[-1].drift
+    assert not window.alarm, window.drifted
+    assert window.target is not None and window.segments
+
+
+def _stable(doc: dict[str, Any]) -> dict[str, Any]:
+    """A report document without what changes between two builds of the same evidence: when it was
+    built, and the champion's age."""
+    doc = {**doc, "generated_at": None, "champion": {**doc["champion"], "age_days": None}}
+    doc["checks"] = [{**c, "detail": None} if c["name"] == "age" else c for c in doc["checks"]]
+    return doc
+
+
+def test_the_typed_report_is_the_json_document_of_report_json_and_monitor_json(
+        served: tuple[Path, Service], week: dict[str, Any]) -> None:
+    root, _ = served
+    import json
+
+    from cd4ml.monitor.report import build_report
+
+    printed = json.loads(cli(root, "monitor", "--json", check=0).stdout)
+    written_text = (load_project(root).monitor_dir / "report.json").read_text()
+    assert printed == json.loads(written_text)
+    report = build_report(load_project(root), compact=False)
+    doc = report.to_json()
+    assert _stable(doc) == _stable(printed)
+    assert json.dumps(_stable(doc), indent=1) == json.dumps(_stable(json.loads(written_text)), indent=1)  # key order
+
+    # The documented format (the dashboard's sample report): the same keys in every part the project fills.
+    sample = json.loads((Path(__file__).parent / "sample_report.json").read_text())
+    assert list(doc) == list(sample)
+    for part in ("champion", "excluded", "prediction_histogram", "drift"):
+        assert set(doc[part]) == set(sample[part]), part
+    for part in ("traffic", "accuracy", "releases", "timeline"):
+        assert set(doc[part][0]) == set(sample[part][0]), part
+    window, sample_window = doc["drift"]["windows"][-1], sample["drift"]["windows"][-1]
+    assert set(window) == set(sample_window)
+    for part in ("features", "segments"):
+        assert set(window[part][0]) == set(sample_window[part][0]), part
+    assert set(window["prediction"]) == set(window["target"]) == set(sample_window["prediction"])
+    assert [set(c) for c in doc["checks"]] == [set(sample["checks"][0]) | {"rows", "min_rows"}] * 3 + \
+        [set(sample["checks"][0])]
+
+    # Attributes are the document's values.
+    assert doc["retrain_due"] is report.retrain_due and doc["not_judged"] == report.not_judged
+    assert doc["champion"]["version"] == report.champion.version == "1"
+    assert doc["generated_at"] == report.generated_at.isoformat()
+    assert [c["status"] for c in doc["checks"]] == [c.status for c in report.checks]
+    assert window["rows"] == report.drift.windows[-1].drift.rows and window["start"] == \
+        report.drift.windows[-1].window.start.isoformat()
 
 
 def test_check_exits_5_naming_the_drifted_column_when_a_store_opens(

@@ -3,13 +3,14 @@
 At training time :func:`build_profile` summarises the holdout rows (the release's out-of-sample
 data): for every monitored column its binned distribution (and, for numeric columns, a sample
 for the KS test), the same for the prediction and the target, and the mean residual of each
-segment (a categorical value or a combination of them). The profile is plain JSON and travels
-with the model.
+segment (a categorical value or a combination of them). The :class:`Profile` is stored as plain
+JSON (``to_json``/``from_json``) and travels with the model.
 
 In production :func:`compare` takes one window of logged rows (and, once actuals arrive, their
-targets and residuals) and returns the ``drift.windows[*]`` entry of the monitoring report
-(without ``start``/``end``): population stability index (PSI) and KS statistic per column, the
-same for prediction and target, and the residual bias per segment, each with its alarm.
+targets and residuals) and returns a :class:`WindowDrift` (its ``to_json()`` is the
+``drift.windows[*]`` entry of the monitoring report without ``start``/``end``): population
+stability index (PSI) and KS statistic per column, the same for prediction and target, and the
+residual bias per segment, each with its alarm.
 
 Categorical values are compared by their text form, so ``11``, ``11.0`` and ``"11"`` are the
 same value; ``None`` and NaN are the value ``"<missing>"``. Numeric values are floats; NaN and
@@ -21,8 +22,8 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -39,6 +40,178 @@ _MAX_SEEN = 100_000
 
 Columns = Mapping[str, np.ndarray]
 Factor = tuple[list[str], np.ndarray]  # distinct text forms of a column, and each row's index into them
+
+
+# ---- the profile and the comparison, typed --------------------------------------------------------
+
+@dataclass(frozen=True)
+class NumericSummary:
+    """A numeric column's reference distribution. `edges`: the inner quantile bin edges (the outer
+    bins are open-ended); `fractions`: the share of rows in each of the len(edges) + 1 bins;
+    `missing`: the share of NaN rows; `sample`: finite values, sorted, kept for the KS test."""
+
+    edges: list[float]
+    fractions: list[float]
+    missing: float
+    sample: list[float]
+    kind: ClassVar[str] = "numeric"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, **asdict(self)}
+
+
+@dataclass(frozen=True)
+class CategoricalSummary:
+    """A categorical column's reference distribution, by text form. `values`: the most frequent ones;
+    `fractions`: their shares of rows; `other`: the share of all other values, which `other_values`
+    lists (sorted; every one of them when `other_values_complete`), to tell "rare" from "new"."""
+
+    values: list[str]
+    fractions: list[float]
+    other: float
+    other_values: list[str]
+    other_values_complete: bool
+    kind: ClassVar[str] = "categorical"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, **asdict(self)}
+
+
+Summary = NumericSummary | CategoricalSummary
+
+
+def _summary(doc: Mapping[str, Any]) -> Summary:
+    fields = {k: v for k, v in doc.items() if k not in ("kind", "name")}
+    return NumericSummary(**fields) if doc["kind"] == NumericSummary.kind else CategoricalSummary(**fields)
+
+
+@dataclass(frozen=True)
+class ColumnProfile:
+    """One named distribution of the profile: a monitored column, or a classifier's class probability."""
+
+    name: str
+    summary: Summary
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, **self.summary.to_json()}
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> ColumnProfile:
+        return cls(doc["name"], _summary(doc))
+
+
+@dataclass(frozen=True)
+class SegmentProfile:
+    """The largest segments of one segment feature (`columns` joined by "×"): each value (the columns'
+    values joined by "|"), its mean residual (training space) and its rows, largest first."""
+
+    feature: str
+    columns: list[str]
+    values: list[str]
+    mean: list[float]
+    rows: list[int]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A release's reference distributions (see :func:`build_profile`). `rows`: holdout rows profiled;
+    `residual_mean`, `residual_std`: of the finite residuals, training-space units (None without any);
+    `probabilities`: a classifier's per class (None for other profiles)."""
+
+    format: int
+    rows: int
+    features: list[ColumnProfile]
+    prediction: Summary
+    target: Summary
+    probabilities: list[ColumnProfile] | None
+    residual_mean: float | None
+    residual_std: float | None
+    segments: list[SegmentProfile]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": self.format, "rows": self.rows, "features": [f.to_json() for f in self.features],
+                "prediction": self.prediction.to_json(), "target": self.target.to_json(),
+                **({"probabilities": [p.to_json() for p in self.probabilities]}
+                   if self.probabilities is not None else {}),
+                "residual_mean": self.residual_mean, "residual_std": self.residual_std,
+                "segments": [asdict(s) for s in self.segments]}
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> Profile:
+        """The profile stored as `to_json()` made it (releases of every cd4ml version so far)."""
+        probabilities = doc.get("probabilities")
+        return cls(doc["format"], doc["rows"], [ColumnProfile.from_json(f) for f in doc["features"]],
+                   _summary(doc["prediction"]), _summary(doc["target"]),
+                   [ColumnProfile.from_json(p) for p in probabilities] if probabilities is not None else None,
+                   doc["residual_mean"], doc["residual_std"], [SegmentProfile(**s) for s in doc["segments"]])
+
+
+@dataclass(frozen=True)
+class ColumnDrift:
+    """One monitored column in a window: PSI over the reference bins, KS statistic and p-value against
+    the reference sample (numeric only), up to 20 values the reference never saw (categorical only),
+    and whether it drifted; psi/ks are None for a window without rows."""
+
+    name: str
+    kind: str
+    psi: float | None
+    ks: float | None
+    ks_pvalue: float | None
+    new_values: list[str]
+    alarm: bool
+
+
+@dataclass(frozen=True)
+class OutcomeDrift:
+    """The prediction, the target or one class's probability in a window, against the reference."""
+
+    psi: float | None
+    ks: float | None
+    ks_pvalue: float | None
+    alarm: bool
+
+
+@dataclass(frozen=True)
+class ClassDrift:
+    """A classifier's probability of class `name` in a window (None statistics: no predictions)."""
+
+    name: str
+    psi: float | None
+    ks: float | None
+    ks_pvalue: float | None
+    alarm: bool
+
+
+@dataclass(frozen=True)
+class SegmentDrift:
+    """One segment's residual bias in a window: its mean residual minus its reference mean, in
+    reference residual standard deviations (None when that deviation is 0), over `rows` rows."""
+
+    feature: str
+    value: str
+    rows: int
+    bias: float | None
+    alarm: bool
+
+
+@dataclass(frozen=True)
+class WindowDrift:
+    """One production window against a reference profile (see :func:`compare`)."""
+
+    rows: int
+    alarm: bool
+    drifted: list[str]
+    features: list[ColumnDrift]
+    prediction: OutcomeDrift | None
+    target: OutcomeDrift | None
+    segments: list[SegmentDrift]
+    probabilities: list[ClassDrift] | None  # a classifier's profile only
+
+    def to_json(self) -> dict[str, Any]:
+        doc = asdict(self)
+        if self.probabilities is None:
+            del doc["probabilities"]
+        return doc
 
 
 # ---- categorical values as text ---------------------------------------------------------------
@@ -79,38 +252,33 @@ def _factorize(values: Any) -> Factor:
     return list(merged), remap[codes]
 
 
-def _categorical_profile(labels: list[str], codes: np.ndarray, max_categories: int) -> dict[str, Any]:
+def _categorical_profile(labels: list[str], codes: np.ndarray, max_categories: int) -> CategoricalSummary:
     n = len(codes)
     counts = np.bincount(codes, minlength=len(labels))
     order = sorted(range(len(labels)), key=lambda i: (-counts[i], labels[i]))
     top, rest = order[:max_categories], order[max_categories:]
-    return {
-        "kind": "categorical",
-        "values": [labels[i] for i in top],
-        "fractions": [float(counts[i] / n) for i in top],
-        "other": float(counts[rest].sum() / n),
-        "other_values": sorted(labels[i] for i in rest[:_MAX_SEEN]),
-        "other_values_complete": len(rest) <= _MAX_SEEN,
-    }
+    return CategoricalSummary([labels[i] for i in top], [float(counts[i] / n) for i in top],
+                              float(counts[rest].sum() / n), sorted(labels[i] for i in rest[:_MAX_SEEN]),
+                              len(rest) <= _MAX_SEEN)
 
 
-def _categorical_compare(ref: dict[str, Any], labels: list[str], codes: np.ndarray) -> tuple[float, list[str]]:
+def _categorical_compare(ref: CategoricalSummary, labels: list[str], codes: np.ndarray) -> tuple[float, list[str]]:
     """PSI over the reference's values + "other" + "new values", and the new values (<= 20)."""
     counts = np.bincount(codes, minlength=len(labels))
-    k = len(ref["values"])
-    position = {value: i for i, value in enumerate(ref["values"])}
-    seen_other = set(ref["other_values"])
+    k = len(ref.values)
+    position = {value: i for i, value in enumerate(ref.values)}
+    seen_other = set(ref.other_values)
     window = np.zeros(k + 2)
     new: list[tuple[int, str]] = []
     for label, count in zip(labels, counts.tolist()):
         if label in position:
             window[position[label]] += count
-        elif label in seen_other or not ref["other_values_complete"]:
+        elif label in seen_other or not ref.other_values_complete:
             window[k] += count
         else:
             window[k + 1] += count
             new.append((-count, label))
-    reference = np.array([*ref["fractions"], ref["other"], 0.0])
+    reference = np.array([*ref.fractions, ref.other, 0.0])
     new_values = [label for _, label in sorted(new)[:_MAX_NEW_VALUES]]
     return _psi(reference, window / len(codes)), new_values
 
@@ -131,7 +299,7 @@ def _bin_fractions(edges: np.ndarray, x: np.ndarray) -> np.ndarray:
     return np.append(counts, len(x) - finite.sum()) / len(x)
 
 
-def _numeric_profile(x: np.ndarray, bins: int, sample_size: int, rng: np.random.Generator) -> dict[str, Any]:
+def _numeric_profile(x: np.ndarray, bins: int, sample_size: int, rng: np.random.Generator) -> NumericSummary:
     # Infinite values fall into the open outer bins but would make quantiles and KS meaningless.
     finite = x[np.isfinite(x)]
     if len(finite):
@@ -140,26 +308,20 @@ def _numeric_profile(x: np.ndarray, bins: int, sample_size: int, rng: np.random.
         edges = np.empty(0)
     fractions = _bin_fractions(edges, x)
     sample = finite if len(finite) <= sample_size else rng.choice(finite, size=sample_size, replace=False)
-    return {
-        "kind": "numeric",
-        "edges": edges.tolist(),
-        "fractions": fractions[:-1].tolist(),
-        "missing": float(fractions[-1]),
-        "sample": np.sort(sample).tolist(),
-    }
+    return NumericSummary(edges.tolist(), fractions[:-1].tolist(), float(fractions[-1]), np.sort(sample).tolist())
 
 
-def _numeric_compare(ref: dict[str, Any], x: np.ndarray) -> tuple[float, float | None, float | None]:
+def _numeric_compare(ref: NumericSummary, x: np.ndarray) -> tuple[float, float | None, float | None]:
     """PSI over the reference's bins (incl. missing), and KS statistic and p-value vs its sample."""
-    psi = _psi(np.array([*ref["fractions"], ref["missing"]]), _bin_fractions(np.asarray(ref["edges"]), x))
+    psi = _psi(np.array([*ref.fractions, ref.missing]), _bin_fractions(np.asarray(ref.edges), x))
     finite = x[np.isfinite(x)]
-    if not len(finite) or not ref["sample"]:
+    if not len(finite) or not ref.sample:
         return psi, None, None
     from scipy import stats  # here: importing SciPy takes a second, and training only builds profiles
 
     # The exact method costs ~6 ms per 7,000-row column; at window sizes worth judging the
     # asymptotic distribution is as good.
-    result = stats.ks_2samp(finite, np.asarray(ref["sample"]), method="asymp")
+    result = stats.ks_2samp(finite, np.asarray(ref.sample), method="asymp")
     return psi, float(result.statistic), float(result.pvalue)
 
 
@@ -222,8 +384,8 @@ def build_profile(
     max_categories: int = 50,
     sample_size: int = 5000,
     seed: int = 0,
-) -> dict[str, Any]:
-    """Reference profile of a release's holdout rows, as a JSON-serializable dict.
+) -> Profile:
+    """Reference profile of a release's holdout rows (stored as ``Profile.to_json()``).
 
     Parameters
     ----------
@@ -260,13 +422,12 @@ def build_profile(
 
     Returns
     -------
-    profile : dict
-        ``format``, ``rows``; ``features`` (list, one per column, in the order of
-        ``columns``: numeric ``edges``/``fractions``/``missing``/``sample``, categorical
-        ``values``/``fractions``/``other``/``other_values``); ``prediction`` and ``target``
-        (numeric summaries); ``residual_mean`` and ``residual_std`` (training-space units,
-        null without finite residuals); ``segments`` (list of ``feature``, ``columns``,
-        ``values``, ``mean`` residuals and ``rows``).
+    profile : Profile
+        ``format``, ``rows``; ``features`` (one per column, in the order of ``columns``:
+        a :class:`NumericSummary` or :class:`CategoricalSummary`); ``prediction`` and
+        ``target`` (summaries; categorical for a classifier); ``probabilities``;
+        ``residual_mean`` and ``residual_std`` (training-space units, None without finite
+        residuals); ``segments`` (:class:`SegmentProfile`).
     """
     if bins < 1 or max_categories < 1 or sample_size < 1:
         raise ValueError("bins, max_categories and sample_size must be >= 1")
@@ -276,18 +437,16 @@ def build_profile(
     res = _as_float(residual)
     finite = res[np.isfinite(res)]
     groups = _segment_features({name: kinds[name] for name in columns}, segments)
-    return {
-        "format": PROFILE_FORMAT,
-        "rows": n,
-        "features": profiled.features,
-        "prediction": _outcome_profile(prediction, "prediction", binning, probabilities is not None),
-        "target": _outcome_profile(target, "target", binning, probabilities is not None),
-        **({"probabilities": [{"name": name, **_outcome_profile(p, f"probability of {name}", binning, False)}
-                              for name, p in probabilities.items()]} if probabilities is not None else {}),
-        "residual_mean": float(finite.mean()) if len(finite) else None,
-        "residual_std": float(finite.std()) if len(finite) else None,
-        "segments": [_segment_profile(group, profiled.factors, res, max_categories) for group in groups],
-    }
+    return Profile(
+        PROFILE_FORMAT, n, profiled.features,
+        _outcome_profile(prediction, "prediction", binning, probabilities is not None),
+        _outcome_profile(target, "target", binning, probabilities is not None),
+        [ColumnProfile(name, _outcome_profile(p, f"probability of {name}", binning, False))
+         for name, p in probabilities.items()] if probabilities is not None else None,
+        float(finite.mean()) if len(finite) else None,
+        float(finite.std()) if len(finite) else None,
+        [_segment_profile(group, profiled.factors, res, max_categories) for group in groups],
+    )
 
 
 @dataclass(frozen=True)
@@ -304,7 +463,7 @@ class _Binning:
 class _Columns:
     """The monitored columns' summaries, and the categorical ones factorized for the segments."""
 
-    features: list[dict[str, Any]]
+    features: list[ColumnProfile]
     factors: dict[str, Factor]
 
 
@@ -331,11 +490,11 @@ def _column_profiles(columns: Columns, kinds: Mapping[str, str], binning: _Binni
         else:
             out.factors[name] = _factorize(values)
             summary = _categorical_profile(*out.factors[name], binning.max_categories)
-        out.features.append({"name": name, **summary})
+        out.features.append(ColumnProfile(name, summary))
     return out
 
 
-def _outcome_profile(values: np.ndarray, name: str, binning: _Binning, labels: bool) -> dict[str, Any]:
+def _outcome_profile(values: np.ndarray, name: str, binning: _Binning, labels: bool) -> Summary:
     if labels:
         return _categorical_profile(*_factorize(values), binning.max_categories)
     x = _as_float(values)
@@ -346,22 +505,17 @@ def _outcome_profile(values: np.ndarray, name: str, binning: _Binning, labels: b
 
 
 def _segment_profile(group: list[str], factors: Mapping[str, Factor], residual: np.ndarray,
-                     max_categories: int) -> dict[str, Any]:
+                     max_categories: int) -> SegmentProfile:
     """The largest segments of one segment feature, with their mean residual and rows."""
     labels, codes = _segment_codes([factors[name] for name in group])
     rows, sums = _segment_sums(labels, codes, residual)
     keep = sorted(np.flatnonzero(rows).tolist(), key=lambda i: (-rows[i], labels[i]))[:max_categories]
-    return {
-        "feature": GROUP_JOIN.join(group),
-        "columns": group,
-        "values": [labels[i] for i in keep],
-        "mean": [float(sums[i] / rows[i]) for i in keep],
-        "rows": [int(rows[i]) for i in keep],
-    }
+    return SegmentProfile(GROUP_JOIN.join(group), group, [labels[i] for i in keep],
+                          [float(sums[i] / rows[i]) for i in keep], [int(rows[i]) for i in keep])
 
 
 def compare(
-    profile: Mapping[str, Any],
+    profile: Profile,
     columns: Columns,
     prediction: np.ndarray | None,
     target: np.ndarray | None,
@@ -372,13 +526,13 @@ def compare(
     bias_alarm: float,
     min_rows: int,
     probabilities: Mapping[str, np.ndarray] | None = None,
-) -> dict[str, Any]:
+) -> WindowDrift:
     """Compare one production window with a reference profile.
 
     Parameters
     ----------
-    profile : dict
-        From :func:`build_profile` (also after a JSON round trip).
+    profile : Profile
+        From :func:`build_profile` (also after a JSON round trip: ``Profile.from_json``).
     columns : mapping of str to array of shape (n,)
         The window's rows; must hold every column of the profile (others are ignored).
     prediction : array of shape (m,) or None
@@ -403,17 +557,16 @@ def compare(
 
     Returns
     -------
-    window : dict
+    window : WindowDrift
         ``rows`` (n), ``alarm``, ``drifted`` (alarming column names, then "prediction",
-        "target", then segment features such as "family×onpromotion"), ``features`` (one per
-        profile column: ``name``, ``kind``, ``psi``, ``ks``, ``ks_pvalue``, ``new_values``,
-        ``alarm``), ``prediction`` and ``target`` (``psi``, ``ks``, ``ks_pvalue``, ``alarm``;
-        null when not given), ``segments`` (``feature``, ``value``, ``rows``, ``bias``,
-        ``alarm``; largest absolute bias first within each feature). ``bias`` is the
-        segment's mean residual minus its reference mean (the overall reference mean for a
-        segment the profile does not hold), over the reference residual standard deviation.
-        A classifier's window also has ``probabilities`` (one per class: ``name``, ``psi``,
-        ``ks``, ``ks_pvalue``, ``alarm``); a drifted one is named "probability of <class>".
+        "target", then segment features such as "family×onpromotion"), ``features`` (one
+        :class:`ColumnDrift` per profile column), ``prediction`` and ``target``
+        (:class:`OutcomeDrift`; None when not given), ``segments`` (:class:`SegmentDrift`;
+        largest absolute bias first within each feature). ``bias`` is the segment's mean
+        residual minus its reference mean (the overall reference mean for a segment the
+        profile does not hold), over the reference residual standard deviation. A
+        classifier's window also has ``probabilities`` (one :class:`ClassDrift` per class);
+        a drifted one is named "probability of <class>".
     """
     alarms = _Alarms(psi_alarm, ks_alarm, bias_alarm, min_rows)
     n = _window_rows(profile, columns, residual)
@@ -425,18 +578,16 @@ def compare(
             raise ValueError(f"residual has {len(res)} rows, the window's columns have {n}")
         segments = _compare_segments(profile, columns, compared.factors, res, alarms)
 
-    pred = _compare_outcome(prediction, profile["prediction"], alarms)
-    targ = _compare_outcome(target, profile["target"], alarms)
-    drifted = [f["name"] for f in compared.features if f["alarm"]]
-    drifted += [name for name, entry in (("prediction", pred), ("target", targ)) if entry and entry["alarm"]]
+    pred = _compare_outcome(prediction, profile.prediction, alarms)
+    targ = _compare_outcome(target, profile.target, alarms)
+    drifted = [f.name for f in compared.features if f.alarm]
+    drifted += [name for name, entry in (("prediction", pred), ("target", targ)) if entry and entry.alarm]
     per_class = _compare_probabilities(profile, probabilities, alarms)
-    drifted += [f"probability of {c['name']}" for c in per_class if c["alarm"]]
+    drifted += [f"probability of {c.name}" for c in per_class or [] if c.alarm]
     for segment in segments:
-        if segment["alarm"] and segment["feature"] not in drifted:
-            drifted.append(segment["feature"])
-    return {"rows": n, "alarm": bool(drifted), "drifted": drifted, "features": compared.features,
-            "prediction": pred, "target": targ, "segments": segments,
-            **({"probabilities": per_class} if "probabilities" in profile else {})}
+        if segment.alarm and segment.feature not in drifted:
+            drifted.append(segment.feature)
+    return WindowDrift(n, bool(drifted), drifted, compared.features, pred, targ, segments, per_class)
 
 
 @dataclass(frozen=True)
@@ -452,77 +603,87 @@ class _Alarms:
         return rows >= self.min_rows and (psi >= self.psi or (ks is not None and ks >= self.ks))
 
 
-def _window_rows(profile: Mapping[str, Any], columns: Columns, residual: np.ndarray | None) -> int:
+def _window_rows(profile: Profile, columns: Columns, residual: np.ndarray | None) -> int:
     """The window's rows, once its columns are checked to hold the profile's and to be of one length."""
-    missing = [f["name"] for f in profile["features"] if f["name"] not in columns]
+    missing = [f.name for f in profile.features if f.name not in columns]
     if missing:
         raise ValueError(f"the window lacks the profile's columns {missing}")
-    lengths = {len(columns[f["name"]]) for f in profile["features"]}
+    lengths = {len(columns[f.name]) for f in profile.features}
     if len(lengths) > 1:
         raise ValueError(f"the window's columns differ in length: {sorted(lengths)}")
     return lengths.pop() if lengths else (len(residual) if residual is not None else 0)
 
 
-def _compare_columns(profile: Mapping[str, Any], columns: Columns, n: int, alarms: _Alarms) -> _Columns:
-    out = _Columns([], {})
-    for ref in profile["features"]:
-        name = ref["name"]
+@dataclass
+class _Compared:
+    """The window's columns compared, and the categorical ones factorized for the segments."""
+
+    features: list[ColumnDrift]
+    factors: dict[str, Factor]
+
+
+def _compare_columns(profile: Profile, columns: Columns, n: int, alarms: _Alarms) -> _Compared:
+    out = _Compared([], {})
+    for ref in profile.features:
+        name, summary = ref.name, ref.summary
         psi = ks = pvalue = None
         new_values: list[str] = []
-        if n and ref["kind"] == "numeric":
-            psi, ks, pvalue = _numeric_compare(ref, _as_float(columns[name]))
+        if n and isinstance(summary, NumericSummary):
+            psi, ks, pvalue = _numeric_compare(summary, _as_float(columns[name]))
         elif n:
             out.factors[name] = _factorize(columns[name])
-            psi, new_values = _categorical_compare(ref, *out.factors[name])
+            psi, new_values = _categorical_compare(summary, *out.factors[name])
         alarm = psi is not None and alarms.drifted(n, psi, ks)
-        out.features.append({"name": name, "kind": ref["kind"], "psi": psi, "ks": ks, "ks_pvalue": pvalue,
-                             "new_values": new_values, "alarm": bool(alarm)})
+        out.features.append(ColumnDrift(name, summary.kind, psi, ks, pvalue, new_values, bool(alarm)))
     return out
 
 
-def _compare_outcome(values: np.ndarray | None, ref: dict[str, Any], alarms: _Alarms) -> dict[str, Any] | None:
+def _compare_outcome(values: np.ndarray | None, ref: Summary, alarms: _Alarms) -> OutcomeDrift | None:
     """Prediction or target (a classifier's: class labels) vs the profile's; None without values."""
     if values is None or not len(values):
         return None
-    if ref["kind"] == "categorical":
+    if isinstance(ref, CategoricalSummary):
         psi, _ = _categorical_compare(ref, *_factorize(values))
-        return {"psi": psi, "ks": None, "ks_pvalue": None, "alarm": bool(alarms.drifted(len(values), psi, None))}
+        return OutcomeDrift(psi, None, None, bool(alarms.drifted(len(values), psi, None)))
     x = _as_float(values)
     x = x[np.isfinite(x)]
     if not len(x):
         return None
     psi, ks, pvalue = _numeric_compare(ref, x)
-    return {"psi": psi, "ks": ks, "ks_pvalue": pvalue, "alarm": bool(alarms.drifted(len(x), psi, ks))}
+    return OutcomeDrift(psi, ks, pvalue, bool(alarms.drifted(len(x), psi, ks)))
 
 
-def _compare_probabilities(profile: Mapping[str, Any], probabilities: Mapping[str, np.ndarray] | None,
-                           alarms: _Alarms) -> list[dict[str, Any]]:
-    """Each class's probability vs the profile's (a classifier's profile; [] for others)."""
+def _compare_probabilities(profile: Profile, probabilities: Mapping[str, np.ndarray] | None,
+                           alarms: _Alarms) -> list[ClassDrift] | None:
+    """Each class's probability vs the profile's (a classifier's profile; None for others)."""
+    if profile.probabilities is None:
+        return None
     out = []
-    for ref in profile.get("probabilities", []):
-        entry = _compare_outcome(probabilities[ref["name"]] if probabilities else None, ref, alarms)
-        out.append({"name": ref["name"], **(entry or {"psi": None, "ks": None, "ks_pvalue": None, "alarm": False})})
+    for ref in profile.probabilities:
+        entry = _compare_outcome(probabilities[ref.name] if probabilities else None, ref.summary, alarms) \
+            or OutcomeDrift(None, None, None, False)
+        out.append(ClassDrift(ref.name, entry.psi, entry.ks, entry.ks_pvalue, entry.alarm))
     return out
 
 
 def _compare_segments(
-    profile: Mapping[str, Any],
+    profile: Profile,
     columns: Columns,
     factors: dict[str, Factor],
     residual: np.ndarray,
     alarms: _Alarms,
-) -> list[dict[str, Any]]:
-    std, overall = profile["residual_std"], profile["residual_mean"]
+) -> list[SegmentDrift]:
+    std, overall = profile.residual_std, profile.residual_mean
     out = []
-    for ref in profile["segments"]:
-        for name in ref["columns"]:
+    for ref in profile.segments:
+        for name in ref.columns:
             if name not in factors:
                 factors[name] = _factorize(columns[name])
-        labels, codes = _segment_codes([factors[name] for name in ref["columns"]])
+        labels, codes = _segment_codes([factors[name] for name in ref.columns])
         rows, sums = _segment_sums(labels, codes, residual)
         # A trained model's residual mean is ~0 overall, but not e.g. for a model of the mean
         # judged in log space; the overall mean keeps unseen segments from looking biased.
-        ref_mean = dict(zip(ref["values"], ref["mean"]))
+        ref_mean = dict(zip(ref.values, ref.mean))
         judged = []
         for i in np.flatnonzero(rows >= alarms.min_rows).tolist():
             if std:
@@ -530,6 +691,5 @@ def _compare_segments(
                 judged.append((-abs(bias), labels[i], int(rows[i]), float(bias), bool(abs(bias) >= alarms.bias)))
             else:
                 judged.append((0.0, labels[i], int(rows[i]), None, False))
-        out += [{"feature": ref["feature"], "value": label, "rows": count, "bias": bias, "alarm": alarm}
-                for _, label, count, bias, alarm in sorted(judged)]
+        out += [SegmentDrift(ref.feature, label, count, bias, alarm) for _, label, count, bias, alarm in sorted(judged)]
     return out

@@ -20,7 +20,7 @@ was served. The others are counted in `excluded` and never reach a window.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -58,6 +58,23 @@ def calendar_window(index: int, size: int) -> Window:
 
 def window_index(day: dt.date, size: int) -> int:
     return (day.toordinal() - _EPOCH.toordinal()) // size
+
+
+@dataclass(frozen=True)
+class TrafficRow:
+    """One day's predictions by one model version: `predictions` (records), `requests`, `fallback`
+    (records answered for inputs the release never saw) and the request latency p50/p99 in milliseconds."""
+
+    day: dt.date
+    model_version: str
+    predictions: int
+    requests: int
+    fallback: int
+    latency_p50_ms: float
+    latency_p99_ms: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "day": self.day.isoformat()}
 
 
 @dataclass
@@ -202,7 +219,7 @@ class LiveData:
         """Rows whose prediction is scored against an actual, (n,) bool."""
         return self.frame[f"actual_{self.cfg.target}"].notna().to_numpy()
 
-    def traffic(self) -> list[dict[str, Any]]:
+    def traffic(self) -> list[TrafficRow]:
         """Per day x model version: predictions, requests, fallbacks, request latency p50/p99 (ms)."""
         f = self.frame
         if f.empty:
@@ -210,11 +227,9 @@ class LiveData:
         rows = []
         for (day, version), g in f.groupby(["day", "model_version"], sort=True):
             per_request = g.drop_duplicates("request_id")["latency_ms"].to_numpy()
-            rows.append({"day": pd.Timestamp(day).date().isoformat(), "model_version": str(version),
-                         "predictions": int(len(g)), "requests": int(len(per_request)),
-                         "fallback": int(g["fallback"].sum()),
-                         "latency_p50_ms": float(np.percentile(per_request, 50)),
-                         "latency_p99_ms": float(np.percentile(per_request, 99))})
+            rows.append(TrafficRow(pd.Timestamp(day).date(), str(version), int(len(g)), int(len(per_request)),
+                                   int(g["fallback"].sum()), float(np.percentile(per_request, 50)),
+                                   float(np.percentile(per_request, 99))))
         return rows
 
 

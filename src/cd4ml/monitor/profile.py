@@ -12,6 +12,7 @@ are deterministic functions of them and of time (calendar features drift by defi
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -19,10 +20,44 @@ import numpy as np
 
 from cd4ml.config import ProjectConfig
 from cd4ml.monitor import drift
-from cd4ml.monitor.outcomes import outcomes
+from cd4ml.monitor.outcomes import Outcomes, outcomes
 from cd4ml.task import task_from_spec
 
 PROFILE_FILE = "profile.json"
+
+
+@dataclass(frozen=True)
+class Holdout:
+    """The holdout the profile was built from: its rows and the distinct days of the time column it spans."""
+
+    rows: int
+    days: int
+
+
+@dataclass(frozen=True)
+class ReleaseProfile:
+    """A release's reference profile (`profile.json`): the holdout's `distributions`; the release's
+    `target_transform` (its residuals' training space); `holdout` (None for a release packaged before
+    it was recorded); a classifier's offline `outcomes` (None for others and older releases)."""
+
+    distributions: drift.Profile
+    target_transform: str
+    holdout: Holdout | None
+    outcomes: Outcomes | None
+
+    def to_json(self) -> dict[str, Any]:
+        """The stored document: the distributions' keys, then `outcomes`, `target_transform`, `holdout`."""
+        return {**self.distributions.to_json(),
+                **({"outcomes": self.outcomes.to_json()} if self.outcomes is not None else {}),
+                "target_transform": self.target_transform,
+                **({"holdout": {"rows": self.holdout.rows, "days": self.holdout.days}} if self.holdout else {})}
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> ReleaseProfile:
+        holdout, offline = doc.get("holdout"), doc.get("outcomes")
+        return cls(drift.Profile.from_json(doc), doc.get("target_transform", "none"),
+                   Holdout(holdout["rows"], holdout["days"]) if holdout else None,
+                   Outcomes(**offline) if offline else None)
 
 
 def column_kinds(cfg: ProjectConfig) -> dict[str, str]:
@@ -46,7 +81,7 @@ def segment_groups(cfg: ProjectConfig) -> list[list[str]]:
 
 
 def build_reference(cfg: ProjectConfig, columns: Mapping[str, np.ndarray], prediction: np.ndarray,
-                    target: np.ndarray, spec: Mapping[str, Any], days: int) -> dict[str, Any]:
+                    target: np.ndarray, spec: Mapping[str, Any], days: int) -> ReleaseProfile:
     """The profile of holdout rows: `columns` (watched columns, length n), predictions and encoded targets
     (`task.encode`, (n,)); a classifier's predictions are its (n, k) class probabilities, profiled as the
     answered class, each class's probability and the offline confusion matrix and calibration curve
@@ -59,29 +94,30 @@ def build_reference(cfg: ProjectConfig, columns: Mapping[str, np.ndarray], predi
     if prediction.ndim == 2:
         decided = task.decide(prediction)
         names = np.asarray(task.class_names, dtype=object)  # classes as the service's answer names them
-        profile = drift.build_profile(watched, kinds, names[decided], names[target], residual,
-                                      segment_groups(cfg), seed=cfg.seed,
-                                      probabilities=dict(zip(names.tolist(), prediction.T)))
-        profile["outcomes"] = outcomes(names.tolist(), target, prediction, decided).to_json()
+        distributions = drift.build_profile(watched, kinds, names[decided], names[target], residual,
+                                            segment_groups(cfg), seed=cfg.seed,
+                                            probabilities=dict(zip(names.tolist(), prediction.T)))
+        offline = outcomes(names.tolist(), target, prediction, decided)
     else:
-        profile = drift.build_profile(watched, kinds, prediction, target, residual, segment_groups(cfg), seed=cfg.seed)
-    profile["target_transform"] = spec["target_transform"]
-    # How much evidence a production window can be expected to hold (the accuracy check's default minimum).
-    profile["holdout"] = {"rows": len(prediction), "days": int(days)}
-    return profile
+        distributions = drift.build_profile(watched, kinds, prediction, target, residual, segment_groups(cfg),
+                                            seed=cfg.seed)
+        offline = None
+    # The holdout tells how much evidence a production window can be expected to hold (the accuracy
+    # check's default minimum).
+    return ReleaseProfile(distributions, spec["target_transform"], Holdout(len(prediction), int(days)), offline)
 
 
-def rows_per_day(profile: Mapping[str, Any] | None) -> float | None:
+def rows_per_day(profile: ReleaseProfile | None) -> float | None:
     """Holdout rows per day of the time column, or None for a profile saved before it was recorded."""
-    holdout = (profile or {}).get("holdout")
-    return holdout["rows"] / holdout["days"] if holdout and holdout.get("days") else None
+    holdout = profile.holdout if profile else None
+    return holdout.rows / holdout.days if holdout and holdout.days else None
 
 
-def save(folder: Path, profile: dict[str, Any]) -> None:
-    (folder / PROFILE_FILE).write_text(json.dumps(profile), encoding="utf-8")
+def save(folder: Path, profile: ReleaseProfile) -> None:
+    (folder / PROFILE_FILE).write_text(json.dumps(profile.to_json()), encoding="utf-8")
 
 
-def load(folder: Path) -> dict[str, Any] | None:
+def load(folder: Path) -> ReleaseProfile | None:
     """The release's profile, or None for a release packaged before profiles existed."""
     path = folder / PROFILE_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    return ReleaseProfile.from_json(json.loads(path.read_text(encoding="utf-8"))) if path.is_file() else None

@@ -3,15 +3,16 @@
 One pass: compact the prediction log into the store, join actuals, then per release and
 per window: traffic, live vs offline accuracy, drift against the champion's reference
 profile, and the policy checks (drift, accuracy drop, age) that `--check` turns into an
-exit code. The report is one JSON document (shape: `report.json` in the docs); the
-terminal, the HTML file, the dashboard and the service's /metrics all read it.
+exit code. The report is a `MonitoringReport` (monitor/document.py): the terminal and the HTML
+file read its attributes; its JSON document (`report.json`) is what the dashboard and the
+service's /metrics read.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,20 +22,18 @@ import pandas as pd
 from cd4ml.config import Project, ProjectConfig
 from cd4ml.files import write_atomic
 from cd4ml.monitor import drift
+from cd4ml.monitor.document import (AccuracyRow, Champion, Check, DriftSection, DriftWindow, LiveScore,
+                                    MonitoringReport, PredictionHistogram, ReleaseOutcomes, ReleaseRow, Status)
 from cd4ml.monitor.live import LiveData, Window, with_attributes
-from cd4ml.monitor.outcomes import outcomes
+from cd4ml.monitor.outcomes import Outcomes, outcomes
+from cd4ml.monitor.profile import ReleaseProfile, rows_per_day
 from cd4ml.monitor.profile import load as load_profile
-from cd4ml.monitor.profile import rows_per_day
 from cd4ml.release.package import Release
 from cd4ml.task import Classification, Task
-from cd4ml.verdicts import NOT_JUDGED, judged_window
+from cd4ml.verdicts import NOT_JUDGED
 
 REPORT_FILE = "report.json"
 HTML_FILE = "report.html"
-
-
-def _iso(t: dt.datetime | None) -> str | None:
-    return t.isoformat() if t else None
 
 
 def _watched(cfg: ProjectConfig, release: Release | None, frame: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -80,13 +79,13 @@ def _masks(live: LiveData) -> list[tuple[Window, np.ndarray]]:
 
 
 def _drift_windows(cfg: ProjectConfig, live: LiveData, watched: dict[str, np.ndarray], version: str,
-                   profile: dict[str, Any], actual: np.ndarray, pred: np.ndarray) -> list[dict[str, Any]]:
+                   profile: ReleaseProfile, actual: np.ndarray, pred: np.ndarray) -> list[DriftWindow]:
     d = cfg.monitoring.drift
     limits = {"psi_alarm": d.psi_alarm, "ks_alarm": d.ks_alarm, "bias_alarm": d.bias_alarm, "min_rows": d.min_rows}
     f, task = live.frame, cfg.task
     mine = (f["model_version"] == version).to_numpy()
     scored = mine & live.has_actual
-    spec = {"target_transform": profile.get("target_transform", "none")}
+    spec = {"target_transform": profile.target_transform}
     inputs = {c: v for c, v in watched.items() if c in cfg.monitored_columns}
     # Inputs drift whoever served them; predictions and residuals are the reference release's own.
     residual = np.full(len(f), np.nan)
@@ -101,30 +100,31 @@ def _drift_windows(cfg: ProjectConfig, live: LiveData, watched: dict[str, np.nda
     out = []
     for w, m in _masks(live):
         own, ok = m & mine, m & scored
-        window = drift.compare(profile, {c: v[m] for c, v in inputs.items()}, answered[own] if own.any() else None,
-                               truth[ok] if ok.any() else None, residual[m] if ok.any() else None, **limits,
+        window = drift.compare(profile.distributions, {c: v[m] for c, v in inputs.items()},
+                               answered[own] if own.any() else None, truth[ok] if ok.any() else None,
+                               residual[m] if ok.any() else None, **limits,
                                probabilities={c: v[own] for c, v in probabilities.items()}
                                if probabilities and own.any() else None)
-        out.append({"start": w.start.isoformat(), "end": w.end.isoformat(), "judged": window["rows"] >= d.min_rows,
-                    **window})
+        out.append(DriftWindow(w, window.rows >= d.min_rows, window))
     return out
 
 
-def _prediction_histogram(live: LiveData, version: str, profile: dict[str, Any]) -> dict[str, Any] | None:
+def _prediction_histogram(live: LiveData, version: str, profile: ReleaseProfile) -> PredictionHistogram | None:
     """Reference vs live predictions of `version` over the profile's quantile bins (fractions)."""
-    ref = profile.get("prediction") or {}
-    if not ref.get("sample"):  # none for a classifier's answered classes: their shares are in the drift table
+    ref = profile.distributions.prediction
+    # None for a classifier's answered classes: their shares are in the drift table.
+    if not isinstance(ref, drift.NumericSummary) or not ref.sample:
         return None
     f = live.frame
     pred = f.loc[f["model_version"] == version, "prediction"].to_numpy(dtype=np.float64)
     if not len(pred):
         return None
-    inner = np.asarray(ref["edges"], dtype=np.float64)
+    inner = np.asarray(ref.edges, dtype=np.float64)
     counts = np.bincount(np.searchsorted(inner, pred, side="right"), minlength=len(inner) + 1)
     # The profile's outer bins are open-ended; for drawing, they end at the smallest and largest value seen.
-    low, high = min(ref["sample"][0], float(pred.min())), max(ref["sample"][-1], float(pred.max()))
-    return {"version": version, "edges": [low, *inner.tolist(), high], "reference": list(ref["fractions"]),
-            "live": (counts / counts.sum()).tolist()}
+    low, high = min(ref.sample[0], float(pred.min())), max(ref.sample[-1], float(pred.max()))
+    return PredictionHistogram(version, [low, *inner.tolist(), high], list(ref.fractions),
+                               (counts / counts.sum()).tolist())
 
 
 @dataclass(frozen=True)
@@ -149,34 +149,32 @@ def _served_tasks(cfg: ProjectConfig, project: Project, registry: Any, versions:
 
 def _releases(project: Project, registry: Any, listed: list[dict[str, Any]], live: LiveData,
               watched: dict[str, np.ndarray], actual: np.ndarray, pred: np.ndarray,
-              versions: np.ndarray, tasks: dict[str, Task]) -> list[dict[str, Any]]:
+              versions: np.ndarray, tasks: dict[str, Task]) -> list[ReleaseRow]:
     """Per release, newest first: gate, offline and live metrics (and a classifier's outcomes)."""
     cfg = project.config
     scored = live.has_actual if not live.frame.empty else np.zeros(0, dtype=bool)
     releases = []
     for row in reversed(listed):
         m = scored & (versions == row["version"])
-        releases.append({"version": row["version"], "gate": row["gate"], "created_at": row["created"],
-                         "champion": row["champion"], "offline": row["metrics"],
-                         "live": {"rows": int(m.sum()), "metrics": _metrics(
-                             cfg, tasks.get(row["version"], cfg.task), actual[m], pred[m], _weights(cfg, watched, m))}
-                         if m.any() else None})
-        if pred.ndim == 2 and (m.any() or row["champion"]):
-            releases[-1]["outcomes"] = _outcomes(cfg, project, registry, row["version"],
-                                                 live.frame["prediction"][m], actual[m], pred[m])
+        score = LiveScore(int(m.sum()), _metrics(cfg, tasks.get(row["version"], cfg.task), actual[m], pred[m],
+                                                 _weights(cfg, watched, m))) if m.any() else None
+        outcome = _outcomes(cfg, project, registry, row["version"], live.frame["prediction"][m], actual[m], pred[m]) \
+            if pred.ndim == 2 and (m.any() or row["champion"]) else None
+        releases.append(ReleaseRow(row["version"], row["gate"], row["created"], row["champion"], row["metrics"], score,
+                                   outcome))
     return releases
 
 
 def _outcomes(cfg: ProjectConfig, project: Project, registry: Any, version: str, answered: pd.Series,
-              actual: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
+              actual: np.ndarray, pred: np.ndarray) -> ReleaseOutcomes:
     """A classifier release's confusion matrix and calibration curve: live (its scored rows, with the classes
     it answered) and offline (from its profile; None for a release packaged without them)."""
     task = cfg.task
     names = task.class_names
-    live = outcomes(names, actual, pred, task.encode(answered.to_numpy(dtype=object))).to_json() \
+    live: Outcomes | None = outcomes(names, actual, pred, task.encode(answered.to_numpy(dtype=object))) \
         if len(actual) else None
     profile = load_profile(registry.load(version, project.release_cache).folder)
-    return {"live": live, "offline": (profile or {}).get("outcomes")}
+    return ReleaseOutcomes(live, profile.outcomes if profile else None)
 
 
 def _champion_windows(cfg: ProjectConfig, live: LiveData, watched: dict[str, np.ndarray], version: str,
@@ -195,7 +193,7 @@ def _champion_windows(cfg: ProjectConfig, live: LiveData, watched: dict[str, np.
     return out
 
 
-def accuracy_min_rows(cfg: ProjectConfig, profile: dict[str, Any] | None) -> int:
+def accuracy_min_rows(cfg: ProjectConfig, profile: ReleaseProfile | None) -> int:
     """Scored rows a window needs before live accuracy is judged: `monitoring.accuracy.min_rows`, else half
     the rows a window of the champion's holdout held, within 30..1000 (1000 without a holdout record)."""
     if cfg.monitoring.accuracy.min_rows is not None:
@@ -206,38 +204,38 @@ def accuracy_min_rows(cfg: ProjectConfig, profile: dict[str, Any] | None) -> int
     return int(min(1000, max(30, round(per_day * cfg.monitoring.window_days / 2))))
 
 
-def _check(name: str, enabled: bool, status: str, detail: str, **evidence: Any) -> dict[str, Any]:
+def _check(name: str, enabled: bool, status: Status, detail: str, rows: int | None = None,
+           min_rows: int | None = None) -> Check:
     """One retraining check: `status` is "due", "ok" or "not judged" (too little evidence); "off" when disabled."""
-    return {"name": name, "enabled": enabled, "status": status if enabled else "off",
-            "due": enabled and status == "due", "judged": status != NOT_JUDGED, "detail": detail, **evidence}
+    return Check(name, enabled, status if enabled else "off", enabled and status == "due", status != NOT_JUDGED,
+                 detail, rows, min_rows)
 
 
-def _span(w: Window | dict[str, Any]) -> str:
-    start, end = (w.start.isoformat(), w.end.isoformat()) if isinstance(w, Window) else (w["start"], w["end"])
-    return f"window {start}..{end}"
+def _span(w: Window) -> str:
+    return f"window {w.start.isoformat()}..{w.end.isoformat()}"
 
 
-def _drift_check(cfg: ProjectConfig, windows: list[dict[str, Any]], profiled: bool) -> dict[str, Any]:
+def _drift_check(cfg: ProjectConfig, windows: list[DriftWindow], profiled: bool) -> Check:
     on, need = cfg.monitoring.retrain.on_drift, cfg.monitoring.drift.min_rows
-    judged = [w for w in windows if w["judged"]]
+    judged = [w for w in windows if w.judged]
     latest = windows[-1] if windows else None
     if not profiled:
         return _check("drift", on, NOT_JUDGED, "no champion with a reference profile", rows=0, min_rows=need)
     if not judged:
-        rows = latest["rows"] if latest else 0
-        where = f"{_span(latest)}: " if latest else "no production data yet: "
+        rows = latest.drift.rows if latest else 0
+        where = f"{_span(latest.window)}: " if latest else "no production data yet: "
         return _check("drift", on, NOT_JUDGED, f"{where}{rows:,} rows ({need:,} needed)", rows=rows, min_rows=need)
-    w = judged[-1]
-    later = "" if w is latest else f"; later {_span(latest)} not judged ({latest['rows']:,} rows, {need:,} needed)"
-    if w["alarm"]:
-        return _check("drift", on, "due", f"{_span(w)}: drifted: {', '.join(w['drifted'])}{later}",
-                      rows=w["rows"], min_rows=need)
-    return _check("drift", on, "ok", f"{_span(w)}: no drift in {w['rows']:,} rows{later}", rows=w["rows"],
-                  min_rows=need)
+    w, last = judged[-1], windows[-1]
+    later = "" if w is last else f"; later {_span(last.window)} not judged ({last.drift.rows:,} rows, {need:,} needed)"
+    if w.drift.alarm:
+        return _check("drift", on, "due", f"{_span(w.window)}: drifted: {', '.join(w.drift.drifted)}{later}",
+                      rows=w.drift.rows, min_rows=need)
+    return _check("drift", on, "ok", f"{_span(w.window)}: no drift in {w.drift.rows:,} rows{later}",
+                  rows=w.drift.rows, min_rows=need)
 
 
 def _accuracy_check(cfg: ProjectConfig, windows: list[ChampionWindow], offline: float | None,
-                    need: int) -> dict[str, Any]:
+                    need: int) -> Check:
     on, primary, margin = cfg.monitoring.retrain.on_accuracy, cfg.metrics.primary, cfg.monitoring.accuracy.margin
     if offline is None:
         return _check("accuracy", on, NOT_JUDGED, "no champion with offline metrics", rows=0, min_rows=need)
@@ -254,7 +252,7 @@ def _accuracy_check(cfg: ProjectConfig, windows: list[ChampionWindow], offline: 
     return _check("accuracy", on, "due" if worse > margin else "ok", detail, rows=c.scored, min_rows=need)
 
 
-def _coverage_check(cfg: ProjectConfig, windows: list[ChampionWindow]) -> dict[str, Any]:
+def _coverage_check(cfg: ProjectConfig, windows: list[ChampionWindow]) -> Check:
     limit, need = cfg.monitoring.retrain.max_fallback_share, cfg.monitoring.drift.min_rows
     judged = [c for c in windows if c.served >= need and c.fallback_share is not None]
     if not judged:
@@ -270,16 +268,16 @@ def _coverage_check(cfg: ProjectConfig, windows: list[ChampionWindow]) -> dict[s
                   rows=c.served, min_rows=need)
 
 
-def _age_check(cfg: ProjectConfig, champion: dict[str, Any] | None) -> dict[str, Any]:
-    age, limit = (champion or {}).get("age_days"), cfg.monitoring.retrain.max_age_days
+def _age_check(cfg: ProjectConfig, champion: Champion | None) -> Check:
+    age, limit = champion.age_days if champion else None, cfg.monitoring.retrain.max_age_days
     if age is None:
         return _check("age", limit is not None, NOT_JUDGED, "no champion")
     detail = f"champion is {age:.1f} days old" + (f" (limit {limit:g})" if limit is not None else " (no limit)")
     return _check("age", limit is not None, "due" if limit is not None and age > limit else "ok", detail)
 
 
-def build_report(project: Project, *, compact: bool = True) -> dict[str, Any]:
-    """Compact the log (unless `compact` is False) and compute the report document."""
+def build_report(project: Project, *, compact: bool = True) -> MonitoringReport:
+    """Compact the log (unless `compact` is False) and compute the report (`to_json()`: report.json)."""
     from cd4ml.monitor.store import PredictionStore
     from cd4ml.release.listing import list_releases
     from cd4ml.release.registry import Registry
@@ -299,8 +297,7 @@ def build_report(project: Project, *, compact: bool = True) -> dict[str, Any]:
     if champion_mv is not None:
         version = str(champion_mv.version)
         since = next((e.time for e in reversed(history) if e.to_version == version), None)
-        champion = {"version": version, "released_at": _iso(since),
-                    "age_days": (now - since).total_seconds() / 86400 if since else None}
+        champion = Champion(version, since, (now - since).total_seconds() / 86400 if since else None)
         release = registry.load(version, project.release_cache)
         profile = load_profile(release.folder)
 
@@ -313,172 +310,160 @@ def build_report(project: Project, *, compact: bool = True) -> dict[str, Any]:
     tasks = _served_tasks(cfg, project, registry, versions, pred)
     days = f["day"].dt.date.to_numpy() if not f.empty else np.array([])
 
-    accuracy = [{"day": day.isoformat(), "model_version": version, "rows": int(m.sum()),
-                 "metrics": _metrics(cfg, tasks.get(version, cfg.task), actual[m], pred[m],
-                                     _weights(cfg, watched, m))}
+    accuracy = [AccuracyRow(day, version, int(m.sum()), _metrics(cfg, tasks.get(version, cfg.task), actual[m], pred[m],
+                                                                 _weights(cfg, watched, m)))
                 for day in sorted(set(days[scored]))
                 for version in sorted(set(versions[scored & (days == day)]), key=int)
                 for m in [scored & (days == day) & (versions == version)]]
 
     releases = _releases(project, registry, listed, live, watched, actual, pred, versions, tasks)
 
-    windows: list[dict[str, Any]] = []
+    windows: list[DriftWindow] = []
     evidence: list[ChampionWindow] = []
     if champion is not None and not f.empty:
         if profile is not None:
-            windows = _drift_windows(cfg, live, watched, champion["version"], profile, actual, pred)
-        evidence = _champion_windows(cfg, live, watched, champion["version"], actual, pred,
-                                     tasks.get(champion["version"], cfg.task))
-    offline = next((x["offline"].get(cfg.metrics.primary) for x in releases
-                    if champion and x["version"] == champion["version"]), None)
+            windows = _drift_windows(cfg, live, watched, champion.version, profile, actual, pred)
+        evidence = _champion_windows(cfg, live, watched, champion.version, actual, pred,
+                                     tasks.get(champion.version, cfg.task))
+    offline = next((x.offline.get(cfg.metrics.primary) for x in releases
+                    if champion and x.version == champion.version), None)
     checks = [_drift_check(cfg, windows, profile is not None),
               _accuracy_check(cfg, evidence, offline, accuracy_min_rows(cfg, profile)),
               _coverage_check(cfg, evidence), _age_check(cfg, champion)]
-    return {
-        "format": 1, "project": cfg.project, "model_name": cfg.registry.model_name, "generated_at": _iso(now),
-        "primary_metric": cfg.metrics.primary,
-        "direction": "max" if cfg.task.metric(cfg.metrics.primary).greater_is_better else "min",
-        "window_days": cfg.monitoring.window_days, "champion": champion,
-        "traffic": live.traffic(),
-        "prediction_histogram": _prediction_histogram(live, champion["version"], profile)
-        if champion and profile else None,
-        "accuracy": accuracy, "releases": releases,
-        "timeline": [{"time": _iso(e.time), "kind": e.kind, "from": e.from_version, "to": e.to_version,
-                      "by": e.who, "why": e.why} for e in history],
-        "feedback": live.counts,
-        "drift": {"reference_version": champion["version"] if champion and profile else None, "windows": windows},
-        "excluded": asdict(live.excluded),
-        "quarantined": store.quarantined(),
-        "checks": checks,
-        "retrain_due": any(c["due"] for c in checks),
-        "not_judged": [c["name"] for c in checks if c["enabled"] and not c["judged"]],
-    }
+    return MonitoringReport(
+        cfg.project, cfg.registry.model_name, now, cfg.metrics.primary,
+        "max" if cfg.task.metric(cfg.metrics.primary).greater_is_better else "min", cfg.monitoring.window_days,
+        champion, live.traffic(),
+        _prediction_histogram(live, champion.version, profile) if champion and profile else None,
+        accuracy, releases, history, live.counts,
+        DriftSection(champion.version if champion and profile else None, windows), live.excluded,
+        store.quarantined(), checks)
 
 
-def write_report(project: Project, report: dict[str, Any], html: Path | None = None) -> tuple[Path, Path]:
+def write_report(project: Project, report: MonitoringReport, html: Path | None = None) -> tuple[Path, Path]:
     """Write report.json into the monitor folder and the self-contained HTML page; returns both paths."""
     from cd4ml.monitor.html import render_page
 
     folder = project.monitor_dir
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / REPORT_FILE
-    write_atomic(path, json.dumps(report, indent=1))  # the service's /metrics reads it: never half of it
+    write_atomic(path, json.dumps(report.to_json(), indent=1))  # the service's /metrics reads it: never half of it
     html = html or folder / HTML_FILE
     html.parent.mkdir(parents=True, exist_ok=True)
     html.write_text(render_page(report), encoding="utf-8")
     return path, html
 
 
-def print_report(report: dict[str, Any], console: Any) -> None:
+def print_report(report: MonitoringReport, console: Any) -> None:
     """The report for a terminal: per release, the latest drift window, the checks."""
     from rich.markup import escape
     from rich.table import Table
 
-    primary = report["primary_metric"]
-    champion = report["champion"]
-    console.print(f"[bold]{escape(report['project'])}[/]: model {escape(report['model_name'])}, champion "
-                  f"{'v' + champion['version'] if champion else 'none'}; feedback: "
-                  + ", ".join(f"{k} {v:,}" for k, v in report["feedback"].items()))
+    primary = report.primary_metric
+    champion = report.champion
+    console.print(f"[bold]{escape(report.project)}[/]: model {escape(report.model_name)}, champion "
+                  f"{'v' + champion.version if champion else 'none'}; feedback: "
+                  + ", ".join(f"{k} {v:,}" for k, v in report.feedback.items()))
     traffic: dict[str, dict[str, float]] = {}
-    for row in report["traffic"]:
-        t = traffic.setdefault(row["model_version"], {"predictions": 0, "p99": 0.0})
-        t["predictions"] += row["predictions"]
-        t["p99"] = max(t["p99"], row["latency_p99_ms"])
+    for row in report.traffic:
+        t = traffic.setdefault(row.model_version, {"predictions": 0, "p99": 0.0})
+        t["predictions"] += row.predictions
+        t["p99"] = max(t["p99"], row.latency_p99_ms)
     table = Table(title="Releases: offline (holdout) vs live (actuals)")
     for col in ("version", "gate", "champion", f"offline {primary}", f"live {primary}", "scored rows",
                 "predictions", "worst day p99 ms"):
         table.add_column(col)
-    for r in report["releases"]:
-        live = r["live"]
-        t = traffic.get(r["version"])
-        offline = r["offline"].get(primary)
-        table.add_row(r["version"], r["gate"] or "", "yes" if r["champion"] else "",
+    for r in report.releases:
+        live = r.live
+        t = traffic.get(r.version)
+        offline = r.offline.get(primary)
+        table.add_row(r.version, r.gate or "", "yes" if r.champion else "",
                       f"{offline:.4f}" if offline is not None else "",
-                      f"{live['metrics'][primary]:.4f}" if live else "", f"{live['rows']:,}" if live else "",
+                      f"{live.metrics[primary]:.4f}" if live else "", f"{live.rows:,}" if live else "",
                       f"{int(t['predictions']):,}" if t else "", f"{t['p99']:.1f}" if t else "")
     console.print(table)
-    for r in report["releases"]:
-        if r.get("outcomes"):
-            _print_outcomes(r["version"], r["outcomes"], console)
-    w = judged_window(report)
-    if w:
-        table = Table(title=f"Drift {w['start']}..{w['end']} ({w['rows']:,} rows"
-                            f"{'' if w.get('judged', True) else ', too few to judge'}) vs the reference of "
-                            f"v{report['drift']['reference_version']}")
+    for r in report.releases:
+        if r.outcomes:
+            _print_outcomes(r.version, r.outcomes, console)
+    judged = report.drift.judged_window
+    if judged:
+        w = judged.drift
+        table = Table(title=f"Drift {judged.window.start}..{judged.window.end} ({w.rows:,} rows"
+                            f"{'' if judged.judged else ', too few to judge'}) vs the reference of "
+                            f"v{report.drift.reference_version}")
         for col in ("column", "PSI", "KS", "new values", "drifted"):
             table.add_column(col)
         # Values come from requests: escaped, so "[link=...]" or "x[/]" is shown as text, never read as markup.
-        rows = [(escape(f["name"]), f["psi"], f["ks"], escape(", ".join(map(str, f["new_values"][:5]))), f["alarm"])
-                for f in w["features"]]
-        rows += [(k, w[k]["psi"], w[k].get("ks"), "", w[k]["alarm"]) for k in ("prediction", "target") if w.get(k)]
-        rows += [(escape(f"probability of {c['name']}"), c["psi"], c["ks"], "", c["alarm"])
-                 for c in w.get("probabilities", [])]
+        rows = [(escape(f.name), f.psi, f.ks, escape(", ".join(map(str, f.new_values[:5]))), f.alarm)
+                for f in w.features]
+        rows += [(k, o.psi, o.ks, "", o.alarm) for k, o in (("prediction", w.prediction), ("target", w.target)) if o]
+        rows += [(escape(f"probability of {c.name}"), c.psi, c.ks, "", c.alarm) for c in w.probabilities or []]
         for name, psi, ks, new, alarm in rows:
             table.add_row(name, f"{psi:.3f}" if psi is not None else "", f"{ks:.3f}" if ks is not None else "",
                           new, "[red]yes[/]" if alarm else "")
-        for s in w["segments"]:
-            if s["alarm"]:
-                table.add_row(escape(f"{s['feature']} = {s['value']}"), "", "", f"bias {s['bias']:+.2f} sd "
-                              f"({s['rows']} rows)", "[red]yes[/]")
+        for s in w.segments:
+            if s.alarm:
+                table.add_row(escape(f"{s.feature} = {s.value}"), "", "", f"bias {s.bias:+.2f} sd "
+                              f"({s.rows} rows)", "[red]yes[/]")
         console.print(table)
-    excluded = report.get("excluded") or {}
-    if excluded.get("test") or excluded.get("out_of_range"):
-        console.print(f"Kept out of windows, accuracy and checks: {excluded['test']:,} test-traffic prediction(s), "
-                      f"{excluded['out_of_range']:,} dated out of range"
-                      + (f" (e.g. {', '.join(excluded['out_of_range_days'])}; more than "
-                         f"{excluded['plausible_days']} days from the usual lead)" if excluded["out_of_range"] else ""),
+    excluded = report.excluded
+    if excluded.test or excluded.out_of_range:
+        console.print(f"Kept out of windows, accuracy and checks: {excluded.test:,} test-traffic prediction(s), "
+                      f"{excluded.out_of_range:,} dated out of range"
+                      + (f" (e.g. {', '.join(excluded.out_of_range_days)}; more than "
+                         f"{excluded.plausible_days} days from the usual lead)" if excluded.out_of_range else ""),
                       markup=False)
-    quarantined = report.get("quarantined") or {}
+    quarantined = report.quarantined
     if any(quarantined.values()):
         console.print(f"Quarantined: {quarantined.get('predictions', 0):,} prediction and "
                       f"{quarantined.get('actuals', 0):,} actuals log line(s) that could not be stored, kept "
                       "as they were in the prediction store's quarantine/ folder", markup=False)
     marks = {"due": ("retrain", "red"), "ok": ("ok", "green"), NOT_JUDGED: (NOT_JUDGED, "yellow"),
              "off": ("off", "dim")}
-    for c in report["checks"]:
-        text, style = marks[c["status"]]
-        console.print(f"  {escape(c['name']):<9} [{style}]{text:<10}[/] {escape(c['detail'])}")
+    for c in report.checks:
+        text, style = marks[c.status]
+        console.print(f"  {escape(c.name):<9} [{style}]{text:<10}[/] {escape(c.detail)}")
     console.print(verdict(report))
 
 
-def _print_outcomes(version: str, doc: dict[str, Any], console: Any) -> None:
+def _print_outcomes(version: str, doc: ReleaseOutcomes, console: Any) -> None:
     """A classifier release's confusion matrix and calibration curve, live next to offline (holdout)."""
     from rich.markup import escape
     from rich.table import Table
 
-    live, offline = doc["live"], doc["offline"]
+    live, offline = doc.live, doc.offline
     first = live or offline
     if first is None:
         return
-    classes = first["classes"]
+    classes = first.classes
     table = Table(title=f"v{version}: confusion matrix, live / offline rows (rows: actual, columns: answered)")
     table.add_column("actual")
     for c in classes:
         table.add_column(escape(c))
     for i, c in enumerate(classes):
-        table.add_row(escape(c), *[f"{live['confusion'][i][j] if live else '-'} / "
-                                   f"{offline['confusion'][i][j] if offline else '-'}" for j in range(len(classes))])
+        table.add_row(escape(c), *[f"{live.confusion[i][j] if live else '-'} / "
+                                   f"{offline.confusion[i][j] if offline else '-'}" for j in range(len(classes))])
     console.print(table)
-    table = Table(title=f"v{version}: calibration of the probability of {escape(first['calibration_of'])}, "
+    table = Table(title=f"v{version}: calibration of the probability of {escape(first.calibration_of)}, "
                         "live / offline")
     for col in ("bin", "rows", "mean predicted", "observed"):
         table.add_column(col)
 
-    def cell(curve: dict[str, Any] | None, key: str, b: int) -> str:
-        value = curve[key][b] if curve else None
+    def cell(curve: Outcomes | None, key: str, b: int) -> str:
+        value = getattr(curve, key)[b] if curve else None
         return "-" if value is None else f"{value:,}" if key == "bin_rows" else f"{value:.3f}"
 
-    bins = len(first["bin_rows"])
+    bins = len(first.bin_rows)
     for b in range(bins):
         table.add_row(f"{b / bins:.1f}-{(b + 1) / bins:.1f}",
                       *[f"{cell(live, k, b)} / {cell(offline, k, b)}" for k in ("bin_rows", "predicted", "observed")])
     console.print(table)
 
 
-def verdict(report: dict[str, Any]) -> str:
+def verdict(report: MonitoringReport) -> str:
     """The report's last line, in Rich markup: retraining due, or not, and which checks could not be judged."""
-    unjudged = report.get("not_judged") or []
-    if report["retrain_due"]:
+    unjudged = report.not_judged
+    if report.retrain_due:
         return "[bold red]Retraining is due.[/]" + (f" Not judged: {', '.join(unjudged)}." if unjudged else "")
     if unjudged:
         return f"[yellow]No retraining due, but not judged (too little evidence): {', '.join(unjudged)}.[/]"

@@ -18,7 +18,7 @@ from cd4ml.errors import Cd4mlError, ConfigError
 from cd4ml.features.code import CodeSnapshot, take_snapshot
 from cd4ml.features.transforms import FeatureSpec, Lookup
 from cd4ml.gate.checks import scored_metrics
-from cd4ml.monitor.profile import build_reference
+from cd4ml.monitor.profile import ReleaseProfile, build_reference
 from cd4ml.pipeline import rerun
 from cd4ml.pipeline.feature_tests import FeatureTests
 from cd4ml.release import estimators
@@ -121,7 +121,7 @@ class Evaluation:
     oracle: dict[str, float] | None
     slices: dict[str, dict[str, dict[str, float]]]
     base_slices: dict[str, dict[str, dict[str, float]]]
-    reference: dict[str, Any]  # the reference profile saved in the release (monitor/profile.py's document)
+    reference: ReleaseProfile  # the reference profile saved in the release (profile.json)
 
 
 def pin(project: Project, data_version: int | None, force: bool, lookup: rerun.EarlierRunLookup | None,
