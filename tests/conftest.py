@@ -11,19 +11,21 @@ import pytest
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
 
-from helpers import Service, make_grocery_project, prepare_in_process_cli, system_tool, train
+from helpers import Service, TrainedProject, make_grocery_project, prepare_in_process_cli, system_tool, train
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--no-first-run", "--disable-dev-shm-usage"]
 
 # The longest files, longest first: with `pytest -n 2 --dist loadfile` (make test) the two workers
 # take files in this order and the short ones fill in at the end, so neither worker is left alone
-# with a long file (alphabetical order put test_pipeline and test_registry_concurrency last).
-LONGEST_FIRST = ("tests/test_demo.py", "tests/test_demo_churn.py", "tests/test_plain_install.py",
-                 "tests/test_pipeline.py", "tests/test_registry_concurrency.py", "tests/serve/test_service.py",
-                 "tests/test_classification_run.py", "tests/test_crash_consistency.py", "tests/test_own_data.py",
-                 "tests/test_moved_project.py", "tests/test_tracking_server.py",
-                 "tests/serve/test_release_integrity.py", "tests/monitor/test_honest_monitoring.py")
+# with a long file (alphabetical order put test_pipeline and test_registry_concurrency last). The two
+# demos and the plain install first; the rest by their times measured per file (issue 16).
+LONGEST_FIRST = ("tests/test_demo.py", "tests/test_plain_install.py", "tests/test_demo_churn.py",
+                 "tests/test_own_data.py", "tests/test_pipeline.py", "tests/test_registry_concurrency.py",
+                 "tests/test_crash_consistency.py", "tests/serve/test_service.py", "tests/test_tracking_server.py",
+                 "tests/test_moved_project.py", "tests/serve/test_release_integrity.py",
+                 "tests/test_classification_run.py", "tests/serve/test_worker_swaps.py",
+                 "tests/monitor/test_honest_monitoring.py", "tests/monitor/test_feedback_loop.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -40,6 +42,12 @@ def in_process_cli() -> None:
     prepare_in_process_cli()
 
 
+def _copy(template: Path, into: Path) -> Path:
+    root = into / "shop"
+    shutil.copytree(template, root, symlinks=True)
+    return root
+
+
 @pytest.fixture(scope="session")
 def ingested_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small grocery project with its data ingested once (copied per test)."""
@@ -54,35 +62,50 @@ def ingested_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def shop(ingested_template: Path, tmp_path: Path) -> Path:
     """A fresh copy of the small grocery project: table ingested, no runs, no registry."""
-    root = tmp_path / "shop"
-    shutil.copytree(ingested_template, root, symlinks=True)
-    return root
+    return _copy(ingested_template, tmp_path)
 
 
 @pytest.fixture(scope="session")
-def champion_template(ingested_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def first_run(ingested_template: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainedProject:
+    """The small grocery project's first `cd4ml run`, once: version 1, champion."""
+    root = _copy(ingested_template, tmp_path_factory.mktemp("champion"))
+    run = train(root)
+    assert run.promoted
+    return TrainedProject(root, run)
+
+
+@pytest.fixture(scope="session")
+def champion_template(first_run: TrainedProject) -> Path:
     """The small grocery project with version 1 trained and champion, once (copied per test: the
     embedded store names its artifacts relative to the project)."""
-    root = tmp_path_factory.mktemp("champion") / "shop"
-    shutil.copytree(ingested_template, root, symlinks=True)
-    assert train(root).promoted
-    return root
+    return first_run.root
 
 
 @pytest.fixture
 def champion_shop(champion_template: Path, tmp_path: Path) -> Path:
     """A fresh copy of the small grocery project with version 1 as champion."""
-    root = tmp_path / "shop"
-    shutil.copytree(champion_template, root, symlinks=True)
+    return _copy(champion_template, tmp_path)
+
+
+@pytest.fixture(scope="session")
+def two_versions_template(champion_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`champion_template` plus version 2 (61 trees): passed the gate, not promoted. Once: the
+    swap, rollback and crash tests each start from it."""
+    root = _copy(champion_template, tmp_path_factory.mktemp("two-versions"))
+    assert train(root, "model.params.n_estimators=61", promote=False).gate.passed
     return root
+
+
+@pytest.fixture
+def two_versions_shop(two_versions_template: Path, tmp_path: Path) -> Path:
+    """A fresh copy of the grocery project with version 1 champion and version 2 passed, not promoted."""
+    return _copy(two_versions_template, tmp_path)
 
 
 @pytest.fixture(scope="module")
 def served_shop(champion_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A champion project shared by one module's read-only service tests."""
-    root = tmp_path_factory.mktemp("served") / "shop"
-    shutil.copytree(champion_template, root, symlinks=True)
-    return root
+    return _copy(champion_template, tmp_path_factory.mktemp("served"))
 
 
 @pytest.fixture(scope="module")

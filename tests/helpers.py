@@ -217,6 +217,14 @@ def train(root: Path, *sets: str, promote: bool | None = None) -> RunResult:
     return run_pipeline(load_project(root, parse_overrides(list(sets))), promote=promote)
 
 
+@dataclass(frozen=True)
+class TrainedProject:
+    """A project trained once per session (a template: tests copy `root`) and what its run returned."""
+
+    root: Path
+    run: RunResult
+
+
 def make_csv_project(root: Path, csv: str, columns: dict[str, dict[str, Any]], **changes: Any) -> Path:
     """A tiny project over one CSV file (`csv` is its text): time column `t`, target `y`, `columns` as schema.
 

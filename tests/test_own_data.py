@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -64,13 +66,20 @@ def _one_line(text: str) -> str:
 
 # -- item 6: whole years as the time column -------------------------------------------------------------
 
-def test_yearly_data_trains_on_its_years_and_holds_out_the_last_three(tmp_path: Path) -> None:
-    root = _yearly_project(tmp_path / "gdp")
+@pytest.fixture(scope="module")
+def yearly_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    """The yearly project ingested and trained once through the CLI: (project, `run --json`). Copied by
+    tests that change it."""
+    root = _yearly_project(tmp_path_factory.mktemp("yearly") / "gdp")
     cli(root, "data", "ingest", check=0)
+    return root, json.loads(cli(root, "run", "--json", check=0).stdout)
+
+
+def test_yearly_data_trains_on_its_years_and_holds_out_the_last_three(yearly_run: tuple[Path, dict[str, Any]]) -> None:
+    root, out = yearly_run
     versions = json.loads(cli(root, "data", "versions", "--json", check=0).stdout)
     assert (versions[0]["time_min"], versions[0]["time_max"]) == ("1990", "2020")
 
-    out = json.loads(cli(root, "run", "--json", check=0).stdout)
     assert out["gate"]["passed"] and out["promoted"]
     assert out["metrics"]["rmse"] < out["baseline"]["rmse"] / 3  # the trend over the years is learned
 
@@ -80,10 +89,9 @@ def test_yearly_data_trains_on_its_years_and_holds_out_the_last_three(tmp_path: 
     assert sorted(holdout["year"].unique()) == [2018, 2019, 2020] and train["year"].max() == 2017
 
 
-def test_yearly_model_is_served_and_monitored_by_year(tmp_path: Path) -> None:
-    root = _yearly_project(tmp_path / "gdp")
-    cli(root, "data", "ingest", check=0)
-    cli(root, "run", check=0)
+def test_yearly_model_is_served_and_monitored_by_year(yearly_run: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+    root = tmp_path / "gdp"
+    shutil.copytree(yearly_run[0], root, symlinks=True)
     with Service(root) as service:
         good = service.client.post("/predict", json=[
             {"year": 2021, "region": "north", "x": 5.0}, {"year": 2021, "region": "east", "x": 5.0}])

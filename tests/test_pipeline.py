@@ -16,7 +16,7 @@ from cd4ml.release.registry import Registry
 from cd4ml.pipeline import rerun
 from cd4ml.pipeline.run import run_pipeline
 from cd4ml.train.split import time_split
-from helpers import cli, commit_all, edit_yaml
+from helpers import TrainedProject, cli, commit_all, edit_yaml
 
 pytestmark = pytest.mark.slow
 
@@ -35,8 +35,8 @@ def _holdout(root: Path):
     return time_split(frame, project.config.time_column, project.config.split)[1]
 
 
-def test_first_run_becomes_champion_with_lineage(shop: Path) -> None:
-    result = _run(shop)
+def test_first_run_becomes_champion_with_lineage(first_run: TrainedProject, champion_shop: Path) -> None:
+    shop, result = champion_shop, first_run.run  # the session's first run, in a copy of its project
     assert result.gate.passed and result.promoted and result.version == "1"
     # The model learns something real: better than the naive baseline, not better than the noise allows.
     assert result.metrics["nwrmsle"] < result.baseline["nwrmsle"]
@@ -61,17 +61,18 @@ def test_first_run_becomes_champion_with_lineage(shop: Path) -> None:
                                                      "latency_p99_ms", "parity", "threshold:nwrmsle"}
 
 
-def test_registry_model_predicts_holdout_exactly_as_trained(shop: Path) -> None:
+def test_registry_model_predicts_holdout_exactly_as_trained(first_run: TrainedProject, champion_shop: Path) -> None:
     import mlflow
 
     from cd4ml.release.package import Release
 
-    result = _run(shop)
+    shop, result = champion_shop, first_run.run
+    registry = _registry(shop)  # also points MLflow's own API at this copy's store
     hold = _holdout(shop)
     # The pyfunc flavour, loaded through MLflow's own API by alias:
     model = mlflow.pyfunc.load_model("models:/groceries-forecast@champion")
     via_mlflow = np.asarray(model.predict(hold[["date", "store_nbr", "item_nbr", "onpromotion"]]))
-    reloaded: Release = _registry(shop).load(result.version, shop / ".cd4ml" / "cache")
+    reloaded: Release = registry.load(result.version, shop / ".cd4ml" / "cache")
     direct = reloaded.predict_frame(hold)
     np.testing.assert_array_equal(via_mlflow, direct)
     assert result.gate.checks[-1].name == "parity" and result.gate.checks[-1].value == 0.0
@@ -80,17 +81,13 @@ def test_registry_model_predicts_holdout_exactly_as_trained(shop: Path) -> None:
                                  weights=np.where(hold["perishable"] == 1, 1.25, 1.0)))), rel=1e-12)
 
 
-def test_same_inputs_give_identical_metrics(shop: Path, ingested_template: Path, tmp_path: Path) -> None:
-    import shutil
-
-    other = tmp_path / "other"
-    shutil.copytree(ingested_template, other, symlinks=True)
-    a, b = _run(shop), _run(other)
+def test_same_inputs_give_identical_metrics(first_run: TrainedProject, shop: Path) -> None:
+    a, b = first_run.run, _run(shop)  # two runs in two folders, one of them the session's first
     assert a.metrics == b.metrics and a.baseline == b.baseline
 
 
-def test_worse_model_is_registered_as_rejected_and_exits_3(shop: Path) -> None:
-    first = _run(shop)
+def test_worse_model_is_registered_as_rejected_and_exits_3(first_run: TrainedProject, champion_shop: Path) -> None:
+    shop, first = champion_shop, first_run.run
     proc = cli(shop, "run", "--set", "model.params.n_estimators=2", check=3)
     assert "REJECTED" in proc.stdout and "beats_baseline" in proc.stdout
     assert "rejected by the acceptance gate" in proc.stderr
@@ -133,8 +130,8 @@ def test_better_model_promotes_and_rollback_restores(shop: Path) -> None:
     assert [h["kind"] for h in history] == ["auto-promote", "auto-promote", "rollback"]
 
 
-def test_gate_rescores_champion_on_the_same_holdout(shop: Path) -> None:
-    _run(shop)
+def test_gate_rescores_champion_on_the_same_holdout(champion_shop: Path) -> None:
+    shop = champion_shop
     second = _run(shop, "model.params.n_estimators=61")
     vs = next(c for c in second.gate.checks if c.name == "vs_champion")
     first_metrics = _registry(shop).client.get_run(_registry(shop).version("1").run_id).data.metrics
@@ -143,8 +140,8 @@ def test_gate_rescores_champion_on_the_same_holdout(shop: Path) -> None:
     assert slices.passed and slices.reason.startswith("worst family")
 
 
-def test_old_release_keeps_its_own_feature_code(shop: Path) -> None:
-    first = _run(shop)
+def test_old_release_keeps_its_own_feature_code(first_run: TrainedProject, champion_shop: Path) -> None:
+    shop, first = champion_shop, first_run.run
     features = shop / "features.py"
     # A new version of the project's feature code: paydays shifted by one day.
     features.write_text(features.read_text().replace("(day == 15)", "(day == 16)"))
@@ -196,12 +193,11 @@ def test_unknown_feature_columns_are_config_errors(shop: Path, setting: str, key
     assert "Traceback" not in proc.stderr
 
 
-def test_version_without_verdict_cannot_be_promoted(shop: Path) -> None:
-    _run(shop)
-    second = _run(shop, "model.params.n_estimators=61", promote=False)
+def test_version_without_verdict_cannot_be_promoted(two_versions_shop: Path) -> None:
+    shop = two_versions_shop
     registry = _registry(shop)
-    registry.tag(second.version, {"gate": "pending"})  # as left by a run that died inside the gate
-    proc = cli(shop, "promote", second.version, check=1)
+    registry.tag("2", {"gate": "pending"})  # as left by a run that died inside the gate
+    proc = cli(shop, "promote", "2", check=1)
     assert "has no verdict from the acceptance gate" in proc.stderr
     assert str(registry.champion().version) == "1"
 
@@ -337,8 +333,9 @@ def test_a_store_that_cannot_be_reached_stops_the_run_before_the_data_is_loaded(
     assert not (shop / ".cd4ml" / "mlflow.db").exists()  # no embedded store made in its place
 
 
-def test_a_rerun_with_nothing_changed_is_skipped_unless_forced(shop: Path) -> None:
-    first = _run(shop)
+def test_a_rerun_with_nothing_changed_is_skipped_unless_forced(first_run: TrainedProject,
+                                                              champion_shop: Path) -> None:
+    shop, first = champion_shop, first_run.run
     # cd4ml's index holds the fingerprint MLflow tagged the run with (read back through MLflow).
     index = shop / ".cd4ml" / "runs"
     tagged = tracking.connect(load_project(shop)).get_run(first.run_id).data.tags[rerun.FINGERPRINT_TAG]
@@ -365,11 +362,11 @@ def test_a_rerun_with_nothing_changed_is_skipped_unless_forced(shop: Path) -> No
     assert _run(shop).skipped_as == forced.run_id
 
 
-def test_the_store_is_opened_before_training_unless_the_index_rules_the_run_out(shop: Path) -> None:
-    _run(shop)
+def test_the_store_is_opened_before_training_unless_the_index_rules_the_run_out(champion_shop: Path) -> None:
+    shop = champion_shop
     (shop / ".cd4ml" / "mlflow.db").write_bytes(b"not a database")  # a store MLflow cannot open
     # The index rules --force's run out: the store is opened while the model trains, before registering.
-    # (Each command in a process of its own: this one has the store open since _run.)
+    # (Each command in a process of its own: it opens the store anew, as a user's command does.)
     stderr = " ".join(cli(shop, "run", "--force", check=1, process=True).stderr.split())
     assert "cannot open the MLflow store" in stderr and "Traceback" not in stderr
     # Another MLflow than the one that last opened the store (as after an upgrade) opens it first,

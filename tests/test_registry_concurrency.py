@@ -12,7 +12,6 @@ import pytest
 from cd4ml.config import load_project
 from cd4ml.release.registry import Registry
 from cd4ml.pipeline.rerun import GATE_CHAMPION_TAG
-from helpers import cli, train
 
 ROLLBACK_TRIALS = 10
 # Each trial trains two models: the suite runs 2 to bound its time; CD4ML_RUN_TRIALS=10 for the full count.
@@ -35,9 +34,8 @@ def _together(root: Path, *commands: tuple[str, ...]) -> list[tuple[int, str]]:
 
 
 @pytest.mark.slow
-def test_two_rollbacks_at_once_roll_back_once(champion_shop: Path) -> None:
-    root = champion_shop
-    assert train(root, "model.params.n_estimators=61", promote=False).gate.passed  # version 2
+def test_two_rollbacks_at_once_roll_back_once(two_versions_shop: Path) -> None:
+    root = two_versions_shop
     registry = Registry.for_project(load_project(root))
     for trial in range(ROLLBACK_TRIALS):
         registry.promote("2", kind="promote", why="manual promote")  # in this process: the race is the rollbacks'

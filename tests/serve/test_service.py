@@ -124,8 +124,8 @@ def _wait_for_version(seen: list, version: str, since: float, timeout: float) ->
     raise AssertionError(f"responses never showed version {version}")
 
 
-def test_promote_and_rollback_under_load_lose_no_request(champion_shop: Path) -> None:
-    assert train(champion_shop, "model.params.n_estimators=61", promote=False).gate.passed
+def test_promote_and_rollback_under_load_lose_no_request(two_versions_shop: Path) -> None:
+    champion_shop = two_versions_shop
     record = _records(_holdout(champion_shop, 1))[0]
     with Service(champion_shop, poll=0.5) as service:
         service.wait_until("/ready", 200)
@@ -152,8 +152,8 @@ def test_promote_and_rollback_under_load_lose_no_request(champion_shop: Path) ->
     assert versions[0] == "1" and "2" in versions and versions[-1] == "1"
 
 
-def test_a_restart_resumes_the_last_champion_then_follows_the_registry(champion_shop: Path) -> None:
-    assert train(champion_shop, "model.params.n_estimators=61", promote=False).gate.passed
+def test_a_restart_resumes_the_last_champion_then_follows_the_registry(two_versions_shop: Path) -> None:
+    champion_shop = two_versions_shop
     with Service(champion_shop) as service:  # first start on this host: the registry decides
         service.wait_until("/ready", 200)
         assert service.client.get("/ready").json()["registry_checked"] is True
@@ -188,10 +188,10 @@ def test_a_restart_resumes_the_last_champion_then_follows_the_registry(champion_
         assert service.client.post("/predict", json=GOOD).status_code == 503
 
 
-def test_a_release_that_cannot_load_is_not_switched_to_and_is_tried_again(champion_shop: Path) -> None:
-    broken = train(champion_shop, "model.params.n_estimators=61", promote=False)
+def test_a_release_that_cannot_load_is_not_switched_to_and_is_tried_again(two_versions_shop: Path) -> None:
+    champion_shop, broken = two_versions_shop, "2"
     # Break version 2 where the service will fetch it from: the model file in the artifact store.
-    model_file = stored_release(champion_shop, broken.version) / "artifacts" / "release" / "estimator" / "model.txt"
+    model_file = stored_release(champion_shop, broken) / "artifacts" / "release" / "estimator" / "model.txt"
     assert model_file.is_file()
     good_model = model_file.read_text()
     model_file.write_text("this is not a LightGBM model\n")
@@ -199,7 +199,7 @@ def test_a_release_that_cannot_load_is_not_switched_to_and_is_tried_again(champi
     record = _records(_holdout(champion_shop, 1))[0]
     with Service(champion_shop) as service:
         service.wait_until("/ready", 200)
-        cli(champion_shop, "promote", broken.version, check=0)
+        cli(champion_shop, "promote", broken, check=0)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and not service.client.get("/ready").json()["last_error"]:
             time.sleep(0.1)
@@ -220,8 +220,12 @@ def test_a_release_that_cannot_load_is_not_switched_to_and_is_tried_again(champi
         while time.monotonic() < deadline and service.client.get("/ready").json()["model_version"] != "1":
             time.sleep(0.1)
         model_file.write_text("this is not a LightGBM model\n")
-        shutil.rmtree(champion_shop / ".cd4ml" / "cache")
-        cli(champion_shop, "promote", broken.version, check=0)
+        # Only version 2's cached copy: the running service writes its champion pointer beside it.
+        cached = list((champion_shop / ".cd4ml" / "cache" / "releases").glob(f"*/v{broken}-*"))
+        assert cached  # the copy loaded once version 2 was repaired
+        for folder in cached:
+            shutil.rmtree(folder)
+        cli(champion_shop, "promote", broken, check=0)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and not service.client.get("/ready").json()["last_error"]:
             time.sleep(0.1)

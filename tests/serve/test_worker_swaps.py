@@ -11,7 +11,7 @@ import pytest
 
 from cd4ml.config import load_project
 from cd4ml.release.registry import Registry
-from helpers import GOOD_REQUEST, Service, scrape, total, train, wait_for
+from helpers import GOOD_REQUEST, Service, scrape, total, wait_for
 
 pytestmark = pytest.mark.slow
 SWAPS = 10
@@ -31,8 +31,8 @@ def _load(url: str, stop: threading.Event, versions: list[str], failures: list[s
             failures.append(f"{resp.status_code} {resp.text[:200]}")
 
 
-def test_two_workers_follow_ten_moves_under_load_without_a_failed_request(champion_shop: Path) -> None:
-    assert train(champion_shop, "model.params.n_estimators=61", promote=False).gate.passed  # version 2
+def test_two_workers_follow_ten_moves_under_load_without_a_failed_request(two_versions_shop: Path) -> None:
+    champion_shop = two_versions_shop
     registry = Registry.for_project(load_project(champion_shop))
     with Service(champion_shop, "--workers", "2", "--no-log", poll=0.3) as service:
         swapped = lambda: total(scrape(service.url), "cd4ml_release_swaps_total")  # noqa: E731  (summed over workers)
