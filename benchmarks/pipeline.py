@@ -353,14 +353,17 @@ def import_baselines() -> dict[str, float]:
 POLICIES = {"default": {}, "passive": {"OMP_WAIT_POLICY": "PASSIVE"}}
 OPENMP_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 # The busy neighbour: one deterministic CPU-bound process (a service, a test suite) next to the run.
-BURNER = "x = 1\nwhile True:\n    x = (x * 48271) % 2147483647\n"
+# It stops by itself once the benchmark is gone (killed, so its `finally` never ran): a burner left
+# behind would make every later measurement on the machine a busy one.
+BURNER = ("import os, sys\nparent = int(sys.argv[1])\nx = 1\nwhile os.getppid() == parent:\n"
+          "    for _ in range(1_000_000):\n        x = (x * 48271) % 2147483647\n")
 RUN_BUSY_VS_PASSIVE_MAX = 1.2
 
 
 @contextlib.contextmanager
 def busy_neighbour() -> Iterator[None]:
     """One process burning a core for as long as the block runs."""
-    proc = subprocess.Popen([sys.executable, "-c", BURNER])
+    proc = subprocess.Popen([sys.executable, "-c", BURNER, str(os.getpid())])
     try:
         yield
     finally:
