@@ -164,6 +164,10 @@ def test_calibration_and_a_chosen_threshold_are_stored_and_reload_exactly(binary
     # f1 of a minority class is best below 0.5; the chosen threshold is the release's own.
     assert 0.0 < release.task.threshold < 0.5 and doc["spec"]["task"]["threshold"] == release.task.threshold
     assert out["decision_threshold"] == release.task.threshold
+    # Nothing changed: the skipped run reports the threshold its earlier run chose.
+    again = json.loads(cli(root, "run", "--json", "--no-promote", "--set", "model.calibration=isotonic",
+                           "--set", "decision.threshold={maximize: f1}", check=None).stdout)
+    assert again["skipped_as"] == out["run_id"] and again["decision_threshold"] == release.task.threshold
 
 
 def _ece(y: np.ndarray, p: np.ndarray) -> float:

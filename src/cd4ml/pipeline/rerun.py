@@ -71,6 +71,7 @@ class EarlierRun:
     baseline: dict[str, float]
     oracle: dict[str, float] | None
     gate: "GateReport"
+    decision_threshold: float | None = None  # the classifier's threshold, as logged (configured or chosen)
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> "EarlierRun":
@@ -246,7 +247,9 @@ def find(client: "MlflowClient", experiment_id: str, fingerprint: str) -> dict[s
                 "judged_against": tags[GATE_CHAMPION_TAG] if unpromoted else None,
                 "metrics": {k: v for k, v in metrics.items() if "." not in k},
                 "baseline": split("baseline."), "oracle": split("oracle.") or None,
-                "checks": json.loads(Path(path).read_text())["checks"]}
+                "checks": json.loads(Path(path).read_text())["checks"],
+                "decision_threshold": (float(run.data.params["decision.threshold"])
+                                       if "decision.threshold" in run.data.params else None)}
     return None
 
 

@@ -99,8 +99,10 @@ def _skipped(earlier: rerun.EarlierRun, project: Project, promote: bool | None) 
     If that run was killed after its version passed the gate and before the promotion was carried
     out, the promotion is carried out now, provided the champion is still the one it was judged against.
     """
+    chosen = earlier.decision_threshold if isinstance(project.config.decision.threshold, ThresholdChoice) else None
     result = RunResult(earlier.run_id, earlier.version, earlier.data_version, earlier.metrics,
-                       earlier.baseline, earlier.oracle, earlier.gate, False, None, skipped_as=earlier.run_id)
+                       earlier.baseline, earlier.oracle, earlier.gate, False, None, skipped_as=earlier.run_id,
+                       decision_threshold=chosen)
     auto = project.config.registry.auto_promote if promote is None else promote
     if earlier.judged_against is None or not auto:
         return result
