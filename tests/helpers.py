@@ -298,3 +298,34 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
             return last
         time.sleep(0.2)
     pytest.fail(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+
+
+DEMO_CHAPTERS = ("1. Plumbing", "2. Data science", "3. ML engineering", "4. Continuous deployment", "5. Undo",
+                 "6. In the wild")
+
+
+def play_demo(tmp_path: Path, *options: str) -> tuple[str, str]:
+    """`cd4ml demo` in a child process, as `make demo` runs it: (stdout, the HTML report). Fails the test
+    unless it exits 0 and tells every chapter."""
+    import os
+    import subprocess
+    import sys
+
+    report = tmp_path / "report.html"
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.run([sys.executable, "-m", "cd4ml.cli", "demo", *options, "--dir", str(tmp_path / "scratch"),
+                           "--report", str(report)], capture_output=True, text=True, env={**env, "COLUMNS": "200"},
+                          timeout=900)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert [c for c in DEMO_CHAPTERS if c not in proc.stdout] == []
+    return proc.stdout, report.read_text()
+
+
+def assert_demo_served_and_logged(out: str, min_served: int) -> None:
+    """The demo's summary: more than `min_served` requests, none failed, every prediction in the log."""
+    import re
+
+    served, failed = map(int, re.search(r"requests served: (\d+) .*failed: (\d+)", out).groups())
+    assert served > min_served and failed == 0
+    logged = int(re.search(r"predictions logged: (\d+)", out).group(1))
+    assert logged == int(re.search(r"\((\d+) predictions\)", out).group(1))

@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from helpers import assert_demo_served_and_logged, play_demo
 
 pytestmark = pytest.mark.slow
 
 
 def test_demo_plays_every_scenario_and_passes(tmp_path: Path) -> None:
-    report = tmp_path / "report.html"
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    proc = subprocess.run([sys.executable, "-m", "cd4ml.cli", "demo", "--dir", str(tmp_path / "scratch"),
-                           "--report", str(report)], capture_output=True, text=True, env={**env, "COLUMNS": "200"},
-                          timeout=900)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    out = proc.stdout
-    for chapter in ("1. Plumbing", "2. Data science", "3. ML engineering", "4. Continuous deployment",
-                    "5. Undo", "6. In the wild"):
-        assert chapter in out
+    out, html = play_demo(tmp_path)
     assert "stopped before training" in out or "feature tests failed" in out
     assert re.search(r"version 4: nwrmsle [\d.]+ .*gate rejected", out)
     assert "reproduces version 3's metrics exactly" in out
@@ -33,10 +23,6 @@ def test_demo_plays_every_scenario_and_passes(tmp_path: Path) -> None:
     assert re.search(r"week 2: .*drift: store_nbr", out, re.S)
     before, after = map(float, re.search(r"live nwrmsle: ([\d.]+) the week store 11 opened -> ([\d.]+)", out).groups())
     assert after < before
-    served, failed = map(int, re.search(r"requests served: (\d+) .*failed: (\d+)", out).groups())
-    assert served > 1000 and failed == 0
-    logged = int(re.search(r"predictions logged: (\d+)", out).group(1))
-    assert logged == int(re.search(r"\((\d+) predictions\)", out).group(1))
-    html = report.read_text()
+    assert_demo_served_and_logged(out, 1000)
     assert "data:image/png;base64," in html and "http" not in html.split("<body>")[1].split("Generated")[0]
     assert (tmp_path / "scratch" / "shop" / ".git").is_dir()  # --dir is kept

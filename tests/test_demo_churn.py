@@ -10,20 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from helpers import assert_demo_served_and_logged, play_demo
+
 pytestmark = pytest.mark.slow
 
 
 def test_churn_demo_plays_every_scenario_and_passes(tmp_path: Path) -> None:
-    report = tmp_path / "report.html"
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    proc = subprocess.run([sys.executable, "-m", "cd4ml.cli", "demo", "--example", "churn",
-                           "--dir", str(tmp_path / "scratch"), "--report", str(report)],
-                          capture_output=True, text=True, env={**env, "COLUMNS": "200"}, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    out = proc.stdout
-    for chapter in ("1. Plumbing", "2. Data science", "3. ML engineering", "4. Continuous deployment",
-                    "5. Undo", "6. In the wild"):
-        assert chapter in out
+    out, html = play_demo(tmp_path, "--example", "churn")
     # A classifier answers a label with each class's probability (the long line may wrap anywhere between words).
     flat = re.sub(r"\s+", " ", out)
     assert re.search(r'POST /predict \{.*?\} -> (true|false) \(probabilities \{"false": [\d.]+, "true": [\d.]+\}\) '
@@ -43,11 +36,7 @@ def test_churn_demo_plays_every_scenario_and_passes(tmp_path: Path) -> None:
     assert gates and float(gates[-1][0]) > float(gates[-1][1])
     before, after = map(float, re.search(r"live logloss: ([\d.]+) the month prices rose -> ([\d.]+)", out).groups())
     assert after < before
-    served, failed = map(int, re.search(r"requests served: (\d+) .*failed: (\d+)", out).groups())
-    assert served > 100 and failed == 0
-    logged = int(re.search(r"predictions logged: (\d+)", out).group(1))
-    assert logged == int(re.search(r"\((\d+) predictions\)", out).group(1))
-    html = report.read_text()
+    assert_demo_served_and_logged(out, 100)
     assert "on the churn example" in html and "<th>auc</th>" in html and "<th>live logloss</th>" in html
     assert html.count("data:image/png;base64,") == 2
     assert (tmp_path / "scratch" / "subscriptions" / ".git").is_dir()
