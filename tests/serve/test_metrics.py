@@ -225,6 +225,21 @@ def test_several_workers_add_up(workers: Workers) -> None:
         assert [(s["model_version"], s["value"]) for s in series(got, "cd4ml_release_info")] == [("1", 1.0)]
 
 
+def test_an_empty_worker_file_does_not_fail_the_scrape(workers: Workers) -> None:
+    # prometheus_client creates a worker's file before sizing it: a worker killed in between leaves it
+    # empty for good (prometheus/client_python#1199), and a scrape in that moment used to answer 500.
+    pid = workers.svc.proc.pid  # `cd4ml serve` sets the folder for the workers it starts: read a worker's
+    worker = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()[0]
+    environ = Path(f"/proc/{worker}/environ").read_bytes().split(b"\0")
+    folder = Path(next(v for k, _, v in (e.decode().partition("=") for e in environ)
+                       if k == "PROMETHEUS_MULTIPROC_DIR"))
+    before = total(scrape(workers.svc.url), "cd4ml_requests_total")
+    (folder / "counter_999999.db").touch()
+    (folder / "histogram_999999.db").touch()
+    for _ in range(4):  # either worker may answer
+        assert total(scrape(workers.svc.url), "cd4ml_requests_total") == before
+
+
 @pytest.mark.slow
 def test_a_real_prometheus_scrapes_the_service(workers: Workers, tmp_path: Path) -> None:
     for body in [GOOD, [GOOD, UNKNOWN_ITEM], {"store_nbr": 1}, GOOD]:

@@ -25,14 +25,16 @@ What is measured (units in the names: seconds, counts; values are the model's ow
 One worker keeps its metrics in a per-app `CollectorRegistry` (several apps in one process do not
 clash). With several uvicorn workers, `cd4ml serve` points `PROMETHEUS_MULTIPROC_DIR` at a fresh
 folder before the workers start; every worker then writes its samples to memory-mapped files
-there and any worker's /metrics aggregates all of them (`MultiProcessCollector`). Counters that
+there and any worker's /metrics aggregates all of them (`WorkerFilesCollector`). Counters that
 mirror the watcher and the prediction log are synced by deltas: at every scrape and, with several
 workers, once a second from a background thread (so a worker that nobody scrapes still reports).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import glob
 import json
 import logging
 import os
@@ -115,7 +117,7 @@ class ServiceMetrics:
         self.report = ReportCollector(Path(monitor_dir) / "report.json")
         self.registry = CollectorRegistry()
         if multiproc_dir:
-            multiprocess.MultiProcessCollector(self.registry, path=multiproc_dir)
+            self.registry.register(WorkerFilesCollector(multiproc_dir))
         else:
             self.registry = own  # type: ignore[assignment]
         self.registry.register(self.report)
@@ -235,6 +237,30 @@ class ServiceMetrics:
     def exposition(self) -> bytes:
         """The text exposition of every metric (all workers' when in multiprocess mode)."""
         return generate_latest(self.registry)
+
+
+class WorkerFilesCollector:
+    """Every worker's samples merged from the multiprocess folder, as `MultiProcessCollector` does,
+    minus the files that are still empty.
+
+    prometheus_client creates a worker's file before it sizes it; a scrape that reads it in that moment
+    fails whole (a 500), and a worker killed in that moment leaves the empty file for good
+    (prometheus/client_python#1199). An empty file holds no sample yet, so skipping it loses nothing.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        files = []
+        for path in glob.glob(os.path.join(self.path, "*.db")):
+            with contextlib.suppress(FileNotFoundError):  # a dead worker's live gauges, just removed
+                if os.path.getsize(path) > 0:
+                    files.append(path)
+        return multiprocess.MultiProcessCollector.merge(files, accumulate=True)
 
 
 def _label(value: Any) -> str:
