@@ -13,8 +13,9 @@ from cd4ml.config import load_project
 from cd4ml.release.registry import Registry
 from cd4ml.pipeline.rerun import GATE_CHAMPION_TAG
 
-ROLLBACK_TRIALS = 10
-# Each trial trains two models: the suite runs 2 to bound its time; CD4ML_RUN_TRIALS=10 for the full count.
+# Each trial starts two CLI processes (each trial of runs also trains two models): the suite runs a few
+# to bound its time; CD4ML_ROLLBACK_TRIALS=10 CD4ML_RUN_TRIALS=10 for the full count.
+ROLLBACK_TRIALS = int(os.environ.get("CD4ML_ROLLBACK_TRIALS", "4"))
 RUN_TRIALS = int(os.environ.get("CD4ML_RUN_TRIALS", "2"))
 
 
