@@ -10,10 +10,13 @@ that are classes of scikit-learn, NumPy or SciPy. A classifier is wrapped in `Cl
 
 from __future__ import annotations
 
+import ctypes
 import importlib
+import importlib.metadata
 import inspect
 import sys
 import threading
+import weakref
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -272,16 +275,14 @@ class _OneRow:
     """One row predicted through LightGBM's C API for single rows (`LGBM_BoosterPredictForMatSingleRowFast`).
 
     `Booster.predict` builds a predictor and parses its parameters on every call: about 40 us of the
-    60 us a one-record request spends in LightGBM here. The C API's single-row path sets that up once.
-    It runs the same trees on the same row (the service tests and the gate's parity check compare the
-    answers), on its own booster handle loaded from the same model file. Its buffers are one per handle,
-    hence the lock. None when the library or its symbols are not found: `Booster.predict` is used then.
+    60 us a one-record request spent in LightGBM here. The C API's single-row path sets that up once,
+    on its own booster handle loaded from the same model file, and runs the same trees on the same row
+    (the service tests compare a record predicted alone with the same record in a batch, bit for bit).
+    Its buffers are one per handle, hence the lock. `open` gives None when LightGBM's library or its
+    symbols are not found: `Booster.predict` answers then.
     """
 
-    def __init__(self, lib: Any, model_file: Path, n_features: int, n_outputs: int) -> None:
-        import ctypes
-
-        self._ctypes = ctypes
+    def __init__(self, lib: ctypes.CDLL, model_file: Path, n_features: int, n_outputs: int) -> None:
         self._lib = lib
         self.n_features = n_features
         self.n_outputs = n_outputs
@@ -290,20 +291,15 @@ class _OneRow:
         iterations = ctypes.c_int()
         self._check(lib.LGBM_BoosterCreateFromModelfile(str(model_file).encode(), ctypes.byref(iterations),
                                                         ctypes.byref(self._handle)))
+        weakref.finalize(self, _OneRow._free, lib, self._fast, self._handle)
         # predict type 0 (normal: probabilities for a classifier), all iterations, float64 rows, 1 thread
         self._check(lib.LGBM_BoosterPredictForMatSingleRowFastInit(
             self._handle, 0, 0, -1, 1, n_features, b"num_threads=1", ctypes.byref(self._fast)))
         self._out_len = ctypes.c_int64()
         self._lock = threading.Lock()
-        import weakref
-
-        weakref.finalize(self, _OneRow._free, lib, self._fast, self._handle)
 
     @classmethod
     def open(cls, booster: Any, model_file: Path) -> _OneRow | None:
-        import ctypes
-        import importlib.metadata
-
         try:
             dist = importlib.metadata.distribution("lightgbm")
             found = [f for f in dist.files or () if f.name.startswith("lib_lightgbm.")]
@@ -318,18 +314,19 @@ class _OneRow:
             raise RuntimeError("LightGBM's single-row C API failed")
 
     @staticmethod
-    def _free(lib: Any, fast: Any, handle: Any) -> None:
-        lib.LGBM_FastConfigFree(fast)
-        lib.LGBM_BoosterFree(handle)
+    def _free(lib: ctypes.CDLL, fast: ctypes.c_void_p, handle: ctypes.c_void_p) -> None:
+        if fast.value:
+            lib.LGBM_FastConfigFree(fast)
+        if handle.value:
+            lib.LGBM_BoosterFree(handle)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         row = np.ascontiguousarray(X[0], dtype=np.float64)
         out = np.empty(self.n_outputs, dtype=np.float64)
-        c_void_p = self._ctypes.c_void_p
         with self._lock:
             self._check(self._lib.LGBM_BoosterPredictForMatSingleRowFast(
-                self._fast, row.ctypes.data_as(c_void_p), self._ctypes.byref(self._out_len),
-                out.ctypes.data_as(c_void_p)))
+                self._fast, row.ctypes.data_as(ctypes.c_void_p), ctypes.byref(self._out_len),
+                out.ctypes.data_as(ctypes.c_void_p)))
         return out if self.n_outputs == 1 else out.reshape(1, -1)  # Booster.predict's shapes
 
 

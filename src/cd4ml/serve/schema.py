@@ -15,7 +15,7 @@ from typing import Annotated, Any, Optional
 import numpy as np
 import orjson
 from pydantic import (BaseModel, ConfigDict, Field, GetCoreSchemaHandler, GetJsonSchemaHandler, TypeAdapter,
-                      ValidationError, create_model, model_validator)
+                      ValidationError, create_model, model_validator, with_config)
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, core_schema, to_jsonable_python
 from typing_extensions import NotRequired, TypedDict
@@ -80,10 +80,9 @@ def record_model(cfg: ProjectConfig) -> type[BaseModel]:
 def record_dict(cfg: ProjectConfig) -> type:
     """The request record as a TypedDict of the same fields: validated into a plain dict, without a model
     instance per record, in about half the time (a field that is not required may be left out)."""
-    fields = {name: typ if info.is_required() else NotRequired[typ] for name, (typ, info) in record_fields(cfg).items()}
-    record = TypedDict("Record", fields)  # type: ignore[misc]
-    record.__pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[attr-defined]
-    return record
+    fields = {name: typ if info.is_required() else NotRequired[typ]
+              for name, (typ, info) in record_fields(cfg).items()}
+    return with_config(ConfigDict(extra="forbid"))(TypedDict("Record", fields))  # type: ignore[misc]
 
 
 class RequestSchema:
@@ -235,7 +234,7 @@ def describe_errors(exc: ValidationError, single: bool) -> list[dict[str, Any]]:
         reason = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             reason = "unknown field"
-        elif err["type"] == "dict_type" and not loc:  # a record that is no JSON object: worded as it always was
+        elif err["type"] == "dict_type" and not loc:  # a record that is not a JSON object, worded as before
             reason = "Input should be a valid dictionary or instance of Record"
         out.append({"record": None if single else record, "field": field, "reason": reason,
                     "value": _shown(err.get("input")) if err["type"] != "missing" else None})
