@@ -107,10 +107,17 @@ def calendar_part(t: np.ndarray, part: str, slot_minutes: int | None = None) -> 
     `minute` is the minute of the hour; `slot` numbers the day's slots of `slot_minutes` from
     midnight (with 30: 00:00-00:29 is 0, 23:30-23:59 is 47).
     """
-    days = t.astype("datetime64[D]")
-    dow = (days.astype(np.int64) + 3) % 7  # 1970-01-01 was a Thursday
+    return _calendar_part(t, t.astype("datetime64[D]"), part, slot_minutes)
+
+
+def _dayofweek(days: np.ndarray) -> np.ndarray:
+    return (days.astype(np.int64) + 3) % 7  # 1970-01-01 was a Thursday
+
+
+def _calendar_part(t: np.ndarray, days: np.ndarray, part: str, slot_minutes: int | None) -> np.ndarray:
+    """`calendar_part` given `days`, t's dates: a request computes them once for all its parts."""
     if part == "dayofweek":
-        return dow
+        return _dayofweek(days)
     if part == "year":
         return days.astype("datetime64[Y]").astype(np.int64) + 1970
     if part == "month":
@@ -121,7 +128,7 @@ def calendar_part(t: np.ndarray, part: str, slot_minutes: int | None = None) -> 
         return (days - days.astype("datetime64[Y]")).astype(np.int64) + 1
     if part == "weekofyear":
         # ISO week: the week belongs to the year of its Thursday.
-        thursday = days - dow + 3
+        thursday = days - _dayofweek(days) + 3
         return (thursday - thursday.astype("datetime64[Y]")).astype(np.int64) // 7 + 1
     if part == "hour":
         return (t - days).astype("timedelta64[h]").astype(np.int64)
@@ -132,7 +139,7 @@ def calendar_part(t: np.ndarray, part: str, slot_minutes: int | None = None) -> 
             raise ValueError("calendar part 'slot' needs slot_minutes")
         return (t - days).astype("timedelta64[m]").astype(np.int64) // slot_minutes
     if part == "is_weekend":
-        return (dow >= 5).astype(np.int64)
+        return (_dayofweek(days) >= 5).astype(np.int64)
     if part == "is_month_end":
         return ((days + 1).astype("datetime64[M]") != days.astype("datetime64[M]")).astype(np.int64)
     raise ValueError(f"unknown calendar part {part!r}")
@@ -347,9 +354,10 @@ class KeyTable:
                     return np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool)
                 values.append(aligned.tolist())
             rows = self._row_index()
-            idx = np.array([rows.get(key, -1) for key in zip(*values)], dtype=np.int64)
+            found_rows = [rows.get(key, -1) for key in zip(*values)]
+            idx = np.array(found_rows, dtype=np.int64)
             found = idx >= 0
-            if not found.all():
+            if -1 in found_rows:
                 idx[~found] = 0
             return idx, found
         composite = self._composite(self.vocabs, cols)
@@ -447,6 +455,10 @@ class FeaturePlan:
             for i, cols in enumerate(spec.target_encodings)
         ]
         self._vocabs = {c: Vocabulary(self.arrays[f"vocab.{c}"]) for c in spec.categorical}
+        # A categorical column's value in X by its code + 1: NaN for an unknown value (code -1), else the code.
+        self._coded = {c: np.arange(-1, len(v.values), dtype=np.float64) for c, v in self._vocabs.items()}
+        for coded in self._coded.values():
+            coded[0] = np.nan
 
     @property
     def feature_names(self) -> list[str]:
@@ -580,10 +592,10 @@ class FeaturePlan:
                 else:
                     work[c] = np.where(found, known[idx] if len(known) else fill, fill)
         t = as_time(work[self.spec.time_column])
+        days = t.astype("datetime64[D]")
         for part in self.spec.calendar:
-            work[part] = calendar_part(t, part, self.spec.slot_minutes)
+            work[part] = _calendar_part(t, days, part, self.spec.slot_minutes)
         if self.spec.holidays:
-            days = t.astype("datetime64[D]")
             hol = self.arrays["holidays"]
             work["is_holiday"] = _in_sorted(hol, days).astype(np.int64)
             work["is_holiday_eve"] = _in_sorted(hol, days + 1).astype(np.int64)
@@ -664,7 +676,7 @@ class FeaturePlan:
                 col = self._vocabs[c].codes(work[c])
             else:  # given up at the column's last use (a column may be listed twice)
                 col = codes[c] if c in categorical[j + 1:] else codes.pop(c)
-            yield np.where(col >= 0, col, np.nan)
+            yield self._coded[c][col + 1]
         prior = float(self.arrays["global_mean"][0])
         for i, (cols, table) in enumerate(zip(self.spec.target_encodings, self._encodings)):
             if rows is None:

@@ -15,9 +15,10 @@ from typing import Annotated, Any, Optional
 import numpy as np
 import orjson
 from pydantic import (BaseModel, ConfigDict, Field, GetCoreSchemaHandler, GetJsonSchemaHandler, TypeAdapter,
-                      ValidationError, create_model, model_validator)
+                      ValidationError, create_model, model_validator, with_config)
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, core_schema, to_jsonable_python
+from typing_extensions import NotRequired, TypedDict
 
 from cd4ml.config import COLUMN_TYPES, ColumnSpec, ProjectConfig
 from cd4ml.task import Classification
@@ -61,13 +62,27 @@ def column_field(spec: ColumnSpec, required: bool) -> tuple[Any, Any]:
     return typ, Field(... if required and not spec.nullable else None)
 
 
-def record_model(cfg: ProjectConfig) -> type[BaseModel]:
-    """The pydantic model of one prediction request record."""
+def record_fields(cfg: ProjectConfig) -> dict[str, tuple[Any, Any]]:
+    """A request record's fields: each input column (required unless nullable), then the lookups'
+    attributes (optional), as (type, pydantic Field)."""
     fields = {name: column_field(cfg.schema_.columns[name], True) for name in cfg.input_columns}
     for lookup in cfg.features.lookups:
         for name in lookup.columns:
             fields[name] = column_field(cfg.schema_.columns[name], False)
-    return create_model("Record", __config__=ConfigDict(extra="forbid"), **fields)
+    return fields
+
+
+def record_model(cfg: ProjectConfig) -> type[BaseModel]:
+    """The pydantic model of one prediction request record (what /docs shows)."""
+    return create_model("Record", __config__=ConfigDict(extra="forbid"), **record_fields(cfg))
+
+
+def record_dict(cfg: ProjectConfig) -> type:
+    """The request record as a TypedDict of the same fields: validated into a plain dict, without a model
+    instance per record, in about half the time (a field that is not required may be left out)."""
+    fields = {name: typ if info.is_required() else NotRequired[typ]
+              for name, (typ, info) in record_fields(cfg).items()}
+    return with_config(ConfigDict(extra="forbid"))(TypedDict("Record", fields))  # type: ignore[misc]
 
 
 class RequestSchema:
@@ -75,29 +90,29 @@ class RequestSchema:
 
     def __init__(self, cfg: ProjectConfig) -> None:
         self.model = record_model(cfg)
-        self.adapter = TypeAdapter(list[self.model])  # type: ignore[name-defined]
+        self.adapter = TypeAdapter(list[record_dict(cfg)])  # type: ignore[misc]
         self.types = {name: cfg.schema_.columns[name].type for name in self.model.model_fields}
         self.required = list(cfg.input_columns)
 
     def validate(self, records: list[Any]) -> list[dict[str, Any]]:
-        """Each record's field values (every field, None where not given).
+        """Each record's field values (a field left out is absent: read it with `.get`).
 
         Raises pydantic.ValidationError naming record index and field."""
-        return [r.__dict__ for r in self.adapter.validate_python(records)]
+        return self.adapter.validate_python(records)
 
-    @staticmethod
-    def nulls(rows: list[dict[str, Any]]) -> tuple[str, ...]:
-        """The fields that are None in some row: rows that agree on this give the same batch
+    def nulls(self, rows: list[dict[str, Any]]) -> tuple[str, ...]:
+        """The fields that are None (or left out) in some row: rows that agree on this give the same batch
         columns and dtypes alone as merged (see `to_batch`)."""
         if len(rows) == 1:
-            return tuple(k for k, v in rows[0].items() if v is None)
-        return tuple(k for k in rows[0] if any(r[k] is None for r in rows))
+            row = rows[0]
+            return tuple(k for k in self.types if row.get(k) is None)
+        return tuple(k for k in self.types if any(r.get(k) is None for r in rows))
 
     def to_batch(self, rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
         """Column batch of validated rows; optional columns only when every row has them."""
         batch = {}
         for name, kind in self.types.items():
-            values = [r[name] for r in rows]
+            values = [r.get(name) for r in rows]
             has_null = None in values
             if has_null and name not in self.required:
                 continue
@@ -219,6 +234,8 @@ def describe_errors(exc: ValidationError, single: bool) -> list[dict[str, Any]]:
         reason = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             reason = "unknown field"
+        elif err["type"] == "dict_type" and not loc:  # a record that is not a JSON object, worded as before
+            reason = "Input should be a valid dictionary or instance of Record"
         out.append({"record": None if single else record, "field": field, "reason": reason,
                     "value": _shown(err.get("input")) if err["type"] != "missing" else None})
     return out
