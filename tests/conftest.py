@@ -20,9 +20,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 # take files in this order and the short ones fill in at the end, so neither worker is left alone
 # with a long file (alphabetical order put test_pipeline and test_registry_concurrency last).
 # xdist hands a worker its next file as soon as it has 2 tests or fewer queued, so the grocery demo's
-# worker gets the churn demo at once and runs the two one after the other. Kept so on purpose: with
-# test_pipeline third the demos ran side by side, their fits fought over the 2 cores, and the suite
-# took 856-968 s instead of 690-755 s (fresh-clone CI runs, issue 16).
+# worker gets the churn demo at once. Sending the demos to different workers (test_pipeline third) was
+# tried and did not make the suite faster (issue 16).
 LONGEST_FIRST = ("tests/test_demo.py", "tests/test_plain_install.py", "tests/test_demo_churn.py",
                  "tests/test_own_data.py", "tests/test_pipeline.py", "tests/test_registry_concurrency.py",
                  "tests/test_crash_consistency.py", "tests/serve/test_service.py", "tests/test_tracking_server.py",
