@@ -11,18 +11,20 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import httpx
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
-from typer.testing import CliRunner
 
 from cd4ml.config import edit_project_file, load_project, parse_overrides
 from cd4ml.scaffold import init_project
 from cd4ml.serve.process import ServiceProcess, free_port
 from cd4ml.pipeline.run import RunResult, run_pipeline
+
+if TYPE_CHECKING:  # cd4ml.cli is imported by prepare_in_process_cli, without COLUMNS
+    from cd4ml.cli import CommandResult
 
 # A grocery world small enough for seconds-long runs, big enough to learn from.
 SMALL_WORLD = {"n_stores": 3, "n_items": 40, "seed": 7, "start": "2024-01-01", "end": "2024-08-31"}
@@ -79,17 +81,8 @@ def make_grocery_project(root: Path) -> Path:
     return root
 
 
-@dataclass(frozen=True)
-class CliResult:
-    """What a user sees of one `cd4ml` command: its exit code and what it wrote to stdout and stderr."""
-
-    returncode: int
-    stdout: str
-    stderr: str
-
-
 def cli(root: Path, *args: str, check: int | None = None, env: dict[str, str] | None = None,
-        process: bool = False) -> CliResult:
+        process: bool = False) -> CommandResult:
     """Run the real `cd4ml` CLI in `root`; optionally assert its exit code.
 
     In this process by default (MLflow is imported once per test process, not once per command);
@@ -98,19 +91,23 @@ def cli(root: Path, *args: str, check: int | None = None, env: dict[str, str] | 
     is read when cd4ml.tracking loads), a store opened anew (MLflow keeps one open per URI and process),
     a run whose earlier-run lookup must be a child process.
     """
+    from cd4ml.cli import run_in_process
+
     overrides = {"MLFLOW_TRACKING_URI": None, "COLUMNS": "200", **(env or {})}
-    result = _cli_process(root, args, overrides) if process else _cli_in_process(root, args, overrides)
+    result = _cli_process(root, args, overrides) if process else run_in_process(root, args, overrides)
     if check is not None:
         assert result.returncode == check, (f"cd4ml {' '.join(args)}: exit {result.returncode}, expected {check}\n"
                                             f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}")
     return result
 
 
-def _cli_process(root: Path, args: tuple[str, ...], overrides: dict[str, str | None]) -> CliResult:
+def _cli_process(root: Path, args: tuple[str, ...], overrides: dict[str, str | None]) -> CommandResult:
+    from cd4ml.cli import CommandResult
+
     environ = {**os.environ, **overrides}
     proc = subprocess.run([sys.executable, "-m", "cd4ml.cli", *args], cwd=root, capture_output=True, text=True,
                           env={k: v for k, v in environ.items() if v is not None})
-    return CliResult(proc.returncode, proc.stdout, proc.stderr)
+    return CommandResult(proc.returncode, proc.stdout, proc.stderr)
 
 
 def prepare_in_process_cli() -> None:
@@ -128,48 +125,17 @@ def prepare_in_process_cli() -> None:
     from cd4ml import runtime, tracking
     from cd4ml.release.estimators import import_lightgbm
 
-    with _process_state_kept():
-        os.environ.pop("COLUMNS", None)
+    environ = dict(os.environ)
+    os.environ.pop("COLUMNS", None)
+    try:
         import cd4ml.cli  # noqa: F401
 
         import_lightgbm()
         tracking.import_mlflow()
         runtime.return_freed_memory()
-
-
-@contextlib.contextmanager
-def _process_state_kept() -> Iterator[None]:
-    """The environment, working folder, argv and excepthook (Typer sets one) restored on exit."""
-    environ, cwd, argv, excepthook = dict(os.environ), os.getcwd(), sys.argv, sys.excepthook
-    try:
-        yield
     finally:
-        sys.argv, sys.excepthook = argv, excepthook
-        os.chdir(cwd)
-        for key in os.environ.keys() - environ.keys():
-            del os.environ[key]
-        os.environ.update({k: v for k, v in environ.items() if os.environ.get(k) != v})
-
-
-_RUNNER = CliRunner()
-
-
-def _cli_in_process(root: Path, args: tuple[str, ...], overrides: dict[str, str | None]) -> CliResult:
-    """`cd4ml.cli.main` (exit codes and error lines included) in `root`, its stdout and stderr captured."""
-    from cd4ml.cli import main
-
-    code = 0
-    with _process_state_kept(), _RUNNER.isolation(env=overrides) as (out, err, _):
-        os.chdir(root)
-        sys.argv = ["cd4ml", *args]
-        try:
-            main()
-        except SystemExit as exc:
-            code = 0 if exc.code is None else int(exc.code)
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        return CliResult(code, out.getvalue().decode(), err.getvalue().decode(errors="backslashreplace"))
+        os.environ.clear()
+        os.environ.update(environ)
 
 
 class Service(ServiceProcess):
@@ -182,16 +148,6 @@ class Service(ServiceProcess):
     def stop(self) -> int:
         self.client.close()
         return super().stop()
-
-    def wait_logged(self, predictions: int, actuals: int) -> None:
-        """Until the service's log writers have written this many predictions and actuals (20 s at most)."""
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            ready = self.client.get("/ready").json()
-            if ready["predictions_logged"] >= predictions and ready["actuals_logged"] >= actuals:
-                return
-            time.sleep(0.1)
-        raise AssertionError(f"log not flushed: {ready}, wanted {predictions} predictions, {actuals} actuals")
 
     def __enter__(self) -> "Service":
         self.wait_until("/health", 200)
@@ -306,18 +262,19 @@ DEMO_CHAPTERS = ("1. Plumbing", "2. Data science", "3. ML engineering", "4. Cont
 
 def play_demo(tmp_path: Path, *options: str) -> tuple[str, str]:
     """`cd4ml demo` in a child process, as `make demo` runs it: (stdout, the HTML report). Fails the test
-    unless it exits 0 and tells every chapter."""
+    unless it exits 0 and tells every chapter. The user's shell points MLFLOW_TRACKING_URI at a team's
+    store: the demo must play on its own and leave that one alone."""
     import os
     import subprocess
     import sys
 
-    report = tmp_path / "report.html"
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    report, team_store = tmp_path / "report.html", tmp_path / "team-store.db"
+    env = {**os.environ, "COLUMNS": "200", "MLFLOW_TRACKING_URI": f"sqlite:///{team_store}"}
     proc = subprocess.run([sys.executable, "-m", "cd4ml.cli", "demo", *options, "--dir", str(tmp_path / "scratch"),
-                           "--report", str(report)], capture_output=True, text=True, env={**env, "COLUMNS": "200"},
-                          timeout=900)
+                           "--report", str(report)], capture_output=True, text=True, env=env, timeout=900)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert [c for c in DEMO_CHAPTERS if c not in proc.stdout] == []
+    assert not team_store.exists(), "the demo wrote to the store MLFLOW_TRACKING_URI names"
     return proc.stdout, report.read_text()
 
 

@@ -11,12 +11,16 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import CliResult, cli
+from helpers import cli
+
+if TYPE_CHECKING:
+    from cd4ml.cli import CommandResult
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -74,7 +78,7 @@ def make_rentals(days: int = 60, start: str = "2024-04-01") -> pd.DataFrame:
     return df.sort_values(["timestamp", "station"]).reset_index(drop=True)
 
 
-def cd4ml(root: Path, *args: str, expect: int, process: bool = False) -> CliResult:
+def cd4ml(root: Path, *args: str, expect: int, process: bool = False) -> CommandResult:
     """Run the real CLI in `root` on the embedded MLflow store (helpers.cli)."""
     return cli(root, *args, check=expect, env={"CD4ML_USER": "readme-test"}, process=process)
 

@@ -13,6 +13,8 @@ import contextlib
 import json
 import os
 import sys
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
@@ -471,7 +473,7 @@ def demo(
     """Play the CD4ML story end to end on a bundled example, with the service running."""
     from cd4ml.demo.story import run_demo
 
-    path = run_demo(directory, keep, report, console, example.value)
+    path = run_demo(directory, keep, report, console, run_in_process, example.value)
     console.print(f"[green]Demo passed.[/] Report: {escape(str(path))}")
 
 
@@ -506,6 +508,56 @@ def main() -> None:
         err.print(f"[red]internal error[/]: {type(exc).__name__}: {exc} (set CD4ML_DEBUG=1 for a traceback)",
                   highlight=False)
         sys.exit(1)
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What one command did: its exit code and what it wrote to stdout and stderr."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_in_process(root: Path, args: Sequence[str], env: Mapping[str, str | None]) -> CommandResult:
+    """`cd4ml ARGS` in folder `root`, in this process, as `python -m cd4ml.cli ARGS` runs it (exit codes
+    and error lines included), with `env` set for it (None: unset); its stdout and stderr are captured.
+
+    A command in a process of its own pays the imports (MLflow, SQLAlchemy, pandas, LightGBM) every
+    time; here they are paid once. The environment, working folder, argv and excepthook are restored
+    afterwards. Not thread-safe: sys.stdout and sys.stderr are the command's while it runs. Settings
+    read when a library loads (OMP_WAIT_POLICY, MLFLOW_TRACKING_URI for cd4ml.tracking) take effect
+    only if the library is not loaded yet.
+    """
+    from click.testing import CliRunner
+
+    code = 0
+    with _process_state_kept(), CliRunner().isolation(env=dict(env)) as (out, error, _):
+        os.chdir(root)
+        sys.argv = ["cd4ml", *args]
+        try:
+            main()
+        except SystemExit as exc:
+            code = 0 if exc.code is None else int(exc.code)
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        return CommandResult(code, out.getvalue().decode(), error.getvalue().decode(errors="backslashreplace"))
+
+
+@contextlib.contextmanager
+def _process_state_kept() -> Iterator[None]:
+    """The environment (MLflow writes MLFLOW_TRACKING_URI into it), working folder, argv and excepthook
+    (Typer sets one) restored on exit."""
+    environ, cwd, argv, excepthook = dict(os.environ), os.getcwd(), sys.argv, sys.excepthook
+    try:
+        yield
+    finally:
+        sys.argv, sys.excepthook = argv, excepthook
+        os.chdir(cwd)
+        for key in os.environ.keys() - environ.keys():
+            del os.environ[key]
+        os.environ.update({k: v for k, v in environ.items() if os.environ.get(k) != v})
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """`cd4ml demo`: the CD4ML workshop's six scenarios, played on a bundled example.
 
-Everything is real: a git repository, the `cd4ml` CLI in child processes,
-a Delta table, an MLflow store, `cd4ml serve` on loopback with clients
+Everything is real: a git repository, the `cd4ml` CLI's commands (in this process: each
+would otherwise pay MLflow's and the data stack's imports again), a Delta table, an MLflow store, `cd4ml serve` on loopback with clients
 sending requests the whole time. Each scenario checks its own claim and
 stops the demo (non-zero exit, naming the step) when it does not hold.
 What differs between examples (template, commits, world) is their `DemoExample`.
@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import numpy as np
@@ -36,6 +35,19 @@ from cd4ml.verdicts import judged_window
 
 GIT = ["git", "-c", "user.name=cd4ml demo", "-c", "user.email=demo@cd4ml.invalid"]
 BATCH = 100  # records per production request
+# What the commands of the story run with: LightGBM's OpenMP threads share two cores with the service
+# and its clients, so they sleep rather than spin while they wait; the demo's own MLflow store.
+COMMAND_ENV = {"OMP_WAIT_POLICY": "PASSIVE", "COLUMNS": "110", "CD4ML_USER": "cd4ml-demo", "MLFLOW_TRACKING_URI": None}
+
+
+class CommandOutcome(Protocol):
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+# (project folder, the command's arguments, environment changes (None: unset)) -> its outcome
+CommandRunner = Callable[[Path, Sequence[str], Mapping[str, "str | None"]], CommandOutcome]
 
 
 class DemoFailed(Cd4mlError):
@@ -53,9 +65,11 @@ class Story:
     root: Path
     console: Console
     example: DemoExample
+    run_command: CommandRunner
     releases: list[dict[str, Any]] = field(default_factory=list)
     production: list[Scored] = field(default_factory=list)
     monitoring: list[dict[str, Any]] = field(default_factory=list)
+    actuals_posted: int = 0  # sent to the service's /feedback
     step: str = "setup"
 
     @property
@@ -69,7 +83,7 @@ class Story:
 
         return load_project(self.project).config.task.metric(self.example.metric).greater_is_better
 
-    # -- narration and child processes -----------------------------------------------------
+    # -- narration and commands ------------------------------------------------------------
     def chapter(self, title: str) -> None:
         self.step = title
         self.console.rule(f"[bold cyan]{title}")
@@ -81,14 +95,9 @@ class Story:
         if not claim:
             raise DemoFailed(f"step '{self.step}': {reason}")
 
-    def cd4ml(self, *args: str, expect: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess:
-        env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-        # Training shares two cores with the service and its clients: LightGBM's OpenMP threads
-        # must sleep rather than spin while they wait.
-        env.update({"OMP_WAIT_POLICY": "PASSIVE", "COLUMNS": "110", "CD4ML_USER": "cd4ml-demo"})
+    def cd4ml(self, *args: str, expect: tuple[int, ...] = (0,)) -> CommandOutcome:
         self.say(f"[dim]$ cd4ml {' '.join(args)}[/]")
-        proc = subprocess.run([sys.executable, "-m", "cd4ml.cli", *args], cwd=self.project, env=env,
-                              capture_output=True, text=True)
+        proc = self.run_command(self.project, args, COMMAND_ENV)
         if proc.returncode not in expect:
             raise DemoFailed(f"step '{self.step}': cd4ml {' '.join(args)} exited {proc.returncode} "
                              f"(expected {expect}):\n{proc.stderr[-2000:]}")
@@ -135,9 +144,10 @@ def _wait_for_version(service: ServiceProcess, version: str, timeout: float = 30
     raise DemoFailed(f"the service did not swap to version {version} within {timeout:.0f} s")
 
 
-def run_demo(directory: Path | None, keep: bool, report_path: Path, console: Console,
+def run_demo(directory: Path | None, keep: bool, report_path: Path, console: Console, run_command: CommandRunner,
              example: str = EXAMPLES[0]) -> Path:
-    """Play all scenarios; returns the HTML report's path. Raises DemoFailed naming the step."""
+    """Play all scenarios, each `cd4ml` command through `run_command`; returns the HTML report's path.
+    Raises DemoFailed naming the step."""
     from cd4ml.demo.report import write_report
     from cd4ml.demo.traffic import Tally, Traffic
 
@@ -145,7 +155,7 @@ def run_demo(directory: Path | None, keep: bool, report_path: Path, console: Con
     root = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="cd4ml-demo-"))
     if directory and (root / chosen.folder).exists():
         raise DemoFailed(f"{root / chosen.folder} already exists; choose an empty --dir")
-    story = Story(root, console, chosen)
+    story = Story(root, console, chosen, run_command)
     tally = Tally()
     service: ServiceProcess | None = None
     started = time.monotonic()
@@ -334,6 +344,7 @@ def _in_the_wild(story: Story, service: ServiceProcess, tally: Any) -> tuple[lis
             story.cd4ml("feedback", str(path))
             story.say(f"actuals of {example.period} {index + 1}: {len(actuals):,} rows from "
                       f"{example.actuals_source} (cd4ml feedback {path.name})")
+        service.wait_logged(tally.records, story.actuals_posted)  # the service logs behind its answers
         report = _monitor(story)
         report["period"] = index + 1
         reports.append(report)
@@ -410,6 +421,7 @@ def _score_period(story: Story, service: ServiceProcess, frames: tuple[pd.DataFr
                 for i in range(0, len(actuals), 1000):
                     resp = client.post("/feedback", json=actuals[i: i + 1000])
                     story.check(resp.status_code == 202, f"POST /feedback answered {resp.status_code}: {resp.text}")
+                    story.actuals_posted += len(actuals[i: i + 1000])
             actual = task.encode(frame[cfg.target].to_numpy())
             pred = np.array([[a[c] for c in task.class_names] for a in answers]) if isinstance(answers[0], dict) \
                 else np.asarray(answers, dtype=np.float64)

@@ -6,6 +6,7 @@ client, as a user would.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -60,6 +61,23 @@ class ServiceProcess:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise Cd4mlError(f"the service never answered {status} on {path}; its log:\n"
                                  f"{self.log_path.read_text()[-3000:]}")
+            time.sleep(0.1)
+
+    def wait_logged(self, predictions: int, actuals: int, timeout: float = 30) -> None:
+        """Block until the service has written this many predictions and actuals to its logs (it writes
+        them behind its answers, so a reader of the logs waits here first); raises with the counts."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(self.url + "/ready", timeout=5) as resp:
+                    ready = json.load(resp)
+            except urllib.error.HTTPError as exc:  # 503 without a release: the counts are in the body
+                ready = json.load(exc)
+            if (ready["predictions_logged"] or 0) >= predictions and ready["actuals_logged"] >= actuals:
+                return
+            if time.monotonic() > deadline:
+                raise Cd4mlError(f"the service logged {ready['predictions_logged']} of {predictions} predictions "
+                                 f"and {ready['actuals_logged']} of {actuals} actuals in {timeout:g} s")
             time.sleep(0.1)
 
     def stop(self) -> int:
