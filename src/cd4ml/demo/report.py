@@ -59,7 +59,8 @@ def _production_plots(scored: list[Scored], metric: str, period: str) -> str:
     starts = [j for j, s in enumerate(scored) if j == 0 or s.period != scored[j - 1].period]
     for j in starts[1:]:
         ax2.axvline(j - 0.5, color="#bbb", lw=0.8)
-    ax2.set_xticks(starts, [scored[j].date[5:] for j in starts])
+    # Named as the narration names them: "week 2", "month 3" (a date's month-day said "01-01" for every month).
+    ax2.set_xticks(starts, [f"{period} {scored[j].period + 1}" for j in starts])
     ax2.set_ylabel(f"live {metric}")
     ax2.set_title(f"Live accuracy per {'day' if len(scored) > len(starts) else period}, by serving version")
     ax2.legend(loc="best", fontsize=8)
