@@ -73,25 +73,32 @@ def build(model: str, records: list[dict[str, Any]]) -> tuple[Any, np.ndarray, d
         raise SystemExit("the floor answers the booster's own probabilities: train without model.calibration")
     booster = lgb.Booster(model_file=str(folder / "estimator" / doc["estimator"]["file"]))
     release = Release(folder)  # the feature rows, computed once by the release's own plan
-    dtypes = {"date": "datetime64[D]", "datetime": "datetime64[us]", "int": np.int64,
-              "float": np.float64, "bool": np.int64, "str": str}
-    batch = {item["name"]: np.array([r[item["name"]] for r in records], dtype=dtypes[item["type"]])
-             for item in release.inputs}
-    X = np.ascontiguousarray(release.plan.transform(batch), dtype=np.float64)
+    X = feature_rows(release, records)
     if X.shape != (len(records), booster.num_feature()):
         raise SystemExit(f"feature matrix has shape {X.shape}, the booster wants {booster.num_feature()} features")
     rows = {record_key(r): i for i, r in enumerate(records)}
     return booster, X, rows, release
 
 
-Answer = Callable[[list[int], bool], dict[str, Any]]  # rows of X, one record? -> the answer's fields
+DTYPES = {"date": "datetime64[D]", "datetime": "datetime64[us]", "int": np.int64, "float": np.float64,
+          "bool": np.int64, "str": str}
 
 
-def regression_answer(booster: Any, X: np.ndarray, spec: FeatureSpec) -> Answer:
+def feature_rows(release: Release, records: list[dict[str, Any]]) -> np.ndarray:
+    """The (len(records), p) float64 feature matrix of `records`, by the release's own feature plan."""
+    batch = {item["name"]: np.array([r[item["name"]] for r in records], dtype=DTYPES[item["type"]])
+             for item in release.inputs}
+    return np.ascontiguousarray(release.plan.transform(batch), dtype=np.float64)
+
+
+Answer = Callable[[np.ndarray, bool], dict[str, Any]]  # feature rows, one record? -> the answer's fields
+
+
+def regression_answer(booster: Any, spec: FeatureSpec) -> Answer:
     transform, clip_min = spec.target_transform, spec.clip_min
 
-    def answer(idx: list[int], one: bool) -> dict[str, Any]:
-        raw = booster.predict(X[idx], num_threads=1)
+    def answer(rows: np.ndarray, one: bool) -> dict[str, Any]:
+        raw = booster.predict(rows, num_threads=1)
         out = np.expm1(raw) if transform == "log1p" else raw
         pred = np.maximum(out, clip_min) if clip_min is not None else out
         return {"prediction": float(pred[0])} if one else {"predictions": pred}
@@ -99,11 +106,11 @@ def regression_answer(booster: Any, X: np.ndarray, spec: FeatureSpec) -> Answer:
     return answer
 
 
-def binary_answer(booster: Any, X: np.ndarray, task: Classification) -> Answer:
+def binary_answer(booster: Any, task: Classification) -> Answer:
     (negative, positive), (no, yes), threshold = task.classes, task.class_names, task.threshold
 
-    def answer(idx: list[int], one: bool) -> dict[str, Any]:
-        p = booster.predict(X[idx], num_threads=1).tolist()  # P(positive) per row
+    def answer(rows: np.ndarray, one: bool) -> dict[str, Any]:
+        p = booster.predict(rows, num_threads=1).tolist()  # P(positive) per row
         labels = [positive if q >= threshold else negative for q in p]
         probabilities = [{no: 1.0 - q, yes: q} for q in p]
         if one:
@@ -113,28 +120,35 @@ def binary_answer(booster: Any, X: np.ndarray, task: Classification) -> Answer:
     return answer
 
 
-def create_app(model: str) -> FastAPI:
+def create_app(model: str, features_per_request: bool = False) -> FastAPI:
+    """`features_per_request`: each request's feature rows are computed from its records by the release's
+    plan (what any service of this model must do), not looked up among the rows computed at start-up."""
     from cd4ml.task import Classification
 
     booster, X, rows, release = build(model, [RECORD, *batch_records()])
     if release.task.name == "regression":
-        answer = regression_answer(booster, X, release.spec)
+        answer = regression_answer(booster, release.spec)
     elif isinstance(release.task, Classification) and release.task.name == "binary":
-        answer = binary_answer(booster, X, release.task)
+        answer = binary_answer(booster, release.task)
     else:
         raise SystemExit(f"the floor serves regression and binary models, not {release.task.name}")
-    answer([0], True)  # warm-up
+    answer(X[[0]], True)  # warm-up
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+
+    def features(records: list[dict[str, Any]]) -> np.ndarray:
+        if features_per_request:
+            return feature_rows(release, records)
+        return X[[rows[record_key(r)] for r in records]]
 
     @app.post("/predict")
     async def predict(request: Request) -> Response:
         data = orjson.loads(await request.body())
         try:
-            idx = [rows[record_key(r)] for r in ((data,) if isinstance(data, dict) else data)]
-        except (KeyError, TypeError, AttributeError):
+            X_rows = features([data] if isinstance(data, dict) else data)
+        except (KeyError, TypeError, AttributeError, ValueError):
             return Response(b'{"detail": "the floor knows only the benchmark records"}', status_code=422,
                             media_type="application/json")
-        doc = answer(idx, isinstance(data, dict))
+        doc = answer(X_rows, isinstance(data, dict))
         return Response(orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
 
     gc.collect()
@@ -149,8 +163,10 @@ def main() -> None:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8000)
     ap.add_argument("--model", default="groceries-forecast", help="registered model name (alias champion)")
+    ap.add_argument("--features-per-request", action="store_true",
+                    help="compute each request's feature rows from its records (default: look them up)")
     args = ap.parse_args()
-    app = create_app(args.model)
+    app = create_app(args.model, args.features_per_request)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
 
 

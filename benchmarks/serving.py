@@ -8,6 +8,7 @@ one at a time:
     cd4ml-nolog   cd4ml serve --no-log, 1 worker
     mlflow        mlflow models serve --env-manager local --workers 1
     floor         benchmarks/floor_app.py: FastAPI + booster.predict on pre-computed feature rows
+    floor-features  the same floor computing each request's feature rows with the release's plan
     cd4ml-2w      cd4ml serve, log on, --workers 2          (skipped with --no-workers2 or
     mlflow-2w     mlflow models serve --workers 2            when the time budget is spent)
 
@@ -280,6 +281,10 @@ def servers(project: Path, model: str, tracking_uri: str, workers2: bool, inline
         Server("floor", "floor (FastAPI + booster)", "cd4ml", "/predict",
                [sys.executable, str(HERE / "floor_app.py"), "--port", "{port}", "--model", model],
                env={**mlflow_env, "OMP_NUM_THREADS": "1"}),
+        # The floor doing the one step every service of this model must do per request: its features.
+        Server("floor-features", "floor + per-request features", "cd4ml", "/predict",
+               [sys.executable, str(HERE / "floor_app.py"), "--port", "{port}", "--model", model,
+                "--features-per-request"], env={**mlflow_env, "OMP_NUM_THREADS": "1"}),
     ]
     if workers2:
         out += [
@@ -721,6 +726,9 @@ def summarize(results: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         "batch_ratio_vs_floor": rows("cd4ml", "floor"),
         "c1_ratio_vs_mlflow": round_ratio(results, "cd4ml", "mlflow", "single_c1", "req_per_s"),
         "c1_ratio_vs_floor": round_ratio(results, "cd4ml", "floor", "single_c1", "req_per_s"),
+        "c1_ratio_vs_floor_features": round_ratio(results, "cd4ml", "floor-features", "single_c1", "req_per_s"),
+        "ratio_vs_floor_features": rps("cd4ml", "floor-features"),
+        "batch_ratio_vs_floor_features": rows("cd4ml", "floor-features"),
         "log_on_vs_off": rps("cd4ml", "cd4ml-nolog"),
         "workers2_ratio_vs_mlflow_2w": rps("cd4ml-2w", "mlflow-2w"),
         "workers2_batch_ratio_vs_mlflow_2w": rows("cd4ml-2w", "mlflow-2w"),
