@@ -269,19 +269,19 @@ def releases(
                           escape(e.who), escape(e.why))
         console.print(table)
         return
-    rows = list_releases(registry, project.config.metrics.primary)
+    rows = list_releases(registry)
     if as_json:
-        _print_json(rows)
+        _print_json([r.to_json() for r in rows])
         return
     table = Table(title=f"Releases of {registry.name}")
     for col in ("", "version", "created (UTC)", project.config.metrics.primary, "gate", "data", "commit", "run"):
         table.add_column(col)
     for r in rows:
-        metric = r["metrics"].get(project.config.metrics.primary)
-        gate = {"passed": "[green]passed[/]", "rejected": "[red]rejected[/]"}.get(r["gate"], r["gate"] or "?")
-        table.add_row("[bold green]*[/]" if r["champion"] else "", r["version"], r["created"][:19],
-                      f"{metric:.4f}" if metric is not None else "", gate, str(r["data_version"]),
-                      (r["git_commit"] or "")[:8], (r["run_id"] or "")[:8])
+        metric = r.metrics.get(project.config.metrics.primary)
+        gate = {"passed": "[green]passed[/]", "rejected": "[red]rejected[/]"}.get(r.gate or "", r.gate or "?")
+        table.add_row("[bold green]*[/]" if r.champion else "", r.version, r.created[:19],
+                      f"{metric:.4f}" if metric is not None else "", gate, str(r.data_version),
+                      (r.git_commit or "")[:8], (r.run_id or "")[:8])
     console.print(table)
     console.print("* = champion")
     for e in registry.interrupted_moves():

@@ -14,7 +14,7 @@ import datetime as dt
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -31,6 +31,9 @@ from cd4ml.monitor.profile import load as load_profile
 from cd4ml.release.package import Release
 from cd4ml.task import Classification, Task
 from cd4ml.verdicts import NOT_JUDGED
+
+if TYPE_CHECKING:
+    from cd4ml.release.listing import ListedRelease
 
 REPORT_FILE = "report.json"
 HTML_FILE = "report.html"
@@ -147,7 +150,7 @@ def _served_tasks(cfg: ProjectConfig, project: Project, registry: Any, versions:
     return {v: registry.load(v, project.release_cache).task for v in sorted(set(versions.tolist()))}
 
 
-def _releases(project: Project, registry: Any, listed: list[dict[str, Any]], live: LiveData,
+def _releases(project: Project, registry: Any, listed: list[ListedRelease], live: LiveData,
               watched: dict[str, np.ndarray], actual: np.ndarray, pred: np.ndarray,
               versions: np.ndarray, tasks: dict[str, Task]) -> list[ReleaseRow]:
     """Per release, newest first: gate, offline and live metrics (and a classifier's outcomes)."""
@@ -155,13 +158,12 @@ def _releases(project: Project, registry: Any, listed: list[dict[str, Any]], liv
     scored = live.has_actual if not live.frame.empty else np.zeros(0, dtype=bool)
     releases = []
     for row in reversed(listed):
-        m = scored & (versions == row["version"])
-        score = LiveScore(int(m.sum()), _metrics(cfg, tasks.get(row["version"], cfg.task), actual[m], pred[m],
+        m = scored & (versions == row.version)
+        score = LiveScore(int(m.sum()), _metrics(cfg, tasks.get(row.version, cfg.task), actual[m], pred[m],
                                                  _weights(cfg, watched, m))) if m.any() else None
-        outcome = _outcomes(cfg, project, registry, row["version"], live.frame["prediction"][m], actual[m], pred[m]) \
-            if pred.ndim == 2 and (m.any() or row["champion"]) else None
-        releases.append(ReleaseRow(row["version"], row["gate"], row["created"], row["champion"], row["metrics"], score,
-                                   outcome))
+        outcome = _outcomes(cfg, project, registry, row.version, live.frame["prediction"][m], actual[m], pred[m]) \
+            if pred.ndim == 2 and (m.any() or row.champion) else None
+        releases.append(ReleaseRow(row.version, row.gate, row.created, row.champion, row.metrics, score, outcome))
     return releases
 
 
@@ -287,7 +289,7 @@ def build_report(project: Project, *, compact: bool = True) -> MonitoringReport:
     if compact:
         store.compact()
     registry = Registry.for_project(project)
-    listed = list_releases(registry, cfg.metrics.primary)
+    listed = list_releases(registry)
     history = registry.history()
     champion_mv = registry.champion()
     now = dt.datetime.now(dt.timezone.utc)
