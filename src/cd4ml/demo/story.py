@@ -1,9 +1,9 @@
 """`cd4ml demo`: the CD4ML workshop's six scenarios, played on a bundled example.
 
-Everything is real: a git repository, the `cd4ml` CLI's commands (in this process: each
-would otherwise pay MLflow's and the data stack's imports again), a Delta table, an MLflow store, `cd4ml serve` on loopback with clients
-sending requests the whole time. Each scenario checks its own claim and
-stops the demo (non-zero exit, naming the step) when it does not hold.
+Everything is real: a git repository, the `cd4ml` CLI's commands (run in this process: in
+processes of their own, each paid MLflow's and the data stack's imports again), a Delta table,
+an MLflow store, `cd4ml serve` on loopback with clients sending requests the whole time. Each
+scenario checks its own claim and stops the demo (non-zero exit, naming the step) when it does not hold.
 What differs between examples (template, commits, world) is their `DemoExample`.
 """
 
@@ -37,7 +37,8 @@ GIT = ["git", "-c", "user.name=cd4ml demo", "-c", "user.email=demo@cd4ml.invalid
 BATCH = 100  # records per production request
 # What the commands of the story run with: LightGBM's OpenMP threads share two cores with the service
 # and its clients, so they sleep rather than spin while they wait; the demo's own MLflow store.
-COMMAND_ENV = {"OMP_WAIT_POLICY": "PASSIVE", "COLUMNS": "110", "CD4ML_USER": "cd4ml-demo", "MLFLOW_TRACKING_URI": None}
+COMMAND_ENV = {"OMP_WAIT_POLICY": "PASSIVE", "COLUMNS": "110", "CD4ML_USER": "cd4ml-demo",
+               "MLFLOW_TRACKING_URI": None}
 
 
 class CommandOutcome(Protocol):

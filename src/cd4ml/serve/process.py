@@ -73,6 +73,9 @@ class ServiceProcess:
                     ready = json.load(resp)
             except urllib.error.HTTPError as exc:  # 503 without a release: the counts are in the body
                 ready = json.load(exc)
+            except OSError as exc:
+                raise Cd4mlError(f"the service stopped answering ({exc}); its log:\n"
+                                 f"{self.log_path.read_text()[-3000:]}") from None
             if (ready["predictions_logged"] or 0) >= predictions and ready["actuals_logged"] >= actuals:
                 return
             if time.monotonic() > deadline:
