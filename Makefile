@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Some machines set PYTHONDONTWRITEBYTECODE=1: then every process the demo and the tests start
+# compiles cd4ml again, and every pytest run (a project's feature tests) re-rewrites its plugins.
+RUN := env -u PYTHONDONTWRITEBYTECODE
 
 .PHONY: demo test setup clean system-packages
 
@@ -18,7 +21,7 @@ setup: $(STAMP)
 EXAMPLE ?= groceries
 
 demo: $(STAMP)
-	$(BIN)/cd4ml demo --example $(EXAMPLE) --report build/cd4ml-demo-report.html
+	$(RUN) $(BIN)/cd4ml demo --example $(EXAMPLE) --report build/cd4ml-demo-report.html
 
 # First, so a machine where they cannot be installed stops before the venv is built.
 system-packages:
@@ -27,7 +30,7 @@ system-packages:
 # 2 cores: the longest files start first (conftest orders them), the rest fill in; xdist would
 # otherwise queue files by test count, which puts the one-test demo last.
 test: system-packages $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
+	$(RUN) $(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 clean:
 	rm -rf $(VENV) .pytest_cache
