@@ -7,7 +7,10 @@ cache is warm); the median wall time is reported:
 
 - `cd4ml --help`, `cd4ml run --help`: help must not pay for MLflow, pandas or LightGBM;
 - `cd4ml data versions` on a small ingested grocery project: reads only the Delta log;
-- `python -c "import cd4ml.cli"`: the floor every command pays.
+- `python -c "import cd4ml.cli"`: the floor every command pays;
+- a new project's MLflow store: a child that imports MLflow and opens a store at a new path, made by
+  MLflow's migrations (the baseline), or copied from the empty store cached once (cd4ml.empty_store,
+  what every project after a machine's first gets), and, as the floor, one that opens an existing store.
 
 Then `python -X importtime -m cd4ml.cli --help` lists the heavy libraries `cd4ml --help` imports
 (none is the goal) and the slowest top-level imports. Target: `cd4ml --help` <= 0.5 s.
@@ -68,6 +71,19 @@ def small_project(root: Path) -> Path:
     return root
 
 
+# `python -c` programs for the store rows: a new store each time (a fresh name), or the same one.
+_NEW_STORE = ("import sys, uuid; from pathlib import Path; from mlflow import MlflowClient; "
+              "db = Path(sys.argv[1]) / f'{uuid.uuid4().hex}.db'; {seed}"
+              "MlflowClient(tracking_uri=f'sqlite:///{db}').search_experiments()")
+STORE_PROGRAMS = {
+    "new store, made by MLflow": _NEW_STORE.replace("{seed}", ""),
+    "new store, copied (cd4ml.empty_store)": _NEW_STORE.replace(
+        "{seed}", "from cd4ml import empty_store; assert empty_store.seed(db); "),
+    "existing store, opened": ("import sys; from mlflow import MlflowClient; "
+                               "MlflowClient(tracking_uri=f'sqlite:///{sys.argv[1]}/same.db').search_experiments()"),
+}
+
+
 def import_profile() -> dict[str, Any]:
     """`python -X importtime -m cd4ml.cli --help`: heavy libraries imported, slowest top-level imports."""
     proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "cd4ml.cli", "--help"], env=child_env(),
@@ -113,6 +129,8 @@ def markdown(doc: dict[str, Any]) -> str:
         "|---|---|---|",
         *[f"| {t['target']} | {t['value']} | {'met' if t['met'] else '**missed**'} |" for t in doc["targets"]],
         "",
+        doc["store_note"],
+        "",
         "## What `cd4ml --help` imports (`python -X importtime -m cd4ml.cli --help`)",
         "",
         f"{imp['modules']} modules. Heavy libraries imported: "
@@ -144,6 +162,12 @@ def main(argv: list[str] | None = None) -> int:
         ):
             commands[name] = timed(cmd, args.repeats)
             print(f"{name}: median {commands[name]['median_s']:.3f} s", flush=True)
+        stores = Path(tmp) / "stores"
+        stores.mkdir()
+        os.environ["XDG_CACHE_HOME"] = str(Path(tmp) / "cache")  # the warm-up makes the cached store
+        for name, program in STORE_PROGRAMS.items():
+            commands[name] = timed([sys.executable, "-c", program, str(stores)], args.repeats)
+            print(f"{name}: median {commands[name]['median_s']:.3f} s", flush=True)
     imports = import_profile()
     help_s = commands["cd4ml --help"]["median_s"]
     targets = [{"target": f"`cd4ml --help` <= {HELP_MAX_S} s (median)", "value": f"{help_s:.3f} s",
@@ -154,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
                        "python": platform.python_version(), "platform": platform.platform(),
                        "cpus": os.cpu_count(), "loadavg_start": load_start,
                        "loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()]},
-           "repeats": args.repeats, "commands": commands, "imports": imports, "targets": targets}
+           "repeats": args.repeats, "commands": commands, "imports": imports, "targets": targets,
+           "store_note": store_note}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "startup.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     md = markdown(doc)

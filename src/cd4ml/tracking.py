@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
+from cd4ml import empty_store
+
 if TYPE_CHECKING:
     from mlflow.store.artifact.artifact_repo import ArtifactRepository
     from mlflow.tracking import MlflowClient
@@ -55,7 +57,10 @@ def _quiet_mlflow() -> None:
 
 def connect(project: Project) -> "MlflowClient":
     """Point MLflow at the project's store and return a client for it."""
-    return connect_uri(tracking_uri(project))
+    uri = tracking_uri(project)
+    if uri == embedded_uri(project):
+        empty_store.seed(project.state_dir / _EMBEDDED_DB)
+    return connect_uri(uri)
 
 
 def import_mlflow() -> None:
