@@ -25,7 +25,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 LONGEST_FIRST = ("tests/test_demo.py", "tests/test_plain_install.py", "tests/test_demo_churn.py",
                  "tests/test_own_data.py", "tests/test_pipeline.py", "tests/test_registry_concurrency.py",
                  "tests/test_crash_consistency.py", "tests/serve/test_service.py", "tests/test_tracking_server.py",
-                 "tests/test_moved_project.py", "tests/serve/test_release_integrity.py",
+                 "tests/test_moved_project.py", "tests/serve/test_release_integrity.py", "tests/test_empty_store.py",
                  "tests/test_classification_run.py", "tests/serve/test_worker_swaps.py",
                  "tests/monitor/test_honest_monitoring.py", "tests/monitor/test_feedback_loop.py")
 

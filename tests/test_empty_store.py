@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -40,7 +41,7 @@ def test_two_new_projects_start_from_the_one_empty_store(shop: Path, ingested_te
     other = tmp_path / "other"
     shutil.copytree(ingested_template, other, symlinks=True)
     _first_run(shop)
-    (template,) = cache.glob("mlflow-*-empty.db")
+    (template,) = cache.glob("mlflow-*-empty-*.db")
     made = template.stat().st_mtime_ns
     _first_run(other)
     assert template.stat().st_mtime_ns == made  # the second project did not make it again
@@ -53,14 +54,17 @@ def test_two_new_projects_start_from_the_one_empty_store(shop: Path, ingested_te
         assert experiments["groceries"] == "cd4ml-state:/mlartifacts"
 
 
-def test_a_damaged_cached_store_is_made_again(shop: Path, cache: Path) -> None:
-    cache.mkdir(parents=True)
-    from importlib.metadata import version
-
-    damaged = cache / f"mlflow-{version('mlflow')}-empty.db"
-    damaged.write_bytes(b"<html>not a database</html>" * 100)
+def test_a_damaged_cached_store_is_made_again(shop: Path, tmp_path: Path, cache: Path) -> None:
+    """Another SQLite file put in the cached store's place (one MLflow cannot use) is never copied."""
+    assert empty_store.seed(tmp_path / "first.db")
+    (template,) = cache.glob("mlflow-*-empty-*.db")
+    template.unlink()
+    with sqlite3.connect(template) as con:
+        con.execute("CREATE TABLE experiments (x INTEGER)")
     _first_run(shop)
-    assert damaged.read_bytes().startswith(b"SQLite format 3\x00")
+    assert not template.exists()
+    (remade,) = cache.glob("mlflow-*-empty-*.db")
+    assert remade.read_bytes().startswith(b"SQLite format 3\x00")
 
 
 def test_without_a_writable_cache_mlflow_makes_the_store(shop: Path, tmp_path: Path,

@@ -1,15 +1,16 @@
 """A new project's embedded MLflow store starts as a copy of an empty store MLflow made once.
 
 MLflow builds a new SQLite store by running its whole chain of schema migrations, seconds of CPU
-for every new project (benchmarks/results/empty-store.md). For one MLflow version the empty store
-is always the same file, so MLflow makes it once per machine in the user's cache folder and each
-new project gets a copy. cd4ml neither reads nor writes the store's tables: MLflow opens the copy
+for every new project (the store rows of benchmarks/results/startup.md). For one MLflow version the
+empty store is always the same store, so MLflow makes it once per machine in the user's cache
+folder and each new project gets a copy. cd4ml neither reads nor writes the store's tables: MLflow opens the copy
 as any store of its own version. Its Default experiment, which cd4ml never uses, points at the
 cache folder's `mlruns`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -17,7 +18,6 @@ import sys
 import uuid
 from pathlib import Path
 
-_SQLITE_HEADER = b"SQLite format 3\x00"
 # Run in a child with the cache folder as its working directory: the store MLflow makes there is
 # the same whichever project asked first, and this process keeps no engine on the template.
 _MAKE = ("import sys, logging; logging.disable(logging.INFO); from mlflow import MlflowClient; "
@@ -54,28 +54,35 @@ def seed(db: Path) -> bool:
 
 
 def _template() -> Path | None:
-    """The empty store of the installed MLflow version, made by MLflow on first use."""
+    """The empty store of the installed MLflow version, made by MLflow on first use.
+
+    Its name carries its content's digest: a file that no longer matches (a stray write, a disk
+    fault, another store put in its place) is removed and made again.
+    """
     from importlib.metadata import version
 
     folder = cache_folder()
-    template = folder / f"mlflow-{version('mlflow')}-empty.db"
-    if template.is_file():
-        # Anything but a whole SQLite file (a stray write, a disk fault) is made again.
-        with template.open("rb") as head:
-            if head.read(16) == _SQLITE_HEADER:
-                return template
-
+    stem = f"mlflow-{version('mlflow')}-empty"
+    for made in sorted(folder.glob(f"{stem}-*.db")):
+        if made.stem == f"{stem}-{_digest(made)}":
+            return made
+        made.unlink(missing_ok=True)
     folder.mkdir(parents=True, exist_ok=True)
-    partial = _beside(template)
+    partial = _beside(folder / f"{stem}.db")
     try:
         made = subprocess.run([sys.executable, "-c", _MAKE, partial.name], cwd=folder, capture_output=True,
                               timeout=300)
         if made.returncode != 0:
             return None
-        os.replace(partial, template)  # whole or absent, whoever finishes first
+        template = folder / f"{stem}-{_digest(partial)}.db"
+        os.replace(partial, template)  # whole or absent
     finally:
         partial.unlink(missing_ok=True)
     return template
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
 def _beside(path: Path) -> Path:
