@@ -69,9 +69,9 @@ def shop(ingested_template: Path, tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def first_run(ingested_template: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainedProject:
-    """The small grocery project's first `cd4ml run`, once: version 1, champion."""
+    """The small grocery project's first `cd4ml run`, once: version 1, champion, with its plots."""
     root = _copy(ingested_template, tmp_path_factory.mktemp("champion"))
-    run = train(root)
+    run = train(root, "tracking.plots=true")
     assert run.promoted
     return TrainedProject(root, run)
 

@@ -176,9 +176,12 @@ def test_pinned_data_version_is_read_and_recorded(shop: Path) -> None:
     pinned = _run(shop, data_version=0)
     latest = _run(shop, "acceptance.champion_tolerance=1.0", "acceptance.slice_tolerance=10")
     assert (pinned.data_version, latest.data_version) == (0, 1)
-    run = _registry(shop).client.get_run(pinned.run_id)
+    client = _registry(shop).client
+    run = client.get_run(pinned.run_id)
     assert run.data.params["data.version"] == "0"
     assert run.data.metrics["rows.train"] + run.data.metrics["rows.holdout"] == len(frame)
+    # The tests' projects set tracking.plots: false (the first run's test checks the default's plots).
+    assert client.list_artifacts(pinned.run_id, "plots") == [] and "plots" not in pinned.seconds
 
 
 @pytest.mark.parametrize(("setting", "key"), [

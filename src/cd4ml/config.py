@@ -332,6 +332,7 @@ class MonitoringConfig(_Strict):
 class TrackingConfig(_Strict):
     uri: str | None = None
     experiment: str | None = None
+    plots: bool = True  # false: no holdout plots drawn and logged (a child process per run saved)
 
 
 # `task: regression` in the file, the `Task` itself in the config (its name again when dumped).

@@ -46,9 +46,9 @@ class Tracked:
 
 
 def track(project: Project, pinned: Pinned, data: Prepared, ev: Evaluation, registry: Registry,
-          release_dir: Path, promote: bool | None, stage: StageClock, plots: RunPlotsProcess,
+          release_dir: Path, promote: bool | None, stage: StageClock, plots: RunPlotsProcess | None,
           plots_dir: Path) -> Tracked:
-    """The MLflow run: register the release, gate it (and promote it), log the plots."""
+    """The MLflow run: register the release, gate it (and promote it), log the plots (if drawn)."""
     import mlflow
 
     commit, dirty = git_state(project.root)
@@ -63,9 +63,10 @@ def track(project: Project, pinned: Pinned, data: Prepared, ev: Evaluation, regi
             crash_point("run.registered")
         with stage("gate"):
             verdict = gate(project, data, ev, registry, version, run_id, promote)
-        with stage("plots"):
-            plots.wait()
-            mlflow.log_artifacts(str(plots_dir), "plots")
+        if plots is not None:
+            with stage("plots"):
+                plots.wait()
+                mlflow.log_artifacts(str(plots_dir), "plots")
     return Tracked(run_id, version, verdict)
 
 

@@ -71,9 +71,11 @@ def run_pipeline(project: Project, *, data_version: int | None = None, on_stage:
             ev = evaluate(cfg, task, pinned.model, data)
         # Drawn by a child process while the run registers and gates (on the other core).
         plots_dir = Path(tmp_name) / "plots"
-        plots = RunPlotsProcess(plots_dir, f"{cfg.project}: holdout", cfg.seed, ev.y_hold, ev.pred,
-                                cfg.metrics.primary, ev.slices, ev.base_slices)
-        cleanup.callback(plots.stop)  # before the folder it writes to is removed
+        plots = None
+        if cfg.tracking.plots:
+            plots = RunPlotsProcess(plots_dir, f"{cfg.project}: holdout", cfg.seed, ev.y_hold, ev.pred,
+                                    cfg.metrics.primary, ev.slices, ev.base_slices)
+            cleanup.callback(plots.stop)  # before the folder it writes to is removed
         tracked = track(project, pinned, data, ev, registry, release_dir, promote, clock, plots, plots_dir)
     chosen = (ev.task.threshold if isinstance(ev.task, Classification)
               and isinstance(cfg.decision.threshold, ThresholdChoice) else None)
