@@ -11,7 +11,8 @@ import pytest
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
 
-from helpers import Service, TrainedProject, make_grocery_project, prepare_in_process_cli, system_tool, train
+from helpers import (Service, TrainedProject, commit_all, edit_yaml, make_grocery_project, prepare_in_process_cli,
+                     system_tool, train)
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--no-first-run", "--disable-dev-shm-usage"]
@@ -71,7 +72,9 @@ def shop(ingested_template: Path, tmp_path: Path) -> Path:
 def first_run(ingested_template: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainedProject:
     """The small grocery project's first `cd4ml run`, once: version 1, champion, with its plots."""
     root = _copy(ingested_template, tmp_path_factory.mktemp("champion"))
-    run = train(root, "tracking.plots=true")
+    edit_yaml(root, tracking__plots=True)  # in the file: a rerun of this project is this run again
+    commit_all(root, "plots drawn")
+    run = train(root)
     assert run.promoted
     return TrainedProject(root, run)
 
