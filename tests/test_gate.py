@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 
 from cd4ml.config import AcceptanceConfig, Bound
+from cd4ml.evaluate.metrics import Bias
 from cd4ml.gate.checks import Evidence, evaluate
 from cd4ml.task import REGRESSION, TASKS
 
 
 def _evidence(**kw) -> Evidence:
     base = dict(task=REGRESSION, primary="rmse", candidate={"rmse": 10.0, "r2": 0.6},
-                baseline={"rmse": 12.0, "r2": 0.4},
+                baselines={"group_mean": {"rmse": 12.0, "r2": 0.4}},
                 candidate_slices={"family": {"A": {"rmse": 9.0, "rows": 500.0}, "B": {"rmse": 11.0, "rows": 500.0}}},
                 latency_p99_ms=2.0, parity_max_abs_diff=0.0)
     base.update(kw)
@@ -33,7 +34,11 @@ def test_all_pass_without_champion() -> None:
     [
         (dict(thresholds={"r2": Bound(min=0.7)}), {}, "threshold:r2"),
         (dict(thresholds={"rmse": Bound(max=9.5)}), {}, "threshold:rmse"),
-        ({}, {"baseline": {"rmse": 9.0, "r2": 0.7}}, "beats_baseline"),
+        ({}, {"baselines": {"group_mean": {"rmse": 9.0, "r2": 0.7}}}, "beats_baseline"),
+        ({}, {"baselines": {"group_mean": {"rmse": 12.0}, "last_value": {"rmse": 10.0}}}, "beats_baseline"),
+        (dict(bias_tolerance=0.05), {"bias": Bias(0.94)}, "bias"),
+        (dict(bias_tolerance=0.05), {"bias": Bias(1.0, {"family": {"A": (1.2, 30)}})}, "bias"),
+        (dict(bias_tolerance=0.05), {"bias": Bias(float("nan"))}, "bias"),
         (dict(champion_tolerance=0.05), {"champion": {"rmse": 9.0}, "champion_version": "3",
                                          "champion_slices": {"family": {"A": {"rmse": 9.0, "rows": 500.0},
                                                                         "B": {"rmse": 11.0, "rows": 500.0}}}},
@@ -113,9 +118,23 @@ def test_also_no_worse_holds_the_champion_comparison_on_each_listed_metric() -> 
 def test_classification_metrics_are_judged_in_their_own_direction() -> None:
     binary = TASKS["binary"].configured("y", "bool", None, 0.5)
     ev = _evidence(task=binary, primary="auc", candidate={"auc": 0.80, "logloss": 0.50},
-                   baseline={"auc": 0.5, "logloss": 0.69}, candidate_slices={},
+                   baselines={"group_mean": {"auc": 0.5, "logloss": 0.69}}, candidate_slices={},
                    champion={"auc": 0.78, "logloss": 0.45}, champion_version="2", champion_slices={})
     report = evaluate(AcceptanceConfig(thresholds={"auc": Bound(min=0.85), "logloss": Bound(max=0.6)},
                                        also_no_worse=["logloss"]), ev)
     assert [c.name for c in report.failed] == ["threshold:auc", "vs_champion:logloss"]
     assert _check(report, "beats_baseline").passed and _check(report, "vs_champion").passed
+
+
+def test_every_baseline_is_named_and_beaten_and_bias_is_judged_per_slice_of_enough_rows() -> None:
+    rules = AcceptanceConfig(bias_tolerance=0.05, min_slice_rows=30)
+    ev = _evidence(baselines={"group_mean": {"rmse": 12.0}, "last_value": {"rmse": 10.5}},
+                   bias=Bias(1.03, {"family": {"A": (0.97, 500), "B": (1.5, 29)}}))
+    report = evaluate(rules, ev)
+    assert report.passed  # the slice off by 50% has too few rows to be judged
+    assert _check(report, "beats_baseline").threshold == "better than group mean 12.0000, last value 10.5000"
+    losing = evaluate(rules, _evidence(baselines={"group_mean": {"rmse": 12.0}, "last_value": {"rmse": 9.0},
+                                                  "seasonal_naive": {"rmse": 10.0}}, bias=Bias(1.0)))
+    assert _check(losing, "beats_baseline").reason == ("rmse 10.0000 does not beat the last value baseline's "
+                                                       "9.0000, the seasonal naive baseline's 10.0000")
+    assert "bias" not in {c.name for c in evaluate(AcceptanceConfig(), ev).checks}  # reported, not enforced

@@ -159,7 +159,8 @@ def run(
                                   promote=False if no_promote else None, force=force, lookup=lookup)
     if as_json:
         _print_json({"run_id": result.run_id, "version": result.version, "data_version": result.data_version,
-                     "metrics": result.metrics, "baseline": result.baseline, "oracle": result.oracle,
+                     "metrics": result.metrics, "baseline": result.baseline, "baselines": result.baselines,
+                     "oracle": result.oracle, "bias": result.bias,
                      "gate": result.gate.to_dict(), "promoted": result.promoted, "seconds": result.seconds,
                      "skipped_as": result.skipped_as, "note": result.note,
                      "decision_threshold": result.decision_threshold,
@@ -172,6 +173,8 @@ def run(
 
 
 def _print_run(project: "Project", result: Any) -> None:
+    from cd4ml.gate.checks import BASELINE_LABELS
+
     if result.skipped_as:
         verdict = "passed" if result.gate.passed else "rejected by"
         console.print(f"Nothing changed since run {result.skipped_as[:8]} (same data version "
@@ -185,14 +188,19 @@ def _print_run(project: "Project", result: Any) -> None:
     primary = project.config.metrics.primary
     table = Table(title=f"Run {result.run_id[:8]} on data version {result.data_version}: holdout metrics")
     table.add_column("metric", no_wrap=True)
-    for col in ("model", "naive baseline", *(["oracle"] if result.oracle else [])):
+    kinds = list(result.baselines)
+    labels = ["naive baseline"] if kinds == ["group_mean"] else [BASELINE_LABELS[k] for k in kinds]
+    for col in ("model", *labels, *(["oracle"] if result.oracle else [])):
         table.add_column(col, justify="right")
     for name, value in result.metrics.items():
-        row = [f"{value:.4f}", f"{result.baseline[name]:.4f}"]
+        row = [f"{value:.4f}", *(f"{result.baselines[k][name]:.4f}" for k in kinds)]
         if result.oracle:
             row.append(f"{result.oracle[name]:.4f}")
         table.add_row(f"[bold]{name}[/]" if name == primary else name, *row)
     console.print(table)
+    if result.bias is not None:
+        console.print(f"Forecast totals: sum of predictions / sum of actuals on the holdout = {result.bias:.3f}"
+                      + (f" ({result.bias - 1:+.1%})" if result.bias == result.bias else ""))
     choice = project.config.decision.threshold
     if result.decision_threshold is not None and not isinstance(choice, float):
         console.print(f"Decision threshold chosen on the training data: {result.decision_threshold:.4f} "

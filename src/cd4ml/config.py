@@ -233,8 +233,79 @@ class MetricsConfig(_Strict):
         return w
 
 
+# A time step: an optional count and a unit (pandas' aliases): 1D, 1h, 30min, 1W (weeks from Monday), 1MS, 1YS.
+FREQUENCY_UNITS = ("s", "min", "h", "D", "W", "MS", "YS")
+# A season in steps of one unit: a day of hours or minutes, a week of days, a year of weeks or months.
+_SEASON_OF = {"s": 86_400, "min": 1440, "h": 24, "D": 7, "W": 52, "MS": 12}
+
+
+@dataclass(frozen=True)
+class Frequency:
+    """The time step of a series: `count` units (`unit` one of FREQUENCY_UNITS)."""
+
+    count: int
+    unit: str
+
+    @classmethod
+    def parse(cls, text: str) -> "Frequency":
+        match = re.fullmatch(r"(\d*)(" + "|".join(FREQUENCY_UNITS) + ")", text.strip())
+        if not match or match.group(1).startswith("0"):
+            raise ValueError(f"{text!r} is not a time step: a count and a unit ({', '.join(FREQUENCY_UNITS)}), "
+                             "e.g. 1D, 1h, 30min, 1W, 1MS, 1YS")
+        return cls(int(match.group(1) or 1), match.group(2))
+
+    @property
+    def default_season(self) -> int | None:
+        """Steps in one season (a day of 30-minute steps: 48; a week of days: 7), if the step divides one."""
+        per_unit = _SEASON_OF.get(self.unit)
+        if per_unit is None or per_unit % self.count or per_unit == self.count:
+            return None  # a season of one step would repeat the last value
+        return per_unit // self.count
+
+
+class ForecastConfig(_Strict):
+    """A forecasting problem: which columns name one series, its time step, and how many steps ahead a
+    forecast is made (a forecast for time t knows the actuals up to t - horizon steps)."""
+
+    series: list[str] = Field(default_factory=list, description="columns that identify one series; [] = one series")
+    frequency: str = Field(description="the time step: 1D, 1h, 30min, 1W, 1MS, 1YS (pandas' aliases)")
+    horizon: int = Field(1, ge=1, le=100_000, description="steps between the latest known actual and the forecast time")
+
+    @field_validator("frequency")
+    @classmethod
+    def _frequency(cls, v: str) -> str:
+        Frequency.parse(v)
+        return v
+
+    @property
+    def step(self) -> Frequency:
+        return Frequency.parse(self.frequency)
+
+
+BaselineKind = Literal["group_mean", "last_value", "seasonal_naive", "rolling_mean"]
+# The baselines that read a series' own history (they need `forecast:`).
+HISTORY_BASELINES = ("last_value", "seasonal_naive", "rolling_mean")
+
+
 class BaselineConfig(_Strict):
+    """The naive forecasts a model must beat. `group_mean`: the training mean per `group_by` group;
+    with `forecast:`, per series: `last_value` (the actual `horizon` steps back), `seasonal_naive` (the
+    actual one `season` back, whole seasons past the horizon) and `rolling_mean` (the mean of the
+    `window` actuals ending `horizon` steps back)."""
+
+    kind: list[BaselineKind] | None = Field(
+        None, description="default: [group_mean], and with forecast: also last_value and seasonal_naive")
     group_by: list[str] = Field(default_factory=list)
+    season: int | None = Field(None, gt=0, le=100_000, description="steps in a season; default from forecast.frequency "
+                                                       "(a week of days, a day of hours)")
+    window: int = Field(7, gt=0, le=1000, description="steps averaged by rolling_mean")
+
+    @field_validator("kind")
+    @classmethod
+    def _distinct(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and (not v or len(set(v)) != len(v)):
+            raise ValueError("list each baseline once, and at least one")
+        return v
 
 
 class AcceptanceConfig(_Strict):
@@ -247,6 +318,9 @@ class AcceptanceConfig(_Strict):
     parity_tolerance: float = Field(0.0, ge=0.0)
     also_no_worse: list[str] = Field(default_factory=list,
                                      description="metrics the champion comparison holds for besides the primary")
+    bias_tolerance: float | None = Field(
+        None, gt=0, description="regression: the sum of the holdout's predictions within this share of the sum of "
+                                "its actuals, overall and in every slice (0.05: 5%); null: reported, not enforced")
 
 
 class RegistryConfig(_Strict):
@@ -356,6 +430,7 @@ class ProjectConfig(_Strict):
     decision: DecisionConfig = DecisionConfig()
     metrics: MetricsConfig = MetricsConfig()
     baseline: BaselineConfig = BaselineConfig()
+    forecast: ForecastConfig | None = None
     slices: list[str] = Field(default_factory=list)
     feature_tests: str | None = Field("tests", description="the project's own tests, run before training")
     acceptance: AcceptanceConfig = AcceptanceConfig()
@@ -399,6 +474,7 @@ class ProjectConfig(_Strict):
                              "type date, datetime, or int for whole years (2019)")
         self._check_time_grid(time_type)
         self._configure_task()
+        self._check_forecast(time_type)
         for key in self.schema_.keys:
             if key not in cols:
                 raise ValueError(f"schema.keys names {key!r}, which is not under schema.columns")
@@ -483,6 +559,54 @@ class ProjectConfig(_Strict):
                 if part in TIME_OF_DAY_PARTS:
                     raise ValueError(f"features.calendar part {part!r} needs a time of day, but time_column "
                                      f"{self.time_column!r} has type {time_type}: it would always be 0")
+
+    def _check_forecast(self, time_type: str) -> None:
+        """`forecast:` names series columns, a step the time column can take, and baselines that fit the task."""
+        from cd4ml.task import Regression
+
+        forecast, cols = self.forecast, self.schema_.columns
+        if forecast is not None:
+            for name in forecast.series:
+                if name not in cols or name in self.label_columns or name == self.time_column:
+                    raise ValueError(f"forecast.series names {name!r}: it must be a column under schema.columns, "
+                                     "and neither a label nor the time column")
+            unit = forecast.step.unit
+            if time_type == "int" and unit != "YS":
+                raise ValueError(f"forecast.frequency {forecast.frequency!r}: time_column {self.time_column!r} "
+                                 "holds whole years, so the step is a number of years (1YS)")
+            if time_type == "date" and unit in ("s", "min", "h"):
+                raise ValueError(f"forecast.frequency {forecast.frequency!r} is shorter than a day, but "
+                                 f"time_column {self.time_column!r} holds dates")
+        kinds = self.baseline_kinds
+        history = [k for k in kinds if k != "group_mean"]
+        if history and forecast is None:
+            raise ValueError(f"baseline.kind {history[0]} reads each series' history: describe the series "
+                             "under forecast: (series, frequency, horizon)")
+        if history and not isinstance(self.task, Regression):
+            raise ValueError(f"baseline.kind {history[0]} forecasts a number: it applies to task: regression")
+        if "seasonal_naive" in kinds and self.baseline_season is None:
+            raise ValueError(f"baseline.season: forecast.frequency {forecast.frequency!r} has no default "
+                             "season: give the steps in one season (e.g. 7 for a week of days)")
+        if self.acceptance.bias_tolerance is not None and not isinstance(self.task, Regression):
+            raise ValueError("acceptance.bias_tolerance compares sums of predicted and actual values: it "
+                             "applies to task: regression")
+
+    @property
+    def baseline_kinds(self) -> list[str]:
+        """The baselines a run scores, in order: `baseline.kind`, or its default for the project."""
+        if self.baseline.kind is not None:
+            return list(self.baseline.kind)
+        if self.forecast is None or self.task.name != "regression":
+            return ["group_mean"]
+        season = ["seasonal_naive"] if self.forecast.step.default_season else []
+        return ["group_mean", "last_value", *season]
+
+    @property
+    def baseline_season(self) -> int | None:
+        """Steps in one season for seasonal_naive: `baseline.season`, or the frequency's default."""
+        if self.baseline.season is not None:
+            return self.baseline.season
+        return self.forecast.step.default_season if self.forecast is not None else None
 
     @property
     def label_columns(self) -> list[str]:

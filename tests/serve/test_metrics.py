@@ -7,7 +7,6 @@ import collections
 import json
 import signal
 import subprocess
-import time
 from pathlib import Path
 from typing import Any, Iterator
 

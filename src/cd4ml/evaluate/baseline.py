@@ -1,8 +1,11 @@
-"""The naive baseline every model must beat, and per-slice scores.
+"""The naive baselines every model must beat, and per-slice scores.
 
-The baseline predicts, for each holdout row, the mean (model-space) target of
+The group mean predicts, for each holdout row, the mean (model-space) target of
 its group in the training period, e.g. per store x item x weekday; groups
-unseen in training fall back to the overall mean.
+unseen in training fall back to the overall mean. A forecasting project's
+history baselines predict each row from its own series' actuals some steps
+back (`lagged_mean`): the last value, the same time one season back, a
+rolling mean. All predict in the model's target space.
 """
 
 from __future__ import annotations
@@ -29,6 +32,52 @@ def naive_baseline(train: Mapping[str, np.ndarray], y_train: np.ndarray,
     means = np.bincount(inverse, weights=y_train) / np.bincount(inverse)
     idx, found = table.find([np.asarray(holdout[c]) for c in group_by])
     return np.where(found, means[idx], prior)
+
+
+def time_steps(times: np.ndarray, count: int, unit: str) -> np.ndarray:
+    """Each time's step number on a grid of `count` `unit`s (config.FREQUENCY_UNITS), int64 (n,):
+    times one step apart differ by 1. `times`: datetime64 of any precision, or whole years as ints."""
+    if np.issubdtype(times.dtype, np.integer):
+        return times.astype(np.int64) // count
+    if unit == "MS":
+        return times.astype("datetime64[M]").astype(np.int64) // count
+    if unit == "YS":
+        return times.astype("datetime64[Y]").astype(np.int64) // count
+    if unit == "W":  # weeks from Monday: 1970-01-05 was one
+        return (times.astype("datetime64[D]").astype(np.int64) - 4) // (7 * count)
+    seconds = {"s": 1, "min": 60, "h": 3600, "D": 86_400}[unit] * count
+    return times.astype("datetime64[s]").astype(np.int64) // seconds
+
+
+def history_lags(kind: str, horizon: int, season: int | None, window: int) -> list[int]:
+    """The steps back a history baseline reads, none nearer than `horizon`: `last_value` the horizon
+    itself; `seasonal_naive` the nearest whole number of seasons at or past it; `rolling_mean` the
+    `window` steps ending at it."""
+    if kind == "last_value":
+        return [horizon]
+    if kind == "seasonal_naive":
+        assert season is not None  # the config gives one or refuses the kind
+        return [season * -(-horizon // season)]
+    if kind == "rolling_mean":
+        return list(range(horizon, horizon + window))
+    raise ValueError(f"unknown history baseline {kind!r}")
+
+
+def lagged_mean(keys: list[np.ndarray], steps: np.ndarray, y: np.ndarray, query_keys: list[np.ndarray],
+                query_steps: np.ndarray, lags: list[int]) -> np.ndarray:
+    """For each query row (n_query,), the mean of its series' values `lags` steps before its step; NaN
+    where none of them is known. The history: series `keys` (columns of n), `steps` (n,) and values `y`
+    (n,); a step held twice by one series counts as its mean."""
+    table, inverse = KeyTable.group([*keys, steps])
+    values = np.bincount(inverse, weights=np.asarray(y, dtype=np.float64)) / np.bincount(inverse)
+    total = np.zeros(len(query_steps))
+    known = np.zeros(len(query_steps), dtype=np.int64)
+    for lag in lags:
+        idx, found = table.find([*query_keys, query_steps - lag])
+        total[found] += values[idx[found]]
+        known += found
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(known > 0, total / known, np.nan)
 
 
 def slice_scores(batch: Mapping[str, np.ndarray], columns: list[str], score: Scorer, metrics: list[str],

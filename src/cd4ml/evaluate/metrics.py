@@ -6,8 +6,8 @@ predictions `p` and optional non-negative weights `w` (default 1).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -68,3 +68,36 @@ METRICS: dict[str, Metric] = {
     )
 }
 
+
+
+@dataclass(frozen=True)
+class Bias:
+    """How far forecast totals run from actual totals on the holdout: sum of predictions / sum of actuals
+    (1.0: unbiased; 0.8: totals 20% low), overall and per value of each slice column with its row count.
+    NaN where the actuals sum to 0."""
+
+    overall: float
+    slices: dict[str, dict[str, tuple[float, int]]] = field(default_factory=dict)  # column -> value -> (ratio, rows)
+
+    def to_json(self) -> dict[str, object]:
+        return {"overall": self.overall,
+                "slices": {c: {v: {"ratio": r, "rows": n} for v, (r, n) in values.items()}
+                           for c, values in self.slices.items()}}
+
+
+def _ratio(y: np.ndarray, p: np.ndarray) -> float:
+    total = float(np.sum(y))
+    return float(np.sum(p)) / total if total else float("nan")
+
+
+def total_bias(y: np.ndarray, p: np.ndarray, batch: Mapping[str, np.ndarray], columns: list[str]) -> Bias:
+    """`Bias` of predictions `p` (n,) against actuals `y` (n,), per value of `batch`'s `columns` (each (n,))."""
+    y, p = np.asarray(y, dtype=float), np.asarray(p, dtype=float)
+    slices: dict[str, dict[str, tuple[float, int]]] = {}
+    for column in columns:
+        values = np.asarray(batch[column])
+        slices[column] = {}
+        for value in np.unique(values):
+            mask = values == value
+            slices[column][str(value)] = (_ratio(y[mask], p[mask]), int(mask.sum()))
+    return Bias(_ratio(y, p), slices)

@@ -2,7 +2,10 @@
 
 Checks, all configured under `acceptance:` in cd4ml.yaml:
 - threshold:<metric>  absolute bounds on holdout metrics;
-- beats_baseline      the primary metric beats the naive baseline;
+- beats_baseline      the primary metric beats every baseline (the group mean,
+                      and a forecast's last value, seasonal naive, rolling mean);
+- bias                sum of predictions within `bias_tolerance` of the sum of
+                      actuals, overall and per slice (regression, when set);
 - vs_champion         not worse than the current champion, re-scored on the
                       same holdout, by more than `champion_tolerance`;
 - vs_champion:<metric> the same for each metric under `also_no_worse`;
@@ -20,7 +23,12 @@ from typing import Any, Protocol
 import numpy as np
 
 from cd4ml.config import AcceptanceConfig, ProjectConfig
+from cd4ml.evaluate.metrics import Bias
 from cd4ml.task import SliceScores, Task
+
+# How the run's table and the gate's reasons name each kind of baseline (config.BaselineKind).
+BASELINE_LABELS = {"group_mean": "group mean", "last_value": "last value", "seasonal_naive": "seasonal naive",
+                   "rolling_mean": "rolling mean"}
 
 
 class Timed(Protocol):
@@ -79,8 +87,9 @@ class Evidence:
     task: Task
     primary: str
     candidate: dict[str, float]
-    baseline: dict[str, float]
+    baselines: dict[str, dict[str, float]]  # kind -> metrics
     candidate_slices: SliceScores
+    bias: Bias | None = None
     champion_version: str | None = None
     champion: dict[str, float] | None = None
     champion_slices: SliceScores | None = None
@@ -99,13 +108,10 @@ def evaluate(rules: AcceptanceConfig, ev: Evidence) -> GateReport:
                                           f"<= {bound.max}" if bound.max is not None else "") if s)
         report.checks.append(Check(f"threshold:{name}", ok, value, limits,
                                    reason="" if ok else f"{name} = {value:.4f} is outside {limits}"))
-    metric = ev.task.metric(ev.primary)
-    cand, base = ev.candidate[ev.primary], ev.baseline[ev.primary]
     if rules.beat_baseline:
-        ok = metric.worse_by(cand, base) < 0
-        report.checks.append(Check("beats_baseline", ok, cand, f"better than baseline {base:.4f}",
-                                   reason="" if ok else f"{ev.primary} {cand:.4f} does not beat the naive "
-                                                        f"baseline's {base:.4f}"))
+        report.checks.append(_beats_baselines(ev))
+    if rules.bias_tolerance is not None:
+        report.checks.append(_bias(rules, ev.bias))
     report.checks.extend(_vs_champion(rules, ev, name) for name in (ev.primary, *rules.also_no_worse))
     report.checks.extend(_slices(rules, ev))
     if rules.latency_p99_ms is not None:
@@ -119,6 +125,38 @@ def evaluate(rules: AcceptanceConfig, ev: Evidence) -> GateReport:
                                reason="" if ok else "the packaged model does not predict what the trained "
                                                     f"model did (max |diff| {diff})"))
     return report
+
+
+def _beats_baselines(ev: Evidence) -> Check:
+    """The primary metric strictly better than every baseline's."""
+    metric = ev.task.metric(ev.primary)
+    cand = ev.candidate[ev.primary]
+    scores = {kind: metrics[ev.primary] for kind, metrics in ev.baselines.items()}
+    unbeaten = [kind for kind, base in scores.items() if metric.worse_by(cand, base) >= 0]
+    if list(scores) == ["group_mean"]:
+        base = scores["group_mean"]
+        return Check("beats_baseline", not unbeaten, cand, f"better than baseline {base:.4f}",
+                     reason=f"{ev.primary} {cand:.4f} does not beat the naive baseline's {base:.4f}" if unbeaten else "")
+    limit = "better than " + ", ".join(f"{BASELINE_LABELS[kind]} {base:.4f}" for kind, base in scores.items())
+    return Check("beats_baseline", not unbeaten, cand, limit,
+                 reason=f"{ev.primary} {cand:.4f} does not beat " + ", ".join(
+                     f"the {BASELINE_LABELS[kind]} baseline's {scores[kind]:.4f}" for kind in unbeaten)
+                 if unbeaten else "")
+
+
+def _bias(rules: AcceptanceConfig, bias: Bias | None) -> Check:
+    """Forecast totals within the tolerance of actual totals, overall and in every slice of enough rows."""
+    tolerance = rules.bias_tolerance
+    assert tolerance is not None and bias is not None  # the config allows it for regression only
+    limit = f"sum of predictions within {tolerance:.1%} of actuals, overall and per slice"
+    off = lambda ratio: not abs(ratio - 1.0) <= tolerance  # noqa: E731  (NaN, from actuals summing to 0, is off)
+    failing = [f"overall {bias.overall:.3f}"] if off(bias.overall) else []
+    for column, values in bias.slices.items():
+        failing += [f"{column} {value} {ratio:.3f}" for value, (ratio, rows) in values.items()
+                    if rows >= rules.min_slice_rows and off(ratio)]
+    return Check("bias", not failing, bias.overall, limit,
+                 reason=("predicted / actual totals outside 1 ± " + f"{tolerance:g}: " + ", ".join(failing[:5])
+                         + (f" and {len(failing) - 5} more" if len(failing) > 5 else "")) if failing else "")
 
 
 def _vs_champion(rules: AcceptanceConfig, ev: Evidence, name: str) -> Check:

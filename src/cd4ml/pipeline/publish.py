@@ -83,9 +83,9 @@ def register(project: Project, pinned: Pinned, data: Prepared, ev: Evaluation, r
     save_release(release_dir, spec=data.spec, plan=data.plan, estimator=pinned.model, snapshot=pinned.snapshot,
                  inputs=inputs, info=info, example=data.hold[list(data.spec.inputs)].head(20))
     save_profile(release_dir, ev.reference)
-    _log_run(project, data.version, commit, dirty, pinned.snapshot.digest, ev.metrics, ev.baseline, ev.oracle,
-             data.n_train, len(data.hold))
-    mlflow.log_dict({"slices": ev.slices, "baseline_slices": ev.base_slices}, "evaluation/slices.json")
+    _log_run(project, data.version, commit, dirty, pinned.snapshot.digest, ev, data.n_train, len(data.hold))
+    mlflow.log_dict({"slices": ev.slices, "baseline_slices": ev.base_slices,
+                     **({"bias": ev.bias.to_json()} if ev.bias else {})}, "evaluation/slices.json")
     if isinstance(ev.task, Classification):  # configured or chosen on training data
         mlflow.log_param("decision.threshold", ev.task.threshold)
     requirements = [f"{k}=={v}" for k, v in package_versions().items() if v != "not installed" and k != "cd4ml"]
@@ -106,8 +106,8 @@ def gate(project: Project, data: Prepared, ev: Evaluation, registry: Registry, v
     cfg = project.config
     cache = project.release_cache
     hold_df = data.hold
-    evidence = Evidence(task=ev.task, primary=cfg.metrics.primary, candidate=ev.metrics, baseline=ev.baseline,
-                        candidate_slices=ev.slices)
+    evidence = Evidence(task=ev.task, primary=cfg.metrics.primary, candidate=ev.metrics, baselines=ev.baselines,
+                        candidate_slices=ev.slices, bias=ev.bias)
     reloaded = registry.load(version, cache, threads=0)
     evidence.parity_max_abs_diff = float(np.max(np.abs(reloaded.predict_frame(hold_df) - ev.pred)))
     served = Release(reloaded.folder)  # one thread, as a service predicts
@@ -146,9 +146,10 @@ def judge_and_promote(registry: Registry, evidence: Evidence, version: str, run_
     return Verdict(report, before, promoted)
 
 
-def _log_run(project: Project, pinned: int, commit: str, dirty: bool, digest: str, metrics: dict[str, float],
-             baseline: dict[str, float], oracle: dict[str, float] | None, n_train: int, n_hold: int) -> None:
-    """Params after overrides, metrics with baseline and oracle, lineage tags, the resolved config."""
+def _log_run(project: Project, pinned: int, commit: str, dirty: bool, digest: str, ev: Evaluation,
+             n_train: int, n_hold: int) -> None:
+    """Params after overrides, metrics with the baselines (`baseline.` the strongest, `baseline_<kind>.` each),
+    bias and oracle, lineage tags, the resolved config."""
     import mlflow
 
     cfg = project.config
@@ -157,8 +158,11 @@ def _log_run(project: Project, pinned: int, commit: str, dirty: bool, digest: st
                        "seed": cfg.seed, "data.version": pinned,
                        "split": json.dumps(cfg.split.model_dump(exclude_none=True)),
                        "features": json.dumps(cfg.features.model_dump(mode="json"))[:6000]})
-    mlflow.log_metrics({**metrics, **{f"baseline.{k}": v for k, v in baseline.items()},
-                        **({f"oracle.{k}": v for k, v in oracle.items()} if oracle else {}),
+    mlflow.log_metrics({**ev.metrics, **{f"baseline.{k}": v for k, v in ev.baseline.items()},
+                        **{f"baseline_{kind}.{k}": v for kind, scores in ev.baselines.items()
+                           for k, v in scores.items()},
+                        **({"bias.overall": ev.bias.overall} if ev.bias else {}),
+                        **({f"oracle.{k}": v for k, v in ev.oracle.items()} if ev.oracle else {}),
                         "rows.train": n_train, "rows.holdout": n_hold})
     mlflow.set_tags({"cd4ml.version": __version__, "cd4ml.git_commit": commit, "cd4ml.git_dirty": str(dirty),
                      "cd4ml.data_table": cfg.data.table,  # as configured: relative to the project

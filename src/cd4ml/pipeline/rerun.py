@@ -68,8 +68,10 @@ class EarlierRun:
     data_version: int
     judged_against: str | None  # the champion its gate compared with, if its promotion was interrupted
     metrics: dict[str, float]
+    baselines: dict[str, dict[str, float]]
     baseline: dict[str, float]
     oracle: dict[str, float] | None
+    bias: float | None
     gate: "GateReport"
     decision_threshold: float | None = None  # the classifier's threshold, as logged (configured or chosen)
 
@@ -246,11 +248,22 @@ def find(client: "MlflowClient", experiment_id: str, fingerprint: str) -> dict[s
                 "data_version": int(tags["cd4ml.data_version"]),
                 "judged_against": tags[GATE_CHAMPION_TAG] if unpromoted else None,
                 "metrics": {k: v for k, v in metrics.items() if "." not in k},
-                "baseline": split("baseline."), "oracle": split("oracle.") or None,
+                "baselines": _by_kind(split("baseline_")) or {"group_mean": split("baseline.")},  # older runs: one
+                "baseline": split("baseline."),
+                "oracle": split("oracle.") or None, "bias": metrics.get("bias.overall"),
                 "checks": json.loads(Path(path).read_text())["checks"],
                 "decision_threshold": (float(run.data.params["decision.threshold"])
                                        if "decision.threshold" in run.data.params else None)}
     return None
+
+
+def _by_kind(metrics: dict[str, float]) -> dict[str, dict[str, float]]:
+    """{"last_value.rmse": v} -> {"last_value": {"rmse": v}}: each baseline's logged metrics."""
+    out: dict[str, dict[str, float]] = {}
+    for name, value in metrics.items():
+        kind, _, metric = name.partition(".")
+        out.setdefault(kind, {})[metric] = value
+    return out
 
 
 def tagged_fingerprints(client: "MlflowClient") -> list[str]:

@@ -33,8 +33,10 @@ class RunResult:
     version: str
     data_version: int
     metrics: dict[str, float]
-    baseline: dict[str, float]
+    baselines: dict[str, dict[str, float]]  # kind -> holdout metrics, as configured
+    baseline: dict[str, float]  # the strongest baseline's
     oracle: dict[str, float] | None
+    bias: float | None  # regression: sum of holdout predictions / sum of actuals
     gate: GateReport
     promoted: bool
     champion_before: str | None
@@ -80,9 +82,9 @@ def run_pipeline(project: Project, *, data_version: int | None = None, on_stage:
     chosen = (ev.task.threshold if isinstance(ev.task, Classification)
               and isinstance(cfg.decision.threshold, ThresholdChoice) else None)
     verdict = tracked.verdict
-    return RunResult(tracked.run_id, tracked.version, data.version, ev.metrics, ev.baseline, ev.oracle,
-                     verdict.report, verdict.promoted, verdict.champion_before, clock.seconds,
-                     decision_threshold=chosen)
+    return RunResult(tracked.run_id, tracked.version, data.version, ev.metrics, ev.baselines, ev.baseline,
+                     ev.oracle, ev.bias.overall if ev.bias else None, verdict.report, verdict.promoted,
+                     verdict.champion_before, clock.seconds, decision_threshold=chosen)
 
 
 def _connect(project: Project) -> Any:
@@ -102,9 +104,9 @@ def _skipped(earlier: rerun.EarlierRun, project: Project, promote: bool | None) 
     out, the promotion is carried out now, provided the champion is still the one it was judged against.
     """
     chosen = earlier.decision_threshold if isinstance(project.config.decision.threshold, ThresholdChoice) else None
-    result = RunResult(earlier.run_id, earlier.version, earlier.data_version, earlier.metrics,
-                       earlier.baseline, earlier.oracle, earlier.gate, False, None, skipped_as=earlier.run_id,
-                       decision_threshold=chosen)
+    result = RunResult(earlier.run_id, earlier.version, earlier.data_version, earlier.metrics, earlier.baselines,
+                       earlier.baseline, earlier.oracle, earlier.bias, earlier.gate, False, None,
+                       skipped_as=earlier.run_id, decision_threshold=chosen)
     auto = project.config.registry.auto_promote if promote is None else promote
     if earlier.judged_against is None or not auto:
         return result

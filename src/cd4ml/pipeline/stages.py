@@ -14,6 +14,8 @@ import pandas as pd
 
 from cd4ml.config import PROJECT_FILE, Project, ProjectConfig
 from cd4ml.data.table import TrainingTable
+from cd4ml.evaluate.baseline import history_lags, lagged_mean, time_steps
+from cd4ml.evaluate.metrics import Bias, total_bias
 from cd4ml.errors import Cd4mlError, ConfigError
 from cd4ml.features.code import CodeSnapshot, take_snapshot
 from cd4ml.features.transforms import FeatureSpec, Lookup
@@ -106,21 +108,23 @@ class Prepared:
     n_train: int
     hold: pd.DataFrame
     derived_hold: dict[str, np.ndarray]
-    base_model_space: np.ndarray  # the naive baseline's predictions of the holdout
+    baselines_model_space: dict[str, np.ndarray]  # each baseline's predictions of the holdout, by kind
 
 
 @dataclass
 class Evaluation:
-    """The fitted model and the baseline scored on the holdout."""
+    """The fitted model and the baselines scored on the holdout."""
     task: Task  # the project's, with the decision threshold this run chose
     pred: np.ndarray
     y_hold: np.ndarray
     weights: np.ndarray | None
     metrics: dict[str, float]
-    baseline: dict[str, float]
+    baselines: dict[str, dict[str, float]]  # kind -> metrics, in the configured order
+    baseline: dict[str, float]  # the strongest baseline's metrics (best primary metric)
     oracle: dict[str, float] | None
     slices: dict[str, dict[str, dict[str, float]]]
-    base_slices: dict[str, dict[str, dict[str, float]]]
+    base_slices: dict[str, dict[str, dict[str, float]]]  # the strongest baseline's
+    bias: Bias | None  # regression: sum of predictions / sum of actuals, overall and per slice
     reference: ReleaseProfile  # the reference profile saved in the release (profile.json)
 
 
@@ -176,19 +180,20 @@ def prepare(project: Project, pinned: Pinned,
         train_batch = frame_to_batch(train_df, _derive_columns(cfg, spec, list(train_df.columns)), shared_text=True)
         del train_df
         try:
-            # Only the baseline reads derived training rows; every other column is freed early.
+            # Only the baselines read derived training rows; every other column is freed early.
             plan, X_train, derived_train = transforms.FeaturePlan.fit_transform(
                 spec, train_batch, y_train, pinned.snapshot.resolve(cfg.features.custom), holidays,
-                keep=list(cfg.baseline.group_by))
+                keep=list(dict.fromkeys([*cfg.baseline.group_by, *_history_columns(cfg)])))
         except transforms.FeatureSpecError as exc:
             raise ConfigError(str(exc), file=str(project.root / PROJECT_FILE), key=exc.key) from None
         del train_batch
         derived_hold = plan.derive(frame_to_batch(hold_df, _derive_columns(cfg, spec, list(hold_df.columns)),
                                                   shared_text=True))
         _check_columns(project, derived_hold)
-        # The baseline needs no model: scored here, the derived training rows need not outlive the fit.
-        base_model_space = cfg.task.baseline(derived_train, y_train, derived_hold, cfg.baseline.group_by)
-    return (Prepared(version, spec, plan, n_train, hold_df, derived_hold, base_model_space),
+        # The baselines need no model: scored here, the derived training rows need not outlive the fit.
+        y_hold = transforms.forward_target(spec, hold_df[cfg.target].to_numpy()) if _history_columns(cfg) else None
+        baselines = _baselines(cfg, derived_train, y_train, derived_hold, y_hold)
+    return (Prepared(version, spec, plan, n_train, hold_df, derived_hold, baselines),
             estimators.Handover(X_train), y_train)
 
 
@@ -204,8 +209,8 @@ def fit(project: Project, model: Any, data: Prepared, handover: estimators.Hando
 
 
 def evaluate(cfg: ProjectConfig, task: Task, model: Any, data: Prepared) -> Evaluation:
-    """The model and the naive baseline (and the oracle column, if any) scored on the holdout, with
-    the reference profile the release keeps."""
+    """The model and the baselines (and the oracle column, if any) scored on the holdout, with the
+    reference profile the release keeps."""
     hold_df, derived_hold = data.hold, data.derived_hold
     X_hold = data.plan.transform(frame_to_batch(hold_df, request_columns(data.spec, list(hold_df.columns))))
     y_hold = task.encode(hold_df[cfg.target].to_numpy())
@@ -213,14 +218,51 @@ def evaluate(cfg: ProjectConfig, task: Task, model: Any, data: Prepared) -> Eval
     w = cfg.metrics.row_weights(hold_df)
     names = scored_metrics(cfg)
     metrics = task.score(names, y_hold, pred, w)
-    base_pred = data.plan.inverse_target(data.base_model_space)
-    baseline = task.score(names, y_hold, base_pred, w)
+    baselines = {kind: task.score(names, y_hold, data.plan.inverse_target(space), w)
+                 for kind, space in data.baselines_model_space.items()}
+    primary = task.metric(cfg.metrics.primary)
+    strongest = min(baselines, key=lambda kind: primary.worse_by(baselines[kind][cfg.metrics.primary],
+                                                                 metrics[cfg.metrics.primary]))
+    base_pred = data.plan.inverse_target(data.baselines_model_space[strongest])
     oracle = task.score(names, y_hold, _oracle(cfg, hold_df), w) if cfg.oracle_column else None
     slices = task.slice_scores(derived_hold, cfg.slices, [cfg.metrics.primary], y_hold, pred, w)
     reference = build_reference(cfg, derived_hold, pred, y_hold, data.spec.to_json(),
                                 days=_distinct_days(hold_df[cfg.time_column]))
     base_slices = task.slice_scores(derived_hold, cfg.slices, [cfg.metrics.primary], y_hold, base_pred, w)
-    return Evaluation(task, pred, y_hold, w, metrics, baseline, oracle, slices, base_slices, reference)
+    bias = total_bias(y_hold, pred, derived_hold, cfg.slices) if not isinstance(task, Classification) else None
+    return Evaluation(task, pred, y_hold, w, metrics, baselines, baselines[strongest], oracle, slices, base_slices,
+                      bias, reference)
+
+
+def _history_columns(cfg: ProjectConfig) -> list[str]:
+    """The columns the history baselines read: each series' key columns and the time column."""
+    if cfg.forecast is None or cfg.baseline_kinds == ["group_mean"]:
+        return []
+    return [*cfg.forecast.series, cfg.time_column]
+
+
+def _baselines(cfg: ProjectConfig, train: dict[str, np.ndarray], y_train: np.ndarray, hold: dict[str, np.ndarray],
+               y_hold: np.ndarray | None) -> dict[str, np.ndarray]:
+    """Each configured baseline's predictions of the holdout (model space), by kind. A history baseline reads
+    actuals of the training rows and of holdout rows at least `forecast.horizon` steps earlier; where its
+    series has none at the steps it reads (a new series, a gap), it predicts the group mean."""
+    group_mean = cfg.task.baseline(train, y_train, hold, cfg.baseline.group_by)
+    history = _history_columns(cfg)
+    if history:
+        assert cfg.forecast is not None and y_hold is not None
+        step, series = cfg.forecast.step, cfg.forecast.series
+        keys = [np.concatenate([train[c], hold[c]]) for c in series]
+        steps = time_steps(np.concatenate([train[cfg.time_column], hold[cfg.time_column]]), step.count, step.unit)
+        y = np.concatenate([y_train, y_hold])
+    out = {}
+    for kind in cfg.baseline_kinds:
+        if kind == "group_mean":
+            out[kind] = group_mean
+            continue
+        lags = history_lags(kind, cfg.forecast.horizon, cfg.baseline_season, cfg.baseline.window)
+        pred = lagged_mean(keys, steps, y, [hold[c] for c in series], steps[len(y_train):], lags)
+        out[kind] = np.where(np.isnan(pred), group_mean, pred)
+    return out
 
 
 def _oracle(cfg: ProjectConfig, hold_df: pd.DataFrame) -> np.ndarray:
@@ -236,7 +278,8 @@ def _distinct_days(times: pd.Series) -> int:
 
 def _derive_columns(cfg: ProjectConfig, spec: FeatureSpec, available: list[str]) -> list[str]:
     """The table columns a run derives features from: a request's, and those the baseline and slices group by."""
-    wanted = set(request_columns(spec, available)) | set(cfg.baseline.group_by) | set(cfg.slices)
+    wanted = set(request_columns(spec, available)) | set(cfg.baseline.group_by) | set(cfg.slices) | set(
+        _history_columns(cfg))
     return [c for c in available if c in wanted]
 
 
@@ -252,7 +295,8 @@ def _check_table_columns(project: Project, frame: pd.DataFrame, version: int) ->
 def _check_columns(project: Project, derived: dict[str, np.ndarray]) -> None:
     """Slice and baseline columns must exist once features are derived."""
     cfg = project.config
-    for key, columns in (("slices", cfg.slices), ("baseline.group_by", cfg.baseline.group_by)):
+    for key, columns in (("slices", cfg.slices), ("baseline.group_by", cfg.baseline.group_by),
+                         ("forecast.series", _history_columns(cfg))):
         for c in columns:
             if c not in derived:
                 raise ConfigError(f"column {c!r} is neither in the data nor derived by a feature step",
