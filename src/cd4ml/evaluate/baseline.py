@@ -14,6 +14,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from cd4ml.evaluate.metrics import slice_masks
 from cd4ml.features.transforms import KeyTable
 
 # (metric names, y, p, w) -> {name: value}; the task's metrics
@@ -83,12 +84,8 @@ def lagged_mean(keys: list[np.ndarray], steps: np.ndarray, y: np.ndarray, query_
 def slice_scores(batch: Mapping[str, np.ndarray], columns: list[str], score: Scorer, metrics: list[str],
                  y: np.ndarray, p: np.ndarray, w: np.ndarray | None) -> dict[str, dict[str, dict[str, float]]]:
     """{column: {value: {metric: score, "rows": n}}} for every value of each slice column, scored by `score`."""
-    out: dict[str, dict[str, dict[str, float]]] = {}
-    for column in columns:
-        values = np.asarray(batch[column])
-        out[column] = {}
-        for value in np.unique(values):
-            mask = values == value
-            scores = score(metrics, y[mask], p[mask], None if w is None else w[mask])
-            out[column][str(value)] = {**scores, "rows": float(mask.sum())}
+    out: dict[str, dict[str, dict[str, float]]] = {column: {} for column in columns}
+    for column, value, mask in slice_masks(batch, columns):
+        scores = score(metrics, y[mask], p[mask], None if w is None else w[mask])
+        out[column][value] = {**scores, "rows": float(mask.sum())}
     return out

@@ -7,7 +7,7 @@ predictions `p` and optional non-negative weights `w` (default 1).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -90,14 +90,18 @@ def _ratio(y: np.ndarray, p: np.ndarray) -> float:
     return float(np.sum(p)) / total if total else float("nan")
 
 
+def slice_masks(batch: Mapping[str, np.ndarray], columns: list[str]) -> Iterator[tuple[str, str, np.ndarray]]:
+    """(column, value as text, row mask (n,)) for every value of each of `batch`'s `columns`."""
+    for column in columns:
+        values = np.asarray(batch[column])
+        for value in np.unique(values):
+            yield column, str(value), values == value
+
+
 def total_bias(y: np.ndarray, p: np.ndarray, batch: Mapping[str, np.ndarray], columns: list[str]) -> Bias:
     """`Bias` of predictions `p` (n,) against actuals `y` (n,), per value of `batch`'s `columns` (each (n,))."""
     y, p = np.asarray(y, dtype=float), np.asarray(p, dtype=float)
-    slices: dict[str, dict[str, tuple[float, int]]] = {}
-    for column in columns:
-        values = np.asarray(batch[column])
-        slices[column] = {}
-        for value in np.unique(values):
-            mask = values == value
-            slices[column][str(value)] = (_ratio(y[mask], p[mask]), int(mask.sum()))
+    slices: dict[str, dict[str, tuple[float, int]]] = {column: {} for column in columns}
+    for column, value, mask in slice_masks(batch, columns):
+        slices[column][value] = (_ratio(y[mask], p[mask]), int(mask.sum()))
     return Bias(_ratio(y, p), slices)
