@@ -193,3 +193,19 @@ def test_a_longer_horizon_reads_further_back_and_bias_is_enforced_when_asked(wal
     assert out["baselines"]["seasonal_naive"]["rmse"] == pytest.approx(_rmse(hold, y[:, first - 14:-14]), rel=1e-9)
     bias = next(c for c in out["gate"]["checks"] if c["name"] == "bias")
     assert not bias["passed"] and bias["value"] == out["bias"] and "overall" in bias["reason"]
+
+
+def test_a_series_with_a_repeated_time_step_is_refused_at_ingest(tmp_path: Path) -> None:
+    from cd4ml.config import load_project
+
+    root = _walk_project(tmp_path / "p", schema__keys=[])
+    assert load_project(root).config.schema_.keys == ["t", "region"]  # one row per series and step
+    lines = _walk_csv().splitlines()
+    (root / "data.csv").write_text("\n".join([*lines, lines[5].replace(lines[5].split(",")[2], "1.0")]) + "\n")
+    out = cli(root, "data", "ingest", check=4)
+    text = " ".join((out.stdout + out.stderr).split())
+    assert "repeats the key (t, region)" in text and lines[5].split(",")[0] in text and "north" in text, text
+    assert not (root / ".cd4ml" / "data").exists() or not any((root / ".cd4ml" / "data").rglob("*.parquet"))
+    edit_yaml(root, schema__keys=["t"])
+    with pytest.raises(ConfigError, match="one row per series and time step"):
+        load_project(root)

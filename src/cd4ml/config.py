@@ -570,6 +570,13 @@ class ProjectConfig(_Strict):
                 if name not in cols or name in self.label_columns or name == self.time_column:
                     raise ValueError(f"forecast.series names {name!r}: it must be a column under schema.columns, "
                                      "and neither a label nor the time column")
+            # One row per series and time step: the table's key, so ingest refuses a repeated step (exit 4).
+            series_key = [self.time_column, *forecast.series]
+            if not self.schema_.keys:
+                object.__setattr__(self.schema_, "keys", series_key)  # frozen model; its own validator
+            elif set(self.schema_.keys) != set(series_key):
+                raise ValueError(f"schema.keys {self.schema_.keys} must be the time column and forecast.series "
+                                 f"({', '.join(series_key)}): one row per series and time step")
             unit = forecast.step.unit
             if time_type == "int" and unit != "YS":
                 raise ValueError(f"forecast.frequency {forecast.frequency!r}: time_column {self.time_column!r} "
