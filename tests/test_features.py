@@ -233,7 +233,19 @@ def test_fit_transform_equals_fit_then_transform_and_derive() -> None:
     for k, v in reference.arrays.items():
         assert plan.arrays[k].dtype == v.dtype
         np.testing.assert_array_equal(plan.arrays[k], v, err_msg=k)
-    np.testing.assert_array_equal(X, reference.transform(batch))
+    served = reference.transform(batch)
+    np.testing.assert_array_equal(X[:, :3], served[:, :3])  # dayofweek, kind, grade: as served
+    # The encodings (the last two columns) are cross-fitted on the training rows, computed here by hand.
+    frame = pd.DataFrame({"shop": batch["shop"], "kind": batch["kind"], "grade": batch["grade"], "y": y})
+    for j, cols in zip((3, 4), (["shop", "kind"], ["grade"])):
+        expected = np.empty(n)
+        for fold in np.array_split(np.arange(n), T.ENCODING_FOLDS):
+            other = frame.drop(index=fold).dropna(subset=cols).groupby(cols)["y"].agg(["sum", "count"])
+            smoothed = (other["sum"] + 2.0 * y.mean()) / (other["count"] + 2.0)
+            keys = pd.MultiIndex.from_frame(frame.loc[fold, cols]) if len(cols) > 1 else frame.loc[fold, cols[0]]
+            expected[fold] = smoothed.reindex(keys).fillna(y.mean()).to_numpy()
+        np.testing.assert_allclose(X[:, j], expected, rtol=1e-12, err_msg=str(cols))
+        assert not np.array_equal(X[:, j], served[:, j])  # a row's own target is not in its training encoding
     for c, v in reference.derive(batch).items():
         np.testing.assert_array_equal(derived[c], v, err_msg=c)
     # With `keep`, the caller's batch is given up (emptied, its arrays freed early) for the same matrix.
@@ -249,7 +261,8 @@ def test_fit_transform_equals_fit_then_transform_and_derive() -> None:
     twice = dataclasses.replace(spec, categorical=("kind", "grade", "kind"), numeric=("dayofweek", "dayofweek"))
     plan2, X2, _ = T.FeaturePlan.fit_transform(twice, dict(batch), y, {}, np.array([], dtype="datetime64[D]"),
                                                keep=["shop"])
-    np.testing.assert_array_equal(X2, plan2.transform(batch))
+    np.testing.assert_array_equal(X2[:, :5], plan2.transform(batch)[:, :5])
+    np.testing.assert_array_equal(X2[:, 5:], X[:, 3:])
 
 
 def test_shared_text_training_batches_fit_what_unicode_batches_fit() -> None:
@@ -289,9 +302,11 @@ def test_shared_text_training_batches_fit_what_unicode_batches_fit() -> None:
         np.testing.assert_array_equal(plan_s.arrays[k], v, err_msg=k)
     np.testing.assert_array_equal(X_s, X)
     np.testing.assert_array_equal(kept_s["kind"], kept["kind"])
-    # What a request of a few rows gets from the plan trained on shared text: the training rows' features.
+    # What a request of a few rows gets from the plan trained on shared text: the training rows' features
+    # (the encodings as fitted on every training row: the matrix has them cross-fitted).
     few = {"date": frame["date"].to_numpy()[-5:], "item": item[-5:]}
-    np.testing.assert_array_equal(plan_s.transform(few), X[-5:])
+    np.testing.assert_array_equal(plan_s.transform(few), plan.transform(frame_to_batch(frame))[-5:])
+    np.testing.assert_array_equal(plan_s.transform(few)[:, :4], X[-5:, :4])
 
 
 def test_custom_functions_see_a_batch_they_can_read_and_write() -> None:
@@ -304,3 +319,17 @@ def test_custom_functions_see_a_batch_they_can_read_and_write() -> None:
     assert set(work) == {"kind", "n"} and work["kind"].dtype == object  # the training batch is untouched
     with pytest.raises(KeyError):
         del view["n"]
+
+
+def test_a_training_row_never_sees_its_own_target_through_an_encoding() -> None:
+    # Ten shops of one row each, in ten blocks of time: a leaky encoding would hand each row its own target.
+    n = 10
+    spec = T.FeatureSpec(
+        time_column="date", inputs=("date", "shop"), lookups=(), lookup_columns=(), calendar=(), slot_minutes=None,
+        holidays=False, custom=(), target_encodings=(("shop",),), encoding_smoothing=0.0, categorical=(),
+        numeric=(), target_transform=None, clip_min=None, task=None)
+    batch = {"date": np.arange(n).astype("datetime64[D]"), "shop": np.arange(n)}
+    y = np.arange(n, dtype=float) * 10
+    plan, X, _ = T.FeaturePlan.fit_transform(spec, batch, y, {}, np.array([], dtype="datetime64[D]"))
+    np.testing.assert_array_equal(X[:, 0], np.full(n, y.mean()))  # no other row of its shop: the prior
+    np.testing.assert_array_equal(plan.transform(batch)[:, 0], y)  # served: each shop's training mean

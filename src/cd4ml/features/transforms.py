@@ -430,6 +430,32 @@ def _missing_like(values: np.ndarray, n: int) -> np.ndarray:
     return np.full(n, np.nan)
 
 
+# Training rows (in time order) are cut into this many consecutive blocks; each block's encodings are
+# fitted on the other blocks' rows.
+ENCODING_FOLDS = 5
+
+
+def _out_of_fold(inverse: np.ndarray, y: np.ndarray, sums: np.ndarray, counts: np.ndarray, m: float, prior: float,
+                 known: np.ndarray) -> np.ndarray:
+    """A target encoding's column for its own training rows (n,), cross-fitted: each row gets its group's
+    smoothed mean over the rows of the other ENCODING_FOLDS - 1 blocks, so no row sees its own target (a
+    leak that grows as groups get small). `inverse` (n,): each row's group; `sums`, `counts`: per group
+    over all rows; `known`: groups without an unknown part. A group with no rows in the other blocks (or
+    an unknown part) gets `prior`, as an unseen group does when predicting."""
+    n = len(inverse)
+    out = np.empty(n, dtype=np.float64)
+    bounds = np.linspace(0, n, ENCODING_FOLDS + 1).astype(np.int64)
+    for start, stop in zip(bounds[:-1], bounds[1:]):
+        part = inverse[start:stop]
+        other_sums = sums - np.bincount(part, weights=y[start:stop], minlength=len(sums))
+        other_counts = counts - np.bincount(part, minlength=len(counts))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means = (other_sums + m * prior) / (other_counts + m)
+        means[(other_counts == 0) | ~known] = prior
+        out[start:stop] = means[part]
+    return out
+
+
 def encoding_name(cols: list[str]) -> str:
     return "te__" + "__".join(cols)
 
@@ -494,14 +520,14 @@ class FeaturePlan:
         (Fortran order): each of its columns is written in one contiguous pass.
         """
         cls._check_inputs(spec, batch)
-        plan, work, codes, rows = cls._fit(spec, batch, y, custom, holiday_dates)
+        plan, work, codes, encoded = cls._fit(spec, batch, y, custom, holiday_dates)
         n = len(work[spec.inputs[0]]) if spec.inputs else 0
         if keep is not None:
             batch.clear()
             work = {c: v for c, v in work.items() if c in {*spec.numeric, *keep}}
         X = np.empty((n, len(plan.feature_names)), dtype=np.float64, order="F")
         numeric = spec.numeric
-        for j, column in enumerate(plan._columns(work, codes, rows)):
+        for j, column in enumerate(plan._columns(work, codes, encoded)):
             X[:, j] = column
             # Freed at its last use (a column may be listed twice), unless the caller keeps it.
             if keep is not None and j < len(numeric) and numeric[j] not in (*numeric[j + 1:], *keep):
@@ -514,7 +540,8 @@ class FeaturePlan:
              custom: Mapping[str, CustomFn], holiday_dates: np.ndarray
              ) -> tuple["FeaturePlan", Batch, dict[str, np.ndarray], list[np.ndarray | None]]:
         """The plan, the derived batch, and what `_columns` needs to skip looking the rows up again:
-        each categorical column's codes and each encoding's group index per row."""
+        each categorical column's codes; and each encoding's column for these training rows, cross-fitted
+        (`_out_of_fold`): a row's own target never enters its own encoding."""
         arrays: dict[str, np.ndarray] = {"holidays": np.unique(np.asarray(holiday_dates, dtype="datetime64[D]"))}
         work = dict(batch)
         for i, lk in enumerate(spec.lookups):
@@ -551,18 +578,19 @@ class FeaturePlan:
                 fitted[c] = Vocabulary.fit_codes(work[c])
             return fitted[c]
 
-        rows: list[np.ndarray | None] = []
+        encoded: list[np.ndarray | None] = []
         for i, cols in enumerate(spec.target_encodings):
             table, inverse = KeyTable.group_codes([fit_codes(c) for c in cols])
             sums = np.bincount(inverse, weights=y, minlength=len(table.keys))
             counts = np.bincount(inverse, minlength=len(table.keys))
             table.values = {"mean": (sums + m * prior) / (counts + m)}
             arrays.update(table.to_arrays(f"enc{i}"))
-            rows.append(inverse)
+            encoded.append(_out_of_fold(inverse, y, sums, counts, m, prior, table.keys >= 0))
+            del inverse
         for c in spec.categorical:
             arrays[f"vocab.{c}"] = fit_codes(c)[0].values
         codes = {c: fit_codes(c)[1] for c in spec.categorical}
-        return cls(spec, arrays, custom), work, codes, rows
+        return cls(spec, arrays, custom), work, codes, encoded
 
     # -- applying --------------------------------------------------------------------------
     def _derive(self, batch: Mapping[str, np.ndarray], found_keys: dict[str, np.ndarray] | None = None) -> Batch:
@@ -662,12 +690,12 @@ class FeaturePlan:
         return np.stack(columns, axis=1, dtype=np.float64, casting="unsafe")  # one copy into the (n, p) matrix
 
     def _columns(self, work: Batch, codes: dict[str, np.ndarray] | None = None,
-                 rows: list[np.ndarray | None] | None = None) -> Iterator[np.ndarray]:
+                 encoded: list[np.ndarray | None] | None = None) -> Iterator[np.ndarray]:
         """The feature matrix's columns (n,), in order.
 
-        `codes` (categorical column -> codes) and `rows` (per encoding, each row's index into its
-        table): what fitting found for these very rows, the same as looking them up again. Each
-        entry is given up as it is used: nothing else holds it then.
+        `codes` (categorical column -> codes): what fitting found for these very rows, the same as
+        looking them up again; `encoded` (per encoding, the training rows' cross-fitted column):
+        used instead of the fitted tables. Each entry is given up as it is used: nothing else holds it then.
         """
         yield from (work[c] for c in self.spec.numeric)
         categorical = self.spec.categorical
@@ -679,11 +707,11 @@ class FeaturePlan:
             yield self._coded[c][col + 1]
         prior = float(self.arrays["global_mean"][0])
         for i, (cols, table) in enumerate(zip(self.spec.target_encodings, self._encodings)):
-            if rows is None:
-                idx, found = table.find([work[c] for c in cols])
-            else:
-                idx, rows[i] = rows[i], None
-                found = table.keys[idx] >= 0  # a row with an unknown part (NaN) has key -1
+            if encoded is not None:
+                column, encoded[i] = encoded[i], None
+                yield column
+                continue
+            idx, found = table.find([work[c] for c in cols])
             yield np.where(found, table.values["mean"][idx], prior)
 
     def known_values(self, column: str) -> np.ndarray | None:
