@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -220,11 +221,18 @@ def test_sklearn_estimator_is_stored_with_skops_and_reloads_exactly(shop: Path) 
 def test_failing_feature_tests_stop_the_pipeline_before_training(shop: Path) -> None:
     edit_yaml(shop, feature_tests="tests")
     features = shop / "features.py"
-    features.write_text(features.read_text().replace("(day == 15)", "(day == 14)"))  # a bug the tests catch
+    fixed = features.read_text()
+    stamp = features.stat().st_mtime_ns
+    features.write_text(fixed.replace("(day == 15)", "(day == 14)"))  # a bug the tests catch
+    os.utime(features, ns=(stamp, stamp))
     proc = cli(shop, "run", check=1)
     assert "tests/ failed" in proc.stderr and "stopped before training" in proc.stderr
     assert "test_paydays_are_the_15th" in proc.stderr
     assert _registry(shop).versions() == []  # nothing trained, nothing registered
+    # Fixed within the same second, to a file of the same size (as `git revert` can): the fix is what is tested.
+    features.write_text(fixed)
+    os.utime(features, ns=(stamp, stamp))
+    cli(shop, "run", check=0)
 
 
 def _nullable_project(root: Path, *sets: str) -> Path:

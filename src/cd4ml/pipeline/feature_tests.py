@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from cd4ml.config import Project
 from cd4ml.errors import FeatureTestsFailed
 
@@ -17,6 +19,7 @@ class FeatureTests:
         self.folder = project.config.feature_tests
         self.proc = None
         if self.folder and project.resolve(self.folder).exists():
+            _forget_bytecode(project, project.resolve(self.folder))
             self.proc = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", self.folder],
                                          cwd=project.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -40,3 +43,16 @@ class FeatureTests:
             raise FeatureTestsFailed(f"the project's tests in {self.folder}/ failed ({summary}); the pipeline "
                                      f"stopped before training\n{tail}")
         return summary
+
+
+def _forget_bytecode(project: Project, tests: Path) -> None:
+    """Remove the compiled copies of the project's own modules (its top folder, its feature packages, its
+    tests). Python reuses one while the source's modification second and size are unchanged: a fix made
+    and reverted within a second (`git revert` of a one-character change) would be tested as before."""
+    folders = [project.root / "__pycache__", *tests.rglob("__pycache__")]
+    for top in {spec.partition(":")[0].split(".")[0] for spec in project.config.features.custom}:
+        if (project.root / top).is_dir():
+            folders += (project.root / top).rglob("__pycache__")
+    for folder in folders:
+        for compiled in folder.glob("*.pyc"):
+            compiled.unlink(missing_ok=True)
