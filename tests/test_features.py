@@ -239,9 +239,12 @@ def test_fit_transform_equals_fit_then_transform_and_derive() -> None:
     frame = pd.DataFrame({"shop": batch["shop"], "kind": batch["kind"], "grade": batch["grade"], "y": y})
     for j, cols in zip((3, 4), (["shop", "kind"], ["grade"])):
         expected = np.empty(n)
-        for fold in np.array_split(np.arange(n), T.ENCODING_FOLDS):
+        folds = T.encoding_folds(n)
+        assert sorted(np.bincount(folds)) == [n // T.ENCODING_FOLDS] * T.ENCODING_FOLDS
+        for fold in (np.flatnonzero(folds == f) for f in range(T.ENCODING_FOLDS)):
             other = frame.drop(index=fold).dropna(subset=cols).groupby(cols)["y"].agg(["sum", "count"])
-            smoothed = (other["sum"] + 2.0 * y.mean()) / (other["count"] + 2.0)
+            m = 2.0 * (T.ENCODING_FOLDS - 1) / T.ENCODING_FOLDS  # the smoothing, scaled to the other folds' share
+            smoothed = (other["sum"] + m * y.mean()) / (other["count"] + m)
             keys = pd.MultiIndex.from_frame(frame.loc[fold, cols]) if len(cols) > 1 else frame.loc[fold, cols[0]]
             expected[fold] = smoothed.reindex(keys).fillna(y.mean()).to_numpy()
         np.testing.assert_allclose(X[:, j], expected, rtol=1e-12, err_msg=str(cols))
@@ -322,7 +325,7 @@ def test_custom_functions_see_a_batch_they_can_read_and_write() -> None:
 
 
 def test_a_training_row_never_sees_its_own_target_through_an_encoding() -> None:
-    # Ten shops of one row each, in ten blocks of time: a leaky encoding would hand each row its own target.
+    # Ten shops of one row each: a leaky encoding would hand each row its own target.
     n = 10
     spec = T.FeatureSpec(
         time_column="date", inputs=("date", "shop"), lookups=(), lookup_columns=(), calendar=(), slot_minutes=None,

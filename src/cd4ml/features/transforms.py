@@ -430,29 +430,38 @@ def _missing_like(values: np.ndarray, n: int) -> np.ndarray:
     return np.full(n, np.nan)
 
 
-# Training rows (in time order) are cut into this many consecutive blocks; each block's encodings are
-# fitted on the other blocks' rows.
+# Training rows are dealt at random (a fixed seed: the same rows, the same folds) into this many folds; each
+# fold's encodings are fitted on the other folds' rows. Not blocks of time: the rows of a group that is new
+# in the latest block (a store that just opened) would then have no out-of-fold rows at all.
 ENCODING_FOLDS = 5
+_FOLD_SEED = 20_240_101
+
+
+def encoding_folds(n: int) -> np.ndarray:
+    """Each of `n` training rows' fold (n,), in 0..ENCODING_FOLDS-1, folds as equal in size as n allows."""
+    return np.random.default_rng(_FOLD_SEED).permutation(n) % ENCODING_FOLDS
 
 
 def _out_of_fold(inverse: np.ndarray, y: np.ndarray, sums: np.ndarray, counts: np.ndarray, m: float, prior: float,
-                 known: np.ndarray) -> np.ndarray:
+                 known: np.ndarray, folds: np.ndarray) -> np.ndarray:
     """A target encoding's column for its own training rows (n,), cross-fitted: each row gets its group's
-    smoothed mean over the rows of the other ENCODING_FOLDS - 1 blocks, so no row sees its own target (a
-    leak that grows as groups get small). `inverse` (n,): each row's group; `sums`, `counts`: per group
-    over all rows; `known`: groups without an unknown part. A group with no rows in the other blocks (or
-    an unknown part) gets `prior`, as an unseen group does when predicting."""
-    n = len(inverse)
-    out = np.empty(n, dtype=np.float64)
-    bounds = np.linspace(0, n, ENCODING_FOLDS + 1).astype(np.int64)
-    for start, stop in zip(bounds[:-1], bounds[1:]):
-        part = inverse[start:stop]
-        other_sums = sums - np.bincount(part, weights=y[start:stop], minlength=len(sums))
+    smoothed mean over the rows of the other folds (`folds`, (n,)), so no row sees its own target (a leak
+    that grows as groups get small). `inverse` (n,): each row's group; `sums`, `counts`: per group over all
+    rows; `known`: groups without an unknown part. A group with no rows in the other folds (or an unknown
+    part) gets `prior`, as an unseen group does when predicting."""
+    out = np.empty(len(inverse), dtype=np.float64)
+    # The other folds hold (k-1)/k of a group's rows: smoothing scaled alike shrinks a training row's encoding
+    # as much as the served one (fitted on every row) is shrunk, so the model learns the scale it is served.
+    m = m * (ENCODING_FOLDS - 1) / ENCODING_FOLDS
+    for fold in range(ENCODING_FOLDS):
+        rows = folds == fold
+        part = inverse[rows]
+        other_sums = sums - np.bincount(part, weights=y[rows], minlength=len(sums))
         other_counts = counts - np.bincount(part, minlength=len(counts))
         with np.errstate(invalid="ignore", divide="ignore"):
             means = (other_sums + m * prior) / (other_counts + m)
         means[(other_counts == 0) | ~known] = prior
-        out[start:stop] = means[part]
+        out[rows] = means[part]
     return out
 
 
@@ -579,13 +588,14 @@ class FeaturePlan:
             return fitted[c]
 
         encoded: list[np.ndarray | None] = []
+        folds = encoding_folds(len(y)) if spec.target_encodings else None
         for i, cols in enumerate(spec.target_encodings):
             table, inverse = KeyTable.group_codes([fit_codes(c) for c in cols])
             sums = np.bincount(inverse, weights=y, minlength=len(table.keys))
             counts = np.bincount(inverse, minlength=len(table.keys))
             table.values = {"mean": (sums + m * prior) / (counts + m)}
             arrays.update(table.to_arrays(f"enc{i}"))
-            encoded.append(_out_of_fold(inverse, y, sums, counts, m, prior, table.keys >= 0))
+            encoded.append(_out_of_fold(inverse, y, sums, counts, m, prior, table.keys >= 0, folds))
             del inverse
         for c in spec.categorical:
             arrays[f"vocab.{c}"] = fit_codes(c)[0].values
