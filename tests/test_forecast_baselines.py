@@ -209,3 +209,18 @@ def test_a_series_with_a_repeated_time_step_is_refused_at_ingest(tmp_path: Path)
     edit_yaml(root, schema__keys=["t"])
     with pytest.raises(ConfigError, match="one row per series and time step"):
         load_project(root)
+
+
+@pytest.mark.parametrize(("changes", "words"), [
+    ({"model__params__objective": "poisson", "model__target_transform": "log1p"}, "target_transform: none"),
+    ({"model__params__objective": "tweedie"}, "min: 0"),
+])
+def test_a_count_objective_needs_the_target_on_its_own_scale_and_never_negative(
+        tmp_path: Path, changes: dict[str, Any], words: str) -> None:
+    from cd4ml.config import load_project
+
+    root = _walk_project(tmp_path / "p", **changes)
+    with pytest.raises(ConfigError, match=words):
+        load_project(root)
+    edit_yaml(root, model__target_transform="none", schema__columns__y={"type": "float", "min": 0})
+    assert load_project(root).config.model.params["objective"] in ("poisson", "tweedie")

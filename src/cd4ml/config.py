@@ -282,6 +282,9 @@ class ForecastConfig(_Strict):
         return Frequency.parse(self.frequency)
 
 
+# LightGBM's objectives with a log link, for counts and amounts (>= 0): their predictions' totals match the actuals'.
+COUNT_OBJECTIVES = ("poisson", "tweedie")
+
 BaselineKind = Literal["group_mean", "last_value", "seasonal_naive", "rolling_mean"]
 # The baselines that read a series' own history (they need `forecast:`).
 HISTORY_BASELINES = ("last_value", "seasonal_naive", "rolling_mean")
@@ -530,6 +533,7 @@ class ProjectConfig(_Strict):
                 if given:
                     raise ValueError(f"{key} applies to classification (task: binary or multiclass), "
                                      "not to task: regression")
+            self._check_count_objective(target)
             return
         if self.model.target_transform != "none" or self.model.clip_min is not None:
             raise ValueError("model.target_transform and model.clip_min apply to regression targets only")
@@ -559,6 +563,18 @@ class ProjectConfig(_Strict):
                 if part in TIME_OF_DAY_PARTS:
                     raise ValueError(f"features.calendar part {part!r} needs a time of day, but time_column "
                                      f"{self.time_column!r} has type {time_type}: it would always be 0")
+
+    def _check_count_objective(self, target: ColumnSpec) -> None:
+        """LightGBM's objectives for counts and amounts model the target on its own scale, and refuse negatives."""
+        objective = self.model.params.get("objective") if self.model.algorithm == "lightgbm" else None
+        if objective not in COUNT_OBJECTIVES:
+            return
+        if self.model.target_transform != "none":
+            raise ValueError(f"model.params.objective {objective} fits the target on its own scale (its log link "
+                             f"does what log1p did): set model.target_transform: none")
+        if target.min is None or target.min < 0:
+            raise ValueError(f"model.params.objective {objective} needs a target that is never negative: give "
+                             f"schema.columns.{self.target} min: 0, so that ingest refuses negative values")
 
     def _check_forecast(self, time_type: str) -> None:
         """`forecast:` names series columns, a step the time column can take, and baselines that fit the task."""
