@@ -101,6 +101,9 @@ def _walk_project(root: Path, **changes: Any) -> Path:
      "greater than 0"),
     ({"forecast__frequency": "7D", "baseline__kind": ["seasonal_naive"]}, "baseline.season", "no default season"),
     ({"acceptance__bias_tolerance": -0.1}, "acceptance.bias_tolerance", "greater than 0"),
+    ({"split__backtest": {"folds": 3}}, "split.backtest", "need a step"),
+    ({"split__backtest": {"folds": 3, "step": "fortnight"}}, "split.backtest.step", "not a time step"),
+    ({"acceptance__every_fold": True}, "acceptance.every_fold", "split.backtest.folds"),
 ])
 def test_bad_forecast_settings_name_their_key(tmp_path: Path, changes: dict[str, Any], key: str, words: str) -> None:
     from cd4ml.config import load_project
@@ -224,3 +227,22 @@ def test_a_count_objective_needs_the_target_on_its_own_scale_and_never_negative(
         load_project(root)
     edit_yaml(root, model__target_transform="none", schema__columns__y={"type": "float", "min": 0})
     assert load_project(root).config.model.params["objective"] in ("poisson", "tweedie")
+
+
+def test_a_backtest_scores_each_earlier_origin_and_every_fold_can_be_required(walk: Path) -> None:
+    y, _ = _holdout(_walk_csv())
+    out = json.loads(cli(walk, "run", "--json", "--set", "split.backtest={folds: 3, step: 1W}",
+                         "--set", "acceptance.every_fold=true", check=3).stdout)
+    folds = out["backtest"]
+    assert [f["steps_back"] for f in folds] == [0, 1, 2]
+    assert folds[0]["metrics"] == out["metrics"] and folds[0]["baselines"] == out["baselines"]
+    # The data ends on Thursday 2024-07-18; weeks run from Monday: fold 1 ends on Sunday 07-14, fold 2 on 07-07.
+    assert [(f["first"], f["last"]) for f in folds] == [("2024-06-21", "2024-07-18"), ("2024-06-17", "2024-07-14"),
+                                                        ("2024-06-10", "2024-07-07")]
+    for fold, last in zip(folds[1:], (DAYS - 5, DAYS - 12)):  # each fold's last day, as a column of y
+        start = last - HOLDOUT_DAYS + 1
+        hold = y[:, start:last + 1]
+        assert fold["rows"] == hold.size
+        assert fold["baselines"]["last_value"]["rmse"] == pytest.approx(_rmse(hold, y[:, start - 1:last]), rel=1e-9)
+    check = next(c for c in out["gate"]["checks"] if c["name"] == "backtest")
+    assert not check["passed"] and "fold 2 (2024-06-10..2024-07-07)" in check["reason"]

@@ -6,7 +6,7 @@ import pytest
 
 from cd4ml.config import AcceptanceConfig, Bound
 from cd4ml.evaluate.metrics import Bias
-from cd4ml.gate.checks import Evidence, evaluate
+from cd4ml.gate.checks import Evidence, FoldScores, evaluate
 from cd4ml.task import REGRESSION, TASKS
 
 
@@ -138,3 +138,17 @@ def test_every_baseline_is_named_and_beaten_and_bias_is_judged_per_slice_of_enou
     assert _check(losing, "beats_baseline").reason == ("rmse 10.0000 does not beat the last value baseline's "
                                                        "9.0000, the seasonal naive baseline's 10.0000")
     assert "bias" not in {c.name for c in evaluate(AcceptanceConfig(), ev).checks}  # reported, not enforced
+
+
+def test_every_fold_holds_the_model_to_each_baseline_on_each_backtest_fold() -> None:
+    def fold(k: int, model: float, last_value: float) -> FoldScores:
+        return FoldScores(k, f"2024-0{k + 1}-01", f"2024-0{k + 1}-28", 100, {"rmse": model},
+                          {"group_mean": {"rmse": 12.0}, "last_value": {"rmse": last_value}})
+
+    rules = AcceptanceConfig(every_fold=True)
+    won = evaluate(rules, _evidence(folds=[fold(0, 10.0, 11.0), fold(1, 9.0, 9.5)]))
+    assert _check(won, "backtest").passed and _check(won, "backtest").value == 9.5  # the folds' mean
+    lost = evaluate(rules, _evidence(folds=[fold(0, 10.0, 11.0), fold(1, 9.0, 8.0)]))
+    assert _check(lost, "backtest").reason == ("rmse does not beat every baseline on fold 1 (2024-02-01..2024-02-28): "
+                                               "9.0000 vs last value 8.0000")
+    assert "backtest" not in {c.name for c in evaluate(AcceptanceConfig(), _evidence()).checks}

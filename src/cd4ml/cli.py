@@ -14,7 +14,7 @@ import json
 import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
@@ -41,7 +41,8 @@ console = Console()
 err = Console(stderr=True)
 
 ProjectDir = typer.Option(Path("."), "--project", "-C", help="Project folder (holds cd4ml.yaml).")
-RUN_STAGES = ("tests", "earlier_run", "load", "features", "fit", "evaluate", "register", "gate", "plots")
+RUN_STAGES = ("tests", "earlier_run", "load", "features", "fit", "evaluate", "backtest", "register", "gate",
+              "plots")
 
 
 def _load(project_dir: Path, sets: list[str] | None = None) -> "Project":
@@ -164,6 +165,7 @@ def run(
                      "gate": result.gate.to_dict(), "promoted": result.promoted, "seconds": result.seconds,
                      "skipped_as": result.skipped_as, "note": result.note,
                      "decision_threshold": result.decision_threshold,
+                     "backtest": [asdict(f) for f in result.backtest],
                      "openmp_wait_policy": wait_policy.to_dict()})
     else:
         _print_run(project, result)
@@ -201,6 +203,8 @@ def _print_run(project: "Project", result: Any) -> None:
     if result.bias is not None:
         console.print(f"Forecast totals: sum of predictions / sum of actuals on the holdout = {result.bias:.3f}"
                       + (f" ({result.bias - 1:+.1%})" if result.bias == result.bias else ""))
+    if result.backtest:
+        _print_backtest(result.backtest, primary, kinds, labels)
     choice = project.config.decision.threshold
     if result.decision_threshold is not None and not isinstance(choice, float):
         console.print(f"Decision threshold chosen on the training data: {result.decision_threshold:.4f} "
@@ -211,6 +215,20 @@ def _print_run(project: "Project", result: Any) -> None:
     elif result.gate.passed:
         console.print(f"Version {result.version} passed the gate; champion not moved (auto-promote off).")
     _print_stage_seconds(result.seconds)
+
+
+def _print_backtest(folds: list[Any], primary: str, kinds: list[str], labels: list[str]) -> None:
+    """Each fold's holdout (fold 0: the run's own) and primary metric, model next to each baseline, and the mean."""
+    table = Table(title=f"Backtest: {primary} on each fold's holdout (rolling origin)")
+    for col in ("fold", "holdout", "rows", "model", *labels):
+        table.add_column(col, justify="left" if col == "holdout" else "right", no_wrap=True)
+    for f in folds:
+        table.add_row(str(f.steps_back), f"{f.first[:16]} .. {f.last[:16]}", f"{f.rows:,}", f"{f.metrics[primary]:.4f}",
+                      *(f"{f.baselines[k][primary]:.4f}" for k in kinds))
+    mean = lambda values: f"{sum(values) / len(values):.4f}"  # noqa: E731
+    table.add_row("[bold]mean[/]", "", "", mean([f.metrics[primary] for f in folds]),
+                  *(mean([f.baselines[k][primary] for f in folds]) for k in kinds))
+    console.print(table)
 
 
 def _print_stage_seconds(seconds: dict[str, float]) -> None:

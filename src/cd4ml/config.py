@@ -149,10 +149,61 @@ class FeaturesConfig(_Strict):
         return self
 
 
+# A time step: an optional count and a unit (pandas' aliases): 1D, 1h, 30min, 1W (weeks from Monday), 1MS, 1YS.
+FREQUENCY_UNITS = ("s", "min", "h", "D", "W", "MS", "YS")
+# A season in steps of one unit: a day of hours or minutes, a week of days, a year of weeks or months.
+_SEASON_OF = {"s": 86_400, "min": 1440, "h": 24, "D": 7, "W": 52, "MS": 12}
+
+
+@dataclass(frozen=True)
+class Frequency:
+    """The time step of a series: `count` units (`unit` one of FREQUENCY_UNITS)."""
+
+    count: int
+    unit: str
+
+    @classmethod
+    def parse(cls, text: str) -> "Frequency":
+        match = re.fullmatch(r"(\d*)(" + "|".join(FREQUENCY_UNITS) + ")", text.strip())
+        if not match or match.group(1).startswith("0"):
+            raise ValueError(f"{text!r} is not a time step: a count and a unit ({', '.join(FREQUENCY_UNITS)}), "
+                             "e.g. 1D, 1h, 30min, 1W, 1MS, 1YS")
+        return cls(int(match.group(1) or 1), match.group(2))
+
+    @property
+    def default_season(self) -> int | None:
+        """Steps in one season (a day of 30-minute steps: 48; a week of days: 7), if the step divides one."""
+        per_unit = _SEASON_OF.get(self.unit)
+        if per_unit is None or per_unit % self.count or per_unit == self.count:
+            return None  # a season of one step would repeat the last value
+        return per_unit // self.count
+
+
+class BacktestConfig(_Strict):
+    """Rolling-origin evaluation: fold k (1..folds-1) is the run again on the table without its latest k steps."""
+
+    folds: int = Field(1, ge=1, le=20, description="evaluations in all, the run's own holdout included")
+    step: str | None = Field(None, description="how far each fold's origin is before the next one's: 1W, 7D, 1MS, 1YS")
+
+    @field_validator("step")
+    @classmethod
+    def _step(cls, v: str | None) -> str | None:
+        if v is not None:
+            Frequency.parse(v)
+        return v
+
+    @model_validator(mode="after")
+    def _step_given(self) -> "BacktestConfig":
+        if self.folds > 1 and self.step is None:
+            raise ValueError(f"{self.folds} folds need a step between their origins, e.g. step: 1W")
+        return self
+
+
 class SplitConfig(_Strict):
     holdout_days: int | None = Field(None, gt=0)
     holdout_periods: int | None = Field(None, gt=0, description="the last N distinct times (years, hours, ...)")
     holdout_rows: int | None = Field(None, gt=0)
+    backtest: BacktestConfig = BacktestConfig()
 
     @model_validator(mode="after")
     def _one_split(self) -> "SplitConfig":
@@ -233,36 +284,6 @@ class MetricsConfig(_Strict):
         return w
 
 
-# A time step: an optional count and a unit (pandas' aliases): 1D, 1h, 30min, 1W (weeks from Monday), 1MS, 1YS.
-FREQUENCY_UNITS = ("s", "min", "h", "D", "W", "MS", "YS")
-# A season in steps of one unit: a day of hours or minutes, a week of days, a year of weeks or months.
-_SEASON_OF = {"s": 86_400, "min": 1440, "h": 24, "D": 7, "W": 52, "MS": 12}
-
-
-@dataclass(frozen=True)
-class Frequency:
-    """The time step of a series: `count` units (`unit` one of FREQUENCY_UNITS)."""
-
-    count: int
-    unit: str
-
-    @classmethod
-    def parse(cls, text: str) -> "Frequency":
-        match = re.fullmatch(r"(\d*)(" + "|".join(FREQUENCY_UNITS) + ")", text.strip())
-        if not match or match.group(1).startswith("0"):
-            raise ValueError(f"{text!r} is not a time step: a count and a unit ({', '.join(FREQUENCY_UNITS)}), "
-                             "e.g. 1D, 1h, 30min, 1W, 1MS, 1YS")
-        return cls(int(match.group(1) or 1), match.group(2))
-
-    @property
-    def default_season(self) -> int | None:
-        """Steps in one season (a day of 30-minute steps: 48; a week of days: 7), if the step divides one."""
-        per_unit = _SEASON_OF.get(self.unit)
-        if per_unit is None or per_unit % self.count or per_unit == self.count:
-            return None  # a season of one step would repeat the last value
-        return per_unit // self.count
-
-
 class ForecastConfig(_Strict):
     """A forecasting problem: which columns name one series, its time step, and how many steps ahead a
     forecast is made (a forecast for time t knows the actuals up to t - horizon steps)."""
@@ -321,6 +342,7 @@ class AcceptanceConfig(_Strict):
     parity_tolerance: float = Field(0.0, ge=0.0)
     also_no_worse: list[str] = Field(default_factory=list,
                                      description="metrics the champion comparison holds for besides the primary")
+    every_fold: bool = Field(False, description="the model must beat every baseline on each backtest fold too")
     bias_tolerance: float | None = Field(
         None, gt=0, description="regression: the sum of the holdout's predictions within this share of the sum of "
                                 "its actuals, overall and in every slice (0.05: 5%); null: reported, not enforced")
@@ -600,6 +622,13 @@ class ProjectConfig(_Strict):
             if time_type == "date" and unit in ("s", "min", "h"):
                 raise ValueError(f"forecast.frequency {forecast.frequency!r} is shorter than a day, but "
                                  f"time_column {self.time_column!r} holds dates")
+        if self.acceptance.every_fold and self.split.backtest.folds < 2:
+            raise ValueError("acceptance.every_fold judges each backtest fold: give split.backtest.folds (2 or "
+                             "more) and step")
+        step = self.split.backtest.step
+        if step is not None and time_type == "int" and Frequency.parse(step).unit != "YS":
+            raise ValueError(f"split.backtest.step {step!r}: time_column {self.time_column!r} holds whole years, so "
+                             "the step is a number of years (1YS)")
         kinds = self.baseline_kinds
         history = [k for k in kinds if k != "group_mean"]
         if history and forecast is None:

@@ -4,6 +4,8 @@ Checks, all configured under `acceptance:` in cd4ml.yaml:
 - threshold:<metric>  absolute bounds on holdout metrics;
 - beats_baseline      the primary metric beats every baseline (the group mean,
                       and a forecast's last value, seasonal naive, rolling mean);
+- backtest            the model beats every baseline on each backtest fold
+                      (`every_fold`);
 - bias                sum of predictions within `bias_tolerance` of the sum of
                       actuals, overall and per slice (regression, when set);
 - vs_champion         not worse than the current champion, re-scored on the
@@ -80,6 +82,19 @@ class GateReport:
         return {"passed": self.passed, "checks": [asdict(c) for c in self.checks]}
 
 
+@dataclass(frozen=True)
+class FoldScores:
+    """One backtest fold: the run again without the data's latest `steps_back` steps (0: the run itself),
+    scored on its own holdout (times `first`..`last`, `rows` rows)."""
+
+    steps_back: int
+    first: str
+    last: str
+    rows: int
+    metrics: dict[str, float]
+    baselines: dict[str, dict[str, float]]  # kind -> metrics
+
+
 @dataclass
 class Evidence:
     """What the gate judges; all metrics are on the same holdout rows, metrics of `task`."""
@@ -90,6 +105,7 @@ class Evidence:
     baselines: dict[str, dict[str, float]]  # kind -> metrics
     candidate_slices: SliceScores
     bias: Bias | None = None
+    folds: list[FoldScores] = field(default_factory=list)  # the backtest's, the run's own first
     champion_version: str | None = None
     champion: dict[str, float] | None = None
     champion_slices: SliceScores | None = None
@@ -110,6 +126,8 @@ def evaluate(rules: AcceptanceConfig, ev: Evidence) -> GateReport:
                                    reason="" if ok else f"{name} = {value:.4f} is outside {limits}"))
     if rules.beat_baseline:
         report.checks.append(_beats_baselines(ev))
+    if rules.every_fold:
+        report.checks.append(_every_fold(ev))
     if rules.bias_tolerance is not None:
         report.checks.append(_bias(rules, ev.bias))
     report.checks.extend(_vs_champion(rules, ev, name) for name in (ev.primary, *rules.also_no_worse))
@@ -142,6 +160,22 @@ def _beats_baselines(ev: Evidence) -> Check:
                  reason=f"{ev.primary} {cand:.4f} does not beat " + ", ".join(
                      f"the {BASELINE_LABELS[kind]} baseline's {scores[kind]:.4f}" for kind in unbeaten)
                  if unbeaten else "")
+
+
+def _every_fold(ev: Evidence) -> Check:
+    """The primary metric better than every baseline's on each backtest fold."""
+    metric = ev.task.metric(ev.primary)
+    lost = []
+    for fold in ev.folds:
+        cand = fold.metrics[ev.primary]
+        unbeaten = [f"{BASELINE_LABELS[kind]} {scores[ev.primary]:.4f}" for kind, scores in fold.baselines.items()
+                    if metric.worse_by(cand, scores[ev.primary]) >= 0]
+        if unbeaten:
+            lost.append(f"fold {fold.steps_back} ({fold.first[:10]}..{fold.last[:10]}): {cand:.4f} vs "
+                        + ", ".join(unbeaten))
+    mean = float(np.mean([f.metrics[ev.primary] for f in ev.folds]))
+    return Check("backtest", not lost, mean, f"better than every baseline on each of {len(ev.folds)} folds",
+                 reason=f"{ev.primary} does not beat every baseline on " + "; ".join(lost) if lost else "")
 
 
 def _bias(rules: AcceptanceConfig, bias: Bias | None) -> Check:

@@ -107,7 +107,7 @@ def gate(project: Project, data: Prepared, ev: Evaluation, registry: Registry, v
     cache = project.release_cache
     hold_df = data.hold
     evidence = Evidence(task=ev.task, primary=cfg.metrics.primary, candidate=ev.metrics, baselines=ev.baselines,
-                        candidate_slices=ev.slices, bias=ev.bias)
+                        candidate_slices=ev.slices, bias=ev.bias, folds=ev.folds)
     reloaded = registry.load(version, cache, threads=0)
     evidence.parity_max_abs_diff = float(np.max(np.abs(reloaded.predict_frame(hold_df) - ev.pred)))
     served = Release(reloaded.folder)  # one thread, as a service predicts
@@ -162,6 +162,9 @@ def _log_run(project: Project, pinned: int, commit: str, dirty: bool, digest: st
                         **{f"baseline_{kind}.{k}": v for kind, scores in ev.baselines.items()
                            for k, v in scores.items()},
                         **({"bias.overall": ev.bias.overall} if ev.bias else {}),
+                        **{f"backtest.fold{f.steps_back}.{k}": v for f in ev.folds for k, v in f.metrics.items()},
+                        **{f"backtest.fold{f.steps_back}.{kind}.{k}": v for f in ev.folds
+                           for kind, scores in f.baselines.items() for k, v in scores.items()},
                         **({f"oracle.{k}": v for k, v in ev.oracle.items()} if ev.oracle else {}),
                         "rows.train": n_train, "rows.holdout": n_hold})
     mlflow.set_tags({"cd4ml.version": __version__, "cd4ml.git_commit": commit, "cd4ml.git_dirty": str(dirty),

@@ -18,8 +18,9 @@ from cd4ml import tracking
 from cd4ml.config import Project, ThresholdChoice
 from cd4ml.errors import Cd4mlError
 from cd4ml.evaluate.plots import RunPlotsProcess
-from cd4ml.gate.checks import GateReport
+from cd4ml.gate.checks import FoldScores, GateReport
 from cd4ml.pipeline import rerun
+from cd4ml.pipeline.backtest import backtest, fold_scores
 from cd4ml.pipeline.publish import track
 from cd4ml.pipeline.rerun import PROMOTION_TAG
 from cd4ml.pipeline.stages import StageClock, StageHook, evaluate, fit, pin, prepare
@@ -44,6 +45,7 @@ class RunResult:
     skipped_as: str | None = None  # the earlier run this one would have repeated
     note: str | None = None  # what a skipped run did about the earlier run's interrupted promotion
     decision_threshold: float | None = None  # chosen on training data (`decision.threshold: {maximize: ...}`)
+    backtest: list[FoldScores] = field(default_factory=list)  # with split.backtest: the run's fold, then each earlier one
 
 
 def run_pipeline(project: Project, *, data_version: int | None = None, on_stage: StageHook | None = None,
@@ -71,6 +73,9 @@ def run_pipeline(project: Project, *, data_version: int | None = None, on_stage:
         registry = Registry.for_project(project, _connect(project))
         with clock("evaluate"):
             ev = evaluate(cfg, task, pinned.model, data)
+        if cfg.split.backtest.folds > 1:
+            with clock("backtest"):
+                ev.folds = [fold_scores(0, data, ev, cfg.time_column), *backtest(project, pinned)]
         # Drawn by a child process while the run registers and gates (on the other core).
         plots_dir = Path(tmp_name) / "plots"
         plots = None
@@ -84,7 +89,7 @@ def run_pipeline(project: Project, *, data_version: int | None = None, on_stage:
     verdict = tracked.verdict
     return RunResult(tracked.run_id, tracked.version, data.version, ev.metrics, ev.baselines, ev.baseline,
                      ev.oracle, ev.bias.overall if ev.bias else None, verdict.report, verdict.promoted,
-                     verdict.champion_before, clock.seconds, decision_threshold=chosen)
+                     verdict.champion_before, clock.seconds, decision_threshold=chosen, backtest=ev.folds)
 
 
 def _connect(project: Project) -> Any:

@@ -5,21 +5,21 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
 
-from cd4ml.config import PROJECT_FILE, Project, ProjectConfig
+from cd4ml.config import PROJECT_FILE, Frequency, Project, ProjectConfig
 from cd4ml.data.table import TrainingTable
 from cd4ml.evaluate.baseline import history_lags, lagged_mean, time_steps
 from cd4ml.evaluate.metrics import Bias, total_bias
 from cd4ml.errors import Cd4mlError, ConfigError
 from cd4ml.features.code import CodeSnapshot, take_snapshot
 from cd4ml.features.transforms import FeatureSpec, Lookup
-from cd4ml.gate.checks import scored_metrics
+from cd4ml.gate.checks import FoldScores, scored_metrics
 from cd4ml.monitor.profile import ReleaseProfile, build_reference
 from cd4ml.pipeline import rerun
 from cd4ml.pipeline.feature_tests import FeatureTests
@@ -126,6 +126,7 @@ class Evaluation:
     base_slices: dict[str, dict[str, dict[str, float]]]  # the strongest baseline's
     bias: Bias | None  # regression: sum of predictions / sum of actuals, overall and per slice
     reference: ReleaseProfile  # the reference profile saved in the release (profile.json)
+    folds: list[FoldScores] = field(default_factory=list)  # with split.backtest: this run's, then each fold's
 
 
 def pin(project: Project, data_version: int | None, force: bool, lookup: rerun.EarlierRunLookup | None,
@@ -158,14 +159,17 @@ def pin(project: Project, data_version: int | None, force: bool, lookup: rerun.E
     return Pinned(table, version, snapshot, fingerprint, model, earlier)
 
 
-def prepare(project: Project, pinned: Pinned,
-            stage: StageClock) -> tuple[Prepared, estimators.Handover, np.ndarray]:
+def prepare(project: Project, pinned: Pinned, stage: StageClock,
+            steps_back: int = 0) -> tuple[Prepared, estimators.Handover, np.ndarray]:
     """Load and split the pinned version, fit the feature plan; also the training matrix, handed over
-    with its only reference (the fit frees it once it holds what it needs), and the training target."""
+    with its only reference (the fit frees it once it holds what it needs), and the training target.
+    `steps_back`: a backtest fold's, the version without its latest steps of `split.backtest.step`."""
     cfg = project.config
     with stage("load"):
         frame, version = pinned.table.read(pinned.version)
         _check_table_columns(project, frame, version)
+        if steps_back:
+            frame = _without_latest_steps(project, frame, steps_back)
         train_df, hold_df = time_split(frame, cfg.time_column, cfg.split, file=str(project.root / PROJECT_FILE))
         del frame
 
@@ -232,6 +236,19 @@ def evaluate(cfg: ProjectConfig, task: Task, model: Any, data: Prepared) -> Eval
     bias = total_bias(y_hold, pred, derived_hold, cfg.slices) if not isinstance(task, Classification) else None
     return Evaluation(task, pred, y_hold, w, metrics, baselines, baselines[strongest], oracle, slices, base_slices,
                       bias, reference)
+
+
+def _without_latest_steps(project: Project, frame: pd.DataFrame, k: int) -> pd.DataFrame:
+    """The rows before the latest `k` steps of `split.backtest.step` (steps on its calendar grid)."""
+    cfg = project.config
+    step = Frequency.parse(cfg.split.backtest.step or "")
+    steps = time_steps(frame[cfg.time_column].to_numpy(), step.count, step.unit)
+    keep = steps <= steps.max() - k
+    if not keep.any():
+        raise ConfigError(f"backtest fold {k} would start {k} x {step.count}{step.unit} before the data's first time: "
+                          "choose fewer folds or a shorter step", file=str(project.root / PROJECT_FILE),
+                          key="split.backtest")
+    return frame[keep].reset_index(drop=True)
 
 
 def _history_columns(cfg: ProjectConfig) -> list[str]:
