@@ -228,9 +228,9 @@ def bare_fit(root: Path) -> dict[str, Any]:
         y = transforms.forward_target(spec, train_df[cfg.target].to_numpy())
         batch = frame_to_batch(train_df)
         out["train_batch_mb"] = round(sum(v.nbytes for v in batch.values()) / 2**20, 1)
-        plan = transforms.FeaturePlan.fit(spec, batch, y, snapshot.resolve(cfg.features.custom),
-                                          holiday_dates(cfg, train_df[cfg.time_column]))
-        X = plan.transform(batch)
+        # The run's own training matrix (its target encodings cross-fitted), not the served transform of it.
+        plan, X, _ = transforms.FeaturePlan.fit_transform(spec, batch, y, snapshot.resolve(cfg.features.custom),
+                                                          holiday_dates(cfg, train_df[cfg.time_column]))
         out["features_s"] = round(time.perf_counter() - t0, 3)
         out["rss_mb"]["features_built"] = rss()
         out["X_shape"], out["X_mb"] = list(X.shape), round(X.nbytes / 2**20, 1)

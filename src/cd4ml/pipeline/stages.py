@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 import numpy as np
 import pandas as pd
 
-from cd4ml.config import PROJECT_FILE, Frequency, Project, ProjectConfig
+from cd4ml.config import HISTORY_BASELINES, PROJECT_FILE, Frequency, Project, ProjectConfig
 from cd4ml.data.table import TrainingTable
 from cd4ml.evaluate.baseline import history_lags, lagged_mean, time_steps
 from cd4ml.evaluate.metrics import Bias, total_bias
@@ -264,22 +264,19 @@ def _baselines(cfg: ProjectConfig, train: dict[str, np.ndarray], y_train: np.nda
     actuals of the training rows and of holdout rows at least `forecast.horizon` steps earlier; where its
     series has none at the steps it reads (a new series, a gap), it predicts the group mean."""
     group_mean = cfg.task.baseline(train, y_train, hold, cfg.baseline.group_by)
-    history = _history_columns(cfg)
-    if history:
+    predicted = {"group_mean": group_mean}
+    if _history_columns(cfg):
         assert cfg.forecast is not None and y_hold is not None
         step, series = cfg.forecast.step, cfg.forecast.series
         keys = [np.concatenate([train[c], hold[c]]) for c in series]
         steps = time_steps(np.concatenate([train[cfg.time_column], hold[cfg.time_column]]), step.count, step.unit)
         y = np.concatenate([y_train, y_hold])
-    out = {}
-    for kind in cfg.baseline_kinds:
-        if kind == "group_mean":
-            out[kind] = group_mean
-            continue
-        lags = history_lags(kind, cfg.forecast.horizon, cfg.baseline_season, cfg.baseline.window)
-        pred = lagged_mean(keys, steps, y, [hold[c] for c in series], steps[len(y_train):], lags)
-        out[kind] = np.where(np.isnan(pred), group_mean, pred)
-    return out
+        for kind in HISTORY_BASELINES:
+            if kind in cfg.baseline_kinds:
+                lags = history_lags(kind, cfg.forecast.horizon, cfg.baseline_season, cfg.baseline.window)
+                pred = lagged_mean(keys, steps, y, [hold[c] for c in series], steps[len(y_train):], lags)
+                predicted[kind] = np.where(np.isnan(pred), group_mean, pred)
+    return {kind: predicted[kind] for kind in cfg.baseline_kinds}
 
 
 def _oracle(cfg: ProjectConfig, hold_df: pd.DataFrame) -> np.ndarray:
