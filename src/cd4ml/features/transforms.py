@@ -449,20 +449,19 @@ def _out_of_fold(inverse: np.ndarray, y: np.ndarray, sums: np.ndarray, counts: n
     that grows as groups get small). `inverse` (n,): each row's group; `sums`, `counts`: per group over all
     rows; `known`: groups without an unknown part. A group with no rows in the other folds (or an unknown
     part) gets `prior`, as an unseen group does when predicting."""
-    out = np.empty(len(inverse), dtype=np.float64)
     # The other folds hold (k-1)/k of a group's rows: smoothing scaled alike shrinks a training row's encoding
     # as much as the served one (fitted on every row) is shrunk, so the model learns the scale it is served.
     m = m * (ENCODING_FOLDS - 1) / ENCODING_FOLDS
-    for fold in range(ENCODING_FOLDS):
-        rows = folds == fold
-        part = inverse[rows]
-        other_sums = sums - np.bincount(part, weights=y[rows], minlength=len(sums))
-        other_counts = counts - np.bincount(part, minlength=len(counts))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            means = (other_sums + m * prior) / (other_counts + m)
-        means[(other_counts == 0) | ~known] = prior
-        out[rows] = means[part]
-    return out
+    groups = len(sums)
+    cell = folds * groups + inverse  # (fold, group) of each row: one pass sums every fold's groups
+    in_fold = np.bincount(cell, weights=y, minlength=ENCODING_FOLDS * groups).reshape(ENCODING_FOLDS, groups)
+    counted = np.bincount(cell, minlength=ENCODING_FOLDS * groups).reshape(ENCODING_FOLDS, groups)
+    del cell
+    other_counts = counts - counted
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = (sums - in_fold + m * prior) / (other_counts + m)  # (folds, groups)
+    means[(other_counts == 0) | ~known] = prior
+    return means[folds, inverse]
 
 
 def encoding_name(cols: list[str]) -> str:
