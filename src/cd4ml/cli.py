@@ -319,6 +319,70 @@ def releases(
                       "is gone[/]: `cd4ml releases --clean` marks it abandoned.")
 
 
+@app.command()
+def diff(
+    first: str = typer.Argument(..., help="A version number, or champion."),
+    second: str = typer.Argument(..., help="A version number, or champion."),
+    project_dir: Path = ProjectDir,
+    as_json: bool = typer.Option(False, "--json"),
+    as_md: bool = typer.Option(False, "--md", help="Markdown, for a pull request comment or a CI job summary."),
+) -> None:
+    """What changed between two releases: config, data, code, metrics, slices and gate verdicts."""
+    from cd4ml.release.diff import diff_releases
+
+    registry, project = _registry(project_dir)
+    result = diff_releases(project, registry, first, second)
+    if as_json:
+        _print_json(result.to_json())
+    elif as_md:
+        sys.stdout.write(result.to_markdown())
+    else:
+        _print_diff(result)
+
+
+def _print_diff(d: Any) -> None:
+    a, b = d.a, d.b
+    from cd4ml.release.diff import format_change, format_rows, format_value
+
+    show = lambda v: escape(format_value(v))  # noqa: E731
+    head = Table(title=f"Version {a.version} -> version {b.version}")
+    for col in ("", f"v{a.version}", f"v{b.version}"):
+        head.add_column(col)
+    head.add_row("gate", show(a.gate), show(b.gate))
+    head.add_row("data version", f"{a.data_version} ({format_rows(a)})", f"{b.data_version} ({format_rows(b)})")
+    head.add_row("data time", show(a.data_time), show(b.data_time))
+    head.add_row("commit", f"{(a.commit or '-')[:8]}{' dirty' if a.dirty else ''}",
+                 f"{(b.commit or '-')[:8]}{' dirty' if b.dirty else ''}")
+    head.add_row("feature code", (a.code_digest or "-")[:12], (b.code_digest or "-")[:12])
+    console.print(head)
+    if not d.slices:
+        console.print("Slices: no slice value's metric moved.")
+    for title, rows in (("Metrics", d.metrics), (f"Slices ({d.primary}), largest moves", d.slices)):
+        if rows:
+            table = Table(title=title)
+            table.add_column("")
+            for col in (f"v{a.version}", f"v{b.version}", "change"):
+                table.add_column(col, justify="right")
+            for c in rows:
+                table.add_row(escape(c.name), show(c.a), show(c.b), format_change(c.change))
+            console.print(table)
+    if d.config:
+        table = Table(title="Config")
+        for col in ("key", f"v{a.version}", f"v{b.version}"):
+            table.add_column(col, overflow="fold")
+        for c in d.config:
+            table.add_row(escape(c.name), show(c.a), show(c.b))
+        console.print(table)
+    else:
+        console.print("Config: the same resolved config.")
+    console.print(f"Code: {len(d.commits)} commit(s), {len(d.files)} file(s) changed"
+                  + (f" ({escape(d.code_note)})" if d.code_note else ""))
+    for c in d.commits[:20]:
+        console.print(f"  {escape(c)}")
+    if d.files:
+        console.print("  files: " + escape(", ".join(d.files[:30])))
+
+
 def _clean_releases(registry: Any) -> None:
     settled, abandoned = registry.clean()
     for s in settled:

@@ -722,6 +722,16 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return overrides
 
 
+def dotted_keys(prefix: str, value: Any) -> dict[str, Any]:
+    """Nested mappings as {"a.b.c": leaf} (the form `--set` takes); `prefix` goes before every key."""
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(dotted_keys(f"{prefix}.{k}" if prefix else str(k), v))
+        return out
+    return {prefix: value}
+
+
 def _apply_override(raw: dict[str, Any], dotted: str, value: Any, file: str) -> None:
     node: Any = raw
     parts = dotted.split(".")

@@ -7,12 +7,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 
 from cd4ml import __version__, tracking
-from cd4ml.config import AcceptanceConfig, Project
+from cd4ml.config import AcceptanceConfig, Project, dotted_keys
 from cd4ml.evaluate.plots import RunPlotsProcess
 from cd4ml.faults import crash_point
 from cd4ml.features.code import folder_digest
@@ -153,7 +153,7 @@ def _log_run(project: Project, pinned: int, commit: str, dirty: bool, digest: st
     import mlflow
 
     cfg = project.config
-    mlflow.log_params({**_flat("model.params", dict(cfg.model.params)),
+    mlflow.log_params({**dotted_keys("model.params", dict(cfg.model.params)),
                        "model.algorithm": cfg.model.algorithm, "model.target_transform": cfg.model.target_transform,
                        "seed": cfg.seed, "data.version": pinned,
                        "split": json.dumps(cfg.split.model_dump(exclude_none=True)),
@@ -173,12 +173,3 @@ def _log_run(project: Project, pinned: int, commit: str, dirty: bool, digest: st
                      "cd4ml.code_digest": digest, "cd4ml.overrides": json.dumps(project.overrides, default=str),
                      **{f"cd4ml.pkg.{k}": v for k, v in package_versions().items()}})
     mlflow.log_dict(cfg.model_dump(mode="json", by_alias=True), "config/cd4ml.resolved.json")
-
-
-def _flat(prefix: str, value: Any) -> dict[str, Any]:
-    if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for k, v in value.items():
-            out.update(_flat(f"{prefix}.{k}" if prefix else str(k), v))
-        return out
-    return {prefix: value}
