@@ -271,6 +271,8 @@ def releases(
     project_dir: Path = ProjectDir,
     as_json: bool = typer.Option(False, "--json"),
     history: bool = typer.Option(False, "--history", help="Show every move of the champion alias."),
+    stats: bool = typer.Option(False, "--stats", help="The delivery measures (DORA) of the release history."),
+    since: Optional[str] = typer.Option(None, "--since", help="With --stats: the last period only, e.g. 90d, 12w."),
     clean: bool = typer.Option(False, "--clean", help="Settle a move of champion that a killed command left "
                                                       "half done; mark versions whose run died before the "
                                                       "gate's verdict 'abandoned'."),
@@ -281,6 +283,9 @@ def releases(
     registry, project = _registry(project_dir)
     if clean:
         _clean_releases(registry)
+        return
+    if stats or since:
+        _print_delivery(registry, project, since, as_json)
         return
     if history:
         events = registry.history()
@@ -381,6 +386,32 @@ def _print_diff(d: Any) -> None:
         console.print(f"  {escape(c)}")
     if d.files:
         console.print("  files: " + escape(", ".join(d.files[:30])))
+
+
+def _print_delivery(registry: Any, project: "Project", since: str | None, as_json: bool) -> None:
+    from cd4ml.release.delivery import delivery_stats, parse_since
+
+    result = delivery_stats(registry, project.root, parse_since(since) if since else None)
+    if as_json:
+        _print_json(result.to_json())
+        return
+    def hours(h: float | None) -> str:
+        if h is None:
+            return "-"
+        return (f"{h * 3600:.0f} s" if h < 1 / 60 else f"{h * 60:.0f} min" if h < 1 else f"{h:.1f} h" if h < 48
+                else f"{h / 24:.1f} days")
+
+    table = Table(title=f"Delivery of {registry.name}, {result.since[:16]} .. {result.until[:16]} UTC")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_column("from")
+    table.add_row("deployment frequency", f"{result.per_week:.2f} / week", f"{result.deployments} version(s) made champion")
+    table.add_row("lead time for changes (median)", hours(result.lead_time_hours_median),
+                  f"commit -> champion, {result.lead_times_measured} with their commit in this repository")
+    rate = result.change_failure_rate
+    table.add_row("change failure rate", "-" if rate is None else f"{rate:.0%}", f"{result.rolled_back} rolled back")
+    table.add_row("time to restore (median)", hours(result.restore_hours_median), "champion -> rolled back")
+    console.print(table)
 
 
 def _clean_releases(registry: Any) -> None:

@@ -1,0 +1,87 @@
+"""How well the delivery process itself does: the four DORA measures, from the release history and git.
+
+- deployment frequency: versions made champion (auto-promote, promote, force-promote) per week;
+- lead time for changes: a deployed version's commit time -> the moment it became champion;
+- change failure rate: the share of deployments later rolled back (by hand or automatically);
+- time to restore: a rolled-back deployment's time as champion (it became champion -> the rollback).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import statistics
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from cd4ml.errors import ConfigError
+from cd4ml.release.registry import TAG, ReleaseEvent, Registry
+
+DEPLOYMENTS = ("auto-promote", "promote", "force-promote")
+_PERIOD = re.compile(r"(\d+)([dwh])")
+
+
+@dataclass(frozen=True)
+class DeliveryStats:
+    """The four measures over `since` .. `until` (hours and days as floats; None: nothing to measure)."""
+
+    since: str
+    until: str
+    deployments: int
+    per_week: float
+    lead_time_hours_median: float | None
+    lead_times_measured: int  # deployments whose commit is in the repository
+    rolled_back: int
+    change_failure_rate: float | None
+    restore_hours_median: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def parse_since(text: str) -> dt.timedelta:
+    """`90d`, `12w`, `48h` -> a duration; ConfigError naming `--since` otherwise."""
+    match = _PERIOD.fullmatch(text.strip())
+    if not match or int(match.group(1)) == 0:
+        raise ConfigError(f"{text!r} is not a period: a number and d, w or h, e.g. 90d", key="--since")
+    n = int(match.group(1))
+    return {"d": dt.timedelta(days=n), "w": dt.timedelta(weeks=n), "h": dt.timedelta(hours=n)}[match.group(2)]
+
+
+def delivery_stats(registry: Registry, root: Path, window: dt.timedelta | None = None,
+                   now: dt.datetime | None = None) -> DeliveryStats:
+    """The measures over the last `window` (default: since the first release event) up to `now`."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    events = registry.history()
+    start = now - window if window else (events[0].time if events else now)
+    deployed = [e for e in events if e.kind in DEPLOYMENTS and e.time >= start]
+    failed = [(d, r) for d in deployed if (r := _rolled_back(d, events)) is not None]
+    leads = [h for h in (_lead_hours(registry, root, d) for d in deployed) if h is not None]
+    weeks = max((now - start).total_seconds() / (7 * 86400), 1 / 7)  # at least a day, so one event is no spike
+    return DeliveryStats(
+        since=start.isoformat(timespec="seconds"), until=now.isoformat(timespec="seconds"),
+        deployments=len(deployed), per_week=round(len(deployed) / weeks, 3),
+        lead_time_hours_median=round(statistics.median(leads), 3) if leads else None, lead_times_measured=len(leads),
+        rolled_back=len(failed), change_failure_rate=round(len(failed) / len(deployed), 3) if deployed else None,
+        restore_hours_median=(round(statistics.median((r.time - d.time).total_seconds() / 3600 for d, r in failed), 3)
+                              if failed else None))
+
+
+def _rolled_back(deployment: ReleaseEvent, events: list[ReleaseEvent]) -> ReleaseEvent | None:
+    """The rollback that ended this deployment's time as champion, if that is how it ended."""
+    ended = next((e for e in events if e.time > deployment.time and e.from_version == deployment.to_version), None)
+    return ended if ended is not None and ended.kind == "rollback" else None
+
+
+def _lead_hours(registry: Registry, root: Path, deployment: ReleaseEvent) -> float | None:
+    """Hours from the deployed version's commit to its becoming champion; None if the commit is unknown here."""
+    commit = registry.version(deployment.to_version).tags.get(f"{TAG}git_commit")
+    if not commit or commit == "none":
+        return None
+    proc = subprocess.run(["git", "show", "-s", "--format=%ct", commit], cwd=root, capture_output=True, text=True)
+    if proc.returncode or not proc.stdout.strip().isdigit():
+        return None
+    committed = dt.datetime.fromtimestamp(int(proc.stdout.strip()), tz=dt.timezone.utc)
+    return (deployment.time - committed).total_seconds() / 3600

@@ -1,0 +1,51 @@
+"""`cd4ml releases --stats` (issue 20): the four DORA measures of the release history, from its events and git."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import statistics
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from cd4ml.config import load_project
+from cd4ml.release.delivery import delivery_stats
+from cd4ml.release.registry import Registry
+from helpers import cli
+
+
+def _committed(root: Path, sha: str) -> dt.datetime:
+    out = subprocess.run(["git", "show", "-s", "--format=%ct", sha], cwd=root, capture_output=True, text=True,
+                         check=True).stdout
+    return dt.datetime.fromtimestamp(int(out), tz=dt.timezone.utc)
+
+
+def test_deployments_lead_time_failures_and_restores_come_from_the_history(two_versions_shop: Path) -> None:
+    root = two_versions_shop
+    cli(root, "promote", "2", check=0)
+    cli(root, "rollback", "--reason", "orders too low", check=0)
+    registry = Registry.for_project(load_project(root))
+    events = registry.history()
+    assert [e.kind for e in events] == ["auto-promote", "promote", "rollback"]
+    now = events[-1].time + dt.timedelta(days=6)
+    stats = delivery_stats(registry, root, now=now)
+
+    assert stats.deployments == 2 and stats.rolled_back == 1 and stats.change_failure_rate == 0.5
+    weeks = (now - events[0].time).total_seconds() / (7 * 86400)
+    assert stats.per_week == pytest.approx(2 / weeks, abs=1e-3)
+    leads = [(e.time - _committed(root, registry.version(e.to_version).tags["cd4ml.git_commit"])).total_seconds() / 3600
+             for e in events[:2]]
+    assert stats.lead_time_hours_median == pytest.approx(statistics.median(leads), abs=1e-3)
+    restore = (events[2].time - events[1].time).total_seconds() / 3600
+    assert stats.restore_hours_median == pytest.approx(restore, abs=1e-3)
+    # A window that starts after the first deployment counts only the second, which failed.
+    recent = delivery_stats(registry, root, now - events[1].time + dt.timedelta(seconds=1), now=now)
+    assert recent.deployments == 1 and recent.change_failure_rate == 1.0
+
+    out = json.loads(cli(root, "releases", "--stats", "--since", "90d", "--json", check=0).stdout)
+    assert out["deployments"] == 2 and out["change_failure_rate"] == 0.5
+    text = cli(root, "releases", "--stats", check=0).stdout
+    assert "change failure rate" in text and "50%" in text
+    assert "--since" in cli(root, "releases", "--stats", "--since", "soon", check=2).stderr
