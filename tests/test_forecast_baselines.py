@@ -89,6 +89,7 @@ def _walk_project(root: Path, **changes: Any) -> Path:
     ({"forecast": None, "baseline__kind": ["group_mean", "last_value"]}, "baseline.kind", "forecast:"),
     ({"forecast__series": ["nowhere"]}, "forecast.series", "nowhere"),
     ({"forecast__series": ["y"]}, "forecast.series", "label"),
+    ({"schema__columns__region": {"type": "str", "nullable": True}}, "forecast.series", "nullable"),
     ({"forecast__frequency": "1h"}, "forecast.frequency", "holds dates"),
     ({"forecast__frequency": "daily"}, "forecast.frequency", "not a time step"),
     ({"forecast__frequency": "0D"}, "forecast.frequency", "not a time step"),

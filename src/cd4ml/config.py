@@ -608,6 +608,9 @@ class ProjectConfig(_Strict):
                 if name not in cols or name in self.label_columns or name == self.time_column:
                     raise ValueError(f"forecast.series names {name!r}: it must be a column under schema.columns, "
                                      "and neither a label nor the time column")
+                if cols[name].nullable:
+                    raise ValueError(f"forecast.series names {name!r}, which is nullable: every row must belong to "
+                                     f"a series (remove 'nullable: true' from schema.columns.{name})")
             # One row per series and time step: the table's key, so ingest refuses a repeated step (exit 4).
             series_key = [self.time_column, *forecast.series]
             if not self.schema_.keys:
