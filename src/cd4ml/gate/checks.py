@@ -145,12 +145,18 @@ def evaluate(rules: AcceptanceConfig, ev: Evidence) -> GateReport:
     return report
 
 
+def _unbeaten(ev: Evidence, candidate: dict[str, float], baselines: dict[str, dict[str, float]]) -> list[str]:
+    """The kinds of baseline whose primary metric `candidate`'s is not strictly better than."""
+    metric = ev.task.metric(ev.primary)
+    return [kind for kind, scores in baselines.items()
+            if metric.worse_by(candidate[ev.primary], scores[ev.primary]) >= 0]
+
+
 def _beats_baselines(ev: Evidence) -> Check:
     """The primary metric strictly better than every baseline's."""
-    metric = ev.task.metric(ev.primary)
     cand = ev.candidate[ev.primary]
     scores = {kind: metrics[ev.primary] for kind, metrics in ev.baselines.items()}
-    unbeaten = [kind for kind, base in scores.items() if metric.worse_by(cand, base) >= 0]
+    unbeaten = _unbeaten(ev, ev.candidate, ev.baselines)
     if list(scores) == ["group_mean"]:
         base = scores["group_mean"]
         return Check("beats_baseline", not unbeaten, cand, f"better than baseline {base:.4f}",
@@ -164,15 +170,13 @@ def _beats_baselines(ev: Evidence) -> Check:
 
 def _every_fold(ev: Evidence) -> Check:
     """The primary metric better than every baseline's on each backtest fold."""
-    metric = ev.task.metric(ev.primary)
     lost = []
     for fold in ev.folds:
-        cand = fold.metrics[ev.primary]
-        unbeaten = [f"{BASELINE_LABELS[kind]} {scores[ev.primary]:.4f}" for kind, scores in fold.baselines.items()
-                    if metric.worse_by(cand, scores[ev.primary]) >= 0]
+        unbeaten = _unbeaten(ev, fold.metrics, fold.baselines)
         if unbeaten:
-            lost.append(f"fold {fold.steps_back} ({fold.first[:10]}..{fold.last[:10]}): {cand:.4f} vs "
-                        + ", ".join(unbeaten))
+            lost.append(f"fold {fold.steps_back} ({fold.first[:10]}..{fold.last[:10]}): "
+                        f"{fold.metrics[ev.primary]:.4f} vs " + ", ".join(
+                            f"{BASELINE_LABELS[kind]} {fold.baselines[kind][ev.primary]:.4f}" for kind in unbeaten))
     mean = float(np.mean([f.metrics[ev.primary] for f in ev.folds]))
     return Check("backtest", not lost, mean, f"better than every baseline on each of {len(ev.folds)} folds",
                  reason=f"{ev.primary} does not beat every baseline on " + "; ".join(lost) if lost else "")

@@ -21,6 +21,7 @@ from cd4ml.release.registry import TAG, ReleaseEvent, Registry
 
 DEPLOYMENTS = ("auto-promote", "promote", "force-promote")
 _PERIOD = re.compile(r"(\d+)([dwh])")
+MAX_SINCE_HOURS = 100 * 366 * 24
 
 
 @dataclass(frozen=True)
@@ -44,10 +45,11 @@ class DeliveryStats:
 def parse_since(text: str) -> dt.timedelta:
     """`90d`, `12w`, `48h` -> a duration; ConfigError naming `--since` otherwise."""
     match = _PERIOD.fullmatch(text.strip())
-    if not match or int(match.group(1)) == 0:
-        raise ConfigError(f"{text!r} is not a period: a number and d, w or h, e.g. 90d", key="--since")
-    n = int(match.group(1))
-    return {"d": dt.timedelta(days=n), "w": dt.timedelta(weeks=n), "h": dt.timedelta(hours=n)}[match.group(2)]
+    hours = int(match.group(1)) * {"d": 24, "w": 168, "h": 1}[match.group(2)] if match else 0
+    if not 0 < hours <= MAX_SINCE_HOURS:
+        raise ConfigError(f"{text!r} is not a period: a number and d, w or h, e.g. 90d, at most 100 years",
+                          key="--since")
+    return dt.timedelta(hours=hours)
 
 
 def delivery_stats(registry: Registry, root: Path, window: dt.timedelta | None = None,
