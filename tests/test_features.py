@@ -206,12 +206,16 @@ def test_a_release_spec_reads_back_as_the_json_it_was_written_as() -> None:
            "lookup_columns": ["a", "b"], "calendar": ["slot"], "slot_minutes": 30, "holidays": False,
            "custom": ["feats:extra"], "target_encodings": [["k", "a"]], "encoding_smoothing": 2.0,
            "categorical": ["a"], "numeric": ["slot"], "target_transform": None, "clip_min": None,
-           "task": {"name": "binary", "classes": [False, True], "threshold": 0.4, "label_type": "bool"}}
+           "task": {"name": "binary", "classes": [False, True], "threshold": 0.4, "label_type": "bool"},
+           "history": {"series": ["k"], "time": "t", "target": "y", "count": 30, "unit": "min", "horizon": 2,
+                       "lags": [2, 48], "windows": [{"size": 4, "stats": ["mean", "std"], "gap": 3}]}}
     spec = T.FeatureSpec.from_json(json.loads(json.dumps(doc)))
     assert spec.lookups[0].columns == ("a", "b") and spec.target_encodings == (("k", "a"),)
+    assert spec.history is not None and spec.history.windows == (T.Window(4, ("mean", "std"), 3),)
+    assert spec.history.names == ["y_lag2", "y_lag48", "y_mean4_gap3", "y_std4_gap3"] and spec.history.lookback == 48
     assert json.dumps(spec.to_json()) == json.dumps(doc)  # same keys, same order
-    old = {k: v for k, v in doc.items() if k not in ("slot_minutes", "task")}  # a release from before both
-    assert T.FeatureSpec.from_json(old) == dataclasses.replace(spec, slot_minutes=None, task=None)
+    old = {k: v for k, v in doc.items() if k not in ("slot_minutes", "task", "history")}  # a release from before
+    assert T.FeatureSpec.from_json(old) == dataclasses.replace(spec, slot_minutes=None, task=None, history=None)
 
 
 def test_fit_transform_equals_fit_then_transform_and_derive() -> None:

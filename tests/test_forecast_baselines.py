@@ -12,7 +12,8 @@ import pytest
 
 from cd4ml.config import Frequency
 from cd4ml.errors import ConfigError
-from cd4ml.evaluate.baseline import history_lags, lagged_mean, time_steps
+from cd4ml.evaluate.baseline import history_lags, lagged_mean
+from cd4ml.features.transforms import time_steps
 from helpers import cli, edit_yaml, make_csv_project
 
 REGIONS = ["north", "south", "east"]

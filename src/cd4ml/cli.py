@@ -530,10 +530,16 @@ def feedback(
     from cd4ml.monitor.feedback import read_actuals
     from cd4ml.monitor.store import PredictionStore
 
+    from cd4ml.serve.history import HistoryStore
+
     project = _load(project_dir)
     events = read_actuals(project.config, file)
     added = PredictionStore(project).append_actuals(events)
-    console.print(f"[green]Stored[/] {added:,} actuals from {escape(str(file))}. Next: cd4ml monitor")
+    history = HistoryStore.for_project(project)
+    # Actuals by series and time also go to the history store: the service's next forecasts read them.
+    into_history = history.add_actuals(events) if history is not None else 0
+    history_note = f" ({into_history:,} by series and time into the history store)" if history is not None else ""
+    console.print(f"[green]Stored[/] {added:,} actuals from {escape(str(file))}{history_note}. Next: cd4ml monitor")
 
 
 @app.command()

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
+    from cd4ml.features.transforms import HistorySpec
+
 PROJECT_FILE = "cd4ml.yaml"
 
 ColumnType = Literal["int", "float", "str", "bool", "date", "datetime"]
@@ -122,6 +124,36 @@ class HolidaySpec(_Strict):
     subdiv: str | None = None
 
 
+class HistoryWindow(_Strict):
+    """A rolling window of the target's past values: `size` steps ending `gap` steps back."""
+
+    size: int = Field(gt=0, le=10_000, description="steps in the window")
+    stats: list[Literal["mean", "std", "min", "max"]] = Field(default_factory=lambda: ["mean"], min_length=1)
+    gap: int | None = Field(None, ge=1, le=100_000, description="steps back the window ends; default forecast.horizon")
+
+
+class HistoryConfig(_Strict):
+    """History features: each row's own series' target values some steps back (the series, the step and
+    the horizon are `forecast:`'s). Computed in training from the pinned table, served from a history store."""
+
+    lags: list[int] = Field(default_factory=list, description="target value N steps back (each >= forecast.horizon)")
+    windows: list[HistoryWindow] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _some(self) -> "HistoryConfig":
+        if not self.lags and not self.windows:
+            raise ValueError("history: give lags, windows or both")
+        for lag in self.lags:
+            if not 1 <= lag <= 100_000:
+                raise ValueError(f"history.lags: {lag} is not a number of steps from 1 to 100000")
+        if len(set(self.lags)) != len(self.lags):
+            raise ValueError(f"history.lags {self.lags} lists a lag twice")
+        for w in self.windows:
+            if len(set(w.stats)) != len(w.stats):
+                raise ValueError(f"history.windows: stats {w.stats} lists a statistic twice")
+        return self
+
+
 class FeaturesConfig(_Strict):
     lookups: list[LookupSpec] = Field(default_factory=list)
     calendar: list[CalendarPart] = Field(default_factory=list)
@@ -132,10 +164,11 @@ class FeaturesConfig(_Strict):
     encoding_smoothing: float = Field(20.0, ge=0.0)
     categorical: list[str] = Field(default_factory=list)
     numeric: list[str] = Field(default_factory=list)
+    history: HistoryConfig | None = None
 
     @model_validator(mode="after")
     def _has_features(self) -> "FeaturesConfig":
-        if not self.categorical and not self.numeric and not self.target_encodings:
+        if not self.categorical and not self.numeric and not self.target_encodings and self.history is None:
             raise ValueError("no model inputs: list columns under 'categorical', 'numeric' or 'target_encodings'")
         for spec in self.custom:
             if ":" not in spec:
@@ -364,6 +397,9 @@ class RegistryConfig(_Strict):
 class ServingConfig(_Strict):
     """How `cd4ml serve` treats requests and releases."""
 
+    stale_history: Literal["reject", "fallback"] = Field(
+        "reject", description="a forecast whose history the service lacks (a time not after the release's history "
+                              "cut-off, or beyond the latest actual plus the horizon): answer 422, or predict and flag")
     unknown_categories: Literal["fallback", "reject"] = Field(
         "fallback", description="values never seen in training: predict and flag, or answer 422")
     max_records: int = Field(1000, gt=0)
@@ -642,9 +678,52 @@ class ProjectConfig(_Strict):
         if "seasonal_naive" in kinds and self.baseline_season is None:
             raise ValueError(f"baseline.season: forecast.frequency {forecast.frequency!r} has no default "
                              "season: give the steps in one season (e.g. 7 for a week of days)")
+        self._check_history(time_type)
         if self.acceptance.bias_tolerance is not None and not isinstance(self.task, Regression):
             raise ValueError("acceptance.bias_tolerance compares sums of predicted and actual values: it "
                              "applies to task: regression")
+
+    def _check_history(self, time_type: str) -> None:
+        """History features read a regression target's series (`forecast:`), never nearer than the horizon."""
+        from cd4ml.task import Regression
+
+        history, forecast = self.features.history, self.forecast
+        if history is None:
+            return
+        if forecast is None:
+            raise ValueError("features.history reads each series' past values: describe the series under "
+                             "forecast: (series, frequency, horizon)")
+        if not isinstance(self.task, Regression):
+            raise ValueError("features.history: history features of the target apply to task: regression")
+        for lag in history.lags:
+            if lag < forecast.horizon:
+                raise ValueError(f"features.history.lags: lag {lag} is nearer than forecast.horizon "
+                                 f"{forecast.horizon}: a forecast {forecast.horizon} steps ahead cannot know it")
+        for w in history.windows:
+            if w.gap is not None and w.gap < forecast.horizon:
+                raise ValueError(f"features.history.windows: gap {w.gap} is nearer than forecast.horizon "
+                                 f"{forecast.horizon}: a forecast {forecast.horizon} steps ahead cannot know it")
+        spec = self.history_spec
+        assert spec is not None
+        if spec.lookback > 100_000:
+            raise ValueError(f"features.history reads {spec.lookback} steps back; at most 100000")
+        taken = [n for n in spec.names if n in self.schema_.columns]
+        if taken:
+            raise ValueError(f"features.history: feature {taken[0]!r} has the name of a column under schema.columns")
+
+    @property
+    def history_spec(self) -> HistorySpec | None:
+        """What the history features read and compute, as the feature code takes it (None without them)."""
+        from cd4ml.features.transforms import HistorySpec, Window
+
+        history, forecast = self.features.history, self.forecast
+        if history is None or forecast is None:
+            return None
+        step = forecast.step
+        return HistorySpec(
+            series=tuple(forecast.series), time=self.time_column, target=self.target, count=step.count,
+            unit=step.unit, horizon=forecast.horizon, lags=tuple(history.lags),
+            windows=tuple(Window(w.size, tuple(w.stats), w.gap or forecast.horizon) for w in history.windows))
 
     @property
     def baseline_kinds(self) -> list[str]:

@@ -18,6 +18,7 @@ import pandas as pd
 import pandera.pandas as pa
 
 from cd4ml.config import COLUMN_TYPES, ColumnSpec, ProjectConfig
+from cd4ml.features.transforms import time_steps
 
 _BOOL_TEXT = {"true": True, "false": False, "1": True, "0": False}
 _EXAMPLES = 5  # rejected values listed per rule; the rest are counted
@@ -242,6 +243,24 @@ def _schema_failures(cases: pd.DataFrame, raw: pd.DataFrame, rules: dict[str, li
     return failures
 
 
+def _shared_steps(clean: pd.DataFrame, raw: pd.DataFrame, config: ProjectConfig) -> list[Failure]:
+    """With `forecast:`, rows of one series at different times within one time step (10:00 and 10:30 of a
+    `1h` series): the key check sees two times, but a series has one value per step."""
+    forecast, time = config.forecast, config.time_column
+    if forecast is None or not len(clean) or time not in clean:
+        return []
+    step = forecast.step
+    steps = time_steps(clean[time].to_numpy(), step.count, step.unit)
+    shared = clean[list(forecast.series)].assign(_step=steps).duplicated(keep=False).to_numpy()
+    if not shared.any():
+        return []
+    columns = [*forecast.series, time]
+    rows = clean.index[shared].tolist()
+    return [Failure(f"shares its {forecast.frequency} time step with another row of its series "
+                    f"({', '.join(forecast.series) or 'the one series'}): one value per series and step",
+                    ", ".join(columns), len(rows), _examples(raw, columns, rows))]
+
+
 def validate(frame: pd.DataFrame, config: ProjectConfig,
              existing_rows: int = 0) -> tuple[pd.DataFrame, ValidationReport]:
     """Check `frame`; returns the coerced frame (schema columns only) and the report.
@@ -260,6 +279,8 @@ def validate(frame: pd.DataFrame, config: ProjectConfig,
     except pa.errors.SchemaErrors as exc:
         clean = raw
         failures += _schema_failures(exc.failure_cases, raw, rules, config)
+    else:
+        failures += _shared_steps(clean, raw, config)
     if len(raw) == 0:
         failures.append(Failure("no rows", None, 0))
     elif len(raw) + existing_rows < config.data.min_rows:

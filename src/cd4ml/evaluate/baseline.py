@@ -35,21 +35,6 @@ def naive_baseline(train: Mapping[str, np.ndarray], y_train: np.ndarray,
     return np.where(found, means[idx], prior)
 
 
-def time_steps(times: np.ndarray, count: int, unit: str) -> np.ndarray:
-    """Each time's step number on a grid of `count` `unit`s (config.FREQUENCY_UNITS), int64 (n,):
-    times one step apart differ by 1. `times`: datetime64 of any precision, or whole years as ints."""
-    if np.issubdtype(times.dtype, np.integer):
-        return times.astype(np.int64) // count
-    if unit == "MS":
-        return times.astype("datetime64[M]").astype(np.int64) // count
-    if unit == "YS":
-        return times.astype("datetime64[Y]").astype(np.int64) // count
-    if unit == "W":  # weeks from Monday: 1970-01-05 was one
-        return (times.astype("datetime64[D]").astype(np.int64) - 4) // (7 * count)
-    seconds = {"s": 1, "min": 60, "h": 3600, "D": 86_400}[unit] * count
-    return times.astype("datetime64[s]").astype(np.int64) // seconds
-
-
 def history_lags(kind: str, horizon: int, season: int | None, window: int) -> list[int]:
     """The steps back a history baseline reads, none nearer than `horizon`: `last_value` the horizon
     itself; `seasonal_naive` the nearest whole number of seasons at or past it; `rolling_mean` the

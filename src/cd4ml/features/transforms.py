@@ -9,15 +9,17 @@ release keeps computing features exactly as it was trained, whatever cd4ml
 version or project code is installed later.
 
 Steps, in order: attribute lookups (key -> attributes), calendar parts,
-holiday flags, the project's custom functions, target encodings, then the
+holiday flags, the project's custom functions, history features (each row's
+series' past values, read from a `SeriesHistory`), target encodings, then the
 numeric and categorical columns are assembled into a float64 matrix.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Optional, Union
 
 import numpy as np
 
@@ -34,6 +36,57 @@ class Lookup:
     """Attributes looked up by a key column (the key's latest row in training)."""
     key: str
     columns: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Window:
+    """A rolling window of a series' past values: the `size` steps ending `gap` steps before a row's own."""
+    size: int
+    stats: tuple[str, ...]  # of WINDOW_STATS
+    gap: int
+
+
+# std: the sample standard deviation (NaN below two values), as pandas' rolling std.
+WINDOW_STATS = ("mean", "std", "min", "max")
+
+
+@dataclass(frozen=True)
+class HistorySpec:
+    """History features: each row's own series' `target` values some steps back, on the time grid of
+    `count` `unit`s (`time_steps`). No feature reads a value nearer than `horizon` steps."""
+    series: tuple[str, ...]
+    time: str
+    target: str
+    count: int
+    unit: str
+    horizon: int
+    lags: tuple[int, ...]
+    windows: tuple[Window, ...]
+
+    @property
+    def lookback(self) -> int:
+        """The most steps back any feature reads."""
+        return max([*self.lags, *(w.gap + w.size - 1 for w in self.windows)])
+
+    @property
+    def names(self) -> list[str]:
+        """The features' column names, in order: the lags, then each window's stats."""
+        names = [f"{self.target}_lag{k}" for k in self.lags]
+        for w in self.windows:
+            suffix = "" if w.gap == self.horizon else f"_gap{w.gap}"
+            names += [f"{self.target}_{stat}{w.size}{suffix}" for stat in w.stats]
+        return names
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> "HistorySpec":
+        return cls(series=tuple(doc["series"]), time=doc["time"], target=doc["target"], count=doc["count"],
+                   unit=doc["unit"], horizon=doc["horizon"], lags=tuple(doc["lags"]),
+                   windows=tuple(Window(w["size"], tuple(w["stats"]), w["gap"]) for w in doc["windows"]))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"series": list(self.series), "time": self.time, "target": self.target, "count": self.count,
+                "unit": self.unit, "horizon": self.horizon, "lags": list(self.lags),
+                "windows": [{"size": w.size, "stats": list(w.stats), "gap": w.gap} for w in self.windows]}
 
 
 @dataclass(frozen=True)
@@ -54,6 +107,7 @@ class FeatureSpec:
     target_transform: str | None
     clip_min: float | None
     task: dict[str, Any] | None  # the task's own JSON (cd4ml.task); None in releases made before tasks
+    history: HistorySpec | None = None  # its features are listed under `numeric`
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> "FeatureSpec":
@@ -66,7 +120,7 @@ class FeatureSpec:
             target_encodings=tuple(tuple(cols) for cols in doc["target_encodings"]),
             encoding_smoothing=doc["encoding_smoothing"], categorical=tuple(doc["categorical"]),
             numeric=tuple(doc["numeric"]), target_transform=doc["target_transform"], clip_min=doc["clip_min"],
-            task=doc.get("task"))
+            task=doc.get("task"), history=HistorySpec.from_json(doc["history"]) if doc.get("history") else None)
 
     @classmethod
     def of(cls, spec: "FeatureSpec | Mapping[str, Any]") -> "FeatureSpec":
@@ -84,7 +138,7 @@ class FeatureSpec:
             "target_encodings": [list(cols) for cols in self.target_encodings],
             "encoding_smoothing": self.encoding_smoothing, "categorical": list(self.categorical),
             "numeric": list(self.numeric), "target_transform": self.target_transform, "clip_min": self.clip_min,
-            "task": self.task,
+            "task": self.task, "history": self.history.to_json() if self.history else None,
         }
 
 
@@ -99,6 +153,21 @@ def as_time(values: Any) -> np.ndarray:
     if arr.dtype.kind in "iu":
         return (arr.astype(np.int64) - 1970).astype("datetime64[Y]").astype("datetime64[s]")
     return np.asarray(arr.astype(str), dtype="datetime64[s]")
+
+
+def time_steps(times: np.ndarray, count: int, unit: str) -> np.ndarray:
+    """Each time's step number on a grid of `count` `unit`s (s, min, h, D, W, MS, YS), int64 (n,):
+    times one step apart differ by 1. `times`: datetime64 of any precision, or whole years as ints."""
+    if np.issubdtype(times.dtype, np.integer):
+        return times.astype(np.int64) // count
+    if unit == "MS":
+        return times.astype("datetime64[M]").astype(np.int64) // count
+    if unit == "YS":
+        return times.astype("datetime64[Y]").astype(np.int64) // count
+    if unit == "W":  # weeks from Monday: 1970-01-05 was one
+        return (times.astype("datetime64[D]").astype(np.int64) - 4) // (7 * count)
+    seconds = {"s": 1, "min": 60, "h": 3600, "D": 86_400}[unit] * count
+    return times.astype("datetime64[s]").astype(np.int64) // seconds
 
 
 def calendar_part(t: np.ndarray, part: str, slot_minutes: int | None = None) -> np.ndarray:
@@ -464,6 +533,140 @@ def _out_of_fold(inverse: np.ndarray, y: np.ndarray, sums: np.ndarray, counts: n
     return means[folds, inverse]
 
 
+class SeriesHistory:
+    """Past values of each series, indexed by (series, step), from which rows' history features are read.
+
+    `batch`: the history's rows as columns: the spec's series columns, time and target (n,); one row per
+    series and step (a table's key; a repeated step keeps one of its rows). A training run gives its whole
+    table, a service the rows its history store holds for a request's series: each feature is gathered
+    value by value and summed in one fixed order, so both compute the same floats for the same row.
+    """
+
+    def __init__(self, spec: HistorySpec, batch: Mapping[str, np.ndarray]) -> None:
+        self.spec = spec
+        steps = self.steps(batch[spec.time])
+        values = np.asarray(batch[spec.target], dtype=np.float64)
+        n = len(steps)
+        self._table: KeyTable | None = None
+        group = np.zeros(n, dtype=np.int64)
+        if spec.series:
+            self._table, inverse = KeyTable.group([np.asarray(batch[c]) for c in spec.series])
+            group = inverse.astype(np.int64)
+        k = len(self._table.keys) if self._table is not None else int(n > 0)
+        self._lo = np.full(k, np.iinfo(np.int64).max, dtype=np.int64)
+        self._hi = np.full(k, np.iinfo(np.int64).min, dtype=np.int64)
+        np.minimum.at(self._lo, group, steps)
+        np.maximum.at(self._hi, group, steps)
+        # Each series' slots: `lookback` empty ones, then one per step from its first to its last, so a
+        # training row (a step of its own series) reads its whole lookback without a bounds check.
+        self._pad = spec.lookback
+        span = self._hi - self._lo + 1 + self._pad
+        # A series with a few rows far apart would make that grid huge; then (series, step) pairs are searched.
+        self._dense = bool(span.sum() <= 4 * n + 4096 + k * self._pad)
+        if self._dense:
+            self._base = (np.concatenate([[0], np.cumsum(span)[:-1]]) + self._pad - self._lo).astype(np.int64)
+            self._grid = np.full(int(span.sum()) + 1, np.nan)  # the last slot stays empty: reads out of bounds
+            self._grid[self._base[group] + steps] = values
+        else:
+            self._first = int(steps.min())
+            self._range = int(steps.max()) - self._first + 1
+            composite = group * self._range + (steps - self._first)
+            order = np.argsort(composite, kind="stable")
+            self._keys, self._values = composite[order], values[order]
+
+    def steps(self, times: np.ndarray) -> np.ndarray:
+        """Times (datetime64, ISO text or whole years) -> step numbers on the spec's grid, int64 (n,)."""
+        return time_steps(as_time(times), self.spec.count, self.spec.unit)
+
+    def features(self, batch: Mapping[str, np.ndarray]) -> Batch:
+        """The history features (`spec.names`, float64 (n,) each) of the rows of `batch` (its series and
+        time columns): NaN where the series has no value at a step read (a new series, a gap).
+
+        Rows are done in blocks (a window's values are a (size, rows) matrix), each row's sums accumulated
+        in one order (`_in_order`): a row's floats do not depend on the other rows or the block size.
+        """
+        spec = self.spec
+        steps = self.steps(batch[spec.time])
+        n = len(steps)
+        if self._table is not None:
+            group, found = self._table.find([np.asarray(batch[c]) for c in spec.series])
+        else:
+            group, found = np.zeros(n, dtype=np.int64), np.full(n, len(self._lo) > 0)
+        group = group.astype(np.int64, copy=False)
+        out = {name: np.empty(n) for name in spec.names}
+        for start in range(0, n, _HISTORY_ROWS):
+            rows = slice(start, start + _HISTORY_ROWS)
+            at = functools.partial(self._at, group[rows], found[rows], steps[rows])
+            names = iter(spec.names)
+            if spec.lags:
+                lagged = at(np.asarray(spec.lags))
+                for j in range(len(spec.lags)):
+                    out[next(names)][rows] = lagged[j]
+            for w in spec.windows:
+                for name, column in _window_stats(at(np.arange(w.gap, w.gap + w.size)), w.stats).items():
+                    out[next(names)][rows] = column
+        return out
+
+    def _at(self, group: np.ndarray, found: np.ndarray, steps: np.ndarray, back: np.ndarray) -> np.ndarray:
+        """Each row's series' values `back` (k,) steps before its own step, (k, n); NaN where it has none."""
+        if not len(self._lo):
+            return np.full((len(back), len(steps)), np.nan)
+        g = np.where(found, group, 0)
+        if not self._dense:
+            offset = steps[None, :] - back[:, None] - self._first
+            composite = np.where(found & (offset >= 0) & (offset < self._range), g * self._range + offset, -1)
+            idx = np.minimum(np.searchsorted(self._keys, composite), len(self._keys) - 1)
+            return np.where((composite >= 0) & (self._keys[idx] == composite), self._values[idx], np.nan)
+        out = self._grid.take(self._base[g][None, :] + steps[None, :] - back[:, None], mode="clip")
+        # Reads outside the series' slots (a row of another series or none, before the padding, after the
+        # series' last step) are emptied; a training row's never are.
+        lo, hi = self._lo[g] - self._pad, self._hi[g]
+        outside = ~found | (steps - int(back.min()) > hi) | (steps - int(back.max()) < lo)
+        if outside.any():
+            t = steps[outside][None, :] - back[:, None]
+            out[:, outside] = np.where(found[outside] & (t >= lo[outside]) & (t <= hi[outside]), out[:, outside],
+                                       np.nan)
+        return out
+
+
+_HISTORY_ROWS = 1 << 15  # rows per block: a 28-step window's values in 7 MB
+
+
+def _in_order(values: np.ndarray) -> np.ndarray:
+    """The sum of `values` (k, n) over k, added one row after another: the same floats for a column whatever
+    the other columns are (numpy's own reductions may pair terms by the array's layout)."""
+    total = values[0].copy()
+    for row in values[1:]:
+        total += row
+    return total
+
+
+def _window_stats(values: np.ndarray, stats: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Statistics of each row's window `values` (size, n) over the values it has (n,): NaN where it has none
+    (std: where it has fewer than two)."""
+    known = ~np.isnan(values)
+    count = known.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(count > 0, _in_order(np.where(known, values, 0.0)) / np.maximum(count, 1), np.nan)
+        out = {}
+        for stat in stats:
+            if stat == "mean":
+                out[stat] = mean
+            elif stat == "min":
+                out[stat] = np.fmin.reduce(values, axis=0)
+            elif stat == "max":
+                out[stat] = np.fmax.reduce(values, axis=0)
+            else:
+                d = values - mean
+                squares = _in_order(np.where(known, d * d, 0.0))
+                out[stat] = np.where(count > 1, np.sqrt(squares / np.maximum(count - 1, 1)), np.nan)
+    return out
+
+
+# What a plan's history features are read from: a SeriesHistory, or the rows to index as one.
+History = Optional[Union[SeriesHistory, Mapping[str, np.ndarray]]]
+
+
 def encoding_name(cols: list[str]) -> str:
     return "te__" + "__".join(cols)
 
@@ -508,17 +711,18 @@ class FeaturePlan:
     # -- fitting ---------------------------------------------------------------------------
     @classmethod
     def fit(cls, spec: FeatureSpec, batch: Mapping[str, np.ndarray], y: np.ndarray,
-            custom: Mapping[str, CustomFn], holiday_dates: np.ndarray) -> "FeaturePlan":
+            custom: Mapping[str, CustomFn], holiday_dates: np.ndarray, history: History = None) -> "FeaturePlan":
         """Learn lookups, encodings and vocabularies from training rows.
 
-        `y` is the model-space target (after the target transform), shape (n,).
+        `y` is the model-space target (after the target transform), shape (n,). `history`: the series'
+        past values the rows' history features read (a `SeriesHistory` or its rows), if the spec has any.
         """
-        return cls._fit(spec, batch, y, custom, holiday_dates)[0]
+        return cls._fit(spec, batch, y, custom, holiday_dates, history)[0]
 
     @classmethod
     def fit_transform(cls, spec: FeatureSpec, batch: dict[str, np.ndarray], y: np.ndarray,
-                      custom: Mapping[str, CustomFn], holiday_dates: np.ndarray, keep: list[str] | None = None
-                      ) -> tuple["FeaturePlan", np.ndarray, Batch]:
+                      custom: Mapping[str, CustomFn], holiday_dates: np.ndarray, keep: list[str] | None = None,
+                      history: History = None) -> tuple["FeaturePlan", np.ndarray, Batch]:
         """`fit`, then `transform` and `derive` of the same rows: (plan, X, derived batch).
 
         Fitting already derives every column; deriving a million rows again costs as much.
@@ -528,7 +732,7 @@ class FeaturePlan:
         (Fortran order): each of its columns is written in one contiguous pass.
         """
         cls._check_inputs(spec, batch)
-        plan, work, codes, encoded = cls._fit(spec, batch, y, custom, holiday_dates)
+        plan, work, codes, encoded = cls._fit(spec, batch, y, custom, holiday_dates, history)
         n = len(work[spec.inputs[0]]) if spec.inputs else 0
         if keep is not None:
             batch.clear()
@@ -545,7 +749,7 @@ class FeaturePlan:
 
     @classmethod
     def _fit(cls, spec: FeatureSpec, batch: Mapping[str, np.ndarray], y: np.ndarray,
-             custom: Mapping[str, CustomFn], holiday_dates: np.ndarray
+             custom: Mapping[str, CustomFn], holiday_dates: np.ndarray, history: History
              ) -> tuple["FeaturePlan", Batch, dict[str, np.ndarray], list[np.ndarray | None]]:
         """The plan, the derived batch, and what `_columns` needs to skip looking the rows up again:
         each categorical column's codes; and each encoding's column for these training rows, cross-fitted
@@ -562,7 +766,7 @@ class FeaturePlan:
             table.values = {c: _unicode(_normalise(rev[c])[first]) for c in lk.columns}
             arrays.update(table.to_arrays(f"lookup{i}"))
         plan = cls(spec, {**arrays, **_empty_tables(spec)}, custom)
-        work = plan._derive(work)
+        work = plan._derive(work, history=history)
         for key in ("numeric", "categorical"):
             for c in getattr(spec, key):
                 if c not in work:
@@ -602,8 +806,9 @@ class FeaturePlan:
         return cls(spec, arrays, custom), work, codes, encoded
 
     # -- applying --------------------------------------------------------------------------
-    def _derive(self, batch: Mapping[str, np.ndarray], found_keys: dict[str, np.ndarray] | None = None) -> Batch:
-        """Every step but the final encodings: lookups, calendar, holidays, custom columns.
+    def _derive(self, batch: Mapping[str, np.ndarray], found_keys: dict[str, np.ndarray] | None = None,
+                history: History = None) -> Batch:
+        """Every step but the final encodings: lookups, calendar, holidays, custom columns, history features.
 
         `found_keys`, if given, receives per lookup key column whether each row's key is in the table."""
         work: Batch = dict(batch)
@@ -646,23 +851,35 @@ class FeaturePlan:
                     raise ValueError(f"custom feature {name} returned column {col!r} of shape {arr.shape}, "
                                      f"expected ({n},)")
                 work[col] = arr
+        if self.spec.history is not None:
+            work.update(self.history(history).features(work))
         return work
 
-    def derive(self, batch: Mapping[str, np.ndarray]) -> Batch:
+    def history(self, history: History) -> SeriesHistory:
+        """`history` as this plan's `SeriesHistory` (its rows, a batch, are indexed once here)."""
+        if self.spec.history is None:
+            raise ValueError("this plan has no history features")
+        if history is None:
+            raise ValueError("history features need the series' past values: pass `history`")
+        return history if isinstance(history, SeriesHistory) else SeriesHistory(self.spec.history, history)
+
+    def derive(self, batch: Mapping[str, np.ndarray], history: History = None) -> Batch:
         """The batch with every derived column added (used for baselines and slices)."""
-        return self._derive(batch)
+        return self._derive(batch, history=history)
 
-    def transform(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
-        """Feature matrix (n, n_features), float64; unknown categories and keys become NaN."""
+    def transform(self, batch: Mapping[str, np.ndarray], history: History = None) -> np.ndarray:
+        """Feature matrix (n, n_features), float64; unknown categories and keys become NaN.
+        `history`: the series' past values, for a spec with history features (`fit`)."""
         self._check_inputs(self.spec, batch)
-        return self._assemble(self._derive(batch))
+        return self._assemble(self._derive(batch, history=history))
 
-    def transform_checked(self, batch: Mapping[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def transform_checked(self, batch: Mapping[str, np.ndarray], history: History = None
+                          ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """`transform`, and per input column whose values the model learned (lookup keys, categorical
         features) a bool array (n,) marking values never seen in training: one pass, one lookup each."""
         self._check_inputs(self.spec, batch)
         found: dict[str, np.ndarray] = {}
-        X = self._assemble(self._derive(batch, found))
+        X = self._assemble(self._derive(batch, found, history))
         inputs = set(self.spec.inputs)
         unseen = {c: ~f for c, f in found.items() if c in inputs}
         start = len(self.spec.numeric)

@@ -81,7 +81,7 @@ def register(project: Project, pinned: Pinned, data: Prepared, ev: Evaluation, r
             "metrics": ev.metrics}
     inputs = [{"name": c, "type": cfg.schema_.columns[c].type} for c in data.spec.inputs]
     save_release(release_dir, spec=data.spec, plan=data.plan, estimator=pinned.model, snapshot=pinned.snapshot,
-                 inputs=inputs, info=info, example=data.hold[list(data.spec.inputs)].head(20))
+                 inputs=inputs, info=info, example=data.hold[list(data.spec.inputs)].head(20), history=data.history_rows)
     save_profile(release_dir, ev.reference)
     _log_run(project, data.version, commit, dirty, pinned.snapshot.digest, ev, data.n_train, len(data.hold))
     mlflow.log_dict({"slices": ev.slices, "baseline_slices": ev.base_slices,
@@ -109,14 +109,15 @@ def gate(project: Project, data: Prepared, ev: Evaluation, registry: Registry, v
     evidence = Evidence(task=ev.task, primary=cfg.metrics.primary, candidate=ev.metrics, baselines=ev.baselines,
                         candidate_slices=ev.slices, bias=ev.bias, folds=ev.folds)
     reloaded = registry.load(version, cache, threads=0)
-    evidence.parity_max_abs_diff = float(np.max(np.abs(reloaded.predict_frame(hold_df) - ev.pred)))
+    history = data.history_rows
+    evidence.parity_max_abs_diff = float(np.max(np.abs(reloaded.predict_frame(hold_df, history) - ev.pred)))
     served = Release(reloaded.folder)  # one thread, as a service predicts
     evidence.latency_p99_ms = latency_p99(served, hold_df, cfg.acceptance.latency_p99_ms)
     auto = cfg.registry.auto_promote if promote is None else promote
     return judge_and_promote(
         registry, evidence, version, run_id, cfg.acceptance, auto,
         lambda champ: score_champion(evidence, registry, champ, cache, hold_df, data.derived_hold, cfg,
-                                     ev.weights, ev.y_hold))
+                                     ev.weights, ev.y_hold, history))
 
 
 def judge_and_promote(registry: Registry, evidence: Evidence, version: str, run_id: str,

@@ -14,11 +14,11 @@ import pandas as pd
 
 from cd4ml.config import HISTORY_BASELINES, PROJECT_FILE, Frequency, Project, ProjectConfig
 from cd4ml.data.table import TrainingTable
-from cd4ml.evaluate.baseline import history_lags, lagged_mean, time_steps
+from cd4ml.evaluate.baseline import history_lags, lagged_mean
 from cd4ml.evaluate.metrics import Bias, total_bias
 from cd4ml.errors import Cd4mlError, ConfigError
 from cd4ml.features.code import CodeSnapshot, take_snapshot
-from cd4ml.features.transforms import FeatureSpec, Lookup
+from cd4ml.features.transforms import FeatureSpec, Lookup, time_steps
 from cd4ml.gate.checks import FoldScores, scored_metrics
 from cd4ml.monitor.profile import ReleaseProfile, build_reference
 from cd4ml.pipeline import rerun
@@ -54,6 +54,8 @@ class StageClock:
 def feature_spec(cfg: ProjectConfig) -> FeatureSpec:
     """The spec a FeaturePlan is built from (stored in every release)."""
     f = cfg.features
+    history = cfg.history_spec
+    numeric = [*f.numeric, *(n for n in history.names if n not in f.numeric)] if history else f.numeric
     return FeatureSpec(
         time_column=cfg.time_column,
         inputs=tuple(cfg.input_columns),
@@ -66,10 +68,11 @@ def feature_spec(cfg: ProjectConfig) -> FeatureSpec:
         target_encodings=tuple(tuple(cols) for cols in f.target_encodings),
         encoding_smoothing=f.encoding_smoothing,
         categorical=tuple(f.categorical),
-        numeric=tuple(f.numeric),
+        numeric=tuple(numeric),
         target_transform=cfg.model.target_transform,
         clip_min=cfg.model.clip_min,
         task=cfg.task.spec(),  # the run's chosen decision threshold replaces the configured one (train/tuning.py)
+        history=history,
     )
 
 
@@ -109,6 +112,10 @@ class Prepared:
     hold: pd.DataFrame
     derived_hold: dict[str, np.ndarray]
     baselines_model_space: dict[str, np.ndarray]  # each baseline's predictions of the holdout, by kind
+    # With `forecast:`: the version's rows history features read (series, time, target; training and holdout),
+    # and with history features, the same indexed for this plan (a champion's plan indexes the rows again).
+    history_rows: dict[str, np.ndarray] | None = None
+    history: Any = None
 
 
 @dataclass
@@ -165,17 +172,21 @@ def prepare(project: Project, pinned: Pinned, stage: StageClock,
     with its only reference (the fit frees it once it holds what it needs), and the training target.
     `steps_back`: a backtest fold's, the version without its latest steps of `split.backtest.step`."""
     cfg = project.config
+    spec = feature_spec(cfg)
     with stage("load"):
         frame, version = pinned.table.read(pinned.version)
         _check_table_columns(project, frame, version)
         if steps_back:
             frame = _without_latest_steps(project, frame, steps_back)
         train_df, hold_df = time_split(frame, cfg.time_column, cfg.split, file=str(project.root / PROJECT_FILE))
+        history_rows = history_batch(cfg, frame)
         del frame
 
     with stage("features"):
         transforms = pinned.snapshot.transforms()
-        spec = feature_spec(cfg)
+        # Every row's history features read the version's earlier rows, holdout ones included: as a service
+        # reads the actuals fed back to it, never nearer than the horizon.
+        history = transforms.SeriesHistory(spec.history, history_rows) if spec.history is not None else None
         y_train = transforms.forward_target(spec, train_df[cfg.target].to_numpy())
         n_train = len(train_df)
         holidays = holiday_dates(cfg, train_df[cfg.time_column])
@@ -187,17 +198,17 @@ def prepare(project: Project, pinned: Pinned, stage: StageClock,
             # Only the baselines read derived training rows; every other column is freed early.
             plan, X_train, derived_train = transforms.FeaturePlan.fit_transform(
                 spec, train_batch, y_train, pinned.snapshot.resolve(cfg.features.custom), holidays,
-                keep=list(dict.fromkeys([*cfg.baseline.group_by, *_history_columns(cfg)])))
+                keep=list(dict.fromkeys([*cfg.baseline.group_by, *_history_columns(cfg)])), history=history)
         except transforms.FeatureSpecError as exc:
             raise ConfigError(str(exc), file=str(project.root / PROJECT_FILE), key=exc.key) from None
         del train_batch
         derived_hold = plan.derive(frame_to_batch(hold_df, _derive_columns(cfg, spec, list(hold_df.columns)),
-                                                  shared_text=True))
+                                                  shared_text=True), history)
         _check_columns(project, derived_hold)
         # The baselines need no model: scored here, the derived training rows need not outlive the fit.
         y_hold = transforms.forward_target(spec, hold_df[cfg.target].to_numpy()) if _history_columns(cfg) else None
         baselines = _baselines(cfg, derived_train, y_train, derived_hold, y_hold)
-    return (Prepared(version, spec, plan, n_train, hold_df, derived_hold, baselines),
+    return (Prepared(version, spec, plan, n_train, hold_df, derived_hold, baselines, history_rows, history),
             estimators.Handover(X_train), y_train)
 
 
@@ -216,7 +227,8 @@ def evaluate(cfg: ProjectConfig, task: Task, model: Any, data: Prepared) -> Eval
     """The model and the baselines (and the oracle column, if any) scored on the holdout, with the
     reference profile the release keeps."""
     hold_df, derived_hold = data.hold, data.derived_hold
-    X_hold = data.plan.transform(frame_to_batch(hold_df, request_columns(data.spec, list(hold_df.columns))))
+    X_hold = data.plan.transform(frame_to_batch(hold_df, request_columns(data.spec, list(hold_df.columns))),
+                                 data.history)
     y_hold = task.encode(hold_df[cfg.target].to_numpy())
     pred = data.plan.inverse_target(model.predict(X_hold))
     w = cfg.metrics.row_weights(hold_df)
@@ -236,6 +248,15 @@ def evaluate(cfg: ProjectConfig, task: Task, model: Any, data: Prepared) -> Eval
     bias = total_bias(y_hold, pred, derived_hold, cfg.slices) if not isinstance(task, Classification) else None
     return Evaluation(task, pred, y_hold, w, metrics, baselines, baselines[strongest], oracle, slices, base_slices,
                       bias, reference)
+
+
+def history_batch(cfg: ProjectConfig, frame: pd.DataFrame) -> dict[str, np.ndarray] | None:
+    """The columns of `frame` history features read (series, time, target): a forecasting project's
+    (the champion's features may read them when this run's do not); None for any other."""
+    if cfg.forecast is None:
+        return None
+    return frame_to_batch(frame, list(dict.fromkeys([*cfg.forecast.series, cfg.time_column, cfg.target])),
+                          shared_text=True)
 
 
 def _without_latest_steps(project: Project, frame: pd.DataFrame, k: int) -> pd.DataFrame:

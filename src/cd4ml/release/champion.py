@@ -19,14 +19,15 @@ from cd4ml.task import Task
 
 def score_champion(ev: Evidence, registry: Registry, version: str, cache: Path, hold_df: pd.DataFrame,
                    derived_hold: dict[str, np.ndarray], cfg: ProjectConfig, w: np.ndarray | None,
-                   y: np.ndarray) -> None:
-    """Re-score champion `version` on this run's holdout (`y`: its encoded target) into `ev`."""
+                   y: np.ndarray, history: dict[str, np.ndarray] | None) -> None:
+    """Re-score champion `version` on this run's holdout (`y`: its encoded target) into `ev`. `history`: the
+    run's version's series, time and target columns, for a champion with history features."""
     ev.champion_version = version
     try:
         champ: Release = registry.load(version, cache, threads=0)
         if _problem(champ.task) != _problem(ev.task):
             raise ReleaseError(f"it predicts {_problem(champ.task)}, this run {_problem(ev.task)}")
-        pred = champ.predict_frame(hold_df)
+        pred = champ.predict_frame(hold_df, history)
     except Exception as exc:  # any failure of an old release is a verdict, not a crash
         ev.champion_error = f"{type(exc).__name__}: {exc}"
         return

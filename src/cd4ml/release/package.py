@@ -6,6 +6,7 @@ Layout of a release folder (stored as an MLflow model's artifact):
     tables.npz      fitted lookup/encoding tables (plain arrays, no pickle)
     estimator/      the estimator (LightGBM text model or skops file)
     profile.json    reference profile of the holdout, for drift (cd4ml.monitor.profile)
+    history.npz     with history features: each series' latest values, as many steps as they read
     code/           snapshot: cd4ml's transforms + the project's feature modules
 
 `Release` loads a folder and predicts from column batches or DataFrames; the
@@ -30,6 +31,7 @@ from cd4ml.task import Task, task_from_spec
 
 RELEASE_FILE = "release.json"
 EXAMPLE_FILE = "example.json"
+HISTORY_FILE = "history.npz"
 _FACTORIZE_ROWS = 4096
 
 
@@ -61,17 +63,30 @@ def request_columns(spec: transforms.FeatureSpec, available: list[str]) -> list[
     return [c for c in available if c in wanted]
 
 
+def history_tail(spec: transforms.HistorySpec, rows: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The rows of each series' latest `spec.lookback` steps before the rows' last step (the release's
+    history cut-off): all a forecast after the cut-off reads that its history store may not have yet."""
+    steps = transforms.time_steps(transforms.as_time(rows[spec.time]), spec.count, spec.unit)
+    keep = steps > steps.max() - spec.lookback if len(steps) else np.zeros(0, dtype=bool)
+    return {c: (v.astype(str) if v.dtype.kind == "O" else v)[keep] for c, v in rows.items()}
+
+
 def save_release(folder: Path, *, spec: transforms.FeatureSpec, plan: Any, estimator: Any, snapshot: CodeSnapshot,
-                 inputs: list[dict[str, str]], info: dict[str, Any], example: pd.DataFrame) -> None:
+                 inputs: list[dict[str, str]], info: dict[str, Any], example: pd.DataFrame,
+                 history: Mapping[str, np.ndarray] | None = None) -> None:
     """Write everything a release needs to predict into `folder`.
 
     `spec`: the plan's, with the run's own task (its decision threshold may be chosen after the plan
     is fitted). `example`: a few input rows, kept so a service can warm up and check the release.
+    `history`: with history features, the rows they read (the run's version); its tail is packaged.
     """
     import shutil
 
     folder.mkdir(parents=True, exist_ok=True)
     np.savez(folder / "tables.npz", **plan.arrays)
+    if spec.history is not None:
+        assert history is not None
+        np.savez(folder / HISTORY_FILE, **history_tail(spec.history, history))
     estimator_meta = estimators.save(estimator, folder / "estimator")
     if snapshot.path != folder / "code":
         shutil.copytree(snapshot.path, folder / "code", dirs_exist_ok=True,
@@ -107,37 +122,64 @@ class Release:
         self.plan = self.snapshot.transforms().FeaturePlan(doc["spec"], arrays, custom)
         self.task: Task = task_from_spec(self.spec.task)  # regression for a release without one
         self.estimator = estimators.load(folder / "estimator", doc["estimator"], threads)
+        # With history features: the packaged history (`history_tail`), indexed on first use.
+        self.history_rows: dict[str, np.ndarray] | None = None
+        if self.spec.history is not None:
+            with np.load(folder / HISTORY_FILE, allow_pickle=False) as rows:
+                self.history_rows = {k: rows[k] for k in rows.files}
+        self._packaged: Any = None
 
     @property
     def input_names(self) -> list[str]:
         return [i["name"] for i in self.inputs]
 
-    def predict(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
-        X = self.plan.transform(batch)
+    @property
+    def history_end(self) -> np.datetime64 | None:
+        """The latest time of the packaged history (datetime64[s]): the release's history cut-off."""
+        if self.history_rows is None or self.spec.history is None or not len(self.history_rows[self.spec.history.time]):
+            return None
+        return transforms.as_time(self.history_rows[self.spec.history.time]).max()
+
+    def _history(self, history: Any) -> dict[str, Any]:
+        """The `history` argument of the plan's transforms: none for a release without history features
+        (whose packaged code may predate them); the packaged history unless `history` is given."""
+        if self.spec.history is None:
+            return {}
+        if history is None:
+            if self._packaged is None:
+                self._packaged = self.plan.history(self.history_rows)
+            history = self._packaged
+        return {"history": history}
+
+    def predict(self, batch: Mapping[str, np.ndarray], history: Any = None) -> np.ndarray:
+        """`history`: the rows (series, time, target) history features read; default the packaged ones."""
+        X = self.plan.transform(batch, **self._history(history))
         return self.plan.inverse_target(self.estimator.predict(X))
 
-    def predict_checked(self, batch: Mapping[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def predict_checked(self, batch: Mapping[str, np.ndarray], history: Any = None
+                        ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """`predict`, and per input column whose values the model learned (lookup keys, categories)
         a bool mask (n,) of values it never saw in training."""
-        X, unknown = self.features_checked(batch)
+        X, unknown = self.features_checked(batch, history)
         return self.predict_features(X), unknown
 
-    def features_checked(self, batch: Mapping[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def features_checked(self, batch: Mapping[str, np.ndarray], history: Any = None
+                         ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """The feature matrix of `batch` and the unknown-value masks of `predict_checked`."""
         checked = getattr(self.plan, "transform_checked", None)
         if checked is None:  # feature code packaged before the one-pass transform
             return self.plan.transform(batch), self.plan.unknown_inputs(batch)
-        return checked(batch)
+        return checked(batch, **self._history(history))
 
     def predict_features(self, X: np.ndarray) -> np.ndarray:
         """Predictions in target units from a feature matrix of `features_checked`."""
         return self.plan.inverse_target(self.estimator.predict(X))
 
-    def predict_frame(self, frame: pd.DataFrame) -> np.ndarray:
+    def predict_frame(self, frame: pd.DataFrame, history: Any = None) -> np.ndarray:
         missing = [c for c in self.input_names if c not in frame.columns]
         if missing:
             raise ReleaseError(f"input is missing column(s): {', '.join(missing)}")
-        return self.predict(frame_to_batch(frame, request_columns(self.spec, list(frame.columns))))
+        return self.predict(frame_to_batch(frame, request_columns(self.spec, list(frame.columns))), history)
 
     def example(self) -> pd.DataFrame:
         """The input rows packaged for warm-up (types as in the training table)."""

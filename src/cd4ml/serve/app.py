@@ -18,9 +18,9 @@ import logging
 import os
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable, Mapping
 
 import numpy as np
 import orjson
@@ -34,10 +34,12 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cd4ml.config import Project, ProjectConfig, ServingConfig, load_project
+from cd4ml.release.package import Release
 from cd4ml.serve.batching import MicroBatcher
 from cd4ml.serve.door import (REQUEST_ID_HEADER, REQUEST_ID_MAX, REQUEST_ID_PATTERN, media_type_refusal, read_body,
                               request_id_refusal)
 from cd4ml.serve.metrics import CONTENT_TYPE, ServiceMetrics, multiprocess_dir
+from cd4ml.serve.history import HistoryStore, unforecastable
 from cd4ml.serve.predlog import PredictionLog
 from cd4ml.serve.schema import (FeedbackSchema, RequestSchema, answer_schema, describe_errors, error_body,
                                 one_or_many)
@@ -78,6 +80,8 @@ class Service:
     actuals_log: PredictionLog
     metrics: ServiceMetrics
     batcher: MicroBatcher
+    history: HistoryStore | None  # with history features: the actuals they read
+    seeded: set[Path] = field(default_factory=set)  # the releases whose packaged history the store holds
 
     @classmethod
     def for_project(cls, project: Project, *, log_predictions: bool, poll_seconds: float | None) -> Service:
@@ -97,8 +101,32 @@ class Service:
         actuals_log = PredictionLog(project.resolve(serving.log_dir), max_bytes=serving.log_max_bytes,
                                     prefix="actuals")
         metrics = ServiceMetrics(project.monitor_dir, multiproc_dir=multiprocess_dir())
+        history = HistoryStore.for_project(project)
         batcher = MicroBatcher(serving.merge_max_rows, schema.to_batch, metrics.calls.inc, serving.offload_rows)
-        return cls(cfg, schema, FeedbackSchema(cfg), watcher, predlog, actuals_log, metrics, batcher)
+        service = cls(cfg, schema, FeedbackSchema(cfg), watcher, predlog, actuals_log, metrics, batcher, history)
+        batcher.history = service.history_rows
+        return service
+
+    def history_rows(self, release: Release, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+        """The stored actuals `batch`'s history features read; None for a release without history features
+        (or a project without a store: the release reads its packaged history alone)."""
+        if release.spec.history is None or self.history is None:
+            return None
+        self._seed(release)
+        return self.history.rows(release.spec.history, batch)
+
+    def _seed(self, release: Release) -> None:
+        if self.history is not None and release.history_rows is not None and release.folder not in self.seeded:
+            self.history.seed(release.history_rows)
+            self.seeded.add(release.folder)
+
+    def unforecastable(self, release: Release, rows: list[dict[str, Any]]) -> dict[int, str]:
+        """The records (index -> why) whose history the service lacks (`serve.history.unforecastable`)."""
+        spec = release.spec.history
+        if spec is None or self.history is None:
+            return {}
+        self._seed(release)
+        return unforecastable(spec, release.history_end, self.history.latest(), [r.get(spec.time) for r in rows])
 
     def start(self) -> None:
         if self.predlog is not None:
@@ -114,6 +142,8 @@ class Service:
             self.predlog.close()
         self.actuals_log.close()
         self.metrics.stop(self.watcher, self.predlog)
+        if self.history is not None:
+            self.history.close()
 
 
 def create_app(project: Project, *, log_predictions: bool = True, poll_seconds: float | None = None) -> FastAPI:
@@ -209,8 +239,18 @@ async def _predict(service: Service, request: Request, started: float, live: Any
         rows = schema.validate(records)
     except ValidationError as exc:
         return _json(422, error_body("invalid input", describe_errors(exc, single)))
+    stale = service.unforecastable(live.release, rows)
+    if stale and service.cfg.serving.stale_history == "reject":
+        time_column = service.cfg.time_column
+        return _json(422, error_body("no history for these times", [
+            {"record": None if single else i, "field": time_column, "reason": why, "value": records[i].get(time_column)}
+            for i, why in sorted(stale.items())]))
     answer = await service.batcher.predict(live.release, rows, schema.nulls(rows))
     pred, fallback, unknown = answer.predictions, answer.fallback, answer.unknown
+    if stale:  # serving.stale_history: fallback: answered from the history there is, and flagged
+        mask = np.zeros(len(rows), dtype=bool)
+        mask[list(stale)] = True
+        fallback, unknown = fallback | mask, {**unknown, service.cfg.time_column: mask}
     if fallback.any() and service.cfg.serving.unknown_categories == "reject":
         errors = [{"record": None if single else int(i), "field": col, "reason": "never seen in training",
                    "value": records[int(i)].get(col)}
@@ -300,6 +340,8 @@ async def feedback(request: Request) -> Response:
     except ValidationError as exc:
         return _json(422, error_body("invalid actuals", describe_errors(exc, isinstance(records, tuple))))
     service.actuals_log.emit_many(events)
+    if service.history is not None:
+        service.history.add_actuals(events)
     return _json(202, {"accepted": len(events)})
 
 

@@ -67,9 +67,12 @@ class MicroBatcher:
     """
 
     def __init__(self, max_rows: int, to_batch: Callable[[Rows], Mapping[str, np.ndarray]],
-                 on_call: Callable[[], None] = lambda: None, offload_rows: int = 0) -> None:
+                 on_call: Callable[[], None] = lambda: None, offload_rows: int = 0,
+                 history: Callable[[Any, Mapping[str, np.ndarray]], Any] = lambda release, batch: None) -> None:
         """`on_call()` is called once per merged call (a metrics counter). Calls of at least `offload_rows`
-        rows predict on the worker thread (0: every call inline; the service's `serving.offload_rows`)."""
+        rows predict on the worker thread (0: every call inline; the service's `serving.offload_rows`).
+        `history(release, batch)`: the past values the batch's history features read (None: the release's own)."""
+        self.history = history
         self.max_rows = max_rows
         self.to_batch = to_batch
         self.on_call = on_call
@@ -112,7 +115,7 @@ class MicroBatcher:
         release = chunk[0].release
         try:
             batch = self.to_batch(chunk[0].rows if len(chunk) == 1 else [r for p in chunk for r in p.rows])
-            X, unknown = release.features_checked(batch)
+            X, unknown = release.features_checked(batch, self.history(release, batch))
             if 0 < self.offload_rows <= len(X):
                 if self._worker is None:
                     runtime.quick_gil_handoff()
