@@ -340,3 +340,11 @@ def test_a_training_row_never_sees_its_own_target_through_an_encoding() -> None:
     plan, X, _ = T.FeaturePlan.fit_transform(spec, batch, y, {}, np.array([], dtype="datetime64[D]"))
     np.testing.assert_array_equal(X[:, 0], np.full(n, y.mean()))  # no other row of its shop: the prior
     np.testing.assert_array_equal(plan.transform(batch)[:, 0], y)  # served: each shop's training mean
+
+
+def test_integer_codes_of_a_large_batch_equal_the_searched_ones() -> None:
+    vocab = T.Vocabulary(np.array([3, 5, 6, 40, 41], dtype=np.int64))
+    x = np.random.default_rng(4).integers(-5, 50, size=T._LARGE_BATCH + 1000)  # gaps, below and above the range
+    expected = [vocab.values.tolist().index(v) if v in vocab.values else -1 for v in x.tolist()]
+    np.testing.assert_array_equal(vocab.codes(x), expected)
+    np.testing.assert_array_equal(vocab.codes(x[:10]), expected[:10])  # the small-batch path agrees

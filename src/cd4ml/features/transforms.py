@@ -166,6 +166,8 @@ def time_steps(times: np.ndarray, count: int, unit: str) -> np.ndarray:
         return times.astype("datetime64[Y]").astype(np.int64) // count
     if unit == "W":  # weeks from Monday: 1970-01-05 was one
         return (times.astype("datetime64[D]").astype(np.int64) - 4) // (7 * count)
+    if unit == "D":  # days as they are held, without a pass through seconds
+        return times.astype("datetime64[D]", copy=False).astype(np.int64) // count
     seconds = {"s": 1, "min": 60, "h": 3600, "D": 86_400}[unit] * count
     return times.astype("datetime64[s]").astype(np.int64) // seconds
 
@@ -351,6 +353,14 @@ class Vocabulary:
                 self._index = {v: i for i, v in enumerate(self.values.tolist())}
             index = self._index
             return np.array([index.get(v, -1) for v in x.tolist()], dtype=np.int64)
+        if len(x) > _LARGE_BATCH and x.dtype.kind in "iu" and self.values.dtype.kind in "iu":
+            lo, hi = int(self.values[0]), int(self.values[-1])
+            if hi - lo <= 2 * len(x):
+                # Integers of a small range: a code per value in one gather, where a search costs log k per row.
+                slot = np.full(hi - lo + 1, -1, dtype=np.int64)
+                slot[self.values - lo] = np.arange(len(self.values))
+                inside = (x >= lo) & (x <= hi)
+                return np.where(inside, slot[np.where(inside, x - lo, 0)], -1)
         idx = np.searchsorted(self.values, x)
         idx_c = np.minimum(idx, len(self.values) - 1)
         return np.where(self.values[idx_c] == x, idx_c, -1).astype(np.int64)
@@ -576,7 +586,8 @@ class SeriesHistory:
 
     def steps(self, times: np.ndarray) -> np.ndarray:
         """Times (datetime64, ISO text or whole years) -> step numbers on the spec's grid, int64 (n,)."""
-        return time_steps(as_time(times), self.spec.count, self.spec.unit)
+        times = np.asarray(times)
+        return time_steps(times if times.dtype.kind == "M" else as_time(times), self.spec.count, self.spec.unit)
 
     def features(self, batch: Mapping[str, np.ndarray]) -> Batch:
         """The history features (`spec.names`, float64 (n,) each) of the rows of `batch` (its series and
