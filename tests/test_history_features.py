@@ -212,6 +212,11 @@ def test_history_served_live_equals_the_pipeline_day_by_day(tmp_path: Path) -> N
     offline = release.predict({"t": future["t"].to_numpy(), "region": future["region"].to_numpy().astype(str)},
                               history={c: everything[c].to_numpy() for c in ("t", "region", "y")})
     np.testing.assert_array_equal(np.array(served), offline)
+    import cd4ml
+
+    np.testing.assert_array_equal(cd4ml.score(project, future.drop(columns="y")), offline)  # batch scoring too
+    with pytest.raises(cd4ml.Cd4mlError, match="row 1: 2024-06-06"):  # beyond the latest actual plus the horizon
+        cd4ml.score(project, pd.DataFrame({"t": pd.to_datetime(["2024-06-06"]), "region": ["north"]}))
     with sqlite3.connect(root / ".cd4ml" / "history" / "tiny.sqlite") as db:
         stored = db.execute("SELECT COUNT(*), MAX(t) FROM history WHERE t > ?", [int(np.datetime64(
             "2024-05-29T00:00:00").astype(np.int64))]).fetchone()

@@ -54,5 +54,26 @@ def load_release(project: "Project", version: str | int | None = None, *, thread
 def score(project: "Project", frame: "pd.DataFrame", version: str | int | None = None) -> "np.ndarray":
     """Batch scoring: predictions in target units, shape (len(frame),), for rows that carry the
     release's input columns (as `/predict` records do; other columns are ignored), by the champion
-    or `version`. The same release code and model as the service: equal answers, bit for bit."""
-    return load_release(project, version).predict_frame(frame)
+    or `version`. The same release code and model as the service: equal answers, bit for bit. History
+    features read the project's history store, as the service does; rows it cannot forecast (before the
+    release's history cut-off, beyond the latest actual plus the horizon) raise `DataRejected`, unless
+    `serving.stale_history: fallback`."""
+    from cd4ml.errors import DataRejected
+    from cd4ml.serve.history import HistoryStore, unforecastable
+
+    release = load_release(project, version)
+    release.require_inputs(frame)
+    store = HistoryStore.for_project(project)
+    spec = release.spec.history
+    if spec is None or store is None or release.history_rows is None:
+        return release.predict_frame(frame)
+    try:
+        store.seed(release.history_rows)
+        stale = unforecastable(spec, release.history_end, store.latest(), frame[spec.time].tolist())
+        if stale and project.config.serving.stale_history == "reject":
+            shown = "; ".join(f"row {i + 1}: {why}" for i, why in sorted(stale.items())[:5])
+            raise DataRejected(f"{len(stale)} row(s) have no history to forecast from: {shown}")
+        rows = store.rows(spec, {c: frame[c].to_numpy() for c in (*spec.series, spec.time)})
+    finally:
+        store.close()
+    return release.predict_frame(frame, rows)

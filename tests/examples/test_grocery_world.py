@@ -72,7 +72,7 @@ def test_golden_checksum() -> None:
     # random streams or the holiday calendar changed, so old data can no longer be regenerated.
     df = GroceryWorld(n_stores=2, n_items=33, seed=1).sales("2016-12-23", "2016-12-26")
     digest = hashlib.sha256(df.to_csv(index=False).encode()).hexdigest()
-    assert digest == "946360874ecd9e0b0f0bb9d07dd02e1fc29966b7514d6843cb24020d9b6bb4ab"
+    assert digest == "f2380b022b921d9086698b81a548000e46f5cd973228b2254863232f3f32ab40"
 
 
 def test_range_is_concatenation_of_sub_ranges() -> None:
@@ -120,6 +120,25 @@ def test_mean_sales_match_expected(default_sales: pd.DataFrame) -> None:
     assert 0.05 < zero_share < 0.6
 
 
+def test_each_series_has_memory(two_years: pd.DataFrame) -> None:
+    """What the calendar, the family, the store and the item explain taken out, a series' expected sales
+    still remember yesterday's (an AR(1) of 0.95 on the log scale) and forget a season ago."""
+    busy = two_years.groupby(["store_nbr", "item_nbr"])["expected_sales"].transform("min") > 1  # not 4-decimal steps
+    df = two_years[busy].assign(log_mu=lambda d: np.log(d["expected_sales"]))
+    df["rest"] = df["log_mu"] - df.groupby(["store_nbr", "item_nbr", "onpromotion"])["log_mu"].transform("mean")
+    df["rest"] -= df.groupby(["family", "date"])["rest"].transform("mean")
+    df = df.sort_values(["store_nbr", "item_nbr", "date"])
+    by_series = df.groupby(["store_nbr", "item_nbr"])["rest"]
+
+    def autocorrelation(lag: int) -> float:
+        return float(df["rest"].corr(by_series.shift(lag)))
+
+    assert autocorrelation(1) > 0.8, autocorrelation(1)
+    assert autocorrelation(7) > 0.4
+    assert autocorrelation(90) < 0.3, autocorrelation(90)  # lasting jumps only
+    assert abs(float(df["rest"].std()) - 0.5) < 0.1  # the state's spread, jumps included
+
+
 def test_promotions_raise_expected_sales(two_years: pd.DataFrame) -> None:
     df = two_years
     on = df[df["onpromotion"] == 1].groupby(["store_nbr", "item_nbr"])["expected_sales"].agg(["mean", "size"])
@@ -127,7 +146,8 @@ def test_promotions_raise_expected_sales(two_years: pd.DataFrame) -> None:
     both = on.join(off.rename("off"), how="inner")
     both = both[both["size"] >= 10]  # enough promotion days to average out the calendar
     assert len(both) > 50
-    assert (both["mean"] / both["off"] > 1.1).all()
+    # Each series' state wanders, so a few series' promotion days fell in a low spell: nearly all, not all.
+    assert (both["mean"] / both["off"] > 1.1).mean() > 0.9
     assert df.loc[df["onpromotion"] == 1, "unit_sales"].mean() > df.loc[df["onpromotion"] == 0, "unit_sales"].mean()
 
 

@@ -175,10 +175,14 @@ class Release:
         """Predictions in target units from a feature matrix of `features_checked`."""
         return self.plan.inverse_target(self.estimator.predict(X))
 
-    def predict_frame(self, frame: pd.DataFrame, history: Any = None) -> np.ndarray:
+    def require_inputs(self, frame: pd.DataFrame) -> None:
+        """ReleaseError naming the input columns `frame` lacks."""
         missing = [c for c in self.input_names if c not in frame.columns]
         if missing:
             raise ReleaseError(f"input is missing column(s): {', '.join(missing)}")
+
+    def predict_frame(self, frame: pd.DataFrame, history: Any = None) -> np.ndarray:
+        self.require_inputs(frame)
         return self.predict(frame_to_batch(frame, request_columns(self.spec, list(frame.columns))), history)
 
     def example(self) -> pd.DataFrame:

@@ -3,6 +3,7 @@
 Demand model, in units per day, for store ``s`` and item ``i`` of family ``f`` on day ``d``::
 
     mu = size[s] * level[f] * popularity[i]                   # static; popularity is log-normal
+         * exp(state[s, i, d])                                 # memory: the latent state of the series
          * weekly[f, weekday] * yearly[f, day of year]         # weekends up; smooth December peak
          * trend[f, d] * holiday[f, d] * payday[f, d]          # EC national holidays and their eves;
                                                                # the 15th, month end and the day after
@@ -10,6 +11,14 @@ Demand model, in units per day, for store ``s`` and item ``i`` of family ``f`` o
     unit_sales = 0 with probability p_zero[s, i] (stock-out; higher for slow items),
                  else negative binomial with mean mu and shape dispersion[f] (Poisson-gamma)
     expected_sales = (1 - p_zero[s, i]) * mu = E[unit_sales]
+
+Each (store, item) series has memory, as real demand does (a product trends, a store has a bad
+month): ``state = ar - var(ar) / 2 + level_shifts``. ``ar`` is an AR(1) on the log scale, day by day
+(coefficient 0.95, standard deviation 0.5), written as the sum of its last 180 innovations (weights
+0.95^k; the rest weigh less than 1e-4), so a day's state depends only on the 180 days before it.
+``level_shifts`` are lasting jumps: about one per series every 1000 days from 2013 on, each normal
+with standard deviation 0.2 (less 0.02, so a jump does not raise the mean). Over many series and
+days ``exp(state)`` averages 1: the world's sales level is that of the static demand.
 
 A (store, item, day) is on promotion with a probability that depends on the item and the store.
 The draws of one (day, store) come from a generator seeded from (seed, day ordinal, store_nbr),
@@ -106,6 +115,14 @@ _ZERO_FLOOR, _ZERO_SLOW, _ZERO_SCALE = 0.02, 0.35, 1.5  # p_zero = floor + slow 
 # Tags keep the seed sequences of different purposes apart.
 _STORES_TAG, _ITEMS_TAG, _FAMILIES_TAG, _NEW_STORE_TAG, _DAY_TAG = 1, 2, 3, 4, 5
 
+_MEMORY_TAG, _SHIFT_TAG = 6, 7
+_AR_COEF, _AR_SD, _AR_TERMS = 0.95, 0.5, 180  # the log state's AR(1): coefficient, stationary sd, terms summed
+# Each term's weight: coef^k times the innovation's sd; the sum's variance is halved out of the state.
+_AR_WEIGHTS = _AR_COEF ** np.arange(_AR_TERMS) * _AR_SD * np.sqrt(1.0 - _AR_COEF**2)
+_AR_HALF_VAR = float((_AR_WEIGHTS**2).sum() / 2)
+_SHIFT_FIRST, _SHIFT_LAST = datetime.date(2013, 1, 1).toordinal(), datetime.date(2040, 12, 31).toordinal()
+_SHIFT_EVERY_DAYS, _SHIFT_SD = 1000, 0.2
+
 _KINDS = ("promo_lift", "new_store", "family_shift")
 _NEW_STORE_KEYS = ("store_nbr", "city", "state", "type", "cluster")
 
@@ -201,6 +218,46 @@ class GroceryWorld:
         self._base = self._store_size[:, None] * (level * self._item_popularity)[None, :]
         self._p_zero = np.round(_ZERO_FLOOR + _ZERO_SLOW * np.exp(-self._base / _ZERO_SCALE), 4)
         self._promo_prob = np.minimum(self._store_promo[:, None] * self._item_promo[None, :], 0.9)
+        self._init_level_shifts()
+
+    def _init_level_shifts(self) -> None:
+        """Each series' lasting jumps: their days (n_all_stores, n_items, m) ascending, padded with a day
+        after every other, and the sums of the first j jumps (..., m + 1), each summed in one order."""
+        n_items = len(self._item_family)
+        per_store = []
+        for nbr in self._store_nbr:  # one generator per store: a new store leaves the others unchanged
+            rng = keyed_rng(_SHIFT_TAG, self._seed, int(nbr))
+            counts = rng.poisson((_SHIFT_LAST - _SHIFT_FIRST) / _SHIFT_EVERY_DAYS, size=n_items)
+            days = [np.sort(rng.integers(_SHIFT_FIRST, _SHIFT_LAST + 1, size=c)) for c in counts]
+            sizes = [rng.normal(0.0, _SHIFT_SD, size=c) - _SHIFT_SD**2 / 2 for c in counts]
+            per_store.append((days, sizes))
+        m = max([len(d) for days, _ in per_store for d in days] + [0])
+        self._shift_days = np.full((len(self._store_nbr), n_items, m), np.iinfo(np.int64).max, dtype=np.int64)
+        self._shift_sums = np.zeros((len(self._store_nbr), n_items, m + 1))
+        for s, (days, sizes) in enumerate(per_store):
+            for i, (d, z) in enumerate(zip(days, sizes)):
+                self._shift_days[s, i, : len(d)] = d
+                self._shift_sums[s, i, 1 : len(z) + 1] = np.cumsum(z)
+                self._shift_sums[s, i, len(z) + 1 :] = self._shift_sums[s, i, len(z)]
+
+    def _states(self, days: list[datetime.date]) -> np.ndarray:
+        """The log state of every series on each of ``days`` (consecutive), (n_days, n_all_stores, n_items):
+        each day's from its own 180 innovations, summed in one order, and the jumps up to it."""
+        n_items, first = len(self._item_family), days[0].toordinal()
+        ordinals = range(first - _AR_TERMS + 1, days[-1].toordinal() + 1)
+        noise = np.empty((len(ordinals), len(self._store_nbr), n_items))
+        for a, ordinal in enumerate(ordinals):
+            for s, nbr in enumerate(self._store_nbr):
+                noise[a, s] = keyed_rng(_MEMORY_TAG, self._seed, ordinal, int(nbr)).standard_normal(n_items)
+        n = len(days)
+        state = np.zeros((n, len(self._store_nbr), n_items))
+        for k, weight in enumerate(_AR_WEIGHTS):  # term k of every day at once: the same order for each day
+            state += weight * noise[_AR_TERMS - 1 - k : _AR_TERMS - 1 - k + n]
+        state -= _AR_HALF_VAR
+        for a, day in enumerate(days):
+            jumps = (self._shift_days <= day.toordinal()).sum(axis=2)
+            state[a] += np.take_along_axis(self._shift_sums, jumps[..., None], axis=2)[..., 0]
+        return state
 
     def _init_stores(self, n: int) -> None:
         rng = keyed_rng(_STORES_TAG, self._seed)
@@ -307,9 +364,11 @@ class GroceryWorld:
                     uplift = np.where(families, uplift * change, uplift)
         return factor, 1.0 + uplift
 
-    def _simulate_day(self, day: datetime.date) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def _simulate_day(self, day: datetime.date, state: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Positions of the stores open on ``day`` (n_open,) and their onpromotion (int64),
-        unit_sales and expected_sales (float64), each of shape (n_open, n_items)."""
+        unit_sales and expected_sales (float64), each of shape (n_open, n_items). ``state``: every
+        series' log state that day (n_all_stores, n_items)."""
         ordinal = day.toordinal()
         stores = np.flatnonzero(self._store_opens <= ordinal)
         factor, lift = self._family_factors(day)
@@ -319,7 +378,7 @@ class GroceryWorld:
         gamma = np.stack([rng.standard_gamma(shape) for rng in rngs])
         promo = uniform[:, 0] < self._promo_prob[stores]
         lift_on = np.where(promo, lift[self._item_family], 1.0)
-        mu = np.round(self._base[stores] * factor[self._item_family] * lift_on, 4)
+        mu = np.round(self._base[stores] * np.exp(state[stores]) * factor[self._item_family] * lift_on, 4)
         p_zero = self._p_zero[stores]
         expected = np.round((1.0 - p_zero) * mu, 4)
         rate = gamma * (mu / shape)
@@ -329,7 +388,8 @@ class GroceryWorld:
 
     def _frame(self, days: list[datetime.date]) -> pd.DataFrame:
         """The sales rows of ``days`` (ascending) as one DataFrame; see :meth:`sales`."""
-        parts = [(day, *self._simulate_day(day)) for day in days]
+        states = self._states(days)
+        parts = [(day, *self._simulate_day(day, state)) for day, state in zip(days, states)]
         n_items = len(self._item_family)
         store_pos = np.concatenate([np.repeat(stores, n_items) for _, stores, *_ in parts])
         item_pos = np.tile(np.arange(n_items), len(store_pos) // n_items)
