@@ -85,7 +85,7 @@ def test_unchanged_world_raises_no_alarm_for_four_weeks() -> None:
 
 def test_new_store_alarms_on_store_nbr_from_its_first_week() -> None:
     opens = RegimeChange("new_store", "2025-01-08", {"store_nbr": 11, "city": "Quito", "state": "Pichincha",
-                                                     "type": "A", "cluster": 3, "size": 1.3})
+                                                     "type": "A", "cluster": 3, "size": 1.6})
     before, after = _window(WEEKS[0], opens), _window(WEEKS[1], opens)
     print(_summary(before), "\n", _summary(after))
     assert not before.alarm
@@ -96,7 +96,7 @@ def test_new_store_alarms_on_store_nbr_from_its_first_week() -> None:
     # Its cluster is new too; the stale model's fallback underpredicts the big store.
     assert _feature(after, "cluster").new_values == ["3"]
     segment = next(s for s in after.segments if s.feature == "store_nbr" and s.value == "11")
-    assert segment.alarm and segment.bias > 0  # measured 0.39
+    assert segment.alarm and segment.bias > 0  # measured 0.48
 
 
 def test_family_shift_alarms_on_the_family_segment_not_on_inputs() -> None:
