@@ -45,13 +45,15 @@ if TYPE_CHECKING:
     from cd4ml.release.package import Release
     from cd4ml.task import Classification
 
-RECORD = {"date": "2024-12-20", "store_nbr": 3, "item_nbr": 100007, "onpromotion": 1}
+# The day after the template's data: the day its release forecasts (history features) before actuals arrive.
+DAY = "2024-12-30"
+RECORD = {"date": DAY, "store_nbr": 3, "item_nbr": 100007, "onpromotion": 1}
 BATCH = 100
 
 
 def batch_records(n: int = BATCH) -> list[dict[str, Any]]:
-    """n distinct, valid records (stores 1-10, items 100001-100100, December 2024)."""
-    return [{"date": f"2024-12-{1 + i % 28:02d}", "store_nbr": 1 + i % 10, "item_nbr": 100001 + (i * 37) % 100,
+    """n distinct, valid records (stores 1-10, items 100001-100100, of DAY)."""
+    return [{"date": DAY, "store_nbr": 1 + i % 10, "item_nbr": 100001 + (i * 37) % 100,
              "onpromotion": i % 2} for i in range(n)]
 
 
@@ -85,10 +87,11 @@ DTYPES = {"date": "datetime64[D]", "datetime": "datetime64[us]", "int": np.int64
 
 
 def feature_rows(release: Release, records: list[dict[str, Any]]) -> np.ndarray:
-    """The (len(records), p) float64 feature matrix of `records`, by the release's own feature plan."""
+    """The (len(records), p) float64 feature matrix of `records`, by the release's own feature plan (history
+    features from its packaged history: what a service reads before any actual has come back)."""
     batch = {item["name"]: np.array([r[item["name"]] for r in records], dtype=DTYPES[item["type"]])
              for item in release.inputs}
-    return np.ascontiguousarray(release.plan.transform(batch), dtype=np.float64)
+    return np.ascontiguousarray(release.features_checked(batch)[0], dtype=np.float64)
 
 
 Answer = Callable[[np.ndarray, bool], dict[str, Any]]  # feature rows, one record? -> the answer's fields

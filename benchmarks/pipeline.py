@@ -28,9 +28,8 @@ processes count with it while they run):
 - with --stages, an in-process profile of a copy of the project: ingest's read / validate / write
   and each run stage, with peak RSS per step (sampled every 10 ms).
 
-With --history, the grocery project has history features too (`HISTORY`: lags and windows of each
-store and item's sales, issue 17), the bare fit's matrix includes them (built from the whole table, as
-the run does), and the results go to pipeline-history.json and .md.
+The grocery project has history features (lags and windows of each store and item's sales): the bare
+fit's matrix includes them, built from the whole table as the run builds them.
 
 Writes pipeline.json and pipeline.md to --out with the targets: run at 1M rows <= 1.5x the
 default-settings bare fit; next to one busy process, the run's fit stage <= 1.2x the PASSIVE bare fit
@@ -83,10 +82,6 @@ RERUNS = 3
 # and the target takes the median of the repeats' ratios.
 TARGET_SIZE = 1.0
 TIMING_REPEATS = 3
-# --history: the features.history the grocery project gets.
-HISTORY = {"lags": [1, 7, 14, 28], "windows": [{"size": 7, "stats": ["mean", "std"]},
-                                                 {"size": 28, "stats": ["mean"], "gap": 7}]}
-HISTORY_ENV = "CD4ML_BENCH_HISTORY"  # set by --history: make_project adds HISTORY
 
 
 def world_for(size: float) -> tuple[int, int, int]:
@@ -184,7 +179,6 @@ def make_project(root: Path, stores: int, items: int, days: int) -> None:
         "schema.columns.store_nbr.categories": list(range(1, stores + 1)),
         "schema.columns.item_nbr.max": 100000 + items,
         "feature_tests": None,
-        **({"features.history": HISTORY} if os.environ.get(HISTORY_ENV) else {}),
     })
     for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "benchmark project"]):
         _check(measure(["git", *args], cwd=root), f"git {args[0]}")
@@ -673,10 +667,8 @@ def markdown(doc: dict[str, Any]) -> str:
     m = doc["machine"]
     res = doc["results"]
     lines = [
-        "# Pipeline benchmark" + (" with history features" if doc.get("history_features") else ""),
+        "# Pipeline benchmark",
         "",
-        *([f"The grocery project's `features.history`: `{json.dumps(doc['history_features'])}`.", ""]
-          if doc.get("history_features") else []),
         f"{machine_line(m)}, LightGBM {m['lightgbm']}, pandas {m['pandas']}.",
         "Each command is its own child process; peak = the larger of its largest process's max RSS and the "
         "sum of RSS over its process tree (sampled every 20 ms). Bare fit = only "
@@ -801,8 +793,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--busy-repeats", type=int, default=None,
                     help=f"At {TARGET_SIZE:g}M rows, this many runs and PASSIVE bare fits next to one busy process, "
                          "interleaved with the quiet repeats (default: as --repeats; 0: none).")
-    ap.add_argument("--history", action="store_true",
-                    help="Give the grocery project history features (HISTORY); results to pipeline-history.*.")
     ap.add_argument("--child-bare-fit", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--child-stages", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -821,8 +811,6 @@ def main(argv: list[str] | None = None) -> int:
         args.render.with_suffix(".md").write_text(markdown(doc), encoding="utf-8")
         return 0
 
-    if args.history:
-        os.environ[HISTORY_ENV] = "1"
     sizes = sorted({float(s) for s in args.sizes.split(",") if s.strip()})
     load_start = [round(x, 2) for x in os.getloadavg()]
     t0 = time.perf_counter()
@@ -839,8 +827,7 @@ def main(argv: list[str] | None = None) -> int:
            "import_baseline_peak_mb": base, "results": results,
            "growth_1m_to_5m": grow, "targets": targets(results, grow), "notes": notes(results),
            "total_s": round(time.perf_counter() - t0, 1)}
-    doc["history_features"] = HISTORY if args.history else None
-    write_results(args.out, "pipeline-history" if args.history else "pipeline", doc, markdown(doc))
+    write_results(args.out, "pipeline", doc, markdown(doc))
     return 0
 
 

@@ -526,7 +526,7 @@ class BoosterCeiling:
         registry = Registry.for_project(proj)
         release = registry.load(str(registry.champion().version), scratch / "release-cache")
         schema = RequestSchema(proj.config)
-        self.X = release.plan.transform(schema.to_batch(schema.validate(batch_records())))
+        self.X = release.features_checked(schema.to_batch(schema.validate(batch_records())))[0]
         estimator = release.estimator
         # A classifier's booster gives P(positive) alone, as the floor calls it (no (n, 2) columns)
         self.booster = estimator.model if isinstance(estimator, Classifier) else estimator
@@ -688,7 +688,8 @@ def to_binary(project: Path) -> str:
     columns = cfg["schema"]["columns"]
     del columns["unit_sales"], columns["expected_sales"]
     columns[BINARY_TARGET] = {"type": "bool"}
-    del cfg["oracle_column"], cfg["model"]["target_transform"], cfg["model"]["clip_min"]
+    # History features read a regression target's past values: the classifier has none.
+    del cfg["oracle_column"], cfg["model"]["target_transform"], cfg["model"]["clip_min"], cfg["features"]["history"]
     cfg.update(project="groceries-binary", task="binary", source={"path": "data/sales.parquet"},
                target=BINARY_TARGET, metrics={"primary": "auc", "report": ["auc", "logloss"]})
     cfg["acceptance"]["thresholds"] = {"auc": {"min": 0.6}}

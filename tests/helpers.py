@@ -60,10 +60,13 @@ def edit_yaml(root: Path, **changes: Any) -> None:
 
 
 def shrink_grocery_project(root: Path, *, feature_tests: bool = False) -> None:
-    """The grocery example's cd4ml.yaml on SMALL_WORLD and SMALL_MODEL."""
+    """The grocery example's cd4ml.yaml on SMALL_WORLD and SMALL_MODEL, without history features."""
     # The latency budget is the gate's own business (unit-tested); a busy test machine must not flake it.
     # The feature-tests stage and the plots have their own tests; elsewhere they only cost time.
+    # History features have their own tests (test_history_features.py, the demo); without them a request may
+    # be for any date, as the serving and monitoring tests' requests are.
     edit_yaml(root, source__options=SMALL_WORLD, model__params=SMALL_MODEL, tracking__plots=False,
+              features__history=None,
               acceptance__thresholds={"nwrmsle": {"max": 1.0}}, acceptance__latency_p99_ms=1000,
               **({} if feature_tests else {"feature_tests": None}))
 

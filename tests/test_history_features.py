@@ -250,3 +250,28 @@ def test_two_times_of_one_series_in_one_step_are_refused_at_ingest(tmp_path: Pat
     assert "north" in said and "10:30" in said and "south" not in said
     edit_yaml(root, forecast__frequency="30min")
     cli(root, "data", "ingest", check=0)
+
+
+@pytest.mark.slow
+def test_two_workers_share_the_history_store_and_hostile_keys_are_data(tmp_path: Path) -> None:
+    root = _history_project(tmp_path / "p")
+    cli(root, "data", "ingest", check=0)
+    cli(root, "run", check=0)
+    hostile = "x'); DROP TABLE history;--<script>"
+    with Service(root, "--workers", "2") as service:
+        service.wait_until("/ready", 200)
+        day1 = [{"t": "2024-05-30", "region": r} for r in REGIONS]
+        assert service.client.post("/predict", json=day1).status_code == 200
+        fed = service.client.post("/feedback", json=[{**r, "y": 100.0 + i} for i, r in enumerate(day1)]
+                                  + [{"t": "2024-05-30", "region": hostile, "y": 1.0}])
+        assert fed.status_code == 202, fed.text
+        # Whichever worker answers, it reads the actuals the other stored: never a 422, always the same forecast.
+        answers = [service.client.post("/predict", json={"t": "2024-05-31", "region": "north"}) for _ in range(24)]
+        assert {a.status_code for a in answers} == {200}
+        assert len({a.json()["prediction"] for a in answers}) == 1
+        odd = service.client.post("/predict", json={"t": "2024-05-31", "region": hostile}).json()
+        assert odd["fallback"] is True  # a region the model never saw, answered and flagged
+    with sqlite3.connect(root / ".cd4ml" / "history" / "tiny.sqlite") as db:
+        assert db.execute("SELECT value FROM history WHERE series = ?", [f'["{hostile}"]']).fetchone() == (1.0,)
+        assert db.execute("SELECT COUNT(*) FROM history WHERE t = ?",
+                          [int(np.datetime64("2024-05-30T00:00:00").astype(np.int64))]).fetchone() == (4,)

@@ -52,7 +52,7 @@ class DemoExample:
     harmful: Commit  # the gate must reject it
     reverted: str  # said after `git revert` of the harmful commit
     bug: FeatureBug
-    probe: Mapping[str, Any]  # the record the clients of scenarios 1-5 ask for (a training date)
+    probe: Mapping[str, Any]  # the record the clients of scenarios 1-5 ask for (as test traffic)
     shown_metrics: tuple[str, ...]  # the task's primary metric first; the live checks compare each
     batch_noun: str  # what one scored row is: "forecasts", "customers scored"
     period: str  # "week", "month"

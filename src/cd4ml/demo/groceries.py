@@ -41,16 +41,17 @@ EXAMPLE = DemoExample(
     first_model=Commit("first model: store x item level and weekday", {
         "features.numeric": ["dayofweek"], "features.categorical": ["store_nbr"],
         "features.target_encodings": [["store_nbr", "item_nbr"]], "features.custom": [], "features.holidays": None,
-        "features.calendar": ["dayofweek"], "model.params.n_estimators": 100}),
-    better=Commit("features: promotions, calendar, holidays, paydays, more encodings", template_features("groceries")),
+        "features.calendar": ["dayofweek"], "features.history": None, "model.params.n_estimators": 100}),
+    better=Commit("features: each series' recent sales, promotions, calendar, holidays, paydays, more encodings",
+                  template_features("groceries")),
     capacity=Commit("params: 300 trees", {"model.params.n_estimators": 300}),
     harmful=Commit("params: 5 trees to save time (harmful)", {"model.params.n_estimators": 5}),
     reverted="back to 300 trees",
     bug=FeatureBug("(day == 15)", "(day == 14)", "paydays on the 14th (a bug)",
                    "test_paydays_are_the_15th_and_the_last_day_of_the_month", "paydays back on the 15th"),
-    # The clients of scenarios 1-5 ask for the last training day, so their thousands of identical
-    # requests stay out of the production weeks that scenario 6 monitors.
-    probe={"date": "2024-12-31", "store_nbr": 3, "item_nbr": 100007, "onpromotion": 1},
+    # The day after the training data: with history features, the one day a release forecasts before any
+    # actual has come back (scenario 6's first production day; the clients send it as test traffic).
+    probe={"date": "2024-12-30", "store_nbr": 3, "item_nbr": 100007, "onpromotion": 1},
     shown_metrics=("nwrmsle",),
     batch_noun="forecasts",
     period="week",

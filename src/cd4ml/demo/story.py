@@ -222,12 +222,12 @@ def _first_champion(story: Story) -> dict[str, Any]:
 def _first_prediction(story: Story, service: ServiceProcess, first: dict[str, Any], tally: Any) -> None:
     """One prediction over HTTP, of the record the clients of scenarios 1-5 keep asking for."""
     from cd4ml.config import load_project
-    from cd4ml.demo.traffic import post
+    from cd4ml.demo.traffic import PROBE_HEADERS, post
     from cd4ml.task import Classification
 
     record = dict(story.example.probe)
     with httpx.Client(base_url=service.url, timeout=10) as client:
-        answer = post(client, record, tally)
+        answer = post(client, record, tally, PROBE_HEADERS)
     story.check(answer is not None and answer["model_version"] == first["version"], "no prediction over HTTP")
     task = load_project(story.project).config.task
     if isinstance(task, Classification):
@@ -238,7 +238,7 @@ def _first_prediction(story: Story, service: ServiceProcess, first: dict[str, An
     else:
         shown = f"{answer['prediction']:.2f} {story.example.answer_unit}"
     story.say(f"service on {service.url}: POST /predict {json.dumps(record)} -> {escape(shown)} "
-              f"(version {answer['model_version']})")
+              f"(version {answer['model_version']}; the clients of scenarios 1-5 send it as test traffic)")
 
 
 def _failing_feature_test(story: Story) -> None:
@@ -336,15 +336,12 @@ def _in_the_wild(story: Story, service: ServiceProcess, tally: Any) -> tuple[lis
     champions = []
     last = len(production.periods) - 1
     for index, frames in enumerate(production.periods):
-        via_file = index % 2 == 1  # actuals arrive over HTTP one period, as a file the next: both paths
-        period, actuals = _score_period(story, service, frames, index, tally, via_file)
+        via_file = index % 2 == 1  # actuals arrive over HTTP one period, as files the next: both paths
+        period, files = _score_period(story, service, frames, index, tally, via_file)
         scored.extend(period)
         if via_file:
-            path = story.root / f"actuals-{example.period}{index + 1}.csv"
-            pd.DataFrame(actuals).to_csv(path, index=False)
-            story.cd4ml("feedback", str(path))
-            story.say(f"actuals of {example.period} {index + 1}: {len(actuals):,} rows from "
-                      f"{example.actuals_source} (cd4ml feedback {path.name})")
+            story.say(f"actuals of {example.period} {index + 1}: {sum(files.values()):,} rows from "
+                      f"{example.actuals_source}, a file a batch (cd4ml feedback {', '.join(files)})")
         service.wait_logged(tally.records, story.actuals_posted)  # the service logs behind its answers
         report = _monitor(story)
         report["period"] = index + 1
@@ -394,17 +391,19 @@ def _period_mean(scored: list[Scored], period: int, metric: str) -> float:
 
 
 def _score_period(story: Story, service: ServiceProcess, frames: tuple[pd.DataFrame, ...], period: int,
-                  tally: Any, via_file: bool) -> tuple[list[Scored], list[dict[str, Any]]]:
-    """Every row of each batch scored over HTTP; its actuals follow (over HTTP, or kept for a file)."""
+                  tally: Any, via_file: bool) -> tuple[list[Scored], dict[str, int]]:
+    """Every row of each batch scored over HTTP; its actuals follow, before the next batch is scored (a
+    forecast's history features read them): over HTTP, or as a file through `cd4ml feedback` (the files'
+    names and rows are returned)."""
     from cd4ml.config import load_project
     from cd4ml.demo.traffic import post
 
     example = story.example
     cfg = load_project(story.project).config
     task = cfg.task  # as a client scores the answers: with cd4ml's metric functions
-    out, kept = [], []
+    out, files = [], {}
     with httpx.Client(base_url=service.url, timeout=30) as client:
-        for frame in frames:
+        for index, frame in enumerate(frames):
             frame = frame.assign(**{cfg.time_column: frame[cfg.time_column].dt.strftime("%Y-%m-%d")})
             records = frame[cfg.input_columns].to_dict("records")
             answers, versions, fallback = [], set(), 0
@@ -416,13 +415,21 @@ def _score_period(story: Story, service: ServiceProcess, frames: tuple[pd.DataFr
                 fallback += sum(doc["fallback"])
                 versions.add(doc["model_version"])
             actuals = frame[list(example.actual_columns)].to_dict("records")
+            ahead = None
+            if cfg.history_spec is not None and period == 0 and index == 0 and len(frames) > 1:
+                ahead = _ask_ahead(story, client, frames[1], cfg.input_columns, cfg.time_column, tally)
             if via_file:
-                kept.extend(actuals)
+                path = story.root / f"actuals-{frame[cfg.time_column].iloc[0]}.csv"
+                pd.DataFrame(actuals).to_csv(path, index=False)
+                story.cd4ml("feedback", str(path))
+                files[path.name] = len(actuals)
             else:
                 for i in range(0, len(actuals), 1000):
                     resp = client.post("/feedback", json=actuals[i: i + 1000])
                     story.check(resp.status_code == 202, f"POST /feedback answered {resp.status_code}: {resp.text}")
                     story.actuals_posted += len(actuals[i: i + 1000])
+            if ahead is not None:
+                _ask_ahead(story, client, frames[1], cfg.input_columns, cfg.time_column, tally, refused=ahead)
             actual = task.encode(frame[cfg.target].to_numpy())
             pred = np.array([[a[c] for c in task.class_names] for a in answers]) if isinstance(answers[0], dict) \
                 else np.asarray(answers, dtype=np.float64)
@@ -438,7 +445,30 @@ def _score_period(story: Story, service: ServiceProcess, frames: tuple[pd.DataFr
             story.say(f"{date}: {len(records)} {example.batch_noun} by version(s) {', '.join(sorted(versions))}"
                       + (f", {fallback} for unknown categories" if fallback else "")
                       + "; live " + ", ".join(f"{m} {v:.4f}" for m, v in live.items()))
-    return out, kept
+    return out, files
+
+
+def _ask_ahead(story: Story, client: httpx.Client, next_frame: pd.DataFrame, inputs: list[str], time_column: str,
+               tally: Any, refused: str | None = None) -> str:
+    """A forecast of the next batch's first record, asked as test traffic: before this batch's actuals
+    have arrived it is refused (422: its history features would read them; not a failed request); after,
+    answered (counted in `tally`). Returns why it was refused (`refused`: that reason, once the actuals are in)."""
+    from cd4ml.demo.traffic import post
+
+    record = next_frame.assign(**{time_column: next_frame[time_column].dt.strftime("%Y-%m-%d")})[inputs].iloc[0]
+    test = {"X-Cd4ml-Traffic": "test"}
+    day = record[time_column]
+    if refused is None:
+        resp = client.post("/predict", json=record.to_dict(), headers=test)
+        story.check(resp.status_code == 422 and "latest actual" in resp.text,
+                    f"a forecast for {day} before the day before's actuals arrived answered {resp.status_code}: "
+                    f"{resp.text[:300]}")
+        return resp.json()["errors"][0]["reason"]
+    answer = post(client, record.to_dict(), tally, headers=test)
+    story.check(answer is not None, f"a forecast for {day} once the actuals arrived failed: {tally.failures[-1:]}")
+    story.say(f"a forecast for {day} reads the day before's sales: refused before its actuals arrived "
+              f"(422: {refused}); once they had, {answer['prediction']:.2f} {story.example.answer_unit}")
+    return refused
 
 
 def _monitor(story: Story) -> dict[str, Any]:

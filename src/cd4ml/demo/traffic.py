@@ -47,10 +47,10 @@ class Tally:
             self.failures.extend(other.failures)
 
 
-def post(client: httpx.Client, body: Any, tally: Tally) -> dict[str, Any] | None:
+def post(client: httpx.Client, body: Any, tally: Tally, headers: dict[str, str] | None = None) -> dict[str, Any] | None:
     """One request; the answer (or None) is counted in `tally`."""
     try:
-        resp = client.post("/predict", json=body)
+        resp = client.post("/predict", json=body, headers=headers)
     except httpx.HTTPError as exc:
         tally.record(None, f"{type(exc).__name__}: {exc}")
         return None
@@ -62,8 +62,13 @@ def post(client: httpx.Client, body: Any, tally: Tally) -> dict[str, Any] | None
     return doc
 
 
+# The clients of scenarios 1-5 send test traffic: their thousands of identical requests stay out of monitoring.
+PROBE_HEADERS = {"X-Cd4ml-Traffic": "test"}
+
+
 class Traffic:
-    """`threads` clients sending `record` in a loop (pausing `pause` s between requests) until stopped."""
+    """`threads` clients sending `record` in a loop (pausing `pause` s between requests) until stopped, as
+    test traffic (`PROBE_HEADERS`)."""
 
     def __init__(self, url: str, record: dict[str, Any], tally: Tally, threads: int = 1, pause: float = 0.02) -> None:
         self._url, self._record, self.tally, self._pause = url, record, tally, pause
@@ -74,7 +79,7 @@ class Traffic:
     def _loop(self) -> None:
         with httpx.Client(base_url=self._url, timeout=10) as client:
             while not self._stop.is_set():
-                post(client, self._record, self.tally)
+                post(client, self._record, self.tally, PROBE_HEADERS)
                 if self._pause:
                     self._stop.wait(self._pause)
 

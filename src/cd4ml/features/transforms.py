@@ -818,8 +818,9 @@ class FeaturePlan:
 
     # -- applying --------------------------------------------------------------------------
     def _derive(self, batch: Mapping[str, np.ndarray], found_keys: dict[str, np.ndarray] | None = None,
-                history: History = None) -> Batch:
-        """Every step but the final encodings: lookups, calendar, holidays, custom columns, history features.
+                history: History = None, with_history: bool = True) -> Batch:
+        """Every step but the final encodings: lookups, calendar, holidays, custom columns, history features
+        (unless `with_history` is false).
 
         `found_keys`, if given, receives per lookup key column whether each row's key is in the table."""
         work: Batch = dict(batch)
@@ -862,7 +863,7 @@ class FeaturePlan:
                     raise ValueError(f"custom feature {name} returned column {col!r} of shape {arr.shape}, "
                                      f"expected ({n},)")
                 work[col] = arr
-        if self.spec.history is not None:
+        if self.spec.history is not None and with_history:
             work.update(self.history(history).features(work))
         return work
 
@@ -875,8 +876,9 @@ class FeaturePlan:
         return history if isinstance(history, SeriesHistory) else SeriesHistory(self.spec.history, history)
 
     def derive(self, batch: Mapping[str, np.ndarray], history: History = None) -> Batch:
-        """The batch with every derived column added (used for baselines and slices)."""
-        return self._derive(batch, history=history)
+        """The batch with every derived column added (used for baselines, slices and monitoring); the history
+        features only when `history` is given."""
+        return self._derive(batch, history=history, with_history=history is not None)
 
     def transform(self, batch: Mapping[str, np.ndarray], history: History = None) -> np.ndarray:
         """Feature matrix (n, n_features), float64; unknown categories and keys become NaN.

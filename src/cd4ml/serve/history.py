@@ -68,9 +68,11 @@ class HistoryStore:
 
     @classmethod
     def for_project(cls, project: Project) -> HistoryStore | None:
-        """The project's store (`.cd4ml/history/<model name>.sqlite`); None unless it has history features."""
+        """The project's store (`.cd4ml/history/<model name>.sqlite`, made at its first use); None unless the
+        project forecasts series (`forecast:`). Kept whether or not the project's features read it now: a
+        service started on a release without history features stores the actuals the next release reads."""
         cfg = project.config
-        if cfg.history_spec is None or cfg.forecast is None:
+        if cfg.forecast is None:
             return None
         path = project.state_dir / "history" / f"{cfg.registry.model_name}.sqlite"
         return cls(path, cfg.forecast.series, cfg.time_column, cfg.target)
