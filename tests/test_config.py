@@ -113,7 +113,7 @@ def test_init_writes_into_a_folder_with_other_files(tmp_path: Path) -> None:
     ({"schema__columns__unit_sales": {"type": "float", "nullable": True}}, "target 'unit_sales' cannot be nullable"),
     ({"schema__columns__date": {"type": "date", "nullable": True}}, "time_column 'date' cannot be nullable"),
     ({"schema__columns__item_nbr": {"type": "int", "nullable": True}}, "forecast.series names 'item_nbr', which is nullable"),
-    ({"forecast": None, "schema__columns__item_nbr": {"type": "int", "nullable": True}},
+    ({"forecast": None, "features__history": None, "schema__columns__item_nbr": {"type": "int", "nullable": True}},
      "schema.keys 'item_nbr' cannot be nullable"),
 ])
 def test_nullable_target_time_or_key_column_is_a_config_error(project_dir: Path, edits, message) -> None:

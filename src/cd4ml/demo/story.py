@@ -238,7 +238,7 @@ def _first_prediction(story: Story, service: ServiceProcess, first: dict[str, An
     else:
         shown = f"{answer['prediction']:.2f} {story.example.answer_unit}"
     story.say(f"service on {service.url}: POST /predict {json.dumps(record)} -> {escape(shown)} "
-              f"(version {answer['model_version']}; the clients of scenarios 1-5 send it as test traffic)")
+              f"(version {answer['model_version']}); the clients of scenarios 1-5 send it as test traffic")
 
 
 def _failing_feature_test(story: Story) -> None:
