@@ -467,13 +467,14 @@ def bench_size(size: float, workdir: Path, stages: bool, base: dict[str, float],
           f"(child peak {fit['child_peak_mb']:.0f} MB); table {fit['table_mb']:.0f} MB in memory", flush=True)
     timings, busy = [_timing(run, doc, fit, fit_passive)], []
     for i in range(repeats):
-        assert pristine is not None
         # Interleaved: each quiet repeat is followed by one next to the busy neighbour.
         if busy_repeats > i:
+            assert pristine is not None
             busy.append(_busy_timing(pristine, workdir / f"busy-{i}-{rows}", size))
             print(f"[{size}M] next to a busy process {i}: {busy[-1]}", flush=True)
         if i == 0:
             continue
+        assert pristine is not None
         again = workdir / f"repeat-{i}-{rows}"
         shutil.copytree(pristine, again, symlinks=True)
         rerun_first = measure([*cd4ml_cmd(), "run", "--json", "-C", str(again)])

@@ -644,12 +644,10 @@ _HISTORY_ROWS = 1 << 15  # rows per block: a 28-step window's values in 7 MB
 
 
 def _in_order(values: np.ndarray) -> np.ndarray:
-    """The sum of `values` (k, n) over k, added one row after another: the same floats for a column whatever
-    the other columns are (numpy's own reductions may pair terms by the array's layout)."""
-    total = values[0].copy()
-    for row in values[1:]:
-        total += row
-    return total
+    """The sum of `values` (k, n) over k, added one row after another (an accumulation is always sequential):
+    the same floats for a column whatever the other columns are (numpy's own sums may pair terms by the
+    array's layout)."""
+    return np.cumsum(values, axis=0)[-1]
 
 
 def _window_stats(values: np.ndarray, stats: tuple[str, ...]) -> dict[str, np.ndarray]:
