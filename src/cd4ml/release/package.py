@@ -124,21 +124,18 @@ class Release:
         self.estimator = estimators.load(folder / "estimator", doc["estimator"], threads)
         # With history features: the packaged history (`history_tail`), indexed on first use.
         self.history_rows: dict[str, np.ndarray] | None = None
+        # The latest time of the packaged history (datetime64[s]): the release's history cut-off.
+        self.history_end: np.datetime64 | None = None
         if self.spec.history is not None:
             with np.load(folder / HISTORY_FILE, allow_pickle=False) as rows:
                 self.history_rows = {k: rows[k] for k in rows.files}
+            times = self.history_rows[self.spec.history.time]
+            self.history_end = transforms.as_time(times).max() if len(times) else None
         self._packaged: Any = None
 
     @property
     def input_names(self) -> list[str]:
         return [i["name"] for i in self.inputs]
-
-    @property
-    def history_end(self) -> np.datetime64 | None:
-        """The latest time of the packaged history (datetime64[s]): the release's history cut-off."""
-        if self.history_rows is None or self.spec.history is None or not len(self.history_rows[self.spec.history.time]):
-            return None
-        return transforms.as_time(self.history_rows[self.spec.history.time]).max()
 
     def _history(self, history: Any) -> dict[str, Any]:
         """The `history` argument of the plan's transforms: none for a release without history features

@@ -82,6 +82,8 @@ class Service:
     batcher: MicroBatcher
     history: HistoryStore | None  # with history features: the actuals they read
     seeded: set[Path] = field(default_factory=set)  # the releases whose packaged history the store holds
+    # The live release's history, indexed: (release folder, the store's version it was read at, the index).
+    indexed: tuple[Path, tuple[int, int], Any] | None = None
 
     @classmethod
     def for_project(cls, project: Project, *, log_predictions: bool, poll_seconds: float | None) -> Service:
@@ -107,13 +109,19 @@ class Service:
         batcher.history = service.history_rows
         return service
 
-    def history_rows(self, release: Release, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray] | None:
-        """The stored actuals `batch`'s history features read; None for a release without history features
-        (or a project without a store: the release reads its packaged history alone)."""
-        if release.spec.history is None or self.history is None:
+    def history_rows(self, release: Release, batch: Mapping[str, np.ndarray]) -> Any:
+        """What `batch`'s history features read: every stored actual a forecast after the release's cut-off
+        may read, indexed by the release's own code once and again only when the store has changed (a
+        request then pays a version check, not a query and an index). None for a release without history
+        features (or a project without a store: the release reads its packaged history alone)."""
+        spec, store = release.spec.history, self.history
+        if spec is None or store is None or release.history_end is None:
             return None
         self._seed(release)
-        return self.history.rows(release.spec.history, batch)
+        version = store.version()
+        if self.indexed is None or self.indexed[:2] != (release.folder, version):
+            self.indexed = (release.folder, version, release.plan.history(store.rows_since(spec, release.history_end)))
+        return self.indexed[2]
 
     def _seed(self, release: Release) -> None:
         if self.history is not None and release.history_rows is not None and release.folder not in self.seeded:

@@ -131,6 +131,14 @@ class HistoryStore:
             self._write("INSERT OR REPLACE INTO history VALUES (?, ?, ?)", rows)
         return len(rows)
 
+    def version(self) -> tuple[int, int]:
+        """Changes whenever the stored rows may have: another connection's commits (SQLite's `data_version`)
+        or this one's (its change count)."""
+        with self._lock:
+            db = self._conn()
+            (data_version,) = db.execute("PRAGMA data_version").fetchone()
+            return int(data_version), db.total_changes
+
     def latest(self) -> np.datetime64 | None:
         """The latest time any series has an actual for (datetime64[s]), None while the store is empty."""
         with self._lock:
@@ -144,17 +152,24 @@ class HistoryStore:
         n = len(times)
         keys = [np.asarray(batch[c]).tolist() for c in self.series]
         wanted = sorted({series_key([k[i] for k in keys]) for i in range(n)}) if keys else [series_key([])]
-        since = int(times.min()) - (spec.lookback + 1) * spec.count * _UNIT_SECONDS[spec.unit]
         marks = ",".join("?" * len(wanted))
+        return self._columns(batch, f"series IN ({marks}) AND t >= ? AND t < ?",
+                             [*wanted, _reach(spec, int(times.min())), int(times.max())])
+
+    def rows_since(self, spec: HistorySpec, cutoff: np.datetime64) -> dict[str, np.ndarray]:
+        """Every stored row that a forecast for a time after `cutoff` may read (`spec.lookback` steps before
+        it and later), for a service to index once and read until the store changes (`version`)."""
+        return self._columns({}, "t >= ?", [_reach(spec, int(seconds([cutoff])[0]))])
+
+    def _columns(self, batch: Mapping[str, np.ndarray], where: str, args: list[Any]) -> dict[str, np.ndarray]:
+        """The rows `where` selects as columns; series columns of no rows take `batch`'s dtypes (or are empty)."""
         with self._lock:
-            found = self._conn().execute(
-                f"SELECT series, t, value FROM history WHERE series IN ({marks}) AND t >= ? AND t < ?",
-                [*wanted, since, int(times.max())]).fetchall()
+            found = self._conn().execute(f"SELECT series, t, value FROM history WHERE {where}", args).fetchall()
         parsed = {s: json.loads(s) for s in {row[0] for row in found}}
         out: dict[str, np.ndarray] = {}
         for j, c in enumerate(self.series):
             column = [parsed[row[0]][j] for row in found]
-            out[c] = np.asarray(column) if column else np.asarray(batch[c])[:0]
+            out[c] = np.asarray(column) if column else np.asarray(batch.get(c, []))[:0]
         out[self.time] = np.array([row[1] for row in found], dtype=np.int64).astype("datetime64[s]")
         out[self.target] = np.array([row[2] for row in found], dtype=np.float64)
         return out
@@ -179,3 +194,8 @@ def unforecastable(spec: HistorySpec, cutoff: np.datetime64 | None, latest: np.d
             out.setdefault(i, f"{t[i]} is more than the horizon of {spec.horizon} step(s) of {spec.count}{spec.unit} "
                               f"after the latest actual stored ({latest}): send the later actuals first")
     return out
+
+
+def _reach(spec: HistorySpec, t: int) -> int:
+    """The earliest time (seconds) a forecast for time `t` may read, with a step to spare."""
+    return t - (spec.lookback + 1) * spec.count * _UNIT_SECONDS[spec.unit]
