@@ -275,3 +275,24 @@ def test_two_workers_share_the_history_store_and_hostile_keys_are_data(tmp_path:
         assert db.execute("SELECT value FROM history WHERE series = ?", [f'["{hostile}"]']).fetchone() == (1.0,)
         assert db.execute("SELECT COUNT(*) FROM history WHERE t = ?",
                           [int(np.datetime64("2024-05-30T00:00:00").astype(np.int64))]).fetchone() == (4,)
+
+
+def test_an_actual_that_is_no_number_is_refused_and_nothing_is_stored(tmp_path: Path) -> None:
+    root = _history_project(tmp_path / "p")
+    (root / "actuals.csv").write_text("t,region,y\n2024-05-30,north,12.5\n2024-05-30,south,nan\n2024-05-30,east,inf\n")
+    refused = cli(root, "feedback", "actuals.csv", check=4)
+    said = refused.stdout + refused.stderr
+    assert "2 invalid value(s), nothing stored" in said and "row 3, y: Input should be a finite number" in said, said
+    assert not (root / ".cd4ml" / "history" / "tiny.sqlite").exists()
+
+
+def test_feedback_killed_mid_write_leaves_the_store_as_it_was(tmp_path: Path) -> None:
+    root = _history_project(tmp_path / "p")
+    (root / "actuals.csv").write_text("t,region,y\n2024-05-30,north,12.5\n2024-05-30,south,7\n")
+    killed = cli(root, "feedback", "actuals.csv", env={"CD4ML_CRASH_AT": "history.before_commit"}, process=True)
+    assert killed.returncode == -9, killed.stderr
+    with sqlite3.connect(root / ".cd4ml" / "history" / "tiny.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM history").fetchone() == (0,)
+    cli(root, "feedback", "actuals.csv", check=0)  # sent again: stored once
+    with sqlite3.connect(root / ".cd4ml" / "history" / "tiny.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM history").fetchone() == (2,)

@@ -73,7 +73,7 @@ def score(project: "Project", frame: "pd.DataFrame", version: str | int | None =
         if stale and project.config.serving.stale_history == "reject":
             shown = "; ".join(f"row {i + 1}: {why}" for i, why in sorted(stale.items())[:5])
             raise DataRejected(f"{len(stale)} row(s) have no history to forecast from: {shown}")
-        rows = store.rows(spec, {c: frame[c].to_numpy() for c in (*spec.series, spec.time)})
+        rows = store.rows_since(spec, release.history_end)  # what the service reads
     finally:
         store.close()
     return release.predict_frame(frame, rows)

@@ -80,7 +80,7 @@ class Service:
     actuals_log: PredictionLog
     metrics: ServiceMetrics
     batcher: MicroBatcher
-    history: HistoryStore | None  # with history features: the actuals they read
+    history: HistoryStore | None  # with `forecast:`: each series' actuals, which history features read
     seeded: set[Path] = field(default_factory=set)  # the releases whose packaged history the store holds
     # The live release's history, indexed: (release folder, the store's version it was read at, the index).
     indexed: tuple[Path, tuple[int, int], Any] | None = None

@@ -14,7 +14,7 @@ would read history the service does not have, and is answered 422 (or, with
 `serving.stale_history: fallback`, predicted from what there is and flagged).
 
 `HistoryStore` is the interface a server database could implement later: `seed`, `add_actuals`,
-`latest`, `rows`.
+`latest`, `version`, `rows_since`.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from cd4ml.config import Project
+from cd4ml.faults import crash_point
 from cd4ml.features.transforms import HistorySpec, as_time, time_steps
 
 # A step's longest length in seconds: how far back a query must reach for `lookback` steps.
@@ -99,6 +100,7 @@ class HistoryStore:
             db.execute("BEGIN IMMEDIATE")
             try:
                 db.executemany(sql, rows)
+                crash_point("history.before_commit")
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
@@ -145,31 +147,18 @@ class HistoryStore:
             (t,) = self._conn().execute("SELECT MAX(t) FROM history").fetchone()
         return None if t is None else np.datetime64(int(t), "s")
 
-    def rows(self, spec: HistorySpec, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """The stored rows (series columns, time as datetime64[s], target) that the history features of
-        `batch`'s rows (its series and time columns) may read: their series, `spec.lookback` steps back."""
-        times = seconds(batch[spec.time])
-        n = len(times)
-        keys = [np.asarray(batch[c]).tolist() for c in self.series]
-        wanted = sorted({series_key([k[i] for k in keys]) for i in range(n)}) if keys else [series_key([])]
-        marks = ",".join("?" * len(wanted))
-        return self._columns(batch, f"series IN ({marks}) AND t >= ? AND t < ?",
-                             [*wanted, _reach(spec, int(times.min())), int(times.max())])
-
     def rows_since(self, spec: HistorySpec, cutoff: np.datetime64) -> dict[str, np.ndarray]:
-        """Every stored row that a forecast for a time after `cutoff` may read (`spec.lookback` steps before
-        it and later), for a service to index once and read until the store changes (`version`)."""
-        return self._columns({}, "t >= ?", [_reach(spec, int(seconds([cutoff])[0]))])
-
-    def _columns(self, batch: Mapping[str, np.ndarray], where: str, args: list[Any]) -> dict[str, np.ndarray]:
-        """The rows `where` selects as columns; series columns of no rows take `batch`'s dtypes (or are empty)."""
+        """Every stored row (series columns, time as datetime64[s], target) that a forecast for a time after
+        `cutoff` may read: from `spec.lookback` steps before it on. A service indexes them once and reads
+        them again when the store changes (`version`)."""
+        since = int(seconds([cutoff])[0]) - (spec.lookback + 1) * spec.count * _UNIT_SECONDS[spec.unit]
         with self._lock:
-            found = self._conn().execute(f"SELECT series, t, value FROM history WHERE {where}", args).fetchall()
+            found = self._conn().execute("SELECT series, t, value FROM history WHERE t >= ?", [since]).fetchall()
         parsed = {s: json.loads(s) for s in {row[0] for row in found}}
         out: dict[str, np.ndarray] = {}
         for j, c in enumerate(self.series):
             column = [parsed[row[0]][j] for row in found]
-            out[c] = np.asarray(column) if column else np.asarray(batch.get(c, []))[:0]
+            out[c] = np.asarray(column)
         out[self.time] = np.array([row[1] for row in found], dtype=np.int64).astype("datetime64[s]")
         out[self.target] = np.array([row[2] for row in found], dtype=np.float64)
         return out
@@ -194,8 +183,3 @@ def unforecastable(spec: HistorySpec, cutoff: np.datetime64 | None, latest: np.d
             out.setdefault(i, f"{t[i]} is more than the horizon of {spec.horizon} step(s) of {spec.count}{spec.unit} "
                               f"after the latest actual stored ({latest}): send the later actuals first")
     return out
-
-
-def _reach(spec: HistorySpec, t: int) -> int:
-    """The earliest time (seconds) a forecast for time `t` may read, with a step to spare."""
-    return t - (spec.lookback + 1) * spec.count * _UNIT_SECONDS[spec.unit]

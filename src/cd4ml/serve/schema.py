@@ -54,7 +54,9 @@ def column_field(spec: ColumnSpec, required: bool) -> tuple[Any, Any]:
         low = _INT64.min if low is None else max(low, _INT64.min)
         high = _INT64.max if high is None else min(high, _INT64.max)
     # Bounds on the value's own type, inside Optional: so the JSON schema says `minimum`/`maximum` there.
-    typ: Any = Annotated[COLUMN_TYPES[spec.type].python, Field(ge=low, le=high)]
+    # A float is a finite number: "nan" or "inf" (text that pydantic would read as one) is refused, not stored.
+    finite = {"allow_inf_nan": False} if spec.type == "float" else {}
+    typ: Any = Annotated[COLUMN_TYPES[spec.type].python, Field(ge=low, le=high, **finite)]
     if spec.categories is not None:
         typ = Annotated[typ, _Allowed(spec.categories)]
     if spec.nullable or not required:
