@@ -5,6 +5,7 @@ in both (replayed through HTTP day by day)."""
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 from cd4ml.config import load_project
 from cd4ml.errors import ConfigError
 from cd4ml.features.transforms import HistorySpec, SeriesHistory, Window
+from cd4ml.serve.history import HistoryStore, StoredActuals
 from helpers import Service, cli, edit_yaml, make_csv_project
 
 SPEC = HistorySpec(series=("region",), time="t", target="y", count=1, unit="D", horizon=1, lags=(1, 3),
@@ -296,3 +298,86 @@ def test_feedback_killed_mid_write_leaves_the_store_as_it_was(tmp_path: Path) ->
     cli(root, "feedback", "actuals.csv", check=0)  # sent again: stored once
     with sqlite3.connect(root / ".cd4ml" / "history" / "tiny.sqlite") as db:
         assert db.execute("SELECT COUNT(*) FROM history").fetchone() == (2,)
+
+
+# -- actuals by request id -----------------------------------------------------------------------------------
+
+def _store(root: Path) -> HistoryStore:
+    return HistoryStore(root / "h.sqlite", ["region"], "t", "y", keep_seconds=60 * 86_400)
+
+
+def _stored(root: Path) -> list[tuple[str, int, float]]:
+    with sqlite3.connect(root / "h.sqlite") as db:
+        return db.execute("SELECT series, t, value FROM history ORDER BY series, t").fetchall()
+
+
+def test_an_actual_by_request_id_waits_for_its_prediction_and_is_stored_once(tmp_path: Path) -> None:
+    import datetime as dt
+
+    day = int(np.datetime64("2024-05-30T00:00:00").astype(np.int64))
+    by_id = [{"request_id": "r1", "record": 1, "keys": None, "values": {"y": 7.5}},
+             {"request_id": "nobody", "record": 0, "keys": None, "values": {"y": 1.0}}]
+    early = _store(tmp_path)
+    # The actual comes first (another worker's note still queued): it waits, nothing is in the history.
+    assert early.add_actuals(by_id) == StoredActuals(0, 2)
+    version = early.version()
+    assert _stored(tmp_path) == []
+    late = _store(tmp_path)  # the worker that served r1 writes its note: the pair is complete
+    late.note_served("r1", [{"t": dt.date(2024, 5, 29), "region": "north"}, {"t": dt.date(2024, 5, 30), "region": "south"}])
+    late.close()
+    assert _stored(tmp_path) == [('["south"]', day, 7.5)]
+    assert early.version() != version  # a reader's index of the history is read again
+    # Sent again, and for the other record too: stored by the note at once, one row per series and time.
+    assert early.add_actuals([{**by_id[0], "values": {"y": 8.0}}, {**by_id[0], "record": 0}]) == StoredActuals(2, 0)
+    assert _stored(tmp_path) == [('["north"]', day - 86_400, 7.5), ('["south"]', day, 8.0)]
+    # Notes and waits change no history: the index stays.
+    version = early.version()
+    early.note_served("r2", [{"t": dt.date(2024, 5, 31), "region": "north"}])
+    early.close()
+    assert early.version() == version
+    with sqlite3.connect(tmp_path / "h.sqlite") as db:
+        assert db.execute("SELECT request_id FROM waiting").fetchall() == [("nobody",)]
+
+
+@pytest.mark.slow
+def test_actuals_by_request_id_feed_the_forecasts_not_test_traffic(tmp_path: Path) -> None:
+    root = _history_project(tmp_path / "p")
+    cli(root, "data", "ingest", check=0)
+    cli(root, "run", check=0)
+    day1 = [{"t": "2024-05-30", "region": r} for r in REGIONS]
+    with Service(root, "--workers", "2") as service:
+        service.wait_until("/ready", 200)
+        served = service.client.post("/predict", json=day1).json()["request_id"]
+        probe = service.client.post("/predict", json=day1, headers={"X-Cd4ml-Traffic": "test"}).json()["request_id"]
+        # Test traffic's actuals are logged, never history: the next day stays unforecastable.
+        assert service.client.post("/feedback", json=[{"request_id": probe, "record": i, "y": 1.0}
+                                                      for i in range(len(day1))]).status_code == 202
+        ahead = {"t": "2024-05-31", "region": "north"}
+        assert service.client.post("/predict", json=ahead).status_code == 422
+        fed = service.client.post("/feedback", json=[{"request_id": served, "record": i, "y": 50.0 + i}
+                                                     for i in range(len(day1))])
+        assert fed.status_code == 202, fed.text
+        # Whichever worker took the actuals, the other's note completes them within a fraction of a second.
+        answers = []
+        for _ in range(100):
+            answers.append(service.client.post("/predict", json=ahead))
+            if answers[-1].status_code == 200:
+                break
+            time.sleep(0.05)
+        assert answers[-1].status_code == 200, answers[-1].text
+        again = {service.client.post("/predict", json=ahead).json()["prediction"] for _ in range(12)}
+        assert again == {answers[-1].json()["prediction"]}
+        day2 = service.client.post("/predict", json={"t": "2024-05-31", "region": "south"}).json()["request_id"]
+    # `cd4ml feedback` by request id: the service's notes outlive it.
+    (root / "actuals.csv").write_text(f"request_id,record,y\n{day2},0,61.0\n{served},0,50.0\n")
+    said = cli(root, "feedback", "actuals.csv", check=0).stdout
+    assert "(2 into the history store)" in " ".join(said.split()), said
+    with sqlite3.connect(root / ".cd4ml" / "history" / "tiny.sqlite") as db:
+        got = db.execute("SELECT series, value FROM history WHERE t >= ? ORDER BY t, series",
+                         [int(np.datetime64("2024-05-30T00:00:00").astype(np.int64))]).fetchall()
+    assert got == [('["east"]', 52.0), ('["north"]', 50.0), ('["south"]', 51.0), ('["south"]', 61.0)]
+    # `data refresh` stores them too, from the prediction store's rows with actuals (test traffic left out).
+    (root / ".cd4ml" / "history" / "tiny.sqlite").unlink()
+    cli(root, "data", "refresh", check=0)
+    with sqlite3.connect(root / ".cd4ml" / "history" / "tiny.sqlite") as db:
+        assert db.execute("SELECT series, value FROM history ORDER BY t, series").fetchall() == got

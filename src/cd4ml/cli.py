@@ -536,9 +536,12 @@ def feedback(
     events = read_actuals(project.config, file)
     added = PredictionStore(project).append_actuals(events)
     history = HistoryStore.for_project(project)
-    # Actuals by series and time also go to the history store: the service's next forecasts read them.
-    into_history = history.add_actuals(events) if history is not None else 0
-    history_note = f" ({into_history:,} by series and time into the history store)" if history is not None else ""
+    history_note = ""
+    if history is not None:  # the service's next forecasts read them
+        into = history.add_actuals(events)
+        history.close()
+        waiting = f", {into.waiting:,} by request id waiting for their prediction" if into.waiting else ""
+        history_note = f" ({into.stored:,} into the history store{waiting})"
     console.print(f"[green]Stored[/] {added:,} actuals from {escape(str(file))}{history_note}. Next: cd4ml monitor")
 
 

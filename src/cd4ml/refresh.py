@@ -77,8 +77,21 @@ def refresh(project: Project) -> RefreshResult:
     frame = frame[~incomplete]
     table = TrainingTable.for_project(project)
     new = table.rows_by_key(frame, cfg.schema_.keys, stored=False) if table.exists() else frame
-    if new.empty:
-        return RefreshResult(candidates, 0, len(frame), int(incomplete.sum()), missing, None)
-    result = store_frame(project, new, source=f"prediction store {project.monitor_dir}", mode="append",
-                         origin="production")
+    result = None if new.empty else store_frame(project, new, source=f"prediction store {project.monitor_dir}",
+                                                 mode="append", origin="production")
+    _to_history(project, frame)
     return RefreshResult(candidates, len(new), len(frame) - len(new), int(incomplete.sum()), missing, result)
+
+
+def _to_history(project: Project, frame: pd.DataFrame) -> None:
+    """The rows' actuals into the history store too, whichever way they came (by request id as well): the
+    service's next forecasts read them. Values stored already are kept."""
+    from cd4ml.serve.history import HistoryStore
+
+    history = HistoryStore.for_project(project)
+    if history is None or frame.empty:
+        return
+    try:
+        history.seed({c: frame[c].to_numpy() for c in (*history.series, history.time, history.target)})
+    finally:
+        history.close()

@@ -83,7 +83,7 @@ class Service:
     history: HistoryStore | None  # with `forecast:`: each series' actuals, which history features read
     seeded: set[Path] = field(default_factory=set)  # the releases whose packaged history the store holds
     # The live release's history, indexed: (release folder, the store's version it was read at, the index).
-    indexed: tuple[Path, tuple[int, int], Any] | None = None
+    indexed: tuple[Path, int, Any] | None = None
 
     @classmethod
     def for_project(cls, project: Project, *, log_predictions: bool, poll_seconds: float | None) -> Service:
@@ -140,6 +140,8 @@ class Service:
         if self.predlog is not None:
             self.predlog.start()
         self.actuals_log.start()
+        if self.history is not None:
+            self.history.start()
         self.watcher.start()
         self.metrics.start(self.watcher, self.predlog)
 
@@ -267,6 +269,8 @@ async def _predict(service: Service, request: Request, started: float, live: Any
     service.metrics.predicted(live.version, pred, int(fallback.sum()))
     # Always the service's own id, so ids are unique whatever clients send; theirs is kept beside it.
     request_id = secrets.token_hex(16)
+    if service.history is not None and traffic == "live":  # its actuals may come back by this id
+        service.history.note_served(request_id, rows)
     latency_ms = (time.perf_counter() - started) * 1000.0
     # The live release's task, not the project file's: a rollback answers in the old release's classes.
     task = live.release.task

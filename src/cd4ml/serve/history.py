@@ -1,12 +1,18 @@
 """The online history store: each series' actuals, as a service reads them for history features.
 
 A release packages its series' latest values (`package.history_tail`); from then on actuals arrive
-through `POST /feedback` and `cd4ml feedback` by the key columns (series and time) and are stored
-here, so tomorrow's forecast reads today's actual. The store is one SQLite file per model under the
-project's `.cd4ml/history/`, in WAL mode: a service's workers read it while another process writes,
-and a restart loses nothing. A row is one series at one time (seconds since 1970, as
-`transforms.as_time` reads the time column) with its target value; an actual sent again replaces
-the stored one, so actuals arriving twice or out of order leave one row per series and time.
+through `POST /feedback`, `cd4ml feedback` and `cd4ml data refresh` and are stored here, so tomorrow's
+forecast reads today's actual. The store is one SQLite file per model under the project's
+`.cd4ml/history/`, in WAL mode: a service's workers read it while another process writes, and a
+restart loses nothing. A row is one series at one time (seconds since 1970, as `transforms.as_time`
+reads the time column) with its target value; an actual sent again replaces the stored one, so
+actuals arriving twice or out of order leave one row per series and time.
+
+An actual sent by its prediction's request id names no series or time: the service notes which series
+and time each record of a live prediction was (`note_served`, written by a background thread off the
+request path), and such an actual is stored under them. One that arrives before its prediction's note
+is written (another worker's, a few hundred ms behind) waits in the store and is stored when the note
+is: whichever comes second completes the pair, in one transaction.
 
 A forecast is asked for a time after the release's history cut-off (the latest time it packaged) and
 at most `forecast.horizon` steps after the latest actual stored (`unforecastable`): anything else
@@ -14,22 +20,29 @@ would read history the service does not have, and is answered 422 (or, with
 `serving.stale_history: fallback`, predicted from what there is and flagged).
 
 `HistoryStore` is the interface a server database could implement later: `seed`, `add_actuals`,
-`latest`, `version`, `rows_since`.
+`note_served`, `latest`, `version`, `rows_since`.
 """
 
 from __future__ import annotations
 
+import collections
+import datetime as dt
 import json
+import logging
 import sqlite3
 import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from cd4ml.config import Project
 from cd4ml.faults import crash_point
 from cd4ml.features.transforms import HistorySpec, as_time, time_steps
+
+log = logging.getLogger("cd4ml.serve")
 
 # A step's longest length in seconds: how far back a query must reach for `lookback` steps.
 _UNIT_SECONDS = {"s": 1, "min": 60, "h": 3600, "D": 86_400, "W": 7 * 86_400, "MS": 31 * 86_400, "YS": 366 * 86_400}
@@ -42,12 +55,54 @@ CREATE TABLE IF NOT EXISTS history (
     PRIMARY KEY (series, t)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS history_t ON history (t);
+CREATE TABLE IF NOT EXISTS served (    -- the series and time of each record of a live prediction
+    request_id TEXT NOT NULL,
+    record INTEGER NOT NULL,
+    series TEXT NOT NULL,
+    t INTEGER NOT NULL,
+    PRIMARY KEY (request_id, record)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS served_t ON served (t);
+CREATE TABLE IF NOT EXISTS waiting (   -- actuals by request id whose prediction's record is not in served yet
+    request_id TEXT NOT NULL,
+    record INTEGER NOT NULL,
+    value REAL NOT NULL,
+    received INTEGER NOT NULL,         -- seconds since 1970
+    PRIMARY KEY (request_id, record)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+INSERT OR IGNORE INTO meta VALUES ('history_changes', 0);
 """
+# An actual by request id waits this long for its prediction's record; one for a prediction never noted
+# (a mistyped id, test traffic) is dropped then.
+WAIT_SECONDS = 86_400
+# The served records' notes are written this often (and before every actuals write of the same process).
+NOTE_SECONDS = 0.2
+_RESOLVE = """INSERT OR REPLACE INTO history
+    SELECT s.series, s.t, w.value FROM waiting w JOIN served s USING (request_id, record)"""
+_RESOLVED = """DELETE FROM waiting WHERE EXISTS
+    (SELECT 1 FROM served s WHERE s.request_id = waiting.request_id AND s.record = waiting.record)"""
 
 
 def series_key(values: list[Any]) -> str:
-    """One series' identity as stored: its key values (JSON scalars) as a compact JSON list."""
-    return json.dumps(values, separators=(",", ":"))
+    """One series' identity as stored: its key values as a compact JSON list (dates as ISO text, as actuals
+    carry them)."""
+    return json.dumps(values, separators=(",", ":"), default=_iso)
+
+
+def _iso(value: Any) -> str:
+    if isinstance(value, (dt.date, dt.datetime)):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not a series key value")
+
+
+@dataclass(frozen=True)
+class StoredActuals:
+    """What `add_actuals` did: actuals now in the history (by series and time, or by a request id whose
+    prediction was noted), and actuals by request id waiting for their prediction's note."""
+
+    stored: int
+    waiting: int
 
 
 def seconds(times: Any) -> np.ndarray:
@@ -61,11 +116,19 @@ class HistoryStore:
     `series`, `time`, `target`: the project's series key columns, time column and target.
     """
 
-    def __init__(self, path: Path, series: list[str], time: str, target: str) -> None:
+    def __init__(self, path: Path, series: list[str], time: str, target: str, keep_seconds: int) -> None:
+        """`keep_seconds`: how far before the latest actual a served record's note is kept (its actual
+        could still be read by a forecast)."""
         self.path = Path(path)
         self.series, self.time, self.target = list(series), time, target
+        self.keep_seconds = keep_seconds
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
+        self._notes: collections.deque[tuple[str, list[dict[str, Any]]]] = collections.deque()
+        self._noter: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._seen: tuple[int, int] | None = None  # (data_version, total_changes) when _changes was read
+        self._changes = 0
 
     @classmethod
     def for_project(cls, project: Project) -> HistoryStore | None:
@@ -76,7 +139,10 @@ class HistoryStore:
         if cfg.forecast is None:
             return None
         path = project.state_dir / "history" / f"{cfg.registry.model_name}.sqlite"
-        return cls(path, cfg.forecast.series, cfg.time_column, cfg.target)
+        spec, step = cfg.history_spec, cfg.forecast.step
+        steps = (spec.lookback if spec is not None else 0) + cfg.forecast.horizon
+        keep = max(steps * step.count * _UNIT_SECONDS[step.unit], 60 * 86_400)
+        return cls(path, cfg.forecast.series, cfg.time_column, cfg.target, keep)
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
@@ -88,28 +154,81 @@ class HistoryStore:
             self._db = db
         return self._db
 
+    def start(self) -> None:
+        """Write the served records' notes in the background (a service's store)."""
+        if self._noter is None:
+            self._stop.clear()
+            self._noter = threading.Thread(target=self._note_loop, name="cd4ml-history-notes", daemon=True)
+            self._noter.start()
+
     def close(self) -> None:
+        """Stop the background writer (its last notes written) and close the file."""
+        if self._noter is not None:
+            self._stop.set()
+            self._noter.join()
+            self._noter = None
+        if self._notes:
+            self._write(lambda db: 0)
         if self._db is not None:
             self._db.close()
             self._db = None
 
-    def _write(self, sql: str, rows: list[tuple[str, int, float]]) -> int:
+    def _note_loop(self) -> None:
+        while not self._stop.wait(NOTE_SECONDS):
+            if self._notes:
+                try:
+                    self._write(lambda db: 0)
+                except Exception:  # a locked or full disk: kept queued, tried again
+                    log.exception("could not write the served records' notes to %s", self.path)
+
+    def _write(self, body: Callable[[sqlite3.Connection], int]) -> int:
+        """One write transaction: the queued notes of served records, then `body` (which returns how many
+        history rows it changed); actuals waiting for those notes are stored, notes and waits too old to
+        matter are dropped."""
         with self._lock:
+            taken = [self._notes.popleft() for _ in range(len(self._notes))]
+            notes = self._served_rows(taken)
             db = self._conn()
-            before = db.total_changes
             db.execute("BEGIN IMMEDIATE")
             try:
-                db.executemany(sql, rows)
+                db.executemany("INSERT OR IGNORE INTO served VALUES (?, ?, ?, ?)", notes)
+                changed = body(db)
+                changed += db.execute(_RESOLVE).rowcount
+                db.execute(_RESOLVED)
+                db.execute("DELETE FROM waiting WHERE received < ?", [int(time.time()) - WAIT_SECONDS])
+                db.execute("DELETE FROM served WHERE t < (SELECT MAX(t) FROM history) - ?", [self.keep_seconds])
+                if changed:
+                    db.execute("UPDATE meta SET value = value + 1 WHERE key = 'history_changes'")
                 crash_point("history.before_commit")
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
+                self._notes.extendleft(reversed(taken))  # written with the next transaction
                 raise
-            return db.total_changes - before
+            return changed
+
+    def _served_rows(self, taken: list[tuple[str, list[dict[str, Any]]]]) -> list[tuple[str, int, str, int]]:
+        """Queued notes as `served` rows (request id, record, series, time); a request whose records have
+        no readable series or time (none validated by the service has) is left out and logged."""
+        out = []
+        for request_id, rows in taken:
+            try:
+                times = seconds([row.get(self.time) for row in rows]).tolist()
+                out += [(request_id, i, series_key([row.get(c) for c in self.series]), t)
+                        for i, (row, t) in enumerate(zip(rows, times))]
+            except (TypeError, ValueError) as exc:
+                log.warning("request %s: its records' series and time could not be noted: %s", request_id, exc)
+        return out
+
+    def note_served(self, request_id: str, rows: list[dict[str, Any]]) -> None:
+        """Remember the series and time of each of a live prediction's records (validated inputs), for its
+        actuals by request id. Queued: written within `NOTE_SECONDS` by the background writer."""
+        self._notes.append((request_id, rows))
 
     def seed(self, rows: Mapping[str, np.ndarray]) -> int:
-        """Add a release's packaged history (series columns, time, target), keeping any value already stored
-        (actuals fed back since are as true, and may be newer); returns the rows added."""
+        """Add rows known to be true (series columns, time, target): a release's packaged history, the rows a
+        `data refresh` adds to the table. A value already stored is kept (actuals fed back since are as true,
+        and may be newer); returns the rows added."""
         n = len(rows[self.time])
         if not n:
             return 0
@@ -117,29 +236,57 @@ class HistoryStore:
         series = [series_key([k[i] for k in keys]) for i in range(n)] if keys else [series_key([])] * n
         t = seconds(rows[self.time]).tolist()
         values = np.asarray(rows[self.target], dtype=np.float64).tolist()
-        return self._write("INSERT OR IGNORE INTO history VALUES (?, ?, ?)", list(zip(series, t, values)))
+        added = list(zip(series, t, values))
+        return self._write(lambda db: db.executemany("INSERT OR IGNORE INTO history VALUES (?, ?, ?)", added).rowcount)
 
-    def add_actuals(self, events: list[dict[str, Any]]) -> int:
-        """Store the actuals events that name their series and time (by the key columns); an actual for a
-        series and time already stored replaces it. Returns how many events were stored."""
-        rows = []
+    def add_actuals(self, events: list[dict[str, Any]]) -> StoredActuals:
+        """Store the actuals events' targets: by the key columns under their series and time, by request id
+        (+ record) under the noted series and time of that prediction's record (or waiting for the note). An
+        actual for a series and time already stored replaces it."""
+        keyed, by_request = [], []
+        received = int(time.time())
         for event in events:
-            keys, value = event.get("keys"), event.get("values", {}).get(self.target)
-            if keys is None or value is None:  # by request id: its series is in the prediction log only
+            value = event.get("values", {}).get(self.target)
+            if value is None:
                 continue
-            t = int(seconds([keys[self.time]])[0])
-            rows.append((series_key([keys[c] for c in self.series]), t, float(value)))
-        if rows:
-            self._write("INSERT OR REPLACE INTO history VALUES (?, ?, ?)", rows)
-        return len(rows)
+            keys = event.get("keys")
+            if keys is not None:
+                t = int(seconds([keys[self.time]])[0])
+                keyed.append((series_key([keys[c] for c in self.series]), t, float(value)))
+            else:
+                by_request.append((event["request_id"], int(event.get("record") or 0), float(value), received))
+        if not keyed and not by_request:
+            return StoredActuals(0, 0)
 
-    def version(self) -> tuple[int, int]:
-        """Changes whenever the stored rows may have: another connection's commits (SQLite's `data_version`)
-        or this one's (its change count)."""
+        def store(db: sqlite3.Connection) -> int:
+            db.executemany("INSERT OR REPLACE INTO history VALUES (?, ?, ?)", keyed)
+            db.executemany("INSERT OR REPLACE INTO waiting VALUES (?, ?, ?, ?)", by_request)
+            return len(keyed)
+
+        self._write(store)
+        waiting = self._waiting([(r, i) for r, i, _, _ in by_request])
+        return StoredActuals(len(keyed) + len(by_request) - waiting, waiting)
+
+    def _waiting(self, ids: list[tuple[str, int]]) -> int:
+        """How many of `ids` (request id, record) still wait for their prediction's note."""
+        if not ids:
+            return 0
+        with self._lock:
+            db = self._conn()
+            return sum(db.execute("SELECT COUNT(*) FROM waiting WHERE request_id = ? AND record = ?", k).fetchone()[0]
+                       for k in ids)
+
+    def version(self) -> int:
+        """Changes whenever the stored history may have (a count of its changing writes, by any process).
+        Other tables' writes (notes, waits) leave it as it is, and a reader's index of the history with it."""
         with self._lock:
             db = self._conn()
             (data_version,) = db.execute("PRAGMA data_version").fetchone()
-            return int(data_version), db.total_changes
+            seen = (int(data_version), db.total_changes)
+            if seen != self._seen:  # something was written since the count was read: read it again
+                (self._changes,) = db.execute("SELECT value FROM meta WHERE key = 'history_changes'").fetchone()
+                self._seen = seen
+            return self._changes
 
     def latest(self) -> np.datetime64 | None:
         """The latest time any series has an actual for (datetime64[s]), None while the store is empty."""
