@@ -69,6 +69,17 @@ def _json(status: int, doc: Any) -> Response:
 
 
 @dataclass(slots=True)
+class HistoryRead:
+    """The history store as a release last read it, at the store's `version`: the latest actual, and the
+    rows its history features read, indexed when first needed (`SeriesHistory`)."""
+
+    folder: Path
+    version: int
+    latest: np.datetime64 | None
+    index: Any = None
+
+
+@dataclass(slots=True)
 class Service:
     """What the endpoints share, one per app (`app.state.service`): the live release, logs, metrics."""
 
@@ -82,8 +93,7 @@ class Service:
     batcher: MicroBatcher
     history: HistoryStore | None  # with `forecast:`: each series' actuals, which history features read
     seeded: set[Path] = field(default_factory=set)  # the releases whose packaged history the store holds
-    # The live release's history, indexed: (release folder, the store's version it was read at, the index).
-    indexed: tuple[Path, int, Any] | None = None
+    read: HistoryRead | None = None  # the store as the live release last read it
 
     @classmethod
     def for_project(cls, project: Project, *, log_predictions: bool, poll_seconds: float | None) -> Service:
@@ -111,30 +121,35 @@ class Service:
 
     def history_rows(self, release: Release, batch: Mapping[str, np.ndarray]) -> Any:
         """What `batch`'s history features read: every stored actual a forecast after the release's cut-off
-        may read, indexed by the release's own code once and again only when the store has changed (a
-        request then pays a version check, not a query and an index). None for a release without history
+        may read, indexed by the release's own code once and again only when the store's history has changed
+        (a request then pays a version check, not a query and an index). None for a release without history
         features (or a project without a store: the release reads its packaged history alone)."""
         spec, store = release.spec.history, self.history
         if spec is None or store is None or release.history_end is None:
             return None
-        self._seed(release)
-        version = store.version()
-        if self.indexed is None or self.indexed[:2] != (release.folder, version):
-            self.indexed = (release.folder, version, release.plan.history(store.rows_since(spec, release.history_end)))
-        return self.indexed[2]
-
-    def _seed(self, release: Release) -> None:
-        if self.history is not None and release.history_rows is not None and release.folder not in self.seeded:
-            self.history.seed(release.history_rows)
-            self.seeded.add(release.folder)
+        read = self._read(release, store)
+        if read.index is None:
+            read.index = release.plan.history(store.rows_since(spec, release.history_end))
+        return read.index
 
     def unforecastable(self, release: Release, rows: list[dict[str, Any]]) -> dict[int, str]:
         """The records (index -> why) whose history the service lacks (`serve.history.unforecastable`)."""
-        spec = release.spec.history
-        if spec is None or self.history is None:
+        spec, store = release.spec.history, self.history
+        if spec is None or store is None:
             return {}
-        self._seed(release)
-        return unforecastable(spec, release.history_end, self.history.latest(), [r.get(spec.time) for r in rows])
+        latest = self._read(release, store).latest
+        return unforecastable(spec, release.history_end, latest, [r.get(spec.time) for r in rows])
+
+    def _read(self, release: Release, store: HistoryStore) -> HistoryRead:
+        """The store as `release` reads it now: read again when the release or the store's history changed."""
+        if release.history_rows is not None and release.folder not in self.seeded:
+            store.seed(release.history_rows)
+            self.seeded.add(release.folder)
+        version = store.version()
+        read = self.read
+        if read is None or read.folder != release.folder or read.version != version:
+            read = self.read = HistoryRead(release.folder, version, store.latest())
+        return read
 
     def start(self) -> None:
         if self.predlog is not None:
