@@ -114,7 +114,7 @@ def test_yearly_model_is_served_and_monitored_by_year(yearly_run: tuple[Path, di
 
 @pytest.mark.parametrize(("changes", "key", "words"), [
     ({"split": {"holdout_days": 1095}}, "split.holdout_days", "holdout_periods: 3 holds out the last 3 years"),
-    ({"schema__columns__year": {"type": "str"}}, "time_column", "type date, datetime, or int for whole years"),
+    ({"schema__columns__year": {"type": "str"}}, "time_column", "month (2024-05), or int for whole years"),
     ({"features": {"holidays": {"country": "US"}, "numeric": ["x"]}}, "features.holidays", "holds years"),
     ({"features": {"calendar": ["hour"], "numeric": ["hour"]}}, "features.calendar", "needs a time of day"),
 ])

@@ -63,13 +63,14 @@ def score(project: "Project", frame: "pd.DataFrame", version: str | int | None =
 
     release = load_release(project, version)
     release.require_inputs(frame)
+    frame = release.dated(frame)
     store = HistoryStore.for_project(project)
     spec = release.spec.history
     if spec is None or store is None or release.history_rows is None:
         return release.predict_frame(frame)
     try:
         store.seed(release.history_rows)
-        stale = unforecastable(spec, release.history_end, store.latest(), frame[spec.time].tolist())
+        stale = unforecastable(spec, release.history_end, store.latest(), frame[spec.time].to_numpy())
         if stale and project.config.serving.stale_history == "reject":
             shown = "; ".join(f"row {i + 1}: {why}" for i, why in sorted(stale.items())[:5])
             raise DataRejected(f"{len(stale)} row(s) have no history to forecast from: {shown}")

@@ -18,6 +18,7 @@ from pydantic import (BaseModel, ConfigDict, Field, PlainSerializer, PlainValida
                       WithJsonSchema, field_validator, model_validator)
 
 from cd4ml.errors import ConfigError
+from cd4ml.periods import PERIODS
 from cd4ml.task import REGRESSION, TASKS, Task, task_named
 from cd4ml.yamlfile import parse_yaml, read_yaml_file
 
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 
 PROJECT_FILE = "cd4ml.yaml"
 
-ColumnType = Literal["int", "float", "str", "bool", "date", "datetime"]
+ColumnType = Literal["int", "float", "str", "bool", "date", "datetime", "week", "month"]
 CalendarPart = Literal[
     "year", "month", "day", "dayofweek", "dayofyear", "weekofyear", "hour", "minute", "slot", "is_weekend",
     "is_month_end"
@@ -54,9 +55,14 @@ COLUMN_TYPES: dict[str, TypeForms] = {
     "bool": TypeForms(bool, "int64", "bool", "boolean", "bool"),
     "date": TypeForms(dt.date, "datetime64[D]", "datetime64[us]", "datetime64[us]", "date32"),
     "datetime": TypeForms(dt.datetime, "datetime64[us]", "datetime64[us]", "datetime64[us]", "timestamp[us]"),
+    # Dates given as the period they start (periods.py): 2024-W05 is Monday 2024-01-29, 2024-05 is 2024-05-01.
+    "week": TypeForms(dt.date, "datetime64[D]", "datetime64[us]", "datetime64[us]", "date32"),
+    "month": TypeForms(dt.date, "datetime64[D]", "datetime64[us]", "datetime64[us]", "date32"),
 }
-# What a time column may be: a date, a date and time, or a whole year (2019) held as an int.
-TIME_TYPES = ("date", "datetime", "int")
+# Types whose values are dates (however they are written).
+DATE_TYPES = ("date", "week", "month")
+# What a time column may be: a date (or a week or month), a date and time, or a whole year (2019) held as an int.
+TIME_TYPES = ("date", "datetime", "int", "week", "month")
 # Calendar parts that are always 0 without a time of day.
 TIME_OF_DAY_PARTS = ("hour", "minute", "slot")
 
@@ -532,7 +538,7 @@ class ProjectConfig(_Strict):
         time_type = cols[self.time_column].type
         if time_type not in TIME_TYPES:
             raise ValueError(f"time_column {self.time_column!r} has type {time_type}: a time column must have "
-                             "type date, datetime, or int for whole years (2019)")
+                             "type date, datetime, week (2024-W05), month (2024-05), or int for whole years (2019)")
         self._check_time_grid(time_type)
         self._configure_task()
         self._check_forecast(time_type)
@@ -614,8 +620,9 @@ class ProjectConfig(_Strict):
         if time_type == "int" and self.split.holdout_days is not None:
             raise ValueError(f"split.holdout_days counts days, but time_column {self.time_column!r} holds years: "
                              "use split.holdout_periods instead (holdout_periods: 3 holds out the last 3 years)")
-        if time_type == "int" and self.features.holidays is not None:
-            raise ValueError(f"features.holidays flags days, but time_column {self.time_column!r} holds years")
+        if time_type in ("int", "week", "month") and self.features.holidays is not None:
+            raise ValueError(f"features.holidays flags days, but time_column {self.time_column!r} holds "
+                             f"{'year' if time_type == 'int' else time_type}s")
         if time_type != "datetime":
             for part in self.features.calendar:
                 if part in TIME_OF_DAY_PARTS:
@@ -661,6 +668,9 @@ class ProjectConfig(_Strict):
             if time_type == "date" and unit in ("s", "min", "h"):
                 raise ValueError(f"forecast.frequency {forecast.frequency!r} is shorter than a day, but "
                                  f"time_column {self.time_column!r} holds dates")
+            if time_type in PERIODS and unit != PERIODS[time_type].unit:
+                raise ValueError(f"forecast.frequency {forecast.frequency!r}: time_column {self.time_column!r} holds "
+                                 f"{time_type}s, so the step is a number of them (1{PERIODS[time_type].unit})")
         if self.acceptance.every_fold and self.split.backtest.folds < 2:
             raise ValueError("acceptance.every_fold judges each backtest fold: give split.backtest.folds (2 or "
                              "more) and step")

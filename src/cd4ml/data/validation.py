@@ -18,6 +18,7 @@ import pandas as pd
 import pandera.pandas as pa
 
 from cd4ml.config import COLUMN_TYPES, ColumnSpec, ProjectConfig
+from cd4ml.periods import PERIODS, Period
 from cd4ml.features.transforms import time_steps
 
 _BOOL_TEXT = {"true": True, "false": False, "1": True, "0": False}
@@ -27,7 +28,8 @@ _INT64_LIMIT = 2.0**63
 # What a value of each type must be, in the words every rejected value is reported with.
 _EXPECTED = {"int": "expected a whole number", "float": "expected a number",
              "bool": "expected true, false, 1 or 0", "date": "expected a date (YYYY-MM-DD, no time of day)",
-             "datetime": "expected a date and time (YYYY-MM-DD HH:MM:SS)"}
+             "datetime": "expected a date and time (YYYY-MM-DD HH:MM:SS)",
+             **{name: f"expected a {name} written {p.example}" for name, p in PERIODS.items()}}
 _YEAR = "expected a year (a whole number from 1 to 9999)"
 _EMPTY = "is empty, and the column is not nullable"
 
@@ -170,7 +172,15 @@ def _typed(column: pd.Series, spec: ColumnSpec, is_year: bool) -> tuple[pd.Serie
             bad, _EXPECTED["bool"]
     if spec.type in ("date", "datetime"):
         return _typed_times(column, spec)
+    if spec.type in PERIODS:
+        return _typed_periods(column, PERIODS[spec.type])
     return None
+
+
+def _typed_periods(column: pd.Series, period: Period) -> tuple[pd.Series, pd.Series, str]:
+    """A week or month column as the dates its periods start on."""
+    dates = pd.Series(period.starts(column.to_numpy()), index=column.index).astype("datetime64[us]")
+    return dates, column.notna() & dates.isna(), _EXPECTED[period.name]
 
 
 def _typed_times(column: pd.Series, spec: ColumnSpec) -> tuple[pd.Series, pd.Series, str] | None:

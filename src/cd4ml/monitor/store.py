@@ -20,8 +20,8 @@ Tables (one row per predicted record / per actual):
                  source string
 
 Config types map to Arrow (`config.COLUMN_TYPES`) as int -> int64, float -> float64, str -> string,
-bool -> bool, date -> date32 and datetime -> timestamp[us]; values are coerced the way the service
-validated them (pydantic lax mode: "5" is an int 5).
+bool -> bool, date -> date32 and datetime -> timestamp[us], week and month -> date32 (the date each
+period starts); values are coerced the way the service validated them (pydantic lax mode: "5" is an int 5).
 
 Durability contract:
 
@@ -57,6 +57,7 @@ from deltalake.exceptions import DeltaError
 from pydantic import TypeAdapter, ValidationError
 
 from cd4ml.config import COLUMN_TYPES
+from cd4ml.periods import PERIODS, Period
 from cd4ml.errors import Cd4mlError, DataRejected
 from cd4ml.locking import exclusive_lock
 from cd4ml.serve.predlog import log_files
@@ -103,6 +104,7 @@ class _Field:
     type: pa.DataType
     required: bool = False
     children: tuple["_Field", ...] = ()
+    period: Period | None = None  # a week or month column: its values are the periods' text
 
     @property
     def arrow(self) -> pa.Field:
@@ -110,7 +112,8 @@ class _Field:
 
 
 def _struct(name: str, columns: list[tuple[str, str]], required: bool) -> _Field:
-    children = tuple(_Field(c, pa.type_for_alias(COLUMN_TYPES[kind].arrow)) for c, kind in columns)
+    children = tuple(_Field(c, pa.type_for_alias(COLUMN_TYPES[kind].arrow), period=PERIODS.get(kind))
+                     for c, kind in columns)
     return _Field(name, pa.struct([c.arrow for c in children]), required, children)
 
 
@@ -145,6 +148,14 @@ def _typed(values: list[Any], t: pa.DataType, where: str, bad: dict[int, str]) -
     return pa.concat_arrays(out)
 
 
+def _period_start(period: Period, value: Any) -> Any:
+    """A period's text as the ISO date it starts on; anything else as it is (for `_typed` to judge)."""
+    try:
+        return None if value is None else period.start(value).isoformat()
+    except ValueError:
+        return value
+
+
 def _column(rows: list[dict[str, Any]], f: _Field, bad: dict[int, str], where: str = "") -> pa.Array:
     where = f"{where}{f.name}"
     values = [r.get(f.name) for r in rows]
@@ -158,7 +169,7 @@ def _column(rows: list[dict[str, Any]], f: _Field, bad: dict[int, str], where: s
         missing = pa.array(is_obj, pa.bool_())
         array = pa.StructArray.from_arrays(children, fields=[c.arrow for c in f.children], mask=pc.invert(missing))
     else:
-        array = _typed(values, f.type, where, bad)
+        array = _typed(values if f.period is None else [_period_start(f.period, v) for v in values], f.type, where, bad)
     if f.required and array.null_count:
         for i in pc.indices_nonzero(array.is_null()).to_pylist():
             bad.setdefault(i, f"{where} is missing")

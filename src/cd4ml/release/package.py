@@ -23,9 +23,11 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
+from cd4ml.config import DATE_TYPES
 from cd4ml.errors import ReleaseError
 from cd4ml.features import transforms
 from cd4ml.features.code import CodeSnapshot
+from cd4ml.periods import PERIODS
 from cd4ml.release import estimators
 from cd4ml.task import Task, task_from_spec
 
@@ -178,15 +180,32 @@ class Release:
         if missing:
             raise ReleaseError(f"input is missing column(s): {', '.join(missing)}")
 
+    def dated(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """`frame` with its week and month inputs given as text (2024-W05, as requests give them) read as the
+        dates their periods start, as the training table holds them; ReleaseError naming a value that is none."""
+        out = frame
+        for item in self.inputs:
+            period, name = PERIODS.get(item["type"]), item["name"]
+            if period is None or name not in frame.columns or frame[name].dtype.kind == "M":
+                continue
+            days = period.starts(frame[name].to_numpy())
+            bad = np.flatnonzero(np.isnat(days) & frame[name].notna().to_numpy())
+            if len(bad):
+                raise ReleaseError(f"column {name}, row {bad[0] + 1}: expected a {period.name} written "
+                                   f"{period.example}, got {str(frame[name].iloc[bad[0]])[:40]!r}")
+            out = out.assign(**{name: days})
+        return out
+
     def predict_frame(self, frame: pd.DataFrame, history: Any = None) -> np.ndarray:
         self.require_inputs(frame)
+        frame = self.dated(frame)
         return self.predict(frame_to_batch(frame, request_columns(self.spec, list(frame.columns))), history)
 
     def example(self) -> pd.DataFrame:
         """The input rows packaged for warm-up (types as in the training table)."""
         frame = pd.read_json(self.folder / EXAMPLE_FILE, orient="records", convert_dates=False)
         for item in self.inputs:
-            if item["type"] in ("date", "datetime"):
+            if item["type"] in ("datetime", *DATE_TYPES):
                 frame[item["name"]] = pd.to_datetime(frame[item["name"]])
         return frame
 

@@ -312,7 +312,7 @@ class HistoryStore:
 
 
 def unforecastable(spec: HistorySpec, cutoff: np.datetime64 | None, latest: np.datetime64 | None,
-                   times: list[Any]) -> dict[int, str]:
+                   times: Any) -> dict[int, str]:
     """The rows (index -> why) of `times` a release with history cut-off `cutoff` cannot forecast honestly
     when the store's latest actual is at `latest`: times not after the cut-off, and times more than
     `spec.horizon` steps after the latest actual."""

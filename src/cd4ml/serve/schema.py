@@ -14,13 +14,14 @@ from typing import Annotated, Any, Optional
 
 import numpy as np
 import orjson
-from pydantic import (BaseModel, ConfigDict, Field, GetCoreSchemaHandler, GetJsonSchemaHandler, TypeAdapter,
-                      ValidationError, create_model, model_validator, with_config)
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, GetCoreSchemaHandler, GetJsonSchemaHandler,
+                      TypeAdapter, ValidationError, WithJsonSchema, create_model, model_validator, with_config)
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, core_schema, to_jsonable_python
 from typing_extensions import NotRequired, TypedDict
 
-from cd4ml.config import COLUMN_TYPES, ColumnSpec, ProjectConfig
+from cd4ml.config import COLUMN_TYPES, DATE_TYPES, ColumnSpec, ProjectConfig
+from cd4ml.periods import PERIODS
 from cd4ml.task import Classification
 
 _UNIX_EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
@@ -57,6 +58,11 @@ def column_field(spec: ColumnSpec, required: bool) -> tuple[Any, Any]:
     # A float is a finite number: "nan" or "inf" (text that pydantic would read as one) is refused, not stored.
     finite = {"allow_inf_nan": False} if spec.type == "float" else {}
     typ: Any = Annotated[COLUMN_TYPES[spec.type].python, Field(ge=low, le=high, **finite)]
+    if spec.type in PERIODS:  # a date written as its period: 2024-W05, 2024-05
+        period = PERIODS[spec.type]
+        typ = Annotated[typ, BeforeValidator(period.start),
+                        WithJsonSchema({"type": "string", "pattern": f"^{period.pattern}$", "examples": [period.example],
+                                        "description": f"a {period.name}, e.g. {period.example}"})]
     if spec.categories is not None:
         typ = Annotated[typ, _Allowed(spec.categories)]
     if spec.nullable or not required:
@@ -121,7 +127,7 @@ class RequestSchema:
             if has_null:  # nulls in a nullable column travel as NaN, which int arrays cannot hold
                 dtype = np.float64 if kind in ("int", "bool") else COLUMN_TYPES[kind].batch
                 batch[name] = np.array([np.nan if v is None else v for v in values], dtype=dtype)
-            elif kind == "date":  # numpy converts day numbers faster than date objects
+            elif kind in DATE_TYPES:  # numpy converts day numbers faster than date objects
                 batch[name] = (np.array([v.toordinal() for v in values], dtype=np.int64)
                                - _UNIX_EPOCH_ORDINAL).view("datetime64[D]")
             else:

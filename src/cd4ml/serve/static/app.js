@@ -130,6 +130,16 @@
     return `${now.getFullYear()}-${pad(now.getMonth() + 1)}-${pad(now.getDate())}`;
   }
 
+  /** This ISO 8601 week, as a week field takes it (2024-W05): the week of this week's Thursday. */
+  function thisWeek() {
+    const now = new Date();
+    const thursday = new Date(Date.UTC(now.getFullYear(), now.getMonth(), now.getDate()));
+    thursday.setUTCDate(thursday.getUTCDate() + 4 - (thursday.getUTCDay() || 7));
+    const january1 = Date.UTC(thursday.getUTCFullYear(), 0, 1);
+    const week = Math.floor((thursday - january1) / 86400000 / 7) + 1;
+    return `${thursday.getUTCFullYear()}-W${String(week).padStart(2, "0")}`;
+  }
+
   function nowMinutes() {
     const now = new Date();
     now.setMinutes(now.getMinutes() - now.getTimezoneOffset());
@@ -171,6 +181,8 @@
       attrs.type = "date";
     } else if (field.type === "datetime") {
       Object.assign(attrs, {type: "datetime-local", step: "1"});
+    } else if (field.type === "week" || field.type === "month") {  // their values are 2024-W05, 2024-05
+      Object.assign(attrs, {type: field.type, placeholder: field.type === "week" ? "2024-W05" : "2024-05"});
     } else {
       attrs.type = "text";
     }
@@ -244,7 +256,7 @@
       if (range) hints.push(` · ${range}`);
       read = () => {
         if (main.validity && main.validity.badInput) {
-          return {error: field.type === "date" || field.type === "datetime" ? "incomplete date" : "not a number"};
+          return {error: ["date", "datetime", "week", "month"].includes(field.type) ? "incomplete date" : "not a number"};
         }
         const raw = main.value.trim();
         return raw === "" ? {value: undefined} : {value: typed(field, raw)};
@@ -252,6 +264,8 @@
       write = (v) => { main.value = v === undefined || v === null ? "" : String(v); };
       if (field.required && field.type === "date") main.value = today();
       if (field.required && field.type === "datetime") main.value = nowMinutes();
+      if (field.required && field.type === "week") main.value = thisWeek();
+      if (field.required && field.type === "month") main.value = today().slice(0, 7);
       wrap.append(h("label", {for: id, text: label}), h("div", {class: "control"}, main));
     }
 
