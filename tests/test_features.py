@@ -208,12 +208,16 @@ def test_a_release_spec_reads_back_as_the_json_it_was_written_as() -> None:
            "categorical": ["a"], "numeric": ["slot"], "target_transform": None, "clip_min": None,
            "task": {"name": "binary", "classes": [False, True], "threshold": 0.4, "label_type": "bool"},
            "history": {"series": ["k"], "time": "t", "target": "y", "count": 30, "unit": "min", "horizon": 2,
-                       "lags": [2, 48], "windows": [{"size": 4, "stats": ["mean", "std"], "gap": 3}]}}
+                       "lags": [2, 48], "windows": [{"size": 4, "stats": ["mean", "std"], "gap": 3}],
+                       "columns": ["a"]}}
     spec = T.FeatureSpec.from_json(json.loads(json.dumps(doc)))
     assert spec.lookups[0].columns == ("a", "b") and spec.target_encodings == (("k", "a"),)
     assert spec.history is not None and spec.history.windows == (T.Window(4, ("mean", "std"), 3),)
-    assert spec.history.names == ["y_lag2", "y_lag48", "y_mean4_gap3", "y_std4_gap3"] and spec.history.lookback == 48
+    assert spec.history.names == ["y_lag2", "y_lag48", "y_mean4_gap3", "y_std4_gap3", "a_lag2", "a_lag48"]
+    assert spec.history.lookback == 48
     assert json.dumps(spec.to_json()) == json.dumps(doc)  # same keys, same order
+    history = {k: v for k, v in doc["history"].items() if k != "columns"}  # a release from before covariates
+    assert T.HistorySpec.from_json(history) == dataclasses.replace(spec.history, columns=())
     old = {k: v for k, v in doc.items() if k not in ("slot_minutes", "task", "history")}  # a release from before
     assert T.FeatureSpec.from_json(old) == dataclasses.replace(spec, slot_minutes=None, task=None, history=None)
 

@@ -4,6 +4,8 @@ in both (replayed through HTTP day by day)."""
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import sqlite3
 import time
 from pathlib import Path
@@ -69,6 +71,30 @@ def test_history_features_match_pandas_on_series_with_gaps() -> None:
     # Missing history is NaN, never zero: each series' first day, and the new series' days before its second.
     first = frame.groupby("region")["t"].idxmin().to_numpy()
     assert np.isnan(got["y_lag1"][first]).all() and np.isnan(got["y_mean4"][first]).all()
+
+
+@pytest.mark.parametrize("dense", [True, False])
+def test_a_covariates_lags_are_its_own_past_values_per_series(dense: bool) -> None:
+    frame = _panel().assign(promo=lambda f: (np.arange(len(f)) * 7 % 3 == 0).astype(float))
+    frame.loc[frame.index[::11], "y"] = np.nan  # steps whose target is not known (yet), their covariate is
+    spec = dataclasses.replace(SPEC, columns=("promo",))
+    batch = {**_batch(frame), "promo": frame["promo"].to_numpy()}
+    # A row a century later makes the grid huge: then the same features are searched, not gathered.
+    far = {"t": np.array(["2124-01-01"], dtype="datetime64[ns]"), "region": np.array(["a"]), "y": np.array([1.0]),
+           "promo": np.array([1.0])}
+    history = SeriesHistory(spec, batch if dense else {c: np.concatenate([v, far[c]]) for c, v in batch.items()})
+    assert history._dense == dense
+    got = history.features(batch)
+    assert spec.names[-2:] == ["promo_lag1", "promo_lag3"]
+    for lag in spec.lags:
+        expected = np.full(len(frame), np.nan)
+        for _, rows in frame.groupby("region"):
+            grid = pd.Series(rows["promo"].to_numpy(), index=rows["t"].to_numpy()).asfreq("D")
+            expected[rows.index] = grid.shift(lag).reindex(pd.DatetimeIndex(rows["t"])).to_numpy()
+        np.testing.assert_array_equal(got[f"promo_lag{lag}"], expected)
+    target_only = SeriesHistory(SPEC, _batch(frame)).features(_batch(frame))
+    for name in SPEC.names:  # the target's features are as without the covariate
+        np.testing.assert_array_equal(got[name], target_only[name], err_msg=name)
 
 
 @pytest.mark.parametrize("horizon", [1, 3])
@@ -171,6 +197,10 @@ def _history_project(root: Path, **changes: Any) -> Path:
     ({"features__history__lags": [1, 1]}, "features.history", "twice"),
     ({"features__history__windows": [{"size": 3, "stats": ["median"]}]}, "features.history.windows", "mean"),
     ({"schema__columns__y_lag1": {"type": "float", "nullable": True}}, "features.history", "schema.columns"),
+    ({"features__history__columns": ["region"]}, "features.history", "names 'region': a covariate must be a number"),
+    ({"features__history__columns": ["y"]}, "features.history", "neither the target nor a series column"),
+    ({"schema__columns__x": {"type": "float"}, "features__history__columns": ["x"], "features__history__lags": []},
+     "features.history", "a covariate's features are its lags"),
 ])
 def test_bad_history_settings_name_their_key(tmp_path: Path, changes: dict[str, Any], key: str, words: str) -> None:
     root = _history_project(tmp_path / "p", **changes)
@@ -381,3 +411,67 @@ def test_actuals_by_request_id_feed_the_forecasts_not_test_traffic(tmp_path: Pat
     cli(root, "data", "refresh", check=0)
     with sqlite3.connect(root / ".cd4ml" / "history" / "tiny.sqlite") as db:
         assert db.execute("SELECT series, value FROM history ORDER BY t, series").fetchall() == got
+
+
+# -- covariates ----------------------------------------------------------------------------------------------
+
+def _promo_csv(seed: int = 7) -> str:
+    """`_ar_csv`'s regions with promotions: a day on promotion sells 20 more, the day after one 15 fewer."""
+    rng = np.random.default_rng(seed)
+    rows = ["t,region,promo,y"]
+    days = np.datetime64("2024-01-01") + np.arange(DAYS + FUTURE)
+    for i, region in enumerate(REGIONS):
+        level, x, before = 100.0 + 40 * i, 0.0, 0
+        for day in days:
+            x = 0.6 * x + rng.normal(0, 6)
+            promo = int(rng.random() < 0.3)
+            rows.append(f"{day},{region},{promo},{level + x + 20 * promo - 15 * before:.3f}")
+            before = promo
+    return "\n".join(rows) + "\n"
+
+
+@pytest.mark.slow
+def test_covariate_lags_are_served_from_the_actuals_and_the_records_they_confirm(tmp_path: Path) -> None:
+    csv = _promo_csv()
+    lines = csv.splitlines()
+    cut = str(np.datetime64("2024-01-01") + DAYS)
+    root = make_csv_project(
+        tmp_path / "p", "\n".join([lines[0]] + [x for x in lines[1:] if x.split(",")[0] < cut]) + "\n",
+        {"t": {"type": "date"}, "region": {"type": "str"}, "promo": {"type": "int"}, "y": {"type": "float"}},
+        split={"holdout_days": 21},
+        features={"categorical": ["region"], "numeric": ["promo"],
+                  "history": {"lags": [1, 2], "windows": [{"size": 7}], "columns": ["promo"]}},
+        **{"forecast": {"series": ["region"], "frequency": "1D"}, "baseline__group_by": ["region"],
+           "acceptance": {"latency_p99_ms": 1000},
+           "model__params": {"n_estimators": 80, "learning_rate": 0.1, "min_child_samples": 5, "n_jobs": 1}})
+    cli(root, "data", "ingest", check=0)
+    out = cli(root, "run", "--json", check=0)
+    assert '"passed": true' in out.stdout
+    from cd4ml.release.registry import Registry
+
+    project = load_project(root)
+    release = Registry.for_project(project).load("1", project.release_cache)
+    assert release.spec.history is not None and release.spec.history.names[-2:] == ["promo_lag1", "promo_lag2"]
+    everything = pd.read_csv(io.StringIO(csv), parse_dates=["t"])
+    future = everything[everything["t"] >= pd.Timestamp(cut)].sort_values(["t", "region"], kind="stable")
+    served: list[float] = []
+    with Service(root) as service:
+        for n, (day, rows) in enumerate(future.groupby("t")):
+            records = [{"t": day.date().isoformat(), "region": r, "promo": int(p)}
+                       for r, p in zip(rows["region"], rows["promo"])]
+            answer = service.client.post("/predict", json=records)
+            assert answer.status_code == 200, answer.text
+            served += answer.json()["predictions"]
+            # Day by day, each way an actual comes: by request id (the record's promo with it), by keys with promo.
+            actuals = ([{"request_id": answer.json()["request_id"], "record": i, "y": y} for i, y in enumerate(rows["y"])]
+                       if n % 2 == 0 else [{**rec, "y": y} for rec, y in zip(records, rows["y"])])
+            assert service.client.post("/feedback", json=actuals).status_code == 202  # one worker: its notes at once
+    offline = release.predict({"t": future["t"].to_numpy(), "region": future["region"].to_numpy().astype(str),
+                               "promo": future["promo"].to_numpy()},
+                              history={c: everything[c].to_numpy() for c in ("t", "region", "y", "promo")})
+    np.testing.assert_array_equal(np.array(served), offline)
+    without = release.predict({"t": future["t"].to_numpy(), "region": future["region"].to_numpy().astype(str),
+                               "promo": future["promo"].to_numpy()},
+                              history={c: everything[c].to_numpy() for c in ("t", "region", "y")} | {
+                                  "promo": np.full(len(everything), np.nan)})
+    assert not np.array_equal(without, offline)  # the covariate's lags are read, not NaN

@@ -65,7 +65,7 @@ def test_store_sales_example_end_to_end(tmp_path: Path) -> None:
         assert first.status_code == 200, first.text
         refused = service.client.post("/predict", json=tomorrow)
         assert refused.status_code == 422 and "latest actual stored" in refused.text, refused.text
-        future[future["date"] == today[0]["date"]].drop(columns="promo").to_csv(tmp_path / "actuals.csv", index=False)
+        future[future["date"] == today[0]["date"]].to_csv(tmp_path / "actuals.csv", index=False)  # promo with them
         fed = cli(tmp_path, "feedback", "actuals.csv", check=0)
         assert "4 into the history store" in fed.stdout, fed.stdout
         second = service.client.post("/predict", json=tomorrow)

@@ -144,6 +144,7 @@ class HistoryConfig(_Strict):
 
     lags: list[int] = Field(default_factory=list, description="target value N steps back (each >= forecast.horizon)")
     windows: list[HistoryWindow] = Field(default_factory=list)
+    columns: list[str] = Field(default_factory=list, description="number inputs whose own lags are features too")
 
     @model_validator(mode="after")
     def _some(self) -> "HistoryConfig":
@@ -720,6 +721,16 @@ class ProjectConfig(_Strict):
         taken = [n for n in spec.names if n in self.schema_.columns]
         if taken:
             raise ValueError(f"features.history: feature {taken[0]!r} has the name of a column under schema.columns")
+        for name in history.columns:
+            spec_ = self.schema_.columns.get(name)
+            if spec_ is None or spec_.type not in ("int", "float", "bool") or name not in self.input_columns \
+                    or name in forecast.series:
+                raise ValueError(f"features.history.columns names {name!r}: a covariate must be a number (int, float "
+                                 "or bool) column that requests carry, neither the target nor a series column")
+        if history.columns and not history.lags:
+            raise ValueError("features.history.columns: a covariate's features are its lags: give features.history.lags")
+        if len(set(history.columns)) != len(history.columns):
+            raise ValueError(f"features.history.columns {history.columns} lists a column twice")
 
     @property
     def history_spec(self) -> HistorySpec | None:
@@ -733,7 +744,8 @@ class ProjectConfig(_Strict):
         return HistorySpec(
             series=tuple(forecast.series), time=self.time_column, target=self.target, count=step.count,
             unit=step.unit, horizon=forecast.horizon, lags=tuple(history.lags),
-            windows=tuple(Window(w.size, tuple(w.stats), w.gap or forecast.horizon) for w in history.windows))
+            windows=tuple(Window(w.size, tuple(w.stats), w.gap or forecast.horizon) for w in history.windows),
+            columns=tuple(history.columns))
 
     @property
     def baseline_kinds(self) -> list[str]:

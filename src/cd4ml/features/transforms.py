@@ -53,7 +53,8 @@ WINDOW_STATS = ("mean", "std", "min", "max")
 @dataclass(frozen=True)
 class HistorySpec:
     """History features: each row's own series' `target` values some steps back, on the time grid of
-    `count` `unit`s (`time_steps`). No feature reads a value nearer than `horizon` steps."""
+    `count` `unit`s (`time_steps`), and the `lags` of other `columns` (covariates). No feature reads a
+    value nearer than `horizon` steps."""
     series: tuple[str, ...]
     time: str
     target: str
@@ -62,6 +63,12 @@ class HistorySpec:
     horizon: int
     lags: tuple[int, ...]
     windows: tuple[Window, ...]
+    columns: tuple[str, ...] = ()
+
+    @property
+    def values(self) -> tuple[str, ...]:
+        """The columns whose past values the features read: the target, then the covariates."""
+        return (self.target, *self.columns)
 
     @property
     def lookback(self) -> int:
@@ -70,23 +77,25 @@ class HistorySpec:
 
     @property
     def names(self) -> list[str]:
-        """The features' column names, in order: the lags, then each window's stats."""
+        """The features' column names, in order: the target's lags, each window's stats, each covariate's lags."""
         names = [f"{self.target}_lag{k}" for k in self.lags]
         for w in self.windows:
             suffix = "" if w.gap == self.horizon else f"_gap{w.gap}"
             names += [f"{self.target}_{stat}{w.size}{suffix}" for stat in w.stats]
-        return names
+        return names + [f"{c}_lag{k}" for c in self.columns for k in self.lags]
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> "HistorySpec":
         return cls(series=tuple(doc["series"]), time=doc["time"], target=doc["target"], count=doc["count"],
                    unit=doc["unit"], horizon=doc["horizon"], lags=tuple(doc["lags"]),
-                   windows=tuple(Window(w["size"], tuple(w["stats"]), w["gap"]) for w in doc["windows"]))
+                   windows=tuple(Window(w["size"], tuple(w["stats"]), w["gap"]) for w in doc["windows"]),
+                   columns=tuple(doc.get("columns", ())))
 
     def to_json(self) -> dict[str, Any]:
         return {"series": list(self.series), "time": self.time, "target": self.target, "count": self.count,
                 "unit": self.unit, "horizon": self.horizon, "lags": list(self.lags),
-                "windows": [{"size": w.size, "stats": list(w.stats), "gap": w.gap} for w in self.windows]}
+                "windows": [{"size": w.size, "stats": list(w.stats), "gap": w.gap} for w in self.windows],
+                "columns": list(self.columns)}
 
 
 @dataclass(frozen=True)
@@ -546,17 +555,21 @@ def _out_of_fold(inverse: np.ndarray, y: np.ndarray, sums: np.ndarray, counts: n
 class SeriesHistory:
     """Past values of each series, indexed by (series, step), from which rows' history features are read.
 
-    `batch`: the history's rows as columns: the spec's series columns, time and target (n,); one row per
-    series and step (a table's key; a repeated step keeps one of its rows). A training run gives its whole
-    table, a service the rows its history store holds for a request's series: each feature is gathered
-    value by value and summed in one fixed order, so both compute the same floats for the same row.
+    `batch`: the history's rows as columns: the spec's series columns, time, target and covariates (n,),
+    NaN where a row does not know one; one row per series and step (a table's key; a repeated step keeps
+    one of its rows). A training run gives its whole table, a service the rows its history store holds:
+    each feature is gathered value by value and summed in one fixed order, so both compute the same
+    floats for the same row.
     """
 
     def __init__(self, spec: HistorySpec, batch: Mapping[str, np.ndarray]) -> None:
         self.spec = spec
         steps = self.steps(batch[spec.time])
-        values = np.asarray(batch[spec.target], dtype=np.float64)
         n = len(steps)
+        # (n, m): the target's and each covariate's values, a column each
+        values = np.empty((n, len(spec.values)))
+        for j, c in enumerate(spec.values):
+            values[:, j] = np.asarray(batch[c], dtype=np.float64)
         self._table: KeyTable | None = None
         group = np.zeros(n, dtype=np.int64)
         if spec.series:
@@ -575,8 +588,9 @@ class SeriesHistory:
         self._dense = bool(span.sum() <= 4 * n + 4096 + k * self._pad)
         if self._dense:
             self._base = (np.concatenate([[0], np.cumsum(span)[:-1]]) + self._pad - self._lo).astype(np.int64)
-            self._grid = np.full(int(span.sum()) + 1, np.nan)  # the last slot stays empty: reads out of bounds
-            self._grid[self._base[group] + steps] = values
+            # A row of slots per value (the target, the covariates); the last slot stays empty: reads out of bounds.
+            self._grid = np.full((values.shape[1], int(span.sum()) + 1), np.nan)
+            self._grid[:, self._base[group] + steps] = values.T
         else:
             self._first = int(steps.min())
             self._range = int(steps.max()) - self._first + 1
@@ -616,10 +630,16 @@ class SeriesHistory:
             for w in spec.windows:
                 for name, column in _window_stats(at(np.arange(w.gap, w.gap + w.size)), w.stats).items():
                     out[next(names)][rows] = column
+            for value in range(1, len(spec.values)):
+                lagged = at(np.asarray(spec.lags), value)
+                for j in range(len(spec.lags)):
+                    out[next(names)][rows] = lagged[j]
         return out
 
-    def _at(self, group: np.ndarray, found: np.ndarray, steps: np.ndarray, back: np.ndarray) -> np.ndarray:
-        """Each row's series' values `back` (k,) steps before its own step, (k, n); NaN where it has none."""
+    def _at(self, group: np.ndarray, found: np.ndarray, steps: np.ndarray, back: np.ndarray,
+            value: int = 0) -> np.ndarray:
+        """Each row's series' values of `spec.values[value]` `back` (k,) steps before its own step, (k, n); NaN
+        where it has none."""
         if not len(self._lo):
             return np.full((len(back), len(steps)), np.nan)
         g = np.where(found, group, 0)
@@ -627,8 +647,8 @@ class SeriesHistory:
             offset = steps[None, :] - back[:, None] - self._first
             composite = np.where(found & (offset >= 0) & (offset < self._range), g * self._range + offset, -1)
             idx = np.minimum(np.searchsorted(self._keys, composite), len(self._keys) - 1)
-            return np.where((composite >= 0) & (self._keys[idx] == composite), self._values[idx], np.nan)
-        out = self._grid.take(self._base[g][None, :] + steps[None, :] - back[:, None], mode="clip")
+            return np.where((composite >= 0) & (self._keys[idx] == composite), self._values[idx, value], np.nan)
+        out = self._grid[value].take(self._base[g][None, :] + steps[None, :] - back[:, None], mode="clip")
         # Reads outside the series' slots (a row of another series or none, before the padding, after the
         # series' last step) are emptied; a training row's never are.
         lo, hi = self._lo[g] - self._pad, self._hi[g]

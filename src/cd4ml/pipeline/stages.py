@@ -251,11 +251,12 @@ def evaluate(cfg: ProjectConfig, task: Task, model: Any, data: Prepared) -> Eval
 
 
 def history_batch(cfg: ProjectConfig, frame: pd.DataFrame) -> dict[str, np.ndarray] | None:
-    """The columns of `frame` history features read (series, time, target): a forecasting project's
-    (the champion's features may read them when this run's do not); None for any other."""
+    """The columns of `frame` history features read (series, time, target, the covariates): a forecasting
+    project's (the champion's features may read them when this run's do not); None for any other."""
     if cfg.forecast is None:
         return None
-    return frame_to_batch(frame, list(dict.fromkeys([*cfg.forecast.series, cfg.time_column, cfg.target])),
+    covariates = cfg.features.history.columns if cfg.features.history is not None else []
+    return frame_to_batch(frame, list(dict.fromkeys([*cfg.forecast.series, cfg.time_column, cfg.target, *covariates])),
                           shared_text=True)
 
 

@@ -55,11 +55,20 @@ CREATE TABLE IF NOT EXISTS history (
     PRIMARY KEY (series, t)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS history_t ON history (t);
+CREATE TABLE IF NOT EXISTS inputs (    -- the covariates' values (features.history.columns), as the target's
+    series TEXT NOT NULL,
+    name TEXT NOT NULL,                -- the column
+    t INTEGER NOT NULL,
+    value REAL NOT NULL,
+    PRIMARY KEY (series, name, t)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS inputs_t ON inputs (t);
 CREATE TABLE IF NOT EXISTS served (    -- the series and time of each record of a live prediction
     request_id TEXT NOT NULL,
     record INTEGER NOT NULL,
     series TEXT NOT NULL,
     t INTEGER NOT NULL,
+    inputs TEXT,                       -- its covariates' values, a JSON object (none without covariates)
     PRIMARY KEY (request_id, record)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS served_t ON served (t);
@@ -80,6 +89,10 @@ WAIT_SECONDS = 86_400
 NOTE_SECONDS = 0.2
 _RESOLVE = """INSERT OR REPLACE INTO history
     SELECT s.series, s.t, w.value FROM waiting w JOIN served s USING (request_id, record)"""
+# The covariates of a record whose actual arrived: its request's values are that time's.
+_RESOLVE_INPUTS = """INSERT OR REPLACE INTO inputs
+    SELECT s.series, j.key, s.t, j.value FROM waiting w JOIN served s USING (request_id, record), json_each(s.inputs) j
+    WHERE s.inputs IS NOT NULL AND j.value IS NOT NULL"""
 _RESOLVED = """DELETE FROM waiting WHERE EXISTS
     (SELECT 1 FROM served s WHERE s.request_id = waiting.request_id AND s.record = waiting.record)"""
 
@@ -116,11 +129,13 @@ class HistoryStore:
     `series`, `time`, `target`: the project's series key columns, time column and target.
     """
 
-    def __init__(self, path: Path, series: list[str], time: str, target: str, keep_seconds: int) -> None:
+    def __init__(self, path: Path, series: list[str], time: str, target: str, keep_seconds: int,
+                 columns: list[str] | None = None) -> None:
         """`keep_seconds`: how far before the latest actual a served record's note is kept (its actual
-        could still be read by a forecast)."""
+        could still be read by a forecast). `columns`: the covariates whose past values are kept too."""
         self.path = Path(path)
         self.series, self.time, self.target = list(series), time, target
+        self.columns = list(columns or [])
         self.keep_seconds = keep_seconds
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
@@ -142,7 +157,8 @@ class HistoryStore:
         spec, step = cfg.history_spec, cfg.forecast.step
         steps = (spec.lookback if spec is not None else 0) + cfg.forecast.horizon
         keep = max(steps * step.count * _UNIT_SECONDS[step.unit], 60 * 86_400)
-        return cls(path, cfg.forecast.series, cfg.time_column, cfg.target, keep)
+        covariates = cfg.features.history.columns if cfg.features.history is not None else []
+        return cls(path, cfg.forecast.series, cfg.time_column, cfg.target, keep, covariates)
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
@@ -191,8 +207,9 @@ class HistoryStore:
             db = self._conn()
             db.execute("BEGIN IMMEDIATE")
             try:
-                db.executemany("INSERT OR IGNORE INTO served VALUES (?, ?, ?, ?)", notes)
+                db.executemany("INSERT OR IGNORE INTO served VALUES (?, ?, ?, ?, ?)", notes)
                 changed = body(db)
+                changed += db.execute(_RESOLVE_INPUTS).rowcount
                 changed += db.execute(_RESOLVE).rowcount
                 db.execute(_RESOLVED)
                 db.execute("DELETE FROM waiting WHERE received < ?", [int(time.time()) - WAIT_SECONDS])
@@ -207,14 +224,15 @@ class HistoryStore:
                 raise
             return changed
 
-    def _served_rows(self, taken: list[tuple[str, list[dict[str, Any]]]]) -> list[tuple[str, int, str, int]]:
-        """Queued notes as `served` rows (request id, record, series, time); a request whose records have
-        no readable series or time (none validated by the service has) is left out and logged."""
+    def _served_rows(self, taken: list[tuple[str, list[dict[str, Any]]]]) -> list[tuple[str, int, str, int, str | None]]:
+        """Queued notes as `served` rows (request id, record, series, time, covariates); a request whose records
+        have no readable series or time (none validated by the service has) is left out and logged."""
         out = []
         for request_id, rows in taken:
             try:
                 times = seconds([row.get(self.time) for row in rows]).tolist()
-                out += [(request_id, i, series_key([row.get(c) for c in self.series]), t)
+                out += [(request_id, i, series_key([row.get(c) for c in self.series]), t,
+                         json.dumps({c: row.get(c) for c in self.columns}) if self.columns else None)
                         for i, (row, t) in enumerate(zip(rows, times))]
             except (TypeError, ValueError) as exc:
                 log.warning("request %s: its records' series and time could not be noted: %s", request_id, exc)
@@ -235,15 +253,26 @@ class HistoryStore:
         keys = [np.asarray(rows[c]).tolist() for c in self.series]
         series = [series_key([k[i] for k in keys]) for i in range(n)] if keys else [series_key([])] * n
         t = seconds(rows[self.time]).tolist()
-        values = np.asarray(rows[self.target], dtype=np.float64).tolist()
-        added = list(zip(series, t, values))
-        return self._write(lambda db: db.executemany("INSERT OR IGNORE INTO history VALUES (?, ?, ?)", added).rowcount)
+        values = np.asarray(rows[self.target], dtype=np.float64)
+        added = [row for row, known in zip(zip(series, t, values.tolist()), ~np.isnan(values)) if known]
+        inputs = []
+        for c in self.columns:
+            if c in rows:
+                column = np.asarray(rows[c], dtype=np.float64)
+                inputs += [(k, c, ti, v) for k, ti, v, known in zip(series, t, column.tolist(), ~np.isnan(column))
+                           if known]
+
+        def store(db: sqlite3.Connection) -> int:
+            added_inputs = db.executemany("INSERT OR IGNORE INTO inputs VALUES (?, ?, ?, ?)", inputs).rowcount
+            return db.executemany("INSERT OR IGNORE INTO history VALUES (?, ?, ?)", added).rowcount + added_inputs
+
+        return self._write(store)
 
     def add_actuals(self, events: list[dict[str, Any]]) -> StoredActuals:
         """Store the actuals events' targets: by the key columns under their series and time, by request id
         (+ record) under the noted series and time of that prediction's record (or waiting for the note). An
         actual for a series and time already stored replaces it."""
-        keyed, by_request = [], []
+        keyed, by_request, inputs = [], [], []
         received = int(time.time())
         for event in events:
             value = event.get("values", {}).get(self.target)
@@ -252,7 +281,10 @@ class HistoryStore:
             keys = event.get("keys")
             if keys is not None:
                 t = int(seconds([keys[self.time]])[0])
-                keyed.append((series_key([keys[c] for c in self.series]), t, float(value)))
+                series = series_key([keys[c] for c in self.series])
+                keyed.append((series, t, float(value)))
+                inputs += [(series, c, t, float(v)) for c in self.columns
+                           if (v := event["values"].get(c)) is not None]
             else:
                 by_request.append((event["request_id"], int(event.get("record") or 0), float(value), received))
         if not keyed and not by_request:
@@ -260,8 +292,9 @@ class HistoryStore:
 
         def store(db: sqlite3.Connection) -> int:
             db.executemany("INSERT OR REPLACE INTO history VALUES (?, ?, ?)", keyed)
+            db.executemany("INSERT OR REPLACE INTO inputs VALUES (?, ?, ?, ?)", inputs)
             db.executemany("INSERT OR REPLACE INTO waiting VALUES (?, ?, ?, ?)", by_request)
-            return len(keyed)
+            return len(keyed) + len(inputs)
 
         self._write(store)
         waiting = self._waiting([(r, i) for r, i, _, _ in by_request])
@@ -295,20 +328,29 @@ class HistoryStore:
         return None if t is None else np.datetime64(int(t), "s")
 
     def rows_since(self, spec: HistorySpec, cutoff: np.datetime64) -> dict[str, np.ndarray]:
-        """Every stored row (series columns, time as datetime64[s], target) that a forecast for a time after
-        `cutoff` may read: from `spec.lookback` steps before it on. A service indexes them once and reads
-        them again when the store changes (`version`)."""
+        """Every stored row (series columns, time as datetime64[s], target, covariates; NaN where a series and
+        time has no value of one) that a forecast for a time after `cutoff` may read: from `spec.lookback`
+        steps before it on. A service indexes them once and reads them again when the store changes (`version`)."""
         since = int(seconds([cutoff])[0]) - (spec.lookback + 1) * spec.count * _UNIT_SECONDS[spec.unit]
         with self._lock:
-            found = self._conn().execute("SELECT series, t, value FROM history WHERE t >= ?", [since]).fetchall()
-        parsed = {s: json.loads(s) for s in {row[0] for row in found}}
+            db = self._conn()
+            targets = db.execute("SELECT series, t, value FROM history WHERE t >= ?", [since]).fetchall()
+            inputs = db.execute("SELECT series, t, name, value FROM inputs WHERE t >= ?", [since]).fetchall() \
+                if spec.columns else []
+        rows: dict[tuple[str, int], int] = {(s, t): i for i, (s, t, _) in enumerate(targets)}
+        for s, t, _, _ in inputs:
+            rows.setdefault((s, t), len(rows))
+        values = {c: np.full(len(rows), np.nan) for c in spec.values}
+        values[spec.target][:len(targets)] = [v for _, _, v in targets]
+        for s, t, name, v in inputs:
+            if name in values:
+                values[name][rows[(s, t)]] = v
+        parsed = {s: json.loads(s) for s, _ in rows}
         out: dict[str, np.ndarray] = {}
         for j, c in enumerate(self.series):
-            column = [parsed[row[0]][j] for row in found]
-            out[c] = np.asarray(column)
-        out[self.time] = np.array([row[1] for row in found], dtype=np.int64).astype("datetime64[s]")
-        out[self.target] = np.array([row[2] for row in found], dtype=np.float64)
-        return out
+            out[c] = np.asarray([parsed[s][j] for s, _ in rows])
+        out[self.time] = np.array([t for _, t in rows], dtype=np.int64).astype("datetime64[s]")
+        return {**out, **values}
 
 
 def unforecastable(spec: HistorySpec, cutoff: np.datetime64 | None, latest: np.datetime64 | None,

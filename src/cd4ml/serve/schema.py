@@ -153,7 +153,9 @@ class FeedbackSchema:
         cols = cfg.schema_.columns
         self.keys = list(cfg.schema_.keys)
         inputs = set(cfg.input_columns)
-        self.values = [c for c in cols if c not in inputs]
+        # An actual may carry the covariates' values of its time too (features.history.columns): history reads them.
+        covariates = cfg.features.history.columns if cfg.features.history is not None else []
+        self.values = [c for c in cols if c not in inputs] + [c for c in covariates if c not in self.keys]
         self.target = cfg.target
         fields: dict[str, Any] = {"request_id": (Optional[str], Field(None, min_length=1, max_length=200)),
                                   "record": (Optional[int], Field(None, ge=0, le=RECORD_MAX))}
