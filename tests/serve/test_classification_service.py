@@ -173,3 +173,12 @@ def test_each_release_answers_with_its_own_decision_threshold(served: tuple[Path
     threshold = load_project(root).config.task.threshold  # v1's: the project file's own
     assert back["predictions"] == ["yes" if p["yes"] >= threshold else "no" for p in back["probabilities"]]
     assert back["predictions"] != strict["predictions"]
+
+
+def test_a_classifiers_explanation_is_in_log_odds(served: tuple[Path, Service]) -> None:
+    _, svc = served
+    rows = _records(_world("2024-03-31", 1, 6))[:3]
+    doc = svc.client.post("/predict?explain=true", json=rows).json()
+    for explained in doc["explanations"]:
+        assert explained["link"] == "logistic" and set(explained["contributions"]) == {"x"}
+        assert explained["base"] + sum(explained["contributions"].values()) == pytest.approx(explained["raw"], abs=1e-9)

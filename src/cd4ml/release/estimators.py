@@ -271,6 +271,18 @@ class _Booster:
         return self.booster.predict(X, num_threads=self.threads)
 
 
+def contributions(estimator: Any, X: np.ndarray) -> np.ndarray:
+    """Each feature's share of each row's raw score, as LightGBM computes it (`pred_contrib`, TreeSHAP):
+    (n, k, p + 1), k = 1 for a regressor or a binary classifier, else one per class; the last entry is
+    the base value, and a row's entries sum to its raw score (before the link, the target transform's
+    inverse and any calibration). ValueError for a model that is not a loaded LightGBM booster."""
+    model = estimator.model if isinstance(estimator, Classifier) else estimator
+    if not isinstance(model, _Booster):
+        raise ValueError(f"explanations need a LightGBM model; this release's is {type(model).__name__}")
+    raw = model.booster.predict(X, pred_contrib=True, num_threads=model.threads)
+    return raw.reshape(len(X), -1, X.shape[1] + 1)
+
+
 class _OneRow:
     """One row predicted through LightGBM's C API for single rows (`LGBM_BoosterPredictForMatSingleRowFast`).
 

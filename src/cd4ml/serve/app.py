@@ -10,6 +10,7 @@ logged through a background writer that never blocks the request.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import functools
@@ -36,6 +37,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from cd4ml.config import Project, ProjectConfig, ServingConfig, load_project
 from cd4ml.release.package import Release
 from cd4ml.serve.batching import MicroBatcher
+from cd4ml.serve.explain import explain
 from cd4ml.serve.door import (REQUEST_ID_HEADER, REQUEST_ID_MAX, REQUEST_ID_PATTERN, media_type_refusal, read_body,
                               request_id_refusal)
 from cd4ml.serve.metrics import CONTENT_TYPE, ServiceMetrics, multiprocess_dir
@@ -255,6 +257,9 @@ async def _predict(service: Service, request: Request, started: float, live: Any
     refused = request_id_refusal(client_id)
     if refused:
         return _json(400, {"detail": refused})
+    explaining = explain_requested(request)
+    if isinstance(explaining, Response):
+        return explaining
     records = await read_records(request, service.cfg.serving)
     if isinstance(records, Response):
         return records
@@ -304,11 +309,38 @@ async def _predict(service: Service, request: Request, started: float, live: Any
     else:
         doc = {"request_id": request_id, "model_version": live.version, **task.answer(pred, False),
                "fallback": fallback}
+    if explaining:
+        try:
+            explained = await _explanations(service, live.release, rows)
+        except ValueError as exc:  # a model that cannot say
+            return _json(400, {"detail": f"explain=true: {exc}"})
+        doc.update({"explanation": explained[0]} if single else {"explanations": explained})
     if traffic != "live":
         doc["traffic"] = traffic
     if client_id is not None:
         doc["client_request_id"] = client_id
     return _json(200, doc)
+
+
+def explain_requested(request: Request) -> bool | Response:
+    """Whether the query asks `explain=true` (a request without a query string pays nothing), or the 400."""
+    if not request.scope.get("query_string"):
+        return False
+    value = request.query_params.get("explain")
+    if value is None or value in ("false", "0"):
+        return False
+    if value in ("true", "1"):
+        return True
+    return _json(400, {"detail": f"query parameter explain: {value[:20]!r} is not true or false"})
+
+
+async def _explanations(service: Service, release: Release, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records' explanations, from the features their predictions were made from (the same history).
+    TreeSHAP costs milliseconds a record: it runs on a thread (LightGBM lets the GIL go), not on the loop that
+    answers the other requests."""
+    batch = service.schema.to_batch(rows)
+    X, _ = release.features_checked(batch, service.history_rows(release, batch))
+    return await asyncio.to_thread(explain, release, X)
 
 
 def logged_outputs(task: Task, pred: np.ndarray) -> list[dict[str, Any]]:
@@ -333,11 +365,17 @@ def predict_doc(schema: RequestSchema, answer: dict[str, Any]) -> dict[str, Any]
                        {"name": REQUEST_ID_HEADER, "in": "header", "required": False,
                         "description": "the client's own id for the request: answered and logged as "
                                        "`client_request_id`; `request_id` is always the service's (unique)",
-                        "schema": {"type": "string", "pattern": REQUEST_ID_PATTERN, "maxLength": REQUEST_ID_MAX}}],
+                        "schema": {"type": "string", "pattern": REQUEST_ID_PATTERN, "maxLength": REQUEST_ID_MAX}},
+                       {"name": "explain", "in": "query", "required": False,
+                        "description": "`true` adds each record's explanation (LightGBM models): the contributions "
+                                       "of its inputs to the raw score, which with `base` add up to `raw`",
+                        "schema": {"type": "boolean", "default": False}}],
         "requestBody": {"required": True, "content": {"application/json": {"schema": schema.json_schema()}}},
         "responses": {"200": {"description": "prediction(s), model version, request id",
                               "content": {"application/json": {"schema": answer}}},
-                      "400": {"description": "an X-Cd4ml-Traffic or X-Request-ID header that is not accepted"},
+                      "400": {"description": "an X-Cd4ml-Traffic or X-Request-ID header that is not accepted, an "
+                                             "explain value that is not true or false, or explain=true for a model "
+                                             "that cannot explain"},
                       **BODY_ERRORS,
                       "422": {"description": "invalid records: each error names the record, field and reason (the first "
                                              "100; `errors_total` counts them when there are more)"},

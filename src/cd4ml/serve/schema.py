@@ -219,10 +219,18 @@ def answer_schema(cfg: ProjectConfig) -> dict[str, Any]:
         one, many = {"prediction": value}, {"predictions": {"type": "array", "items": value}}
     common = {"request_id": {"type": "string"}, "model_version": {"type": "string"},
               "traffic": {"type": "string", "enum": ["test"]}, "client_request_id": {"type": "string"}}
+    explanation = {"type": "object", "description": "with explain=true: `base`, `contributions` (input or feature "
+                                                    "-> share of the raw score), `raw`, `link`; per class "
+                                                    "(`classes`) for a multiclass model",
+                   "properties": {"base": {"type": "number"}, "raw": {"type": "number"}, "link": {"type": "string"},
+                                  "contributions": {"type": "object", "additionalProperties": {"type": "number"}},
+                                  "classes": {"type": "object"}}}
     single = {**common, **one, "fallback": {"type": "boolean"},
               "unknown": {"type": "array", "items": {"type": "string"},
-                          "description": "inputs with a value the model never saw (when fallback)"}}
-    batch = {**common, **many, "fallback": {"type": "array", "items": {"type": "boolean"}}}
+                          "description": "inputs with a value the model never saw (when fallback)"},
+              "explanation": explanation}
+    batch = {**common, **many, "fallback": {"type": "array", "items": {"type": "boolean"}},
+             "explanations": {"type": "array", "items": explanation}}
     return {"anyOf": [{"title": "Answer", "type": "object", "properties": single,
                        "required": ["request_id", "model_version", *one, "fallback"]},
                       {"title": "Answers", "type": "object", "properties": batch,
