@@ -313,7 +313,7 @@ def test_an_actual_that_is_no_number_is_refused_and_nothing_is_stored(tmp_path: 
     root = _history_project(tmp_path / "p")
     (root / "actuals.csv").write_text("t,region,y\n2024-05-30,north,12.5\n2024-05-30,south,nan\n2024-05-30,east,inf\n")
     refused = cli(root, "feedback", "actuals.csv", check=4)
-    said = refused.stdout + refused.stderr
+    said = " ".join((refused.stdout + refused.stderr).split())  # as the terminal's width wraps it
     assert "2 invalid value(s), nothing stored" in said and "row 3, y: Input should be a finite number" in said, said
     assert not (root / ".cd4ml" / "history" / "tiny.sqlite").exists()
 

@@ -37,6 +37,8 @@ app = typer.Typer(help="Continuous Delivery for Machine Learning: data -> train 
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Versioned, validated training data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+ci_app = typer.Typer(help="The project's pipeline in the team's CI system.", no_args_is_help=True)
+app.add_typer(ci_app, name="ci")
 console = Console()
 err = Console(stderr=True)
 
@@ -59,15 +61,38 @@ def _print_json(doc: Any) -> None:
 def init(
     directory: Path = typer.Argument(..., help="Folder to create the project in."),
     example: Optional[str] = typer.Option(None, help="Scaffold a working example: groceries or churn."),
+    ci: Optional[str] = typer.Option(None, "--ci", help="Also write a CI pipeline: github, gitlab or jenkins."),
 ) -> None:
     """Create a project: a commented cd4ml.yaml template, or a working example."""
-    from cd4ml.scaffold import init_project
+    from cd4ml.scaffold import CI_FILES, init_ci, init_project
 
+    if ci is not None and ci not in CI_FILES:  # before anything is written
+        init_ci(directory, ci)
     files = init_project(directory, example)
+    if ci is not None:
+        files += init_ci(directory, ci)
     console.print(f"[green]Created[/] {escape(str(directory))} ({example or 'template'}):")
     for f in files:
         console.print(f"  {f}", markup=False)
     console.print(f"Next: cd {directory} && cd4ml data ingest && cd4ml run", markup=False)
+
+
+@ci_app.command("init")
+def ci_init(
+    system: str = typer.Argument(..., help="The CI system: github, gitlab or jenkins."),
+    project_dir: Path = ProjectDir,
+    install: Optional[str] = typer.Option(None, "--install", help="What the jobs pip-install for cd4ml (default: "
+                                                                  "this version from the package index)."),
+) -> None:
+    """Write the project's pipeline for a CI system: test, train + gate + promote on main, a check without
+    promotion on pull requests, the retraining check on a schedule."""
+    from cd4ml.scaffold import init_ci
+
+    files = init_ci(project_dir, system, install)
+    console.print(f"[green]Wrote[/] the {system} pipeline into {escape(str(project_dir))}:")
+    for f in files:
+        console.print(f"  {f}", markup=False)
+    console.print("Next: set MLFLOW_TRACKING_URI in the CI system's secrets to the team's MLflow server", markup=False)
 
 
 @data_app.command("ingest")

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
+import orjson
 
 from cd4ml.config import Project
 from cd4ml.faults import crash_point
@@ -63,15 +64,12 @@ CREATE TABLE IF NOT EXISTS inputs (    -- the covariates' values (features.histo
     PRIMARY KEY (series, name, t)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS inputs_t ON inputs (t);
-CREATE TABLE IF NOT EXISTS served (    -- the series and time of each record of a live prediction
-    request_id TEXT NOT NULL,
-    record INTEGER NOT NULL,
-    series TEXT NOT NULL,
-    t INTEGER NOT NULL,
-    inputs TEXT,                       -- its covariates' values, a JSON object (none without covariates)
-    PRIMARY KEY (request_id, record)
+CREATE TABLE IF NOT EXISTS served (    -- a live prediction's records: their series, time and covariates
+    request_id TEXT PRIMARY KEY,
+    noted INTEGER NOT NULL,            -- seconds since 1970
+    records TEXT NOT NULL              -- JSON: per record, [series values..., time, covariates...] as validated
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS served_t ON served (t);
+CREATE INDEX IF NOT EXISTS served_noted ON served (noted);
 CREATE TABLE IF NOT EXISTS waiting (   -- actuals by request id whose prediction's record is not in served yet
     request_id TEXT NOT NULL,
     record INTEGER NOT NULL,
@@ -87,14 +85,8 @@ INSERT OR IGNORE INTO meta VALUES ('history_changes', 0);
 WAIT_SECONDS = 86_400
 # The served records' notes are written this often (and before every actuals write of the same process).
 NOTE_SECONDS = 0.2
-_RESOLVE = """INSERT OR REPLACE INTO history
-    SELECT s.series, s.t, w.value FROM waiting w JOIN served s USING (request_id, record)"""
-# The covariates of a record whose actual arrived: its request's values are that time's.
-_RESOLVE_INPUTS = """INSERT OR REPLACE INTO inputs
-    SELECT s.series, j.key, s.t, j.value FROM waiting w JOIN served s USING (request_id, record), json_each(s.inputs) j
-    WHERE s.inputs IS NOT NULL AND j.value IS NOT NULL"""
-_RESOLVED = """DELETE FROM waiting WHERE EXISTS
-    (SELECT 1 FROM served s WHERE s.request_id = waiting.request_id AND s.record = waiting.record)"""
+_WAITING_NOTED = """SELECT w.request_id, w.record, w.value, s.records
+    FROM waiting w JOIN served s USING (request_id)"""
 
 
 def series_key(values: list[Any]) -> str:
@@ -131,15 +123,15 @@ class HistoryStore:
 
     def __init__(self, path: Path, series: list[str], time: str, target: str, keep_seconds: int,
                  columns: list[str] | None = None) -> None:
-        """`keep_seconds`: how far before the latest actual a served record's note is kept (its actual
-        could still be read by a forecast). `columns`: the covariates whose past values are kept too."""
+        """`keep_seconds`: how long a live prediction's note is kept for its actuals by request id.
+        `columns`: the covariates whose past values are kept too."""
         self.path = Path(path)
         self.series, self.time, self.target = list(series), time, target
         self.columns = list(columns or [])
         self.keep_seconds = keep_seconds
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
-        self._notes: collections.deque[tuple[str, list[dict[str, Any]]]] = collections.deque()
+        self._notes: collections.deque[tuple[str, str]] = collections.deque()  # (request id, its records' JSON)
         self._noter: threading.Thread | None = None
         self._stop = threading.Event()
         self._seen: tuple[int, int] | None = None  # (data_version, total_changes) when _changes was read
@@ -198,22 +190,20 @@ class HistoryStore:
                     log.exception("could not write the served records' notes to %s", self.path)
 
     def _write(self, body: Callable[[sqlite3.Connection], int]) -> int:
-        """One write transaction: the queued notes of served records, then `body` (which returns how many
+        """One write transaction: the queued notes of live predictions, then `body` (which returns how many
         history rows it changed); actuals waiting for those notes are stored, notes and waits too old to
         matter are dropped."""
         with self._lock:
+            now = int(time.time())
             taken = [self._notes.popleft() for _ in range(len(self._notes))]
-            notes = self._served_rows(taken)
+            notes = [(request_id, now, records) for request_id, records in taken]
             db = self._conn()
             db.execute("BEGIN IMMEDIATE")
             try:
-                db.executemany("INSERT OR IGNORE INTO served VALUES (?, ?, ?, ?, ?)", notes)
-                changed = body(db)
-                changed += db.execute(_RESOLVE_INPUTS).rowcount
-                changed += db.execute(_RESOLVE).rowcount
-                db.execute(_RESOLVED)
-                db.execute("DELETE FROM waiting WHERE received < ?", [int(time.time()) - WAIT_SECONDS])
-                db.execute("DELETE FROM served WHERE t < (SELECT MAX(t) FROM history) - ?", [self.keep_seconds])
+                db.executemany("INSERT OR IGNORE INTO served VALUES (?, ?, ?)", notes)
+                changed = body(db) + self._resolve(db)
+                db.execute("DELETE FROM waiting WHERE received < ?", [now - WAIT_SECONDS])
+                db.execute("DELETE FROM served WHERE noted < ?", [now - self.keep_seconds])
                 if changed:
                     db.execute("UPDATE meta SET value = value + 1 WHERE key = 'history_changes'")
                 crash_point("history.before_commit")
@@ -224,24 +214,39 @@ class HistoryStore:
                 raise
             return changed
 
-    def _served_rows(self, taken: list[tuple[str, list[dict[str, Any]]]]) -> list[tuple[str, int, str, int, str | None]]:
-        """Queued notes as `served` rows (request id, record, series, time, covariates); a request whose records
-        have no readable series or time (none validated by the service has) is left out and logged."""
-        out = []
-        for request_id, rows in taken:
-            try:
-                times = seconds([row.get(self.time) for row in rows]).tolist()
-                out += [(request_id, i, series_key([row.get(c) for c in self.series]), t,
-                         json.dumps({c: row.get(c) for c in self.columns}) if self.columns else None)
-                        for i, (row, t) in enumerate(zip(rows, times))]
-            except (TypeError, ValueError) as exc:
-                log.warning("request %s: its records' series and time could not be noted: %s", request_id, exc)
-        return out
+    def _resolve(self, db: sqlite3.Connection) -> int:
+        """Store the waiting actuals whose prediction is noted, under its record's series and time (and the
+        record's covariates); returns the history rows changed. A record index the request did not have
+        keeps its actual waiting, to expire."""
+        found = db.execute(_WAITING_NOTED).fetchall()
+        if not found:
+            return 0
+        width = len(self.series)
+        targets, inputs, done = [], [], []
+        parsed: dict[str, list[list[Any]]] = {}
+        for request_id, record, value, records in found:
+            rows = parsed.setdefault(request_id, orjson.loads(records))
+            if not 0 <= record < len(rows):
+                continue
+            row = rows[record]
+            series, t = series_key(row[:width]), int(seconds([row[width]])[0])
+            targets.append((series, t, value))
+            inputs += [(series, c, t, float(v)) for c, v in zip(self.columns, row[width + 1:]) if v is not None]
+            done.append((request_id, record))
+        db.executemany("INSERT OR REPLACE INTO history VALUES (?, ?, ?)", targets)
+        db.executemany("INSERT OR REPLACE INTO inputs VALUES (?, ?, ?, ?)", inputs)
+        db.executemany("DELETE FROM waiting WHERE request_id = ? AND record = ?", done)
+        return len(targets) + len(inputs)
 
     def note_served(self, request_id: str, rows: list[dict[str, Any]]) -> None:
-        """Remember the series and time of each of a live prediction's records (validated inputs), for its
-        actuals by request id. Queued: written within `NOTE_SECONDS` by the background writer."""
-        self._notes.append((request_id, rows))
+        """Remember each record's series, time and covariates of a live prediction (validated inputs), for its
+        actuals by request id: one JSON text per request, made here (microseconds), written within
+        `NOTE_SECONDS` by the background writer; turned into series and times only for an actual."""
+        names = [*self.series, self.time, *self.columns]
+        try:
+            self._notes.append((request_id, orjson.dumps([[row.get(c) for c in names] for row in rows]).decode()))
+        except TypeError as exc:  # no validated value is unwritable; if one were, the answer still goes out
+            log.warning("request %s: its records could not be noted: %s", request_id, exc)
 
     def seed(self, rows: Mapping[str, np.ndarray]) -> int:
         """Add rows known to be true (series columns, time, target): a release's packaged history, the rows a
