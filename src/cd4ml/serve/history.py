@@ -64,10 +64,10 @@ CREATE TABLE IF NOT EXISTS inputs (    -- the covariates' values (features.histo
     PRIMARY KEY (series, name, t)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS inputs_t ON inputs (t);
-CREATE TABLE IF NOT EXISTS served (    -- a live prediction's records: their series, time and covariates
+CREATE TABLE IF NOT EXISTS served (    -- a live prediction's records, for their actuals by request id
     request_id TEXT PRIMARY KEY,
     noted INTEGER NOT NULL,            -- seconds since 1970
-    records TEXT NOT NULL              -- JSON: per record, [series values..., time, covariates...] as validated
+    records TEXT NOT NULL              -- JSON: its records' inputs, as validated
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS served_noted ON served (noted);
 CREATE TABLE IF NOT EXISTS waiting (   -- actuals by request id whose prediction's record is not in served yet
@@ -129,12 +129,16 @@ class HistoryStore:
         self.series, self.time, self.target = list(series), time, target
         self.columns = list(columns or [])
         self.keep_seconds = keep_seconds
+        # Writes go through one connection, reads (a request's version check) through another: in WAL mode a
+        # read never waits for a write's commit (or a checkpoint's fsync) in progress.
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
+        self._read_lock = threading.Lock()
+        self._read_db: sqlite3.Connection | None = None
         self._notes: collections.deque[tuple[str, str]] = collections.deque()  # (request id, its records' JSON)
         self._noter: threading.Thread | None = None
         self._stop = threading.Event()
-        self._seen: tuple[int, int] | None = None  # (data_version, total_changes) when _changes was read
+        self._seen: int | None = None  # the reading connection's data_version when _changes was read
         self._changes = 0
 
     @classmethod
@@ -162,6 +166,14 @@ class HistoryStore:
             self._db = db
         return self._db
 
+    def _reader(self) -> sqlite3.Connection:
+        """The reading connection (hold `_read_lock`)."""
+        if self._read_db is None:
+            with self._lock:
+                self._conn()  # the file and its tables exist
+            self._read_db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        return self._read_db
+
     def start(self) -> None:
         """Write the served records' notes in the background (a service's store)."""
         if self._noter is None:
@@ -177,9 +189,10 @@ class HistoryStore:
             self._noter = None
         if self._notes:
             self._write(lambda db: 0)
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        for db in (self._db, self._read_db):
+            if db is not None:
+                db.close()
+        self._db = self._read_db = None
 
     def _note_loop(self) -> None:
         while not self._stop.wait(NOTE_SECONDS):
@@ -221,17 +234,16 @@ class HistoryStore:
         found = db.execute(_WAITING_NOTED).fetchall()
         if not found:
             return 0
-        width = len(self.series)
         targets, inputs, done = [], [], []
-        parsed: dict[str, list[list[Any]]] = {}
+        parsed: dict[str, list[dict[str, Any]]] = {}
         for request_id, record, value, records in found:
             rows = parsed.setdefault(request_id, orjson.loads(records))
             if not 0 <= record < len(rows):
                 continue
             row = rows[record]
-            series, t = series_key(row[:width]), int(seconds([row[width]])[0])
+            series, t = series_key([row.get(c) for c in self.series]), int(seconds([row.get(self.time)])[0])
             targets.append((series, t, value))
-            inputs += [(series, c, t, float(v)) for c, v in zip(self.columns, row[width + 1:]) if v is not None]
+            inputs += [(series, c, t, float(row[c])) for c in self.columns if row.get(c) is not None]
             done.append((request_id, record))
         db.executemany("INSERT OR REPLACE INTO history VALUES (?, ?, ?)", targets)
         db.executemany("INSERT OR REPLACE INTO inputs VALUES (?, ?, ?, ?)", inputs)
@@ -239,12 +251,11 @@ class HistoryStore:
         return len(targets) + len(inputs)
 
     def note_served(self, request_id: str, rows: list[dict[str, Any]]) -> None:
-        """Remember each record's series, time and covariates of a live prediction (validated inputs), for its
-        actuals by request id: one JSON text per request, made here (microseconds), written within
-        `NOTE_SECONDS` by the background writer; turned into series and times only for an actual."""
-        names = [*self.series, self.time, *self.columns]
+        """Remember a live prediction's records (validated inputs), for its actuals by request id: one JSON text
+        per request, made here (microseconds), written within `NOTE_SECONDS` by the background writer; read for
+        a record's series, time and covariates only when its actual arrives."""
         try:
-            self._notes.append((request_id, orjson.dumps([[row.get(c) for c in names] for row in rows]).decode()))
+            self._notes.append((request_id, orjson.dumps(rows).decode()))
         except TypeError as exc:  # no validated value is unwritable; if one were, the answer still goes out
             log.warning("request %s: its records could not be noted: %s", request_id, exc)
 
@@ -309,27 +320,26 @@ class HistoryStore:
         """How many of `ids` (request id, record) still wait for their prediction's note."""
         if not ids:
             return 0
-        with self._lock:
-            db = self._conn()
+        with self._read_lock:
+            db = self._reader()
             return sum(db.execute("SELECT COUNT(*) FROM waiting WHERE request_id = ? AND record = ?", k).fetchone()[0]
                        for k in ids)
 
     def version(self) -> int:
         """Changes whenever the stored history may have (a count of its changing writes, by any process).
         Other tables' writes (notes, waits) leave it as it is, and a reader's index of the history with it."""
-        with self._lock:
-            db = self._conn()
+        with self._read_lock:
+            db = self._reader()
             (data_version,) = db.execute("PRAGMA data_version").fetchone()
-            seen = (int(data_version), db.total_changes)
-            if seen != self._seen:  # something was written since the count was read: read it again
+            if data_version != self._seen:  # another connection committed since the count was read: read it again
                 (self._changes,) = db.execute("SELECT value FROM meta WHERE key = 'history_changes'").fetchone()
-                self._seen = seen
+                self._seen = data_version
             return self._changes
 
     def latest(self) -> np.datetime64 | None:
         """The latest time any series has an actual for (datetime64[s]), None while the store is empty."""
-        with self._lock:
-            (t,) = self._conn().execute("SELECT MAX(t) FROM history").fetchone()
+        with self._read_lock:
+            (t,) = self._reader().execute("SELECT MAX(t) FROM history").fetchone()
         return None if t is None else np.datetime64(int(t), "s")
 
     def rows_since(self, spec: HistorySpec, cutoff: np.datetime64) -> dict[str, np.ndarray]:
@@ -337,11 +347,15 @@ class HistoryStore:
         time has no value of one) that a forecast for a time after `cutoff` may read: from `spec.lookback`
         steps before it on. A service indexes them once and reads them again when the store changes (`version`)."""
         since = int(seconds([cutoff])[0]) - (spec.lookback + 1) * spec.count * _UNIT_SECONDS[spec.unit]
-        with self._lock:
-            db = self._conn()
-            targets = db.execute("SELECT series, t, value FROM history WHERE t >= ?", [since]).fetchall()
-            inputs = db.execute("SELECT series, t, name, value FROM inputs WHERE t >= ?", [since]).fetchall() \
-                if spec.columns else []
+        with self._read_lock:
+            db = self._reader()
+            db.execute("BEGIN")  # one snapshot for both tables
+            try:
+                targets = db.execute("SELECT series, t, value FROM history WHERE t >= ?", [since]).fetchall()
+                inputs = db.execute("SELECT series, t, name, value FROM inputs WHERE t >= ?", [since]).fetchall() \
+                    if spec.columns else []
+            finally:
+                db.execute("COMMIT")
         rows: dict[tuple[str, int], int] = {(s, t): i for i, (s, t, _) in enumerate(targets)}
         for s, t, _, _ in inputs:
             rows.setdefault((s, t), len(rows))
