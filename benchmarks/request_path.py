@@ -136,7 +136,7 @@ def _instrument(spent: collections.Counter[str], service: Any, release: Any, mod
     wrap(module, "read_records", "read_records", is_async=True)
     wrap(service.schema, "validate", "validate")
     wrap(type(service), "unforecastable", "unforecastable")
-    wrap(service.schema, "to_batch", "to_batch")
+    wrap(service.batcher, "to_batch", "to_batch")
     wrap(release, "features_checked", "features_checked")
     wrap(release, "predict_features", "predict_features")
     wrap(service.predlog, "emit_many", "emit_many")

@@ -21,9 +21,11 @@ def test_an_explanation_adds_up_to_the_answer_in_the_requests_own_terms(champion
         one = service.client.post("/predict", params={"explain": "1"}, json=GOOD_REQUEST).json()
         off = service.client.post("/predict", params={"explain": "false"}, json=GOOD_REQUEST).json()
         bad = service.client.post("/predict", params={"explain": "<b>yes</b>"}, json=GOOD_REQUEST)
+        many = service.client.post("/predict?explain=true", json=[GOOD_REQUEST] * 101)
     assert doc["predictions"] == plain["predictions"] and "explanations" not in plain  # the same answers
     assert "explanation" not in off and bad.status_code == 400 and "is not true or false" in bad.text
     assert one["explanation"] == doc["explanations"][0]
+    assert many.status_code == 413 and "at most 100" in many.text
     for explained, prediction in zip(doc["explanations"], doc["predictions"]):
         shares = explained["contributions"]
         assert explained["base"] + sum(shares.values()) == pytest.approx(explained["raw"], abs=1e-9)

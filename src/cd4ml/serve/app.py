@@ -53,6 +53,7 @@ STATIC = Path(__file__).parent / "static"
 TRAFFIC_HEADER = "x-cd4ml-traffic"
 PREDICT_PATH = "/predict"
 TRAFFIC_KINDS = ("live", "test")
+EXPLAIN_MAX_RECORDS = 100
 NO_CHAMPION = {"detail": "no champion release yet: run `cd4ml run` until a model passes the acceptance gate"}
 BODY_ERRORS = {"413": {"description": "too many records or too large a body"},
                "415": {"description": "a body that is not application/json"}}
@@ -140,7 +141,7 @@ class Service:
         if spec is None or store is None:
             return {}
         latest = self._read(release, store).latest
-        return unforecastable(spec, release.history_end, latest, [r.get(spec.time) for r in rows])
+        return unforecastable(spec, release.history_end, latest, self.schema.column(rows, spec.time))
 
     def _read(self, release: Release, store: HistoryStore) -> HistoryRead:
         """The store as `release` reads it now: read again when the release or the store's history changed."""
@@ -263,6 +264,9 @@ async def _predict(service: Service, request: Request, started: float, live: Any
     records = await read_records(request, service.cfg.serving)
     if isinstance(records, Response):
         return records
+    if explaining and len(records) > EXPLAIN_MAX_RECORDS:
+        return _json(413, {"detail": f"{len(records)} records to explain: at most {EXPLAIN_MAX_RECORDS} a request "
+                                     "(an explanation costs milliseconds a record)"})
     single = isinstance(records, tuple)
     schema = service.schema
     try:
@@ -287,8 +291,7 @@ async def _predict(service: Service, request: Request, started: float, live: Any
                   for col, mask in unknown.items() for i in np.flatnonzero(mask)]
         return _json(422, error_body("unknown categories", errors))
     service.metrics.predicted(live.version, pred, int(fallback.sum()))
-    # Always the service's own id, so ids are unique whatever clients send; theirs is kept beside it.
-    request_id = secrets.token_hex(16)
+    request_id = new_request_id()
     if service.history is not None and traffic == "live":  # its actuals may come back by this id
         service.history.note_served(request_id, rows)
     latency_ms = (time.perf_counter() - started) * 1000.0
@@ -320,6 +323,13 @@ async def _predict(service: Service, request: Request, started: float, live: Any
     if client_id is not None:
         doc["client_request_id"] = client_id
     return _json(200, doc)
+
+
+def new_request_id() -> str:
+    """The service's own id of a request (32 hex digits), unique whatever clients send (theirs is kept beside
+    it): the time in nanoseconds, then 64 random bits. Ids in time order keep the history store's index of
+    live requests appending at its end, not writing pages all over it."""
+    return f"{time.time_ns():016x}{secrets.token_hex(8)}"
 
 
 def explain_requested(request: Request) -> bool | Response:

@@ -237,11 +237,16 @@ class HistoryStore:
         targets, inputs, done = [], [], []
         parsed: dict[str, list[dict[str, Any]]] = {}
         for request_id, record, value, records in found:
-            rows = parsed.setdefault(request_id, orjson.loads(records))
-            if not 0 <= record < len(rows):
+            try:
+                rows = parsed.setdefault(request_id, orjson.loads(records))
+                row = rows[record] if 0 <= record < len(rows) else None
+                if row is None:
+                    continue
+                series, t = series_key([row.get(c) for c in self.series]), int(seconds([row.get(self.time)])[0])
+            except (ValueError, TypeError, AttributeError) as exc:  # a note not as written (edited by hand?)
+                log.warning("request %s, record %s: its note cannot be read, the actual waits to expire: %s",
+                            request_id, record, exc)
                 continue
-            row = rows[record]
-            series, t = series_key([row.get(c) for c in self.series]), int(seconds([row.get(self.time)])[0])
             targets.append((series, t, value))
             inputs += [(series, c, t, float(row[c])) for c in self.columns if row.get(c) is not None]
             done.append((request_id, record))

@@ -119,20 +119,26 @@ class RequestSchema:
     def to_batch(self, rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
         """Column batch of validated rows; optional columns only when every row has them."""
         batch = {}
-        for name, kind in self.types.items():
-            values = [r.get(name) for r in rows]
-            has_null = None in values
-            if has_null and name not in self.required:
-                continue
-            if has_null:  # nulls in a nullable column travel as NaN, which int arrays cannot hold
-                dtype = np.float64 if kind in ("int", "bool") else COLUMN_TYPES[kind].batch
-                batch[name] = np.array([np.nan if v is None else v for v in values], dtype=dtype)
-            elif kind in DATE_TYPES:  # numpy converts day numbers faster than date objects
-                batch[name] = (np.array([v.toordinal() for v in values], dtype=np.int64)
-                               - _UNIX_EPOCH_ORDINAL).view("datetime64[D]")
-            else:
-                batch[name] = np.array(values, dtype=COLUMN_TYPES[kind].batch)
+        for name in self.types:
+            column = self.column(rows, name)
+            if column is not None:
+                batch[name] = column
         return batch
+
+    def column(self, rows: list[dict[str, Any]], name: str) -> np.ndarray | None:
+        """Field `name` of validated rows as the batch holds it (n,); None for an optional field some row
+        lacks."""
+        kind = self.types[name]
+        values = [r.get(name) for r in rows]
+        has_null = None in values
+        if has_null and name not in self.required:
+            return None
+        if has_null:  # nulls in a nullable column travel as NaN, which int arrays cannot hold
+            dtype = np.float64 if kind in ("int", "bool") else COLUMN_TYPES[kind].batch
+            return np.array([np.nan if v is None else v for v in values], dtype=dtype)
+        if kind in DATE_TYPES:  # numpy converts day numbers faster than date objects
+            return (np.array([v.toordinal() for v in values], dtype=np.int64) - _UNIX_EPOCH_ORDINAL).view("datetime64[D]")
+        return np.array(values, dtype=COLUMN_TYPES[kind].batch)
 
     def json_schema(self) -> dict[str, Any]:
         """OpenAPI schema of the request body: one record or a list of records."""
