@@ -43,5 +43,7 @@ bench: $(STAMP)
 	@bash scripts/system-packages.sh wrk:wrk
 	$(BIN)/python benchmarks/startup.py
 	$(BIN)/python benchmarks/serving.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/request_path.py
+	$(BIN)/python benchmarks/explain.py
 	$(BIN)/python benchmarks/pipeline.py --sizes 0.1,1
 	$(BIN)/python benchmarks/monitoring.py

@@ -566,10 +566,7 @@ class SeriesHistory:
         self.spec = spec
         steps = self.steps(batch[spec.time])
         n = len(steps)
-        # (n, m): the target's and each covariate's values, a column each
-        values = np.empty((n, len(spec.values)))
-        for j, c in enumerate(spec.values):
-            values[:, j] = np.asarray(batch[c], dtype=np.float64)
+        values = [np.asarray(batch[c], dtype=np.float64) for c in spec.values]  # the target's, each covariate's
         self._table: KeyTable | None = None
         group = np.zeros(n, dtype=np.int64)
         if spec.series:
@@ -589,14 +586,16 @@ class SeriesHistory:
         if self._dense:
             self._base = (np.concatenate([[0], np.cumsum(span)[:-1]]) + self._pad - self._lo).astype(np.int64)
             # A row of slots per value (the target, the covariates); the last slot stays empty: reads out of bounds.
-            self._grid = np.full((values.shape[1], int(span.sum()) + 1), np.nan)
-            self._grid[:, self._base[group] + steps] = values.T
+            self._grid = np.full((len(values), int(span.sum()) + 1), np.nan)
+            slots = self._base[group] + steps
+            for j, column in enumerate(values):
+                self._grid[j][slots] = column
         else:
             self._first = int(steps.min())
             self._range = int(steps.max()) - self._first + 1
             composite = group * self._range + (steps - self._first)
             order = np.argsort(composite, kind="stable")
-            self._keys, self._values = composite[order], values[order]
+            self._keys, self._values = composite[order], [column[order] for column in values]
 
     def steps(self, times: np.ndarray) -> np.ndarray:
         """Times (datetime64, ISO text or whole years) -> step numbers on the spec's grid, int64 (n,)."""
@@ -647,7 +646,7 @@ class SeriesHistory:
             offset = steps[None, :] - back[:, None] - self._first
             composite = np.where(found & (offset >= 0) & (offset < self._range), g * self._range + offset, -1)
             idx = np.minimum(np.searchsorted(self._keys, composite), len(self._keys) - 1)
-            return np.where((composite >= 0) & (self._keys[idx] == composite), self._values[idx, value], np.nan)
+            return np.where((composite >= 0) & (self._keys[idx] == composite), self._values[value][idx], np.nan)
         out = self._grid[value].take(self._base[g][None, :] + steps[None, :] - back[:, None], mode="clip")
         # Reads outside the series' slots (a row of another series or none, before the padding, after the
         # series' last step) are emptied; a training row's never are.
