@@ -50,3 +50,20 @@ def test_deployments_lead_time_failures_and_restores_come_from_the_history(two_v
     assert "change failure rate" in text and "50%" in text
     for since in ("soon", "0d", "99999999999d"):
         assert "--since" in cli(root, "releases", "--stats", "--since", since, check=2).stderr
+
+
+def test_the_monitoring_report_its_page_and_metrics_carry_the_delivery_measures(two_versions_shop: Path) -> None:
+    from cd4ml.serve.metrics import ReportCollector
+
+    root = two_versions_shop
+    cli(root, "promote", "2", check=0)
+    cli(root, "rollback", "--reason", "orders too low", check=0)
+    delivery = json.loads(cli(root, "monitor", "--json", check=0).stdout)["delivery"]
+    assert (delivery["deployments"], delivery["rolled_back"], delivery["change_failure_rate"]) == (2, 1, 0.5)
+    said = " ".join(cli(root, "monitor", check=0).stdout.split())
+    assert "Delivery, the last 90 days: 2 deployment(s)" in said and "change failure rate 50%" in said, said
+    gauges = {f.name: f.samples[0].value for f in ReportCollector(load_project(root).monitor_dir / "report.json").collect()
+              if f.name.startswith("cd4ml_delivery")}
+    assert gauges["cd4ml_delivery_change_failure_rate"] == 0.5
+    assert gauges["cd4ml_delivery_deployments_per_week"] == delivery["per_week"]
+    assert gauges["cd4ml_delivery_restore_hours"] == delivery["restore_hours_median"]

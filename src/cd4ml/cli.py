@@ -414,18 +414,12 @@ def _print_diff(d: Any) -> None:
 
 
 def _print_delivery(registry: Any, project: "Project", since: str | None, as_json: bool) -> None:
-    from cd4ml.release.delivery import delivery_stats, parse_since
+    from cd4ml.release.delivery import delivery_stats, format_hours as hours, parse_since
 
     result = delivery_stats(registry, project.root, parse_since(since) if since else None)
     if as_json:
         _print_json(result.to_json())
         return
-    def hours(h: float | None) -> str:
-        if h is None:
-            return "-"
-        return (f"{h * 3600:.0f} s" if h < 1 / 60 else f"{h * 60:.0f} min" if h < 1 else f"{h:.1f} h" if h < 48
-                else f"{h / 24:.1f} days")
-
     table = Table(title=f"Delivery of {registry.name}, {result.since[:16]} .. {result.until[:16]} UTC")
     table.add_column("measure")
     table.add_column("value", justify="right")

@@ -136,6 +136,9 @@ def test_sample_report_renders_every_panel_from_local_assets(watched: Callable[[
         expect(page.locator("#timeline .move.rollback")).to_have_count(
             sum(m["kind"] == "rollback" for m in SAMPLE["timeline"]))
         expect(page.locator("#timeline-summary")).to_contain_text(f"{len(releases)} releases")
+        expect(page.locator("#timeline-delivery")).to_have_text(
+            "Delivery, the last 90 days: 3 deployments (0.23 a week) · lead time 5.5 h (median) · change failure rate "
+            "33% · time to restore 45 min (median)")
 
         # Traffic: the total, one bar segment per day x version, latency lines p50 + p99 per version.
         traffic = SAMPLE["traffic"]

@@ -18,9 +18,11 @@ from cd4ml.monitor.live import Excluded, TrafficRow, Window
 from cd4ml.monitor.outcomes import Outcomes
 
 if TYPE_CHECKING:
+    from cd4ml.release.delivery import DeliveryStats
     from cd4ml.release.registry import ReleaseEvent
 
 Status = Literal["due", "ok", "not judged", "off"]
+DELIVERY_DAYS = 90  # the report's delivery measures cover this many days back
 
 
 def _iso(t: dt.date | None) -> str | None:
@@ -169,7 +171,8 @@ class MonitoringReport:
     `accuracy`: per day and version with actuals; `releases`: newest first; `timeline`: the champion
     alias's moves, oldest first; `feedback`: actuals received, matched, duplicate, unknown and late
     (rows); `excluded`: predictions kept out of the windows; `quarantined`: log lines compaction could
-    not store, per table; `checks`: drift, accuracy, coverage, age."""
+    not store, per table; `checks`: drift, accuracy, coverage, age; `delivery`: deployments, lead time,
+    change failure rate and time to restore of the last `DELIVERY_DAYS` (`cd4ml releases --stats`)."""
 
     FORMAT: ClassVar[int] = 1
 
@@ -190,6 +193,7 @@ class MonitoringReport:
     excluded: Excluded
     quarantined: dict[str, int]
     checks: list[Check]
+    delivery: DeliveryStats | None = None  # the release process's own DORA measures, the last DELIVERY_DAYS
 
     @property
     def retrain_due(self) -> bool:
@@ -216,4 +220,5 @@ class MonitoringReport:
             "feedback": self.feedback, "drift": self.drift.to_json(), "excluded": asdict(self.excluded),
             "quarantined": self.quarantined, "checks": [c.to_json() for c in self.checks],
             "retrain_due": self.retrain_due, "not_judged": self.not_judged,
+            "delivery": self.delivery.to_json() if self.delivery else None,
         }

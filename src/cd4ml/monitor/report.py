@@ -23,7 +23,8 @@ from cd4ml.config import Project, ProjectConfig
 from cd4ml.files import write_atomic
 from cd4ml.monitor import drift
 from cd4ml.monitor.document import (AccuracyRow, Champion, Check, DriftSection, DriftWindow, LiveScore,
-                                    MonitoringReport, PredictionHistogram, ReleaseOutcomes, ReleaseRow, Status)
+                                    DELIVERY_DAYS, MonitoringReport, PredictionHistogram, ReleaseOutcomes, ReleaseRow,
+                                    Status)
 from cd4ml.monitor.live import LiveData, Window, with_attributes
 from cd4ml.monitor.outcomes import Outcomes, outcomes
 from cd4ml.monitor.profile import ReleaseProfile, rows_per_day
@@ -281,6 +282,7 @@ def _age_check(cfg: ProjectConfig, champion: Champion | None) -> Check:
 def build_report(project: Project, *, compact: bool = True) -> MonitoringReport:
     """Compact the log (unless `compact` is False) and compute the report (`to_json()`: report.json)."""
     from cd4ml.monitor.store import PredictionStore
+    from cd4ml.release.delivery import delivery_stats
     from cd4ml.release.listing import list_releases
     from cd4ml.release.registry import Registry
 
@@ -332,6 +334,7 @@ def build_report(project: Project, *, compact: bool = True) -> MonitoringReport:
     checks = [_drift_check(cfg, windows, profile is not None),
               _accuracy_check(cfg, evidence, offline, accuracy_min_rows(cfg, profile)),
               _coverage_check(cfg, evidence), _age_check(cfg, champion)]
+    delivery = delivery_stats(registry, project.root, dt.timedelta(days=DELIVERY_DAYS), now)
     return MonitoringReport(
         cfg.project, cfg.registry.model_name, now, cfg.metrics.primary,
         "max" if cfg.task.metric(cfg.metrics.primary).greater_is_better else "min", cfg.monitoring.window_days,
@@ -339,7 +342,7 @@ def build_report(project: Project, *, compact: bool = True) -> MonitoringReport:
         _prediction_histogram(live, champion.version, profile) if champion and profile else None,
         accuracy, releases, history, live.counts,
         DriftSection(champion.version if champion and profile else None, windows), live.excluded,
-        store.quarantined(), checks)
+        store.quarantined(), checks, delivery)
 
 
 def write_report(project: Project, report: MonitoringReport, html: Path | None = None) -> tuple[Path, Path]:
@@ -366,6 +369,8 @@ def print_report(report: MonitoringReport, console: Any) -> None:
     console.print(f"[bold]{escape(report.project)}[/]: model {escape(report.model_name)}, champion "
                   f"{'v' + champion.version if champion else 'none'}; feedback: "
                   + ", ".join(f"{k} {v:,}" for k, v in report.feedback.items()))
+    if report.delivery is not None:
+        console.print(f"Delivery, the last {DELIVERY_DAYS} days: {report.delivery.summary()}")
     traffic: dict[str, dict[str, float]] = {}
     for row in report.traffic:
         t = traffic.setdefault(row.model_version, {"predictions": 0, "p99": 0.0})

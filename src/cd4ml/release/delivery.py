@@ -41,6 +41,20 @@ class DeliveryStats:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
+    def summary(self) -> str:
+        """The four measures in one line of text."""
+        rate = "-" if self.change_failure_rate is None else f"{self.change_failure_rate:.0%}"
+        return (f"{self.deployments} deployment(s), {self.per_week:.2f} a week; lead time {format_hours(self.lead_time_hours_median)} "
+                f"(median); change failure rate {rate}; time to restore {format_hours(self.restore_hours_median)} (median)")
+
+
+def format_hours(h: float | None) -> str:
+    """Hours as a person reads them: seconds, minutes, hours or days; "-" for nothing measured."""
+    if h is None:
+        return "-"
+    return (f"{h * 3600:.0f} s" if h < 1 / 60 else f"{h * 60:.0f} min" if h < 1 else f"{h:.1f} h" if h < 48
+            else f"{h / 24:.1f} days")
+
 
 def parse_since(text: str) -> dt.timedelta:
     """`90d`, `12w`, `48h` -> a duration; ConfigError naming `--since` otherwise."""
@@ -82,7 +96,10 @@ def _lead_hours(registry: Registry, root: Path, deployment: ReleaseEvent) -> flo
     commit = registry.version(deployment.to_version).tags.get(f"{TAG}git_commit")
     if not commit or commit == "none":
         return None
-    proc = subprocess.run(["git", "show", "-s", "--format=%ct", commit], cwd=root, capture_output=True, text=True)
+    try:
+        proc = subprocess.run(["git", "show", "-s", "--format=%ct", commit], cwd=root, capture_output=True, text=True)
+    except OSError:  # no git on this machine (a server that only monitors): the lead time is not measured
+        return None
     if proc.returncode or not proc.stdout.strip().isdigit():
         return None
     committed = dt.datetime.fromtimestamp(int(proc.stdout.strip()), tz=dt.timezone.utc)

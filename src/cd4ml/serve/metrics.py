@@ -20,7 +20,9 @@ What is measured (units in the names: seconds, counts; values are the model's ow
   prediction's own drift as `feature="prediction"`, a classifier's class probabilities as
   `feature="probability of <class>"`), `cd4ml_live_metric{metric,model_version}`,
   `cd4ml_offline_metric{metric,model_version}`, `cd4ml_live_rows{model_version}`,
-  `cd4ml_retrain_due`, `cd4ml_monitor_report_timestamp_seconds`.
+  `cd4ml_retrain_due`, `cd4ml_monitor_report_timestamp_seconds`, and the release process's own DORA
+  measures over the report's window: `cd4ml_delivery_deployments_per_week`,
+  `cd4ml_delivery_lead_time_hours`, `cd4ml_delivery_change_failure_rate`, `cd4ml_delivery_restore_hours`.
 
 One worker keeps its metrics in a per-app `CollectorRegistry` (several apps in one process do not
 clash). With several uvicorn workers, `cd4ml serve` points `PROMETHEUS_MULTIPROC_DIR` at a fresh
@@ -287,7 +289,7 @@ class ReportCollector:
         if not isinstance(doc, dict):
             return []
         families: list[Metric] = []
-        for section in (_drift, _releases, _status):
+        for section in (_drift, _releases, _status, _delivery):
             try:
                 families.extend(section(doc))
             except Exception as exc:  # one odd section must not hide the others
@@ -356,3 +358,20 @@ def _status(doc: dict[str, Any]) -> Iterator[Metric]:
             when = when.replace(tzinfo=dt.timezone.utc)
         yield GaugeMetricFamily("cd4ml_monitor_report_timestamp_seconds",
                                 "When the monitoring report was generated, Unix seconds.", value=when.timestamp())
+
+
+# The report's delivery measures (`delivery`, the release process's DORA measures) as gauges.
+_DELIVERY = {"per_week": ("cd4ml_delivery_deployments_per_week", "Versions made champion per week (report window)."),
+             "lead_time_hours_median": ("cd4ml_delivery_lead_time_hours", "Median hours, commit -> champion."),
+             "change_failure_rate": ("cd4ml_delivery_change_failure_rate",
+                                     "Share of the window's deployments later rolled back."),
+             "restore_hours_median": ("cd4ml_delivery_restore_hours", "Median hours, champion -> rolled back.")}
+
+
+def _delivery(doc: dict[str, Any]) -> Iterator[Metric]:
+    delivery = doc.get("delivery")
+    if not isinstance(delivery, dict):
+        return
+    for key, (name, doc_text) in _DELIVERY.items():
+        if (v := _number(delivery.get(key))) is not None:  # a measure with nothing to measure is left out
+            yield GaugeMetricFamily(name, doc_text, value=v)

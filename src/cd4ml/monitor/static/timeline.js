@@ -100,6 +100,23 @@ function chart(report, width) {
   return svg;
 }
 
+/** Hours as a person reads them ("-": nothing measured). */
+function hours(h) {
+  if (h === null || h === undefined) return "-";
+  if (h < 1 / 60) return `${Math.round(h * 3600)} s`;
+  if (h < 1) return `${Math.round(h * 60)} min`;
+  return h < 48 ? `${h.toFixed(1)} h` : `${(h / 24).toFixed(1)} days`;
+}
+
+/** The release process's own DORA measures over the report's window, in one line. */
+function delivery(d) {
+  const days = Math.round((Date.parse(d.until) - Date.parse(d.since)) / 86_400_000);
+  const rate = d.change_failure_rate === null ? "-" : `${Math.round(d.change_failure_rate * 100)}%`;
+  return `Delivery, the last ${days} days: ${d.deployments} deployment${d.deployments === 1 ? "" : "s"} ` +
+    `(${d.per_week.toFixed(2)} a week) · lead time ${hours(d.lead_time_hours_median)} (median) · ` +
+    `change failure rate ${rate} · time to restore ${hours(d.restore_hours_median)} (median)`;
+}
+
 export function renderTimeline(body, report, width) {
   const releases = report.releases || [];
   const moves = report.timeline || [];
@@ -114,6 +131,7 @@ export function renderTimeline(body, report, width) {
     `${moves.length} alias move${moves.length === 1 ? "" : "s"}${rollbacks ? ` (${rollbacks} rollback${rollbacks === 1 ? "" : "s"})` : ""}`;
   body.replaceChildren(
     h("p", {class: "lede", id: "timeline-summary", text: summary}),
+    ...(report.delivery ? [h("p", {class: "lede", id: "timeline-delivery", text: delivery(report.delivery)})] : []),
     legend([
       {label: "gate passed", color: "var(--pass)", shape: "dot"},
       {label: "rejected", color: "var(--fail)", shape: "dot"},
