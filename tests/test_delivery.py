@@ -67,3 +67,14 @@ def test_the_monitoring_report_its_page_and_metrics_carry_the_delivery_measures(
     assert gauges["cd4ml_delivery_change_failure_rate"] == 0.5
     assert gauges["cd4ml_delivery_deployments_per_week"] == delivery["per_week"]
     assert gauges["cd4ml_delivery_restore_hours"] == delivery["restore_hours_median"]
+
+
+def test_a_tampered_commit_tag_is_never_an_option_to_git(two_versions_shop: Path, tmp_path: Path) -> None:
+    root = two_versions_shop
+    cli(root, "promote", "2", check=0)
+    registry = Registry.for_project(load_project(root))
+    pwned = tmp_path / "pwned"
+    registry.client.set_model_version_tag(registry.name, "2", "cd4ml.git_commit", f"--output={pwned}")
+    stats = delivery_stats(registry, root)
+    assert stats.deployments == 2 and stats.lead_times_measured == 1  # version 1's commit only
+    assert not pwned.exists()

@@ -56,6 +56,9 @@ def format_hours(h: float | None) -> str:
             else f"{h / 24:.1f} days")
 
 
+_COMMIT = re.compile(r"[0-9a-f]{4,64}")
+
+
 def parse_since(text: str) -> dt.timedelta:
     """`90d`, `12w`, `48h` -> a duration; ConfigError naming `--since` otherwise."""
     match = _PERIOD.fullmatch(text.strip())
@@ -74,7 +77,7 @@ def delivery_stats(registry: Registry, root: Path, window: dt.timedelta | None =
     start = now - window if window else (events[0].time if events else now)
     deployed = [e for e in events if e.kind in DEPLOYMENTS and e.time >= start]
     failed = [(d, r) for d in deployed if (r := _rolled_back(d, events)) is not None]
-    leads = [h for h in (_lead_hours(registry, root, d) for d in deployed) if h is not None]
+    leads = _lead_hours(registry, root, deployed)
     weeks = max((now - start).total_seconds() / (7 * 86400), 1 / 7)  # at least a day, so one event is no spike
     return DeliveryStats(
         since=start.isoformat(timespec="seconds"), until=now.isoformat(timespec="seconds"),
@@ -91,16 +94,26 @@ def _rolled_back(deployment: ReleaseEvent, events: list[ReleaseEvent]) -> Releas
     return ended if ended is not None and ended.kind == "rollback" else None
 
 
-def _lead_hours(registry: Registry, root: Path, deployment: ReleaseEvent) -> float | None:
-    """Hours from the deployed version's commit to its becoming champion; None if the commit is unknown here."""
-    commit = registry.version(deployment.to_version).tags.get(f"{TAG}git_commit")
-    if not commit or commit == "none":
-        return None
-    try:
-        proc = subprocess.run(["git", "show", "-s", "--format=%ct", commit], cwd=root, capture_output=True, text=True)
-    except OSError:  # no git on this machine (a server that only monitors): the lead time is not measured
-        return None
-    if proc.returncode or not proc.stdout.strip().isdigit():
-        return None
-    committed = dt.datetime.fromtimestamp(int(proc.stdout.strip()), tz=dt.timezone.utc)
-    return (deployment.time - committed).total_seconds() / 3600
+def _lead_hours(registry: Registry, root: Path, deployed: list[ReleaseEvent]) -> list[float]:
+    """Hours from each deployed version's commit to its becoming champion, for the deployments whose commit is
+    in the repository here: the versions' commits from one listing, their times from one git call."""
+    wanted = {e.to_version for e in deployed}
+    commits = {str(mv.version): mv.tags.get(f"{TAG}git_commit") for mv in registry.versions()
+               if str(mv.version) in wanted}
+    # Only commit ids go on git's command line: a tag edited to "--output=..." would be an option.
+    known = sorted({c for c in commits.values() if c and _COMMIT.fullmatch(c)})
+    if not known:
+        return []
+    try:  # --ignore-missing: a commit no longer in the repository (rewritten history) is left out, not an error
+        proc = subprocess.run(["git", "log", "--no-walk=unsorted", "--ignore-missing", "--format=%H %ct", *known],
+                              cwd=root, capture_output=True, text=True)
+    except OSError:  # no git on this machine (a server that only monitors): lead times are not measured
+        return []
+    times = dict(line.split() for line in proc.stdout.splitlines() if len(line.split()) == 2) if not proc.returncode else {}
+    out = []
+    for event in deployed:
+        commit = commits.get(event.to_version) or ""
+        committed = next((int(t) for sha, t in times.items() if commit and sha.startswith(commit) and t.isdigit()), None)
+        if committed is not None:
+            out.append((event.time - dt.datetime.fromtimestamp(committed, tz=dt.timezone.utc)).total_seconds() / 3600)
+    return out
