@@ -148,8 +148,9 @@ def test_live_accuracy_equals_offline_computation_and_counts_are_exact(
 
 def _stable(doc: dict[str, Any]) -> dict[str, Any]:
     """A report document without what changes between two builds of the same evidence: when it was
-    built, and the champion's age."""
-    doc = {**doc, "generated_at": None, "champion": {**doc["champion"], "age_days": None}}
+    built, the champion's age, and the delivery window's ends (the last 90 days up to the build)."""
+    doc = {**doc, "generated_at": None, "champion": {**doc["champion"], "age_days": None},
+           "delivery": {**doc["delivery"], "since": None, "until": None}}
     doc["checks"] = [{**c, "detail": None} if c["name"] == "age" else c for c in doc["checks"]]
     return doc
 
