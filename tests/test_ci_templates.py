@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cd4ml.cli import app
 from cd4ml.scaffold import CI_FILES
 from helpers import SMALL_MODEL, cli, edit_yaml, git_init, shrink_grocery_project
 
@@ -56,6 +55,8 @@ def test_every_cd4ml_command_the_jobs_run_parses_with_the_real_cli(tmp_path: Pat
     found = _command_lines(text)
     assert {" ".join(w[:2]) for w in found} >= {"releases --json", "data ingest", "run --json", "diff 1",
                                                "monitor --check", "data refresh"}, found
+    from cd4ml.cli import app  # here, not at collection: helpers.prepare_in_process_cli makes its consoles
+
     runner = CliRunner()
     # Every argument is parsed before --help (eager) answers: an option the CLI does not take fails the parse.
     for words in found + [["run", "--json", "--no-promote"]]:

@@ -632,13 +632,10 @@ PIPE_WIDTH = 200
 
 
 def _fit_width_to_pipes(*consoles: Console) -> None:
-    """COLUMNS when set, else PIPE_WIDTH for output that is not a terminal; set at every command, not only when
-    the consoles were made (commands run in one process one after another: the demo, the tests)."""
-    columns = os.environ.get("COLUMNS", "")
+    if "COLUMNS" in os.environ:
+        return  # Rich honours it
     for c in consoles:
-        if columns.isdigit() and int(columns) > 0:
-            c.width = int(columns)
-        elif not c.is_terminal:
+        if not c.is_terminal:
             c.width = PIPE_WIDTH
 
 
