@@ -8,9 +8,9 @@ restart loses nothing. A row is one series at one time (seconds since 1970, as `
 reads the time column) with its target value; an actual sent again replaces the stored one, so
 actuals arriving twice or out of order leave one row per series and time.
 
-An actual sent by its prediction's request id names no series or time: the service notes which series
-and time each record of a live prediction was (`note_served`, written by a background thread off the
-request path), and such an actual is stored under them. One that arrives before its prediction's note
+An actual sent by its prediction's request id names no series or time: the service notes each live
+prediction's validated records (`note_served`: one JSON text per request, written by a background thread
+off the request path), and such an actual is stored under its record's series and time (and covariates). One that arrives before its prediction's note
 is written (another worker's, a few hundred ms behind) waits in the store and is stored when the note
 is: whichever comes second completes the pair, in one transaction.
 
@@ -83,7 +83,7 @@ INSERT OR IGNORE INTO meta VALUES ('history_changes', 0);
 # An actual by request id waits this long for its prediction's record; one for a prediction never noted
 # (a mistyped id, test traffic) is dropped then.
 WAIT_SECONDS = 86_400
-# The served records' notes are written this often (and before every actuals write of the same process).
+# Live predictions' notes are written this often (and with every actuals write of the same process).
 NOTE_SECONDS = 0.2
 _WAITING_NOTED = """SELECT w.request_id, w.record, w.value, s.records
     FROM waiting w JOIN served s USING (request_id)"""
